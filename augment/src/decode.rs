@@ -1,0 +1,210 @@
+//! Decoding JPEG and PNG files to 8-bit RGB, as PIL's `Image.open(p).convert('RGB')`.
+//!
+//! - JPEG: zune-jpeg in strict mode, so truncated or corrupt data is an error (PIL says
+//!   "image file is truncated"). Grayscale JPEGs are replicated to 3 channels. CMYK and
+//!   YCCK JPEGs are refused ([`Error::Unsupported`]): their conversion is not PIL's.
+//! - PNG: the `png` crate. Palette, low bit depth, gray, gray+alpha, RGBA and 16-bit
+//!   files are converted as PIL converts them: alpha is dropped (not composited),
+//!   16-bit samples keep their high byte, except 16-bit grayscale (PIL mode `I;16`),
+//!   whose values are clamped to 255.
+//!
+//! Every decode checks the pixel count against [`Limits::max_pixels`] from the header,
+//! before any pixel buffer is allocated.
+
+use std::io::Cursor;
+
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+
+use crate::error::{Error, Result};
+
+/// PIL's `Image.MAX_IMAGE_PIXELS`: `1024 * 1024 * 1024 // 4 // 3`.
+pub const PIL_MAX_IMAGE_PIXELS: u64 = 1024 * 1024 * 1024 / 4 / 3;
+
+/// The container formats we decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// JPEG / JFIF.
+    Jpeg,
+    /// PNG.
+    Png,
+}
+
+/// What a header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// The container format.
+    pub format: Format,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// Decoding limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted `width * height`.
+    pub max_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_pixels: PIL_MAX_IMAGE_PIXELS }
+    }
+}
+
+/// Tells the format from the first bytes.
+pub fn sniff(bytes: &[u8]) -> Result<Format> {
+    match bytes {
+        [] => Err(Error::Empty),
+        [0xFF, 0xD8, 0xFF, ..] => Ok(Format::Jpeg),
+        [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Ok(Format::Png),
+        _ => {
+            let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            Err(Error::UnknownFormat(head.join(" ")))
+        }
+    }
+}
+
+/// Decodes `bytes` into `out` (resized to `width * height * 3`) as RGB.
+pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
+    match sniff(bytes)? {
+        Format::Jpeg => decode_jpeg(bytes, limits, out),
+        Format::Png => decode_png(bytes, limits, out),
+    }
+}
+
+fn check_pixels(width: u32, height: u32, limits: Limits) -> Result<()> {
+    let pixels = width as u64 * height as u64;
+    if pixels > limits.max_pixels {
+        return Err(Error::TooManyPixels { width, height, pixels, limit: limits.max_pixels });
+    }
+    if pixels == 0 {
+        return Err(Error::Geometry(format!("image has zero size {width}x{height}")));
+    }
+    Ok(())
+}
+
+fn jpeg_err(e: impl std::fmt::Display) -> Error {
+    Error::Decode { format: "JPEG", reason: e.to_string() }
+}
+
+fn decode_jpeg(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(u16::MAX as usize)
+        .set_max_height(u16::MAX as usize);
+    let mut probe = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    probe.decode_headers().map_err(jpeg_err)?;
+    let info = probe.info().ok_or_else(|| jpeg_err("no frame header"))?;
+    let (width, height) = (info.width as u32, info.height as u32);
+    check_pixels(width, height, limits)?;
+    let input = probe.input_colorspace().ok_or_else(|| jpeg_err("no colour space"))?;
+    let gray = match input {
+        ColorSpace::Luma => true,
+        ColorSpace::YCbCr | ColorSpace::RGB => false,
+        other => return Err(Error::Unsupported { format: "JPEG", what: format!("{other:?}") }),
+    };
+    let out_space = if gray { ColorSpace::Luma } else { ColorSpace::RGB };
+    let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), options.jpeg_set_out_colorspace(out_space));
+    dec.decode_headers().map_err(jpeg_err)?;
+    let n = width as usize * height as usize;
+    out.resize(n * 3, 0);
+    if gray {
+        dec.decode_into(&mut out[..n]).map_err(jpeg_err)?;
+        expand_gray_in_place(out, n);
+    } else {
+        dec.decode_into(out).map_err(jpeg_err)?;
+    }
+    Ok(Info { format: Format::Jpeg, width, height })
+}
+
+/// `out[..n]` holds gray values; spreads them to `out[..3n]` as RGB, back to front.
+fn expand_gray_in_place(out: &mut [u8], n: usize) {
+    for i in (0..n).rev() {
+        let v = out[i];
+        out[3 * i..3 * i + 3].fill(v);
+    }
+}
+
+fn png_err(e: impl std::fmt::Display) -> Error {
+    Error::Decode { format: "PNG", reason: e.to_string() }
+}
+
+fn decode_png(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
+    let mut dec = png::Decoder::new(Cursor::new(bytes));
+    dec.set_transformations(png::Transformations::EXPAND);
+    dec.set_limits(png::Limits { bytes: (limits.max_pixels as usize).saturating_mul(8) });
+    let header = dec.read_header_info().map_err(png_err)?;
+    let (width, height) = (header.width, header.height);
+    check_pixels(width, height, limits)?;
+    let gray16 = header.color_type == png::ColorType::Grayscale && header.bit_depth == png::BitDepth::Sixteen;
+    let mut reader = dec.read_info().map_err(png_err)?;
+    let size = reader.output_buffer_size().ok_or_else(|| png_err("image too large"))?;
+    let mut raw = vec![0u8; size];
+    let frame = reader.next_frame(&mut raw).map_err(png_err)?;
+    let (color, depth) = (frame.color_type, frame.bit_depth);
+    let channels = color.samples();
+    let sample = if depth == png::BitDepth::Sixteen { 2 } else { 1 };
+    out.resize(width as usize * height as usize * 3, 0);
+    let stride = frame.line_size;
+    for y in 0..height as usize {
+        let src = &raw[y * stride..y * stride + width as usize * channels * sample];
+        let dst = &mut out[y * width as usize * 3..(y + 1) * width as usize * 3];
+        convert_png_row(src, dst, channels, sample, gray16);
+    }
+    Ok(Info { format: Format::Png, width, height })
+}
+
+/// One expanded PNG row to RGB, the way PIL's `convert('RGB')` treats its mode.
+fn convert_png_row(src: &[u8], dst: &mut [u8], channels: usize, sample: usize, gray16: bool) {
+    let px = channels * sample;
+    for (s, d) in src.chunks_exact(px).zip(dst.chunks_exact_mut(3)) {
+        let at = |c: usize| {
+            if gray16 {
+                u16::from_be_bytes([s[0], s[1]]).min(255) as u8
+            } else {
+                s[c * sample]
+            }
+        };
+        if channels <= 2 {
+            d.fill(at(0));
+        } else {
+            d.copy_from_slice(&[at(0), at(1), at(2)]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_and_reports_unknown_bytes() {
+        assert!(matches!(sniff(b""), Err(Error::Empty)));
+        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).unwrap(), Format::Jpeg);
+        let err = sniff(b"hello world").unwrap_err().to_string();
+        assert!(err.contains("68 65 6c 6c"), "{err}");
+    }
+
+    #[test]
+    fn gray_expands_in_place() {
+        let mut v = vec![1, 2, 0, 0, 0, 0];
+        expand_gray_in_place(&mut v, 2);
+        assert_eq!(v, [1, 1, 1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn gray16_clamps_and_others_keep_the_high_byte() {
+        let mut d = [0u8; 3];
+        convert_png_row(&[0x01, 0x00], &mut d, 1, 2, true);
+        assert_eq!(d, [255; 3]);
+        convert_png_row(&[0x00, 0x7f], &mut d, 1, 2, true);
+        assert_eq!(d, [0x7f; 3]);
+        convert_png_row(&[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc], &mut d, 3, 2, false);
+        assert_eq!(d, [0x12, 0x56, 0x9a]);
+    }
+}

@@ -1,0 +1,30 @@
+//! The one error type of the `augment` crate.
+
+/// Why an image could not be decoded or processed.
+///
+/// Decoding works on bytes, so these carry no path; callers that know the path or the
+/// sample id put it first when they report (`ingest`, the loader).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bytes start with neither the JPEG nor the PNG signature.
+    #[error("not a JPEG or PNG file (starts with {0})")]
+    UnknownFormat(String),
+    /// The file is empty.
+    #[error("empty file (0 bytes)")]
+    Empty,
+    /// The decoder rejected the data (truncated, corrupt, ...).
+    #[error("{format} decode failed: {reason}")]
+    Decode { format: &'static str, reason: String },
+    /// A colour model we do not convert (for example CMYK JPEG).
+    #[error("unsupported {format} colour type: {what}")]
+    Unsupported { format: &'static str, what: String },
+    /// More pixels than the decompression-bomb limit.
+    #[error("{width}x{height} = {pixels} pixels exceeds the limit of {limit} (possible decompression bomb)")]
+    TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
+    /// A buffer or rectangle that does not fit.
+    #[error("{0}")]
+    Geometry(String),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,45 @@
+//! Plain image buffers: interleaved 8-bit RGB, row-major, no padding.
+
+/// A borrowed RGB image: `data.len() == width * height * 3`.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageRef<'a> {
+    /// Pixels, `[height][width][3]`.
+    pub data: &'a [u8],
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+}
+
+impl<'a> ImageRef<'a> {
+    /// Wraps `data`; panics if its length is not `width * height * 3`.
+    pub fn new(data: &'a [u8], width: usize, height: usize) -> Self {
+        assert_eq!(data.len(), width * height * 3, "RGB buffer size");
+        ImageRef { data, width, height }
+    }
+
+    /// Row `y` as `width * 3` bytes.
+    pub fn row(&self, y: usize) -> &'a [u8] {
+        &self.data[y * self.width * 3..(y + 1) * self.width * 3]
+    }
+}
+
+/// A rectangle in pixels: `x, y` top-left, `w × h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Rect {
+    /// Left column.
+    pub x: usize,
+    /// Top row.
+    pub y: usize,
+    /// Width.
+    pub w: usize,
+    /// Height.
+    pub h: usize,
+}
+
+impl Rect {
+    /// The whole of a `width × height` image.
+    pub fn full(width: usize, height: usize) -> Self {
+        Rect { x: 0, y: 0, w: width, h: height }
+    }
+}

@@ -1,0 +1,213 @@
+//! Pillow's bicubic resampling (`Image.resize(size, Image.BICUBIC)`), bit for bit.
+//!
+//! This follows Pillow's `Resample.c`: a separable filter with a = -0.5 whose support
+//! widens by the scale factor when downscaling (antialiasing); the weights are computed
+//! in double precision, normalised, then turned into 22-bit fixed point; the horizontal
+//! pass runs first over only the rows the vertical pass needs and rounds to u8, then the
+//! vertical pass. A crop is resampled as PIL resamples `img.crop(box)`: the filter never
+//! reads outside the crop.
+
+use crate::error::{Error, Result};
+use crate::image::{ImageRef, Rect};
+
+/// Pillow's `PRECISION_BITS` for 8-bit images.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+/// The support of the bicubic kernel (in input pixels at scale 1).
+const BICUBIC_SUPPORT: f64 = 2.0;
+
+/// Pillow's `bicubic_filter` with a = -0.5.
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Fixed-point filter taps along one axis: for output `i`, the inputs
+/// `start[i] .. start[i] + count[i]` weighted by `taps[i * ksize ..]`.
+#[derive(Clone, Debug, Default)]
+pub struct Taps {
+    ksize: usize,
+    bounds: Vec<(usize, usize)>,
+    taps: Vec<i32>,
+}
+
+impl Taps {
+    /// Pillow's `precompute_coeffs` then `normalize_coeffs_8bpc`, for `in_size` inputs
+    /// (the box `0..in_size`) and `out_size` outputs.
+    pub fn bicubic(in_size: usize, out_size: usize) -> Self {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = BICUBIC_SUPPORT * filterscale;
+        let ksize = support.ceil() as usize * 2 + 1;
+        let mut t = Taps { ksize, bounds: Vec::with_capacity(out_size), taps: vec![0; out_size * ksize] };
+        let mut weights = vec![0.0f64; ksize];
+        for xx in 0..out_size {
+            let center = (xx as f64 + 0.5) * scale;
+            // C's (int) cast truncates toward zero, as `as` does.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let count = xmax.saturating_sub(xmin);
+            let mut total = 0.0;
+            for (x, w) in weights[..count].iter_mut().enumerate() {
+                *w = bicubic((x as f64 + xmin as f64 - center + 0.5) / filterscale);
+                total += *w;
+            }
+            for (x, &w) in weights[..count].iter().enumerate() {
+                let w = if total != 0.0 { w / total } else { w };
+                t.taps[xx * ksize + x] = to_fixed(w);
+            }
+            t.bounds.push((xmin, count));
+        }
+        t
+    }
+
+    fn of(&self, i: usize) -> (usize, &[i32]) {
+        let (start, count) = self.bounds[i];
+        (start, &self.taps[i * self.ksize..i * self.ksize + count])
+    }
+}
+
+/// `normalize_coeffs_8bpc`: round half away from zero into 22-bit fixed point.
+fn to_fixed(w: f64) -> i32 {
+    let scaled = w * (1u32 << PRECISION_BITS) as f64;
+    if w < 0.0 {
+        (scaled - 0.5) as i32
+    } else {
+        (scaled + 0.5) as i32
+    }
+}
+
+/// Pillow's `clip8` on an accumulator.
+#[inline]
+fn clip8(acc: i32) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+const HALF: i32 = 1 << (PRECISION_BITS - 1);
+
+/// Resizes `crop` of `src` to `out_w × out_h` with Pillow's bicubic filter, as
+/// `src.crop(crop).resize((out_w, out_h), Image.BICUBIC)` does, into `dst`
+/// (`out_w * out_h * 3` bytes). `scratch` holds the intermediate rows.
+pub fn resize_bicubic(src: ImageRef<'_>, crop: Rect, dst: &mut [u8], out_w: usize, out_h: usize, scratch: &mut Vec<u8>) -> Result<()> {
+    check(src, crop, dst.len(), out_w, out_h)?;
+    let horiz = Taps::bicubic(crop.w, out_w);
+    let vert = Taps::bicubic(crop.h, out_h);
+    resize_with_taps(src, crop, dst, (out_w, out_h), (&horiz, &vert), scratch);
+    Ok(())
+}
+
+fn check(src: ImageRef<'_>, crop: Rect, dst_len: usize, out_w: usize, out_h: usize) -> Result<()> {
+    let inside = crop.w > 0 && crop.h > 0 && crop.x + crop.w <= src.width && crop.y + crop.h <= src.height;
+    if !inside || out_w == 0 || out_h == 0 {
+        return Err(Error::Geometry(format!("crop {crop:?} of {}x{} to {out_w}x{out_h} is not valid", src.width, src.height)));
+    }
+    if dst_len != out_w * out_h * 3 {
+        return Err(Error::Geometry(format!("destination holds {dst_len} bytes, {out_w}x{out_h}x3 needed")));
+    }
+    Ok(())
+}
+
+/// The two passes with precomputed taps (`horiz` for `crop.w → out_w`, `vert` for
+/// `crop.h → out_h`).
+pub fn resize_with_taps(src: ImageRef<'_>, crop: Rect, dst: &mut [u8], (out_w, out_h): (usize, usize), (horiz, vert): (&Taps, &Taps), scratch: &mut Vec<u8>) {
+    // Rows of the crop that the vertical pass reads.
+    let first = vert.bounds[0].0;
+    let last = vert.bounds[out_h - 1].0 + vert.bounds[out_h - 1].1;
+    let tmp_w = if out_w == crop.w { crop.w } else { out_w };
+    scratch.resize((last - first) * tmp_w * 3, 0);
+    for y in first..last {
+        let row = &src.row(crop.y + y)[crop.x * 3..(crop.x + crop.w) * 3];
+        let out = &mut scratch[(y - first) * tmp_w * 3..(y - first + 1) * tmp_w * 3];
+        if out_w == crop.w {
+            out.copy_from_slice(row);
+        } else {
+            horizontal_row(row, out, horiz);
+        }
+    }
+    if out_h == crop.h {
+        dst.copy_from_slice(&scratch[..out_h * tmp_w * 3]);
+    } else {
+        vertical(scratch, tmp_w, first, dst, vert);
+    }
+}
+
+fn horizontal_row(row: &[u8], out: &mut [u8], taps: &Taps) {
+    for (xx, px) in out.chunks_exact_mut(3).enumerate() {
+        let (start, k) = taps.of(xx);
+        let (mut r, mut g, mut b) = (HALF, HALF, HALF);
+        for (i, &w) in k.iter().enumerate() {
+            let s = &row[(start + i) * 3..(start + i) * 3 + 3];
+            r += s[0] as i32 * w;
+            g += s[1] as i32 * w;
+            b += s[2] as i32 * w;
+        }
+        px.copy_from_slice(&[clip8(r), clip8(g), clip8(b)]);
+    }
+}
+
+/// The vertical pass; `tmp` holds rows `first..` of the horizontally resized crop.
+fn vertical(tmp: &[u8], width: usize, first: usize, dst: &mut [u8], taps: &Taps) {
+    let stride = width * 3;
+    let mut acc = vec![0i32; stride];
+    for (yy, out) in dst.chunks_exact_mut(stride).enumerate() {
+        let (start, k) = taps.of(yy);
+        acc.fill(HALF);
+        for (i, &w) in k.iter().enumerate() {
+            let row = &tmp[(start + i - first) * stride..(start + i - first + 1) * stride];
+            for (a, &s) in acc.iter_mut().zip(row) {
+                *a += s as i32 * w;
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_size_is_identity() {
+        let data: Vec<u8> = (0..4 * 3 * 3).map(|v| (v * 7) as u8).collect();
+        let src = ImageRef::new(&data, 4, 3);
+        let mut out = vec![0; data.len()];
+        resize_bicubic(src, Rect::full(4, 3), &mut out, 4, 3, &mut Vec::new()).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn constant_image_stays_constant() {
+        let data = vec![77u8; 50 * 40 * 3];
+        let src = ImageRef::new(&data, 50, 40);
+        let mut out = vec![0; 13 * 29 * 3];
+        resize_bicubic(src, Rect { x: 3, y: 5, w: 31, h: 20 }, &mut out, 13, 29, &mut Vec::new()).unwrap();
+        assert!(out.iter().all(|&v| v == 77));
+    }
+
+    #[test]
+    fn taps_sum_to_one_in_fixed_point() {
+        for (i, o) in [(640, 224), (100, 224), (7, 3), (3, 7)] {
+            let t = Taps::bicubic(i, o);
+            for xx in 0..o {
+                let s: i32 = t.of(xx).1.iter().sum();
+                assert!((s - (1 << PRECISION_BITS)).abs() <= 8, "{i}->{o} at {xx}: {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_crop_is_an_error() {
+        let data = vec![0u8; 4 * 4 * 3];
+        let src = ImageRef::new(&data, 4, 4);
+        let mut out = vec![0; 2 * 2 * 3];
+        assert!(resize_bicubic(src, Rect { x: 2, y: 0, w: 3, h: 4 }, &mut out, 2, 2, &mut Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! `IngestConfig`: what `slotcon-ingest` does to each image.
+
+use serde::{Deserialize, Serialize};
+use slotcon_shards::StoreKind;
+
+/// Ingest settings. Everything that changes the bytes of the store is serialised into
+/// the manifest; `threads` is not (the output does not depend on it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngestConfig {
+    /// `encoded` keeps image files (original bytes unless resized); `raw` stores RGB.
+    pub store: StoreKind,
+    /// Downscale images whose longer side exceeds this (bicubic, antialiased, as Pillow).
+    pub max_side: Option<u32>,
+    /// JPEG quality for re-encoded (resized) images.
+    pub quality: u8,
+    /// Images with more pixels than this are skipped (decompression-bomb limit).
+    pub max_pixels: u64,
+    /// Target payload bytes per shard; a shard closes once it reaches this.
+    pub shard_size: u64,
+    /// Worker threads for decoding (0 = every core).
+    #[serde(skip)]
+    pub threads: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            store: StoreKind::Encoded,
+            max_side: None,
+            quality: 90,
+            max_pixels: slotcon_augment::decode::PIL_MAX_IMAGE_PIXELS,
+            shard_size: 256 << 20,
+            threads: 0,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Sets the number of worker threads (0 = every core).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Sets the target shard size in bytes.
+    pub fn with_shard_size(mut self, bytes: u64) -> Self {
+        self.shard_size = bytes;
+        self
+    }
+
+    /// The settings as recorded in the manifest and the resume state.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("config serialises")
+    }
+
+    /// Checks values that would make no sense.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shard_size == 0 {
+            return Err("--shard-size must be positive".into());
+        }
+        if !(1..=100).contains(&self.quality) {
+            return Err(format!("--quality {} is outside 1..=100", self.quality));
+        }
+        if self.max_side == Some(0) {
+            return Err("--max-side must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+//! `slotcon-ingest`: any folder of JPEG/PNG images into a verified slotcon shard store.
+//!
+//! - [`scan`] finds the images (recursively, sorted by relative path);
+//! - [`prepare`] validates one by decoding it fully and produces what is stored;
+//! - [`ingest`] runs the whole thing in parallel, writes shards atomically, skips and
+//!   reports bad files, and resumes an interrupted run to a byte-identical result;
+//! - [`verify`] checks a store's checksums and decodes every image.
+//!
+//! ```
+//! use slotcon_ingest::{ingest, IngestConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let root = std::env::temp_dir().join(format!("slotcon-ingest-doc-{}", std::process::id()));
+//! let src = root.join("images");
+//! std::fs::create_dir_all(&src)?;
+//! // One 3x2 gray PNG and one file that only pretends to be a JPEG.
+//! let mut png = Vec::new();
+//! let mut enc = png::Encoder::new(&mut png, 3, 2);
+//! enc.set_color(png::ColorType::Grayscale);
+//! enc.write_header()?.write_image_data(&[0, 50, 100, 150, 200, 250])?;
+//! std::fs::write(src.join("a.png"), &png)?;
+//! std::fs::write(src.join("b.jpg"), b"not really")?;
+//!
+//! let out = root.join("shards");
+//! let report = ingest(&src, &out, &IngestConfig::default(), false, &indicatif::ProgressBar::hidden())?;
+//! assert_eq!(report.written, 1);
+//! assert_eq!(report.skipped[0].path, "b.jpg");
+//!
+//! let store = slotcon_shards::ShardReader::open(&out)?;
+//! assert_eq!(store.get(0)?.bytes, &png[..]); // the original bytes, unchanged
+//! let check = slotcon_ingest::verify(&out, 1, &indicatif::ProgressBar::hidden())?;
+//! assert!(check.problems.is_empty());
+//! # std::fs::remove_dir_all(&root)?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+pub mod prepare;
+pub mod resume;
+mod run;
+pub mod scan;
+mod verify;
+
+pub use config::IngestConfig;
+pub use error::{Error, Result};
+pub use run::{ingest, IngestReport, REPORT_FILE};
+pub use verify::{verify, VerifyReport};

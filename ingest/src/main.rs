@@ -1,0 +1,219 @@
+//! `slotcon-ingest`: the command line over the `slotcon_ingest` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use slotcon_ingest::{ingest, verify, IngestConfig, IngestReport, VerifyReport};
+use slotcon_shards::StoreKind;
+
+/// Turn a folder of images into a sharded, memory-mapped Parquet store.
+///
+/// Finds every .jpg/.jpeg/.png under SRC (recursively, any case), validates each by
+/// decoding it, and writes shard-NNNNN.parquet files plus manifest.json to --out.
+/// Bad files are skipped and listed in OUT/ingest-report.json. Rerunning the same
+/// command after an interruption resumes where it stopped.
+#[derive(Parser, Debug)]
+#[command(version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    ingest: IngestArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check every checksum in a store and decode every image; exit 1 on any problem.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+struct IngestArgs {
+    /// The folder of images (COCO train2017/, ImageNet train/, any tree).
+    #[arg(required = true)]
+    src: Option<PathBuf>,
+    /// The store directory to create or complete.
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// What to store: the image files, or decoded RGB pixels (no decoding when loading).
+    #[arg(long, value_enum, default_value_t = Store::Encoded)]
+    store: Store,
+    /// Downscale images whose longer side exceeds N pixels (Pillow bicubic, antialiased)
+    /// and re-encode them as JPEG at --quality. Smaller images keep their bytes.
+    #[arg(long, value_name = "N")]
+    max_side: Option<u32>,
+    /// JPEG quality for re-encoded images.
+    #[arg(long, default_value_t = 90)]
+    quality: u8,
+    /// Skip images with more pixels than this (default: Pillow's decompression-bomb limit).
+    #[arg(long, default_value_t = slotcon_augment::decode::PIL_MAX_IMAGE_PIXELS)]
+    max_pixels: u64,
+    /// Target shard size, e.g. 256MiB, 1GB, 500000 (bytes).
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    shard_size: u64,
+    /// Decoding threads (default: every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Discard an existing store or partial run in --out and start over.
+    #[arg(long)]
+    force: bool,
+    /// Print the report as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// The store directory.
+    dir: PathBuf,
+    /// Decoding threads (default: every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Store {
+    /// Keep the image files (original bytes unless --max-side resizes them).
+    Encoded,
+    /// Store decoded RGB pixels, FFCV's raw mode.
+    Raw,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Verify(args)) => run_verify(args),
+        None => run_ingest(cli.ingest),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
+    let (src, out) = (a.src.expect("required by clap"), a.out.expect("required by clap"));
+    let cfg = IngestConfig {
+        store: match a.store {
+            Store::Encoded => StoreKind::Encoded,
+            Store::Raw => StoreKind::Raw,
+        },
+        max_side: a.max_side,
+        quality: a.quality,
+        max_pixels: a.max_pixels,
+        shard_size: a.shard_size,
+        threads: a.threads,
+    };
+    if let Err(msg) = cfg.validate() {
+        eprintln!("error: {msg}");
+        return Ok(ExitCode::from(2));
+    }
+    let bar = progress(a.quiet, "ingest");
+    let report = ingest(&src, &out, &cfg, a.force, &bar).with_context(|| format!("ingesting {}", src.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report, &out);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(r: &IngestReport, out: &std::path::Path) {
+    if r.already_complete {
+        println!("{} already holds a complete store of {} images; nothing to do (use --force to rebuild)", out.display(), r.written);
+        return;
+    }
+    for s in &r.skipped {
+        eprintln!("skipped {}: {}", s.path, s.reason);
+    }
+    let rate = r.written as f64 / r.seconds.max(1e-9);
+    println!(
+        "wrote {} images into {} shard(s), {:.1} MiB -> {:.1} MiB, in {:.2} s ({rate:.0} img/s); skipped {}",
+        r.written,
+        r.shards,
+        r.bytes_in as f64 / 1048576.0,
+        r.bytes_out as f64 / 1048576.0,
+        r.seconds,
+        r.skipped.len()
+    );
+    println!("report: {}", out.join(slotcon_ingest::REPORT_FILE).display());
+}
+
+fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let bar = progress(a.quiet, "verify");
+    let r: VerifyReport = verify(&a.dir, a.threads, &bar).with_context(|| format!("verifying {}", a.dir.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        for p in &r.problems {
+            eprintln!("problem: {p}");
+        }
+        let verdict = if r.problems.is_empty() { "OK".to_string() } else { format!("{} problem(s)", r.problems.len()) };
+        println!("{}: {} images in {} shard(s): {verdict}", a.dir.display(), r.images, r.shards);
+    }
+    Ok(if r.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn progress(quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]")
+        .expect("valid template");
+    ProgressBar::new(0).with_style(style).with_prefix(what.to_string())
+}
+
+/// `256MiB`, `1GB`, `64k`, `1000` -> bytes (binary units for both spellings).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 256MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB)")),
+    };
+    let bytes = (n * mult as f64) as u64;
+    if bytes == 0 {
+        return Err("size must be positive".into());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,206 @@
+//! The ingest driver: scan, prepare in parallel, write shards in order, commit, resume.
+
+use std::path::Path;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use slotcon_shards::format::write_atomic;
+use slotcon_shards::{Manifest, NewSample, ShardWriter};
+
+use crate::config::IngestConfig;
+use crate::error::{io_err, Error, Result};
+use crate::prepare::{prepare, Prepared, Scratch};
+use crate::resume::{remove_leftovers, Committed, Journal, RunKey, PARTIAL_DIR};
+use crate::scan::{scan, Skipped, SourceFile};
+
+/// The report's file name inside the store.
+pub const REPORT_FILE: &str = "ingest-report.json";
+/// Files decoded in parallel between two ordered writes.
+const CHUNK: usize = 64;
+
+/// What an ingest did; saved as `OUT/ingest-report.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IngestReport {
+    /// Images in the store.
+    pub written: u64,
+    /// Files left out, with the reason, sorted by path.
+    pub skipped: Vec<Skipped>,
+    /// Total size of the source files that were stored.
+    pub bytes_in: u64,
+    /// Total size of the store's shard and index files.
+    pub bytes_out: u64,
+    /// Wall time of this run (a resumed run counts only its own part).
+    pub seconds: f64,
+    /// Number of shards.
+    pub shards: usize,
+    /// True when this run found the store already complete and did nothing.
+    #[serde(default)]
+    pub already_complete: bool,
+}
+
+/// Ingests every image under `src` into the store `out`, resuming a partial run.
+///
+/// `force` discards an existing store or partial run in `out` first.
+pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress: &ProgressBar) -> Result<IngestReport> {
+    let start = Instant::now();
+    check_source(src)?;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    if force {
+        clear(out)?;
+    } else if out.join(slotcon_shards::format::MANIFEST_FILE).exists() {
+        return already_complete(out, cfg);
+    }
+    let (files, mut scan_skipped) = scan(src);
+    let key = RunKey::new(cfg.to_json(), &files);
+    let (journal, committed) = Journal::open(out, &key)?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).build().map_err(|e| Error::Threads(e.to_string()))?;
+    let mut run = Run::new(out, cfg, &journal, committed);
+    progress.set_length(files.len() as u64);
+    progress.set_position(run.next_source as u64);
+    pool.install(|| run.write_all(&files, progress))?;
+    progress.finish_and_clear();
+    let mut report = run.finish(&mut scan_skipped, files.len())?;
+    report.seconds = start.elapsed().as_secs_f64();
+    let text = serde_json::to_vec_pretty(&report).expect("json");
+    write_atomic(&out.join(REPORT_FILE), &text)?;
+    run.save_manifest()?;
+    journal.remove()?;
+    Ok(report)
+}
+
+fn check_source(src: &Path) -> Result<()> {
+    match std::fs::read_dir(src) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::Source { path: src.to_path_buf(), reason: e.to_string() }),
+    }
+}
+
+/// Removes a previous store or partial run from `out` (only files we own).
+fn clear(out: &Path) -> Result<()> {
+    remove_leftovers(out, 0)?;
+    for name in [slotcon_shards::format::MANIFEST_FILE, REPORT_FILE] {
+        let p = out.join(name);
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+    }
+    let partial = out.join(PARTIAL_DIR);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
+    }
+    Ok(())
+}
+
+/// A rerun on a finished store: check the settings, tidy up, and return its report.
+fn already_complete(out: &Path, cfg: &IngestConfig) -> Result<IngestReport> {
+    let manifest = Manifest::load(out)?;
+    if manifest.ingest != cfg.to_json() {
+        let reason = format!("already holds a store made with other settings ({}); pass --force to rebuild it", manifest.ingest);
+        return Err(Error::Conflict { path: out.to_path_buf(), reason });
+    }
+    let partial = out.join(PARTIAL_DIR);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
+    }
+    let report_path = out.join(REPORT_FILE);
+    let text = std::fs::read(&report_path).map_err(io_err(&report_path))?;
+    let mut report: IngestReport = serde_json::from_slice(&text)
+        .map_err(|e| Error::Conflict { path: report_path.clone(), reason: format!("unreadable report: {e}") })?;
+    report.already_complete = true;
+    Ok(report)
+}
+
+/// The state of one run over the sorted listing.
+struct Run<'a> {
+    out: &'a Path,
+    cfg: &'a IngestConfig,
+    journal: &'a Journal,
+    committed: Vec<Committed>,
+    writer: Option<ShardWriter>,
+    next_source: usize,
+    pending_skipped: Vec<Skipped>,
+    pending_bytes_in: u64,
+}
+
+impl<'a> Run<'a> {
+    fn new(out: &'a Path, cfg: &'a IngestConfig, journal: &'a Journal, committed: Vec<Committed>) -> Self {
+        let next_source = committed.last().map_or(0, |c| c.next_source);
+        Run { out, cfg, journal, committed, writer: None, next_source, pending_skipped: Vec::new(), pending_bytes_in: 0 }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.committed.last().map_or(0, |c| c.shard.first_id + c.shard.rows)
+    }
+
+    fn write_all(&mut self, files: &[SourceFile], progress: &ProgressBar) -> Result<()> {
+        for chunk in files[self.next_source..].chunks(CHUNK) {
+            let prepared: Vec<_> = chunk.par_iter().map_init(Scratch::default, |s, f| prepare(f, self.cfg, s)).collect();
+            for (file, result) in chunk.iter().zip(prepared) {
+                self.next_source += 1;
+                match result {
+                    Ok(p) => self.push(file, p)?,
+                    Err(reason) => self.pending_skipped.push(Skipped { path: file.rel.clone(), reason }),
+                }
+                progress.inc(1);
+            }
+        }
+        if self.writer.is_some() {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, file: &SourceFile, p: Prepared) -> Result<()> {
+        if self.writer.is_none() {
+            let w = ShardWriter::create(self.out, self.committed.len(), self.next_id(), self.cfg.store)?;
+            self.writer = Some(w);
+        }
+        let w = self.writer.as_mut().expect("writer just created");
+        w.push(NewSample { bytes: &p.bytes, path: &file.rel, width: p.width, height: p.height })?;
+        self.pending_bytes_in += p.bytes_in;
+        if w.image_bytes() >= self.cfg.shard_size {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let shard = self.writer.take().expect("an open shard").finish()?;
+        let c = Committed {
+            shard,
+            next_source: self.next_source,
+            skipped: std::mem::take(&mut self.pending_skipped),
+            bytes_in: std::mem::take(&mut self.pending_bytes_in),
+        };
+        self.journal.commit(self.committed.len(), &c)?;
+        self.committed.push(c);
+        Ok(())
+    }
+
+    fn finish(&mut self, scan_skipped: &mut Vec<Skipped>, found: usize) -> Result<IngestReport> {
+        let mut skipped = std::mem::take(scan_skipped);
+        skipped.extend(self.committed.iter().flat_map(|c| c.skipped.iter().cloned()));
+        skipped.append(&mut self.pending_skipped);
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        let written: u64 = self.committed.iter().map(|c| c.shard.rows).sum();
+        if written == 0 {
+            return Err(Error::NothingWritten { path: self.out.to_path_buf(), found, skipped: skipped.len() });
+        }
+        Ok(IngestReport {
+            written,
+            skipped,
+            bytes_in: self.committed.iter().map(|c| c.bytes_in).sum(),
+            bytes_out: self.committed.iter().map(|c| c.shard.bytes + c.shard.index_bytes).sum(),
+            seconds: 0.0,
+            shards: self.committed.len(),
+            already_complete: false,
+        })
+    }
+
+    fn save_manifest(&self) -> Result<()> {
+        let shards = self.committed.iter().map(|c| c.shard.clone()).collect();
+        Ok(Manifest::new(self.cfg.store, self.cfg.to_json(), shards).save(self.out)?)
+    }
+}

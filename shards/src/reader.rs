@@ -1,0 +1,147 @@
+//! `ShardReader`: memory-mapped, zero-copy random access to a store.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::checksum::crc32c;
+use crate::error::{io_err, Error, Result};
+use crate::format::{Manifest, ShardInfo, StoreKind};
+use crate::index::{Entry, IndexView};
+
+/// Memory-maps a whole file read-only.
+pub fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(io_err(path))?;
+    // SAFETY: the store is immutable once written (files are renamed into place, never
+    // modified); a concurrent truncation by another process is outside our contract.
+    unsafe { Mmap::map(&file) }.map_err(io_err(path))
+}
+
+/// One image as stored: a zero-copy slice of the shard's memory map plus its metadata.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample<'a> {
+    /// Dense id, `0..len`.
+    pub id: u64,
+    /// The payload: an encoded JPEG/PNG, or raw `height × width × 3` RGB.
+    pub bytes: &'a [u8],
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The source path, relative to the ingested folder.
+    pub path: &'a str,
+    /// Which shard (position in the manifest) holds it.
+    pub shard: usize,
+}
+
+struct Shard {
+    path: PathBuf,
+    data: Mmap,
+    index: Mmap,
+}
+
+/// Read-only access to a store directory. Cheap to share between threads (`Sync`).
+///
+/// Opening reads `manifest.json`, maps every shard and its index, and checks each
+/// index's checksum and bounds; no Parquet decoding happens, at open or per sample.
+pub struct ShardReader {
+    dir: PathBuf,
+    manifest: Manifest,
+    shards: Vec<Shard>,
+}
+
+impl ShardReader {
+    /// Opens the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let manifest = Manifest::load(&dir)?;
+        let shards = manifest.shards.iter().map(|info| open_shard(&dir, info)).collect::<Result<_>>()?;
+        Ok(ShardReader { dir, manifest, shards })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest the store was opened with.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// What the payloads are (encoded files or raw RGB).
+    pub fn store(&self) -> StoreKind {
+        self.manifest.store
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> u64 {
+        self.manifest.total_rows
+    }
+
+    /// True when the store holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sample `id`, with its payload checked against the CRC recorded at ingest.
+    pub fn get(&self, id: u64) -> Result<Sample<'_>> {
+        let (shard, entry) = self.locate(id)?;
+        let s = &self.shards[shard];
+        let bytes = &s.data[entry.offset as usize..(entry.offset + entry.len as u64) as usize];
+        let actual = crc32c(bytes);
+        if actual != entry.crc {
+            return Err(Error::SampleChecksum { path: s.path.clone(), id, expected: entry.crc, actual });
+        }
+        let path = self.view(shard).path(&entry);
+        Ok(Sample { id, bytes, width: entry.width, height: entry.height, path, shard })
+    }
+
+    /// The path of the Parquet file of shard `n`.
+    pub fn shard_path(&self, n: usize) -> &Path {
+        &self.shards[n].path
+    }
+
+    fn locate(&self, id: u64) -> Result<(usize, Entry)> {
+        if id >= self.len() {
+            return Err(Error::OutOfRange { path: self.dir.clone(), id, len: self.len() });
+        }
+        let infos = &self.manifest.shards;
+        let shard = infos.partition_point(|s| s.first_id + s.rows <= id);
+        Ok((shard, self.view(shard).entry(id - infos[shard].first_id)))
+    }
+
+    fn view(&self, shard: usize) -> IndexView<'_> {
+        // Checked in `open_shard`; this only slices the header.
+        IndexView::reslice(&self.shards[shard].index)
+    }
+}
+
+fn open_shard(dir: &Path, info: &ShardInfo) -> Result<Shard> {
+    let path = dir.join(&info.file);
+    let data = map_file(&path)?;
+    if data.len() as u64 != info.bytes {
+        let reason = format!("{} bytes, manifest says {}", data.len(), info.bytes);
+        return Err(Error::Corrupt { path, reason });
+    }
+    let index_path = dir.join(&info.index);
+    let index = map_file(&index_path)?;
+    let view = IndexView::parse(&index_path, &index)?;
+    check_index(&path, info, &view, data.len() as u64)?;
+    Ok(Shard { path, data, index })
+}
+
+fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u64) -> Result<()> {
+    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+    if view.rows() != info.rows || view.first_id() != info.first_id {
+        return Err(corrupt(format!("index holds ids {}+{}, manifest {}+{}", view.first_id(), view.rows(), info.first_id, info.rows)));
+    }
+    for row in 0..view.rows() {
+        let e = view.entry(row);
+        if e.offset + e.len as u64 > file_len {
+            return Err(corrupt(format!("id {}: payload lies past the end of the file", info.first_id + row)));
+        }
+    }
+    Ok(())
+}
