@@ -52,7 +52,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_pixels: PIL_MAX_IMAGE_PIXELS }
+        Limits {
+            max_pixels: PIL_MAX_IMAGE_PIXELS,
+        }
     }
 }
 
@@ -80,16 +82,26 @@ pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Inf
 fn check_pixels(width: u32, height: u32, limits: Limits) -> Result<()> {
     let pixels = width as u64 * height as u64;
     if pixels > limits.max_pixels {
-        return Err(Error::TooManyPixels { width, height, pixels, limit: limits.max_pixels });
+        return Err(Error::TooManyPixels {
+            width,
+            height,
+            pixels,
+            limit: limits.max_pixels,
+        });
     }
     if pixels == 0 {
-        return Err(Error::Geometry(format!("image has zero size {width}x{height}")));
+        return Err(Error::Geometry(format!(
+            "image has zero size {width}x{height}"
+        )));
     }
     Ok(())
 }
 
 fn jpeg_err(e: impl std::fmt::Display) -> Error {
-    Error::Decode { format: "JPEG", reason: e.to_string() }
+    Error::Decode {
+        format: "JPEG",
+        reason: e.to_string(),
+    }
 }
 
 fn decode_jpeg(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
@@ -102,14 +114,28 @@ fn decode_jpeg(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> 
     let info = probe.info().ok_or_else(|| jpeg_err("no frame header"))?;
     let (width, height) = (info.width as u32, info.height as u32);
     check_pixels(width, height, limits)?;
-    let input = probe.input_colorspace().ok_or_else(|| jpeg_err("no colour space"))?;
+    let input = probe
+        .input_colorspace()
+        .ok_or_else(|| jpeg_err("no colour space"))?;
     let gray = match input {
         ColorSpace::Luma => true,
         ColorSpace::YCbCr | ColorSpace::RGB => false,
-        other => return Err(Error::Unsupported { format: "JPEG", what: format!("{other:?}") }),
+        other => {
+            return Err(Error::Unsupported {
+                format: "JPEG",
+                what: format!("{other:?}"),
+            })
+        }
     };
-    let out_space = if gray { ColorSpace::Luma } else { ColorSpace::RGB };
-    let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), options.jpeg_set_out_colorspace(out_space));
+    let out_space = if gray {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    };
+    let mut dec = JpegDecoder::new_with_options(
+        ZCursor::new(bytes),
+        options.jpeg_set_out_colorspace(out_space),
+    );
     dec.decode_headers().map_err(jpeg_err)?;
     let n = width as usize * height as usize;
     out.resize(n * 3, 0);
@@ -119,7 +145,11 @@ fn decode_jpeg(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> 
     } else {
         dec.decode_into(out).map_err(jpeg_err)?;
     }
-    Ok(Info { format: Format::Jpeg, width, height })
+    Ok(Info {
+        format: Format::Jpeg,
+        width,
+        height,
+    })
 }
 
 /// `out[..n]` holds gray values; spreads them to `out[..3n]` as RGB, back to front.
@@ -131,24 +161,36 @@ fn expand_gray_in_place(out: &mut [u8], n: usize) {
 }
 
 fn png_err(e: impl std::fmt::Display) -> Error {
-    Error::Decode { format: "PNG", reason: e.to_string() }
+    Error::Decode {
+        format: "PNG",
+        reason: e.to_string(),
+    }
 }
 
 fn decode_png(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
     let mut dec = png::Decoder::new(Cursor::new(bytes));
     dec.set_transformations(png::Transformations::EXPAND);
-    dec.set_limits(png::Limits { bytes: (limits.max_pixels as usize).saturating_mul(8) });
+    dec.set_limits(png::Limits {
+        bytes: (limits.max_pixels as usize).saturating_mul(8),
+    });
     let header = dec.read_header_info().map_err(png_err)?;
     let (width, height) = (header.width, header.height);
     check_pixels(width, height, limits)?;
-    let gray16 = header.color_type == png::ColorType::Grayscale && header.bit_depth == png::BitDepth::Sixteen;
+    let gray16 = header.color_type == png::ColorType::Grayscale
+        && header.bit_depth == png::BitDepth::Sixteen;
     let mut reader = dec.read_info().map_err(png_err)?;
-    let size = reader.output_buffer_size().ok_or_else(|| png_err("image too large"))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| png_err("image too large"))?;
     let mut raw = vec![0u8; size];
     let frame = reader.next_frame(&mut raw).map_err(png_err)?;
     let (color, depth) = (frame.color_type, frame.bit_depth);
     let channels = color.samples();
-    let sample = if depth == png::BitDepth::Sixteen { 2 } else { 1 };
+    let sample = if depth == png::BitDepth::Sixteen {
+        2
+    } else {
+        1
+    };
     out.resize(width as usize * height as usize * 3, 0);
     let stride = frame.line_size;
     for y in 0..height as usize {
@@ -156,7 +198,11 @@ fn decode_png(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
         let dst = &mut out[y * width as usize * 3..(y + 1) * width as usize * 3];
         convert_png_row(src, dst, channels, sample, gray16);
     }
-    Ok(Info { format: Format::Png, width, height })
+    Ok(Info {
+        format: Format::Png,
+        width,
+        height,
+    })
 }
 
 /// One expanded PNG row to RGB, the way PIL's `convert('RGB')` treats its mode.

@@ -14,13 +14,21 @@ pub enum Error {
     Empty,
     /// The decoder rejected the data (truncated, corrupt, ...).
     #[error("{format} decode failed: {reason}")]
-    Decode { format: &'static str, reason: String },
+    Decode {
+        format: &'static str,
+        reason: String,
+    },
     /// A colour model we do not convert (for example CMYK JPEG).
     #[error("unsupported {format} colour type: {what}")]
     Unsupported { format: &'static str, what: String },
     /// More pixels than the decompression-bomb limit.
     #[error("{width}x{height} = {pixels} pixels exceeds the limit of {limit} (possible decompression bomb)")]
-    TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
     /// A buffer or rectangle that does not fit.
     #[error("{0}")]
     Geometry(String),

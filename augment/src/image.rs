@@ -15,7 +15,11 @@ impl<'a> ImageRef<'a> {
     /// Wraps `data`; panics if its length is not `width * height * 3`.
     pub fn new(data: &'a [u8], width: usize, height: usize) -> Self {
         assert_eq!(data.len(), width * height * 3, "RGB buffer size");
-        ImageRef { data, width, height }
+        ImageRef {
+            data,
+            width,
+            height,
+        }
     }
 
     /// Row `y` as `width * 3` bytes.
@@ -40,6 +44,11 @@ pub struct Rect {
 impl Rect {
     /// The whole of a `width × height` image.
     pub fn full(width: usize, height: usize) -> Self {
-        Rect { x: 0, y: 0, w: width, h: height }
+        Rect {
+            x: 0,
+            y: 0,
+            w: width,
+            h: height,
+        }
     }
 }

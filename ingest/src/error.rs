@@ -24,7 +24,11 @@ pub enum Error {
     Conflict { path: PathBuf, reason: String },
     /// Every candidate file was skipped, or there were none.
     #[error("{}: no image could be written ({found} candidate files, {skipped} skipped)", path.display())]
-    NothingWritten { path: PathBuf, found: usize, skipped: usize },
+    NothingWritten {
+        path: PathBuf,
+        found: usize,
+        skipped: usize,
+    },
     /// The worker thread pool could not start.
     #[error("thread pool: {0}")]
     Threads(String),
@@ -34,5 +38,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }

@@ -40,7 +40,11 @@ pub fn fit_within(width: u32, height: u32, max_side: Option<u32>) -> Option<(u32
         return None;
     }
     let short = |s: u32| ((s as f64 * max as f64 / long as f64).round() as u32).max(1);
-    Some(if width >= height { (max, short(height)) } else { (short(width), max) })
+    Some(if width >= height {
+        (max, short(height))
+    } else {
+        (short(width), max)
+    })
 }
 
 /// Reads, validates and converts one file. `Err` is the reason it is skipped.
@@ -51,9 +55,23 @@ pub fn prepare(file: &SourceFile, cfg: &IngestConfig, s: &mut Scratch) -> Result
     }
     let bytes = std::fs::read(&file.abs).map_err(|e| e.to_string())?;
     let bytes_in = bytes.len() as u64;
-    let info = decode_rgb(&bytes, Limits { max_pixels: cfg.max_pixels }, &mut s.rgb).map_err(|e| e.to_string())?;
+    let info = decode_rgb(
+        &bytes,
+        Limits {
+            max_pixels: cfg.max_pixels,
+        },
+        &mut s.rgb,
+    )
+    .map_err(|e| e.to_string())?;
     let (w, h) = (info.width, info.height);
-    let out = |bytes, (width, height)| Ok(Prepared { bytes, width, height, bytes_in });
+    let out = |bytes, (width, height)| {
+        Ok(Prepared {
+            bytes,
+            width,
+            height,
+            bytes_in,
+        })
+    };
     match (fit_within(w, h, cfg.max_side), cfg.store) {
         (None, StoreKind::Encoded) => out(bytes, (w, h)),
         (None, StoreKind::Raw) => out(s.rgb.clone(), (w, h)),
@@ -71,7 +89,15 @@ fn resize(s: &mut Scratch, (w, h): (u32, u32), (nw, nh): (u32, u32)) -> Result<(
     let src = ImageRef::new(&s.rgb, w as usize, h as usize);
     s.resized.resize(nw as usize * nh as usize * 3, 0);
     let rect = Rect::full(w as usize, h as usize);
-    resize_bicubic(src, rect, &mut s.resized, nw as usize, nh as usize, &mut s.rows).map_err(|e| e.to_string())
+    resize_bicubic(
+        src,
+        rect,
+        &mut s.resized,
+        nw as usize,
+        nh as usize,
+        &mut s.rows,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Baseline JPEG, 4:2:0, at `quality`.
@@ -79,8 +105,11 @@ fn encode_jpeg(rgb: &[u8], (w, h): (u32, u32), quality: u8) -> Result<Vec<u8>, S
     let mut out = Vec::with_capacity(rgb.len() / 8);
     let enc = jpeg_encoder::Encoder::new(&mut out, quality);
     let (w16, h16) = (u16::try_from(w), u16::try_from(h));
-    let (Ok(w16), Ok(h16)) = (w16, h16) else { return Err(format!("{w}x{h} is too large for JPEG")) };
-    enc.encode(rgb, w16, h16, jpeg_encoder::ColorType::Rgb).map_err(|e| format!("JPEG encode failed: {e}"))?;
+    let (Ok(w16), Ok(h16)) = (w16, h16) else {
+        return Err(format!("{w}x{h} is too large for JPEG"));
+    };
+    enc.encode(rgb, w16, h16, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| format!("JPEG encode failed: {e}"))?;
     Ok(out)
 }
 

@@ -11,7 +11,7 @@ use slotcon_shards::format::{index_file_name, shard_file_name, write_atomic};
 use slotcon_shards::ShardInfo;
 
 use crate::error::{io_err, Error, Result};
-use crate::scan::{SourceFile, Skipped};
+use crate::scan::{Skipped, SourceFile};
 
 /// Name of the journal folder inside the output.
 pub const PARTIAL_DIR: &str = ".ingest-partial";
@@ -35,7 +35,11 @@ impl RunKey {
             let size = std::fs::metadata(&f.abs).map(|m| m.len()).unwrap_or(0);
             text.push_str(&format!("{}\0{size}\n", f.rel));
         }
-        RunKey { settings, files: files.len(), listing: slotcon_shards::format_checksum(slotcon_shards::crc32c(text.as_bytes())) }
+        RunKey {
+            settings,
+            files: files.len(),
+            listing: slotcon_shards::format_checksum(slotcon_shards::crc32c(text.as_bytes())),
+        }
     }
 }
 
@@ -67,10 +71,14 @@ impl Journal {
         let committed = if state.exists() {
             let old: RunKey = read_json(&state)?;
             if &old != key {
-                let reason = "holds a partial ingest made with other settings or other source files; \
+                let reason =
+                    "holds a partial ingest made with other settings or other source files; \
                               rerun the same command, or pass --force to start over"
-                    .to_string();
-                return Err(Error::Conflict { path: out.to_path_buf(), reason });
+                        .to_string();
+                return Err(Error::Conflict {
+                    path: out.to_path_buf(),
+                    reason,
+                });
             }
             journal.committed(out)?
         } else {
@@ -101,7 +109,10 @@ impl Journal {
     /// Records shard `n` as committed.
     pub fn commit(&self, n: usize, c: &Committed) -> Result<()> {
         let line = self.dir.join(format!("shard-{n:05}.json"));
-        Ok(write_atomic(&line, &serde_json::to_vec_pretty(c).expect("json"))?)
+        Ok(write_atomic(
+            &line,
+            &serde_json::to_vec_pretty(c).expect("json"),
+        )?)
     }
 
     /// Removes the journal once the manifest is in place.
@@ -112,12 +123,18 @@ impl Journal {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Conflict { path: path.to_path_buf(), reason: format!("unreadable resume state: {e}") })
+    serde_json::from_slice(&text).map_err(|e| Error::Conflict {
+        path: path.to_path_buf(),
+        reason: format!("unreadable resume state: {e}"),
+    })
 }
 
 fn intact(out: &Path, s: &ShardInfo) -> bool {
     let check = |name: &str, size: u64, sum: &str| match std::fs::read(out.join(name)) {
-        Ok(b) => b.len() as u64 == size && slotcon_shards::format_checksum(slotcon_shards::crc32c(&b)) == sum,
+        Ok(b) => {
+            b.len() as u64 == size
+                && slotcon_shards::format_checksum(slotcon_shards::crc32c(&b)) == sum
+        }
         Err(_) => false,
     };
     check(&s.file, s.bytes, &s.checksum) && check(&s.index, s.index_bytes, &s.index_checksum)

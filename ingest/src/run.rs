@@ -43,7 +43,13 @@ pub struct IngestReport {
 /// Ingests every image under `src` into the store `out`, resuming a partial run.
 ///
 /// `force` discards an existing store or partial run in `out` first.
-pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress: &ProgressBar) -> Result<IngestReport> {
+pub fn ingest(
+    src: &Path,
+    out: &Path,
+    cfg: &IngestConfig,
+    force: bool,
+    progress: &ProgressBar,
+) -> Result<IngestReport> {
     let start = Instant::now();
     check_source(src)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
@@ -55,7 +61,10 @@ pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress:
     let (files, mut scan_skipped) = scan(src);
     let key = RunKey::new(cfg.to_json(), &files);
     let (journal, committed) = Journal::open(out, &key)?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).build().map_err(|e| Error::Threads(e.to_string()))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| Error::Threads(e.to_string()))?;
     let mut run = Run::new(out, cfg, &journal, committed);
     progress.set_length(files.len() as u64);
     progress.set_position(run.next_source as u64);
@@ -73,7 +82,10 @@ pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress:
 fn check_source(src: &Path) -> Result<()> {
     match std::fs::read_dir(src) {
         Ok(_) => Ok(()),
-        Err(e) => Err(Error::Source { path: src.to_path_buf(), reason: e.to_string() }),
+        Err(e) => Err(Error::Source {
+            path: src.to_path_buf(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -97,8 +109,14 @@ fn clear(out: &Path) -> Result<()> {
 fn already_complete(out: &Path, cfg: &IngestConfig) -> Result<IngestReport> {
     let manifest = Manifest::load(out)?;
     if manifest.ingest != cfg.to_json() {
-        let reason = format!("already holds a store made with other settings ({}); pass --force to rebuild it", manifest.ingest);
-        return Err(Error::Conflict { path: out.to_path_buf(), reason });
+        let reason = format!(
+            "already holds a store made with other settings ({}); pass --force to rebuild it",
+            manifest.ingest
+        );
+        return Err(Error::Conflict {
+            path: out.to_path_buf(),
+            reason,
+        });
     }
     let partial = out.join(PARTIAL_DIR);
     if partial.exists() {
@@ -106,8 +124,10 @@ fn already_complete(out: &Path, cfg: &IngestConfig) -> Result<IngestReport> {
     }
     let report_path = out.join(REPORT_FILE);
     let text = std::fs::read(&report_path).map_err(io_err(&report_path))?;
-    let mut report: IngestReport = serde_json::from_slice(&text)
-        .map_err(|e| Error::Conflict { path: report_path.clone(), reason: format!("unreadable report: {e}") })?;
+    let mut report: IngestReport = serde_json::from_slice(&text).map_err(|e| Error::Conflict {
+        path: report_path.clone(),
+        reason: format!("unreadable report: {e}"),
+    })?;
     report.already_complete = true;
     Ok(report)
 }
@@ -125,23 +145,45 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(out: &'a Path, cfg: &'a IngestConfig, journal: &'a Journal, committed: Vec<Committed>) -> Self {
+    fn new(
+        out: &'a Path,
+        cfg: &'a IngestConfig,
+        journal: &'a Journal,
+        committed: Vec<Committed>,
+    ) -> Self {
         let next_source = committed.last().map_or(0, |c| c.next_source);
-        Run { out, cfg, journal, committed, writer: None, next_source, pending_skipped: Vec::new(), pending_bytes_in: 0 }
+        Run {
+            out,
+            cfg,
+            journal,
+            committed,
+            writer: None,
+            next_source,
+            pending_skipped: Vec::new(),
+            pending_bytes_in: 0,
+        }
     }
 
     fn next_id(&self) -> u64 {
-        self.committed.last().map_or(0, |c| c.shard.first_id + c.shard.rows)
+        self.committed
+            .last()
+            .map_or(0, |c| c.shard.first_id + c.shard.rows)
     }
 
     fn write_all(&mut self, files: &[SourceFile], progress: &ProgressBar) -> Result<()> {
         for chunk in files[self.next_source..].chunks(CHUNK) {
-            let prepared: Vec<_> = chunk.par_iter().map_init(Scratch::default, |s, f| prepare(f, self.cfg, s)).collect();
+            let prepared: Vec<_> = chunk
+                .par_iter()
+                .map_init(Scratch::default, |s, f| prepare(f, self.cfg, s))
+                .collect();
             for (file, result) in chunk.iter().zip(prepared) {
                 self.next_source += 1;
                 match result {
                     Ok(p) => self.push(file, p)?,
-                    Err(reason) => self.pending_skipped.push(Skipped { path: file.rel.clone(), reason }),
+                    Err(reason) => self.pending_skipped.push(Skipped {
+                        path: file.rel.clone(),
+                        reason,
+                    }),
                 }
                 progress.inc(1);
             }
@@ -154,11 +196,21 @@ impl<'a> Run<'a> {
 
     fn push(&mut self, file: &SourceFile, p: Prepared) -> Result<()> {
         if self.writer.is_none() {
-            let w = ShardWriter::create(self.out, self.committed.len(), self.next_id(), self.cfg.store)?;
+            let w = ShardWriter::create(
+                self.out,
+                self.committed.len(),
+                self.next_id(),
+                self.cfg.store,
+            )?;
             self.writer = Some(w);
         }
         let w = self.writer.as_mut().expect("writer just created");
-        w.push(NewSample { bytes: &p.bytes, path: &file.rel, width: p.width, height: p.height })?;
+        w.push(NewSample {
+            bytes: &p.bytes,
+            path: &file.rel,
+            width: p.width,
+            height: p.height,
+        })?;
         self.pending_bytes_in += p.bytes_in;
         if w.image_bytes() >= self.cfg.shard_size {
             self.commit()?;
@@ -181,18 +233,30 @@ impl<'a> Run<'a> {
 
     fn finish(&mut self, scan_skipped: &mut Vec<Skipped>, found: usize) -> Result<IngestReport> {
         let mut skipped = std::mem::take(scan_skipped);
-        skipped.extend(self.committed.iter().flat_map(|c| c.skipped.iter().cloned()));
+        skipped.extend(
+            self.committed
+                .iter()
+                .flat_map(|c| c.skipped.iter().cloned()),
+        );
         skipped.append(&mut self.pending_skipped);
         skipped.sort_by(|a, b| a.path.cmp(&b.path));
         let written: u64 = self.committed.iter().map(|c| c.shard.rows).sum();
         if written == 0 {
-            return Err(Error::NothingWritten { path: self.out.to_path_buf(), found, skipped: skipped.len() });
+            return Err(Error::NothingWritten {
+                path: self.out.to_path_buf(),
+                found,
+                skipped: skipped.len(),
+            });
         }
         Ok(IngestReport {
             written,
             skipped,
             bytes_in: self.committed.iter().map(|c| c.bytes_in).sum(),
-            bytes_out: self.committed.iter().map(|c| c.shard.bytes + c.shard.index_bytes).sum(),
+            bytes_out: self
+                .committed
+                .iter()
+                .map(|c| c.shard.bytes + c.shard.index_bytes)
+                .sum(),
             seconds: 0.0,
             shards: self.committed.len(),
             already_complete: false,

@@ -24,7 +24,10 @@ pub struct Skipped {
 
 /// True for `.jpg`, `.jpeg` and `.png`, in any case.
 pub fn has_image_extension(path: &Path) -> bool {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png"))
 }
 
@@ -38,8 +41,14 @@ pub fn scan(src: &Path) -> (Vec<SourceFile>, Vec<Skipped>) {
         match entry {
             Ok(e) if e.file_type().is_dir() => {}
             Ok(e) if has_image_extension(e.path()) => match relative(src, e.path()) {
-                Some(rel) => files.push(SourceFile { rel, abs: e.path().to_path_buf() }),
-                None => skipped.push(Skipped { path: e.path().display().to_string(), reason: "path is not valid UTF-8".into() }),
+                Some(rel) => files.push(SourceFile {
+                    rel,
+                    abs: e.path().to_path_buf(),
+                }),
+                None => skipped.push(Skipped {
+                    path: e.path().display().to_string(),
+                    reason: "path is not valid UTF-8".into(),
+                }),
             },
             Ok(_) => {}
             Err(err) => skipped.extend(walk_error(src, &err)),
@@ -58,7 +67,10 @@ fn relative(src: &Path, path: &Path) -> Option<String> {
 
 /// A walk error becomes a skipped entry, unless it concerns a file we would not ingest.
 fn walk_error(src: &Path, err: &walkdir::Error) -> Option<Skipped> {
-    let path = err.path().map(Path::to_path_buf).unwrap_or_else(|| src.to_path_buf());
+    let path = err
+        .path()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| src.to_path_buf());
     let is_loop = err.loop_ancestor().is_some();
     if !is_loop && path.is_file() && !has_image_extension(&path) {
         return None;
@@ -66,9 +78,15 @@ fn walk_error(src: &Path, err: &walkdir::Error) -> Option<Skipped> {
     let shown = relative(src, &path).unwrap_or_else(|| path.display().to_string());
     let reason = match err.loop_ancestor() {
         Some(a) => format!("symlink loop (back to {})", a.display()),
-        None => err.io_error().map(|e| e.to_string()).unwrap_or_else(|| err.to_string()),
+        None => err
+            .io_error()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| err.to_string()),
     };
-    Some(Skipped { path: shown, reason })
+    Some(Skipped {
+        path: shown,
+        reason,
+    })
 }
 
 #[cfg(test)]

@@ -28,13 +28,24 @@ pub fn verify(dir: &Path, threads: usize, progress: &ProgressBar) -> Result<Veri
     let reader = match ShardReader::open(dir) {
         Ok(r) => r,
         Err(e) => {
-            problems.push(Problem { file: slotcon_shards::format::MANIFEST_FILE.into(), id: None, reason: format!("cannot open: {e}") });
+            problems.push(Problem {
+                file: slotcon_shards::format::MANIFEST_FILE.into(),
+                id: None,
+                reason: format!("cannot open: {e}"),
+            });
             let m = slotcon_shards::Manifest::load(dir)?;
-            return Ok(VerifyReport { images: m.total_rows, shards: m.shards.len(), problems });
+            return Ok(VerifyReport {
+                images: m.total_rows,
+                shards: m.shards.len(),
+                problems,
+            });
         }
     };
     let known: HashSet<u64> = problems.iter().filter_map(|p| p.id).collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::Threads(e.to_string()))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Threads(e.to_string()))?;
     progress.set_length(reader.len());
     let decoded: Vec<Problem> = pool.install(|| {
         (0..reader.len())
@@ -50,30 +61,48 @@ pub fn verify(dir: &Path, threads: usize, progress: &ProgressBar) -> Result<Veri
     progress.finish_and_clear();
     problems.extend(decoded);
     let m = reader.manifest();
-    Ok(VerifyReport { images: m.total_rows, shards: m.shards.len(), problems })
+    Ok(VerifyReport {
+        images: m.total_rows,
+        shards: m.shards.len(),
+        problems,
+    })
 }
 
 fn check_sample(reader: &ShardReader, id: u64, buf: &mut Vec<u8>) -> Option<Problem> {
     let sample = match reader.get(id) {
         Ok(s) => s,
-        Err(e) => return Some(Problem { file: String::new(), id: Some(id), reason: e.to_string() }),
+        Err(e) => {
+            return Some(Problem {
+                file: String::new(),
+                id: Some(id),
+                reason: e.to_string(),
+            })
+        }
     };
     let file = reader.manifest().shards[sample.shard].file.clone();
     let reason = decode_problem(reader.store(), &sample, buf)?;
-    Some(Problem { file, id: Some(id), reason: format!("{} ({})", reason, sample.path) })
+    Some(Problem {
+        file,
+        id: Some(id),
+        reason: format!("{} ({})", reason, sample.path),
+    })
 }
 
 fn decode_problem(store: StoreKind, s: &Sample<'_>, buf: &mut Vec<u8>) -> Option<String> {
     if store == StoreKind::Raw {
         let want = s.width as usize * s.height as usize * 3;
-        return (s.bytes.len() != want).then(|| format!("raw payload is {} bytes, expected {want}", s.bytes.len()));
+        return (s.bytes.len() != want)
+            .then(|| format!("raw payload is {} bytes, expected {want}", s.bytes.len()));
     }
-    let limits = Limits { max_pixels: u64::MAX };
+    let limits = Limits {
+        max_pixels: u64::MAX,
+    };
     match decode_rgb(s.bytes, limits, buf) {
         Err(e) => Some(format!("does not decode: {e}")),
-        Ok(i) if (i.width, i.height) != (s.width, s.height) => {
-            Some(format!("decodes to {}x{}, index says {}x{}", i.width, i.height, s.width, s.height))
-        }
+        Ok(i) if (i.width, i.height) != (s.width, s.height) => Some(format!(
+            "decodes to {}x{}, index says {}x{}",
+            i.width, i.height, s.width, s.height
+        )),
         Ok(_) => None,
     }
 }

@@ -31,7 +31,14 @@ pub struct Entry {
 impl Entry {
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.offset.to_le_bytes());
-        for v in [self.len, self.crc, self.width, self.height, self.path_offset, self.path_len] {
+        for v in [
+            self.len,
+            self.crc,
+            self.width,
+            self.height,
+            self.path_offset,
+            self.path_len,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
@@ -52,7 +59,8 @@ impl Entry {
 
 /// Serialises an index: header, entries, path blob, trailing CRC.
 pub fn encode(first_id: u64, entries: &[Entry], paths: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN + paths.len() + 4);
+    let mut out =
+        Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN + paths.len() + 4);
     out.extend_from_slice(&INDEX_MAGIC);
     out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
     out.extend_from_slice(&(INDEX_ENTRY_LEN as u32).to_le_bytes());
@@ -79,9 +87,14 @@ pub struct IndexView<'a> {
 impl<'a> IndexView<'a> {
     /// Checks magic, version, sizes, the trailing CRC and every path range.
     pub fn parse(path: &Path, bytes: &'a [u8]) -> Result<Self> {
-        let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+        let corrupt = |reason: String| Error::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
         if bytes.len() < INDEX_HEADER_LEN + 4 || bytes[..8] != INDEX_MAGIC {
-            return Err(corrupt("not a slotcon index file (bad magic or too short)".into()));
+            return Err(corrupt(
+                "not a slotcon index file (bad magic or too short)".into(),
+            ));
         }
         let (body, tail) = bytes.split_at(bytes.len() - 4);
         let stored = u32::from_le_bytes(tail.try_into().unwrap());
@@ -92,15 +105,24 @@ impl<'a> IndexView<'a> {
         let version = u32::from_le_bytes(body[8..12].try_into().unwrap());
         let entry_len = u32::from_le_bytes(body[12..16].try_into().unwrap()) as usize;
         if version != INDEX_VERSION || entry_len != INDEX_ENTRY_LEN {
-            return Err(corrupt(format!("index version {version} / entry size {entry_len} unsupported")));
+            return Err(corrupt(format!(
+                "index version {version} / entry size {entry_len} unsupported"
+            )));
         }
         let (rows, first_id) = (header(16), header(24));
         let end = INDEX_HEADER_LEN as u64 + rows * INDEX_ENTRY_LEN as u64;
         if end > body.len() as u64 {
-            return Err(corrupt(format!("index claims {rows} rows but is too short")));
+            return Err(corrupt(format!(
+                "index claims {rows} rows but is too short"
+            )));
         }
         let paths = &body[end as usize..];
-        let view = IndexView { entries: &body[INDEX_HEADER_LEN..end as usize], paths, rows, first_id };
+        let view = IndexView {
+            entries: &body[INDEX_HEADER_LEN..end as usize],
+            paths,
+            rows,
+            first_id,
+        };
         view.check_paths().map_err(corrupt)?;
         Ok(view)
     }
@@ -112,14 +134,22 @@ impl<'a> IndexView<'a> {
         let first_id = u64::from_le_bytes(body[24..32].try_into().unwrap());
         let end = INDEX_HEADER_LEN + rows as usize * INDEX_ENTRY_LEN;
         let paths = &body[end..];
-        IndexView { entries: &body[INDEX_HEADER_LEN..end], paths, rows, first_id }
+        IndexView {
+            entries: &body[INDEX_HEADER_LEN..end],
+            paths,
+            rows,
+            first_id,
+        }
     }
 
     fn check_paths(&self) -> std::result::Result<(), String> {
         for i in 0..self.rows {
             let e = self.entry(i);
             let end = e.path_offset as usize + e.path_len as usize;
-            let ok = self.paths.get(e.path_offset as usize..end).map(std::str::from_utf8);
+            let ok = self
+                .paths
+                .get(e.path_offset as usize..end)
+                .map(std::str::from_utf8);
             if !matches!(ok, Some(Ok(_))) {
                 return Err(format!("row {i}: path range out of bounds or not UTF-8"));
             }
@@ -157,7 +187,15 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        let e = |o, p| Entry { offset: o, len: 5, crc: 7, width: 3, height: 2, path_offset: p, path_len: 3 };
+        let e = |o, p| Entry {
+            offset: o,
+            len: 5,
+            crc: 7,
+            width: 3,
+            height: 2,
+            path_offset: p,
+            path_len: 3,
+        };
         encode(10, &[e(100, 0), e(200, 3)], "a/xb/y")
     }
 
@@ -176,7 +214,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            assert!(IndexView::parse(Path::new("x.idx"), &b).is_err(), "byte {i}");
+            assert!(
+                IndexView::parse(Path::new("x.idx"), &b).is_err(),
+                "byte {i}"
+            );
         }
     }
 }

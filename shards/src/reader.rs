@@ -56,8 +56,16 @@ impl ShardReader {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let manifest = Manifest::load(&dir)?;
-        let shards = manifest.shards.iter().map(|info| open_shard(&dir, info)).collect::<Result<_>>()?;
-        Ok(ShardReader { dir, manifest, shards })
+        let shards = manifest
+            .shards
+            .iter()
+            .map(|info| open_shard(&dir, info))
+            .collect::<Result<_>>()?;
+        Ok(ShardReader {
+            dir,
+            manifest,
+            shards,
+        })
     }
 
     /// The store directory.
@@ -92,10 +100,22 @@ impl ShardReader {
         let bytes = &s.data[entry.offset as usize..(entry.offset + entry.len as u64) as usize];
         let actual = crc32c(bytes);
         if actual != entry.crc {
-            return Err(Error::SampleChecksum { path: s.path.clone(), id, expected: entry.crc, actual });
+            return Err(Error::SampleChecksum {
+                path: s.path.clone(),
+                id,
+                expected: entry.crc,
+                actual,
+            });
         }
         let path = self.view(shard).path(&entry);
-        Ok(Sample { id, bytes, width: entry.width, height: entry.height, path, shard })
+        Ok(Sample {
+            id,
+            bytes,
+            width: entry.width,
+            height: entry.height,
+            path,
+            shard,
+        })
     }
 
     /// The path of the Parquet file of shard `n`.
@@ -105,7 +125,11 @@ impl ShardReader {
 
     fn locate(&self, id: u64) -> Result<(usize, Entry)> {
         if id >= self.len() {
-            return Err(Error::OutOfRange { path: self.dir.clone(), id, len: self.len() });
+            return Err(Error::OutOfRange {
+                path: self.dir.clone(),
+                id,
+                len: self.len(),
+            });
         }
         let infos = &self.manifest.shards;
         let shard = infos.partition_point(|s| s.first_id + s.rows <= id);
@@ -133,14 +157,26 @@ fn open_shard(dir: &Path, info: &ShardInfo) -> Result<Shard> {
 }
 
 fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u64) -> Result<()> {
-    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     if view.rows() != info.rows || view.first_id() != info.first_id {
-        return Err(corrupt(format!("index holds ids {}+{}, manifest {}+{}", view.first_id(), view.rows(), info.first_id, info.rows)));
+        return Err(corrupt(format!(
+            "index holds ids {}+{}, manifest {}+{}",
+            view.first_id(),
+            view.rows(),
+            info.first_id,
+            info.rows
+        )));
     }
     for row in 0..view.rows() {
         let e = view.entry(row);
         if e.offset + e.len as u64 > file_len {
-            return Err(corrupt(format!("id {}: payload lies past the end of the file", info.first_id + row)));
+            return Err(corrupt(format!(
+                "id {}: payload lies past the end of the file",
+                info.first_id + row
+            )));
         }
     }
     Ok(())

@@ -42,7 +42,11 @@ pub fn verify_checksums(dir: &Path) -> Result<Vec<Problem>> {
 }
 
 fn verify_shard(dir: &Path, info: &ShardInfo) -> Vec<Problem> {
-    let problem = |file: &str, id, reason: String| Problem { file: file.to_string(), id, reason };
+    let problem = |file: &str, id, reason: String| Problem {
+        file: file.to_string(),
+        id,
+        reason,
+    };
     let mut out = Vec::new();
     let index = match checked_file(dir, &info.index, info.index_bytes, &info.index_checksum) {
         Ok(map) => Some(map),
@@ -60,7 +64,11 @@ fn verify_shard(dir: &Path, info: &ShardInfo) -> Vec<Problem> {
     };
     if let (Some(index), Some(data)) = (index, data) {
         match IndexView::parse(&dir.join(&info.index), &index) {
-            Ok(view) => out.extend(bad_samples(&view, &data).into_iter().map(|(id, r)| problem(&info.file, Some(id), r))),
+            Ok(view) => out.extend(
+                bad_samples(&view, &data)
+                    .into_iter()
+                    .map(|(id, r)| problem(&info.file, Some(id), r)),
+            ),
             Err(e) => out.push(problem(&info.index, None, e.to_string())),
         }
     }
@@ -68,17 +76,27 @@ fn verify_shard(dir: &Path, info: &ShardInfo) -> Vec<Problem> {
 }
 
 /// Maps `name` and checks its size and checksum against the manifest.
-fn checked_file(dir: &Path, name: &str, bytes: u64, checksum: &str) -> std::result::Result<memmap2::Mmap, String> {
+fn checked_file(
+    dir: &Path,
+    name: &str,
+    bytes: u64,
+    checksum: &str,
+) -> std::result::Result<memmap2::Mmap, String> {
     let map = map_file(&dir.join(name)).map_err(|e| match e {
         Error::Io { source, .. } => source.to_string(),
         other => other.to_string(),
     })?;
     if map.len() as u64 != bytes {
-        return Err(format!("size is {} bytes, manifest says {bytes}", map.len()));
+        return Err(format!(
+            "size is {} bytes, manifest says {bytes}",
+            map.len()
+        ));
     }
     let actual = format_checksum(crc32c(&map));
     if actual != checksum {
-        return Err(format!("checksum mismatch: manifest says {checksum}, file has {actual}"));
+        return Err(format!(
+            "checksum mismatch: manifest says {checksum}, file has {actual}"
+        ));
     }
     Ok(map)
 }
@@ -94,7 +112,13 @@ fn bad_samples(view: &IndexView<'_>, data: &[u8]) -> Vec<(u64, String)> {
         };
         let actual = crc32c(bytes);
         if actual != e.crc {
-            out.push((id, format!("sample checksum mismatch (stored {:08x}, read {actual:08x})", e.crc)));
+            out.push((
+                id,
+                format!(
+                    "sample checksum mismatch (stored {:08x}, read {actual:08x})",
+                    e.crc
+                ),
+            ));
         }
     }
     out

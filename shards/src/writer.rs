@@ -16,7 +16,10 @@ use parquet::schema::types::ColumnPath;
 
 use crate::checksum::{crc32c, format_checksum};
 use crate::error::{io_err, Error, Result};
-use crate::format::{huggingface_metadata, index_file_name, rename_durable, shard_file_name, temp_path, write_atomic, ShardInfo, StoreKind};
+use crate::format::{
+    huggingface_metadata, index_file_name, rename_durable, shard_file_name, temp_path,
+    write_atomic, ShardInfo, StoreKind,
+};
 use crate::index::{encode, Entry};
 
 /// Rows buffered before they are handed to the Parquet writer.
@@ -62,8 +65,15 @@ impl ShardWriter {
     pub fn create(dir: &Path, number: usize, first_id: u64, store: StoreKind) -> Result<Self> {
         let tmp = temp_path(&dir.join(shard_file_name(number)));
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        let writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema_for(store), Some(properties(store)))
-            .map_err(|source| Error::Parquet { path: tmp.clone(), source })?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            schema_for(store),
+            Some(properties(store)),
+        )
+        .map_err(|source| Error::Parquet {
+            path: tmp.clone(),
+            source,
+        })?;
         Ok(ShardWriter {
             dir: dir.to_path_buf(),
             number,
@@ -99,7 +109,8 @@ impl ShardWriter {
         self.lens.push(s.bytes.len() as u32);
         self.crcs.push(crc32c(s.bytes));
         self.dims.push((s.width, s.height));
-        self.path_ranges.push((self.paths.len() as u32, s.path.len() as u32));
+        self.path_ranges
+            .push((self.paths.len() as u32, s.path.len() as u32));
         self.paths.push_str(s.path);
         self.image_bytes += s.bytes.len() as u64;
         if self.batch.rows() >= BATCH_ROWS {
@@ -109,13 +120,26 @@ impl ShardWriter {
     }
 
     fn check(&self, s: &NewSample<'_>) -> Result<()> {
-        let invalid = |reason: String| Err(Error::Invalid { path: PathBuf::from(s.path), reason });
+        let invalid = |reason: String| {
+            Err(Error::Invalid {
+                path: PathBuf::from(s.path),
+                reason,
+            })
+        };
         if s.bytes.is_empty() || s.bytes.len() > u32::MAX as usize {
-            return invalid(format!("payload of {} bytes cannot be stored", s.bytes.len()));
+            return invalid(format!(
+                "payload of {} bytes cannot be stored",
+                s.bytes.len()
+            ));
         }
         let raw_len = s.width as u64 * s.height as u64 * 3;
         if self.store == StoreKind::Raw && raw_len != s.bytes.len() as u64 {
-            return invalid(format!("raw payload is {} bytes, {}x{}x3 is {raw_len}", s.bytes.len(), s.width, s.height));
+            return invalid(format!(
+                "raw payload is {} bytes, {}x{}x3 is {raw_len}",
+                s.bytes.len(),
+                s.width,
+                s.height
+            ));
         }
         Ok(())
     }
@@ -124,17 +148,30 @@ impl ShardWriter {
         if self.batch.rows() == 0 {
             return Ok(());
         }
-        let batch = self.batch.finish().map_err(|source| Error::Arrow { path: self.tmp.clone(), source })?;
-        self.writer.write(&batch).map_err(|source| Error::Parquet { path: self.tmp.clone(), source })
+        let batch = self.batch.finish().map_err(|source| Error::Arrow {
+            path: self.tmp.clone(),
+            source,
+        })?;
+        self.writer.write(&batch).map_err(|source| Error::Parquet {
+            path: self.tmp.clone(),
+            source,
+        })
     }
 
     /// Closes the Parquet file, locates every payload in it, writes the index, and renames
     /// both files into place. Returns the shard's manifest line.
     pub fn finish(mut self) -> Result<ShardInfo> {
         self.flush_batch()?;
-        self.writer.finish().map_err(|source| Error::Parquet { path: self.tmp.clone(), source })?;
+        self.writer.finish().map_err(|source| Error::Parquet {
+            path: self.tmp.clone(),
+            source,
+        })?;
         std::io::Write::flush(self.writer.inner_mut()).map_err(io_err(&self.tmp))?;
-        self.writer.inner().get_ref().sync_all().map_err(io_err(&self.tmp))?;
+        self.writer
+            .inner()
+            .get_ref()
+            .sync_all()
+            .map_err(io_err(&self.tmp))?;
         let map = crate::reader::map_file(&self.tmp)?;
         let bytes: &[u8] = &map;
         let entries = self.locate(bytes)?;
@@ -149,7 +186,7 @@ impl ShardWriter {
             first_id: self.first_id,
             rows: self.rows(),
             bytes: bytes.len() as u64,
-            checksum: format_checksum(crc32c(&bytes)),
+            checksum: format_checksum(crc32c(bytes)),
             index_bytes: index.len() as u64,
             index_checksum: format_checksum(crc32c(&index)),
             image_bytes: self.image_bytes,
@@ -162,23 +199,45 @@ impl ShardWriter {
     fn locate(&self, file: &[u8]) -> Result<Vec<Entry>> {
         let meta = read_metadata(&self.tmp)?;
         let pages = payload_pages(&meta);
-        let corrupt = |reason: String| Error::Corrupt { path: self.tmp.clone(), reason };
+        let corrupt = |reason: String| Error::Corrupt {
+            path: self.tmp.clone(),
+            reason,
+        };
         if pages.len() != self.lens.len() {
-            return Err(corrupt(format!("{} data pages for {} rows", pages.len(), self.lens.len())));
+            return Err(corrupt(format!(
+                "{} data pages for {} rows",
+                pages.len(),
+                self.lens.len()
+            )));
         }
         let mut entries = Vec::with_capacity(pages.len());
         for (row, &(start, size)) in pages.iter().enumerate() {
             let len = self.lens[row] as u64;
             let offset = (start + size).checked_sub(len).filter(|&o| o >= start + 4);
-            let offset = offset.ok_or_else(|| corrupt(format!("row {row}: page smaller than its value")))?;
-            let prefix = u32::from_le_bytes(file[offset as usize - 4..offset as usize].try_into().unwrap());
+            let offset =
+                offset.ok_or_else(|| corrupt(format!("row {row}: page smaller than its value")))?;
+            let prefix = u32::from_le_bytes(
+                file[offset as usize - 4..offset as usize]
+                    .try_into()
+                    .unwrap(),
+            );
             let payload = &file[offset as usize..(offset + len) as usize];
             if prefix as u64 != len || crc32c(payload) != self.crcs[row] {
-                return Err(corrupt(format!("row {row}: payload not found at the end of its page")));
+                return Err(corrupt(format!(
+                    "row {row}: payload not found at the end of its page"
+                )));
             }
             let (width, height) = self.dims[row];
             let (path_offset, path_len) = self.path_ranges[row];
-            entries.push(Entry { offset, len: len as u32, crc: self.crcs[row], width, height, path_offset, path_len });
+            entries.push(Entry {
+                offset,
+                len: len as u32,
+                crc: self.crcs[row],
+                width,
+                height,
+                path_offset,
+                path_len,
+            });
         }
         Ok(entries)
     }
@@ -190,7 +249,10 @@ pub(crate) fn read_metadata(path: &Path) -> Result<ParquetMetaData> {
     ParquetMetaDataReader::new()
         .with_page_index_policy(PageIndexPolicy::Required)
         .parse_and_finish(&file)
-        .map_err(|source| Error::Parquet { path: path.to_path_buf(), source })
+        .map_err(|source| Error::Parquet {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// `(offset, size)` of every `image.bytes` data page, in row order.
@@ -198,8 +260,14 @@ pub(crate) fn payload_pages(meta: &ParquetMetaData) -> Vec<(u64, u64)> {
     let mut pages = Vec::new();
     for group in 0..meta.num_row_groups() {
         let index = meta.page_index_for_row_group(group);
-        let Some(locations) = index.page_locations(BYTES_LEAF) else { return Vec::new() };
-        pages.extend(locations.iter().map(|p| (p.offset as u64, p.compressed_page_size as u64)));
+        let Some(locations) = index.page_locations(BYTES_LEAF) else {
+            return Vec::new();
+        };
+        pages.extend(
+            locations
+                .iter()
+                .map(|p| (p.offset as u64, p.compressed_page_size as u64)),
+        );
     }
     pages
 }
@@ -213,7 +281,10 @@ pub fn schema_for(store: StoreKind) -> SchemaRef {
 
 /// The Arrow schema of every shard's columns.
 pub fn schema() -> SchemaRef {
-    let image = Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)]);
+    let image = Fields::from(vec![
+        Field::new("bytes", DataType::Binary, true),
+        Field::new("path", DataType::Utf8, true),
+    ]);
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("image", DataType::Struct(image), true),
@@ -266,10 +337,15 @@ impl BatchBuilder {
 
     fn finish(&mut self) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
         let schema = schema();
-        let DataType::Struct(image_fields) = schema.field(1).data_type().clone() else { unreachable!() };
+        let DataType::Struct(image_fields) = schema.field(1).data_type().clone() else {
+            unreachable!()
+        };
         let image = StructArray::try_new(
             image_fields,
-            vec![Arc::new(self.bytes.finish()) as ArrayRef, Arc::new(self.paths.finish())],
+            vec![
+                Arc::new(self.bytes.finish()) as ArrayRef,
+                Arc::new(self.paths.finish()),
+            ],
             None,
         )?;
         let columns: Vec<ArrayRef> = vec![

@@ -1,1 +1,118 @@
-//! placeholder
+//! Helpers for slotcon's end-to-end tests: where the release binaries, the Python venv
+//! and the shared COCO sample live, and small wrappers to run them.
+//!
+//! The integration tests (`tests/integration.rs`) drive the release binaries, so build
+//! them first: `cargo build --release --bins` (`scripts/test.sh` does). Python checks
+//! run in the venv that `scripts/python-env.sh` makes (or `$SLOTCON_PYTHON`).
+//!
+//! ```no_run
+//! let out = slotcon_tests::run_ok(slotcon_tests::bin("slotcon-ingest").arg("--help"));
+//! assert!(out.contains("--out"));
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The release (or current-profile) binary `name`, as a command ready for arguments.
+pub fn bin(name: &str) -> Command {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    Command::new(path)
+}
+
+/// The shared COCO sample (`../shared/data/coco128`), or `$SLOTCON_COCO128`.
+pub fn coco128() -> PathBuf {
+    let dir = std::env::var_os("SLOTCON_COCO128")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data/coco128"));
+    assert!(
+        dir.join("images/train2017").is_dir(),
+        "{}: COCO sample not found (set SLOTCON_COCO128)",
+        dir.display()
+    );
+    dir
+}
+
+/// The venv's Python: `$SLOTCON_PYTHON`, else `.venv/bin/python` in the workspace.
+pub fn python() -> Command {
+    let path = std::env::var_os("SLOTCON_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{}: no Python venv; run scripts/python-env.sh (scripts/test.sh does)",
+        path.display()
+    );
+    Command::new(path)
+}
+
+/// Runs a helper script from `tests/python/` with `args`; returns its stdout.
+pub fn python_script(script: &str, args: &[&Path]) -> String {
+    let mut cmd = python();
+    cmd.arg(root().join("tests/python").join(script)).args(args);
+    run_ok(&mut cmd)
+}
+
+/// Runs `cmd`, panics with its output unless it exits 0, and returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout.into_owned()
+}
+
+/// Runs `cmd` and returns (exit code, stdout, stderr) without judging.
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// Every regular file under `dir` (recursively) as (relative path, bytes), sorted.
+pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

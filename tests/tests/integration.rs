@@ -1,1 +1,9 @@
+//! End-to-end tests: the release binaries on real data (`../shared/data/coco128`) and on
+//! generated bad files, checked from Python with pyarrow, DuckDB, datasets and Pillow.
+//!
+//! Run with `scripts/test.sh` (which builds the binaries and the venv first).
 
+mod cli;
+mod ingest;
+mod resume;
+mod store;

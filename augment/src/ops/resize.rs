@@ -45,7 +45,11 @@ impl Taps {
         let filterscale = scale.max(1.0);
         let support = BICUBIC_SUPPORT * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
-        let mut t = Taps { ksize, bounds: Vec::with_capacity(out_size), taps: vec![0; out_size * ksize] };
+        let mut t = Taps {
+            ksize,
+            bounds: Vec::with_capacity(out_size),
+            taps: vec![0; out_size * ksize],
+        };
         let mut weights = vec![0.0f64; ksize];
         for xx in 0..out_size {
             let center = (xx as f64 + 0.5) * scale;
@@ -94,7 +98,14 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 /// Resizes `crop` of `src` to `out_w × out_h` with Pillow's bicubic filter, as
 /// `src.crop(crop).resize((out_w, out_h), Image.BICUBIC)` does, into `dst`
 /// (`out_w * out_h * 3` bytes). `scratch` holds the intermediate rows.
-pub fn resize_bicubic(src: ImageRef<'_>, crop: Rect, dst: &mut [u8], out_w: usize, out_h: usize, scratch: &mut Vec<u8>) -> Result<()> {
+pub fn resize_bicubic(
+    src: ImageRef<'_>,
+    crop: Rect,
+    dst: &mut [u8],
+    out_w: usize,
+    out_h: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
     check(src, crop, dst.len(), out_w, out_h)?;
     let horiz = Taps::bicubic(crop.w, out_w);
     let vert = Taps::bicubic(crop.h, out_h);
@@ -103,19 +114,32 @@ pub fn resize_bicubic(src: ImageRef<'_>, crop: Rect, dst: &mut [u8], out_w: usiz
 }
 
 fn check(src: ImageRef<'_>, crop: Rect, dst_len: usize, out_w: usize, out_h: usize) -> Result<()> {
-    let inside = crop.w > 0 && crop.h > 0 && crop.x + crop.w <= src.width && crop.y + crop.h <= src.height;
+    let inside =
+        crop.w > 0 && crop.h > 0 && crop.x + crop.w <= src.width && crop.y + crop.h <= src.height;
     if !inside || out_w == 0 || out_h == 0 {
-        return Err(Error::Geometry(format!("crop {crop:?} of {}x{} to {out_w}x{out_h} is not valid", src.width, src.height)));
+        return Err(Error::Geometry(format!(
+            "crop {crop:?} of {}x{} to {out_w}x{out_h} is not valid",
+            src.width, src.height
+        )));
     }
     if dst_len != out_w * out_h * 3 {
-        return Err(Error::Geometry(format!("destination holds {dst_len} bytes, {out_w}x{out_h}x3 needed")));
+        return Err(Error::Geometry(format!(
+            "destination holds {dst_len} bytes, {out_w}x{out_h}x3 needed"
+        )));
     }
     Ok(())
 }
 
 /// The two passes with precomputed taps (`horiz` for `crop.w → out_w`, `vert` for
 /// `crop.h → out_h`).
-pub fn resize_with_taps(src: ImageRef<'_>, crop: Rect, dst: &mut [u8], (out_w, out_h): (usize, usize), (horiz, vert): (&Taps, &Taps), scratch: &mut Vec<u8>) {
+pub fn resize_with_taps(
+    src: ImageRef<'_>,
+    crop: Rect,
+    dst: &mut [u8],
+    (out_w, out_h): (usize, usize),
+    (horiz, vert): (&Taps, &Taps),
+    scratch: &mut Vec<u8>,
+) {
     // Rows of the crop that the vertical pass reads.
     let first = vert.bounds[0].0;
     let last = vert.bounds[out_h - 1].0 + vert.bounds[out_h - 1].1;
@@ -188,7 +212,20 @@ mod tests {
         let data = vec![77u8; 50 * 40 * 3];
         let src = ImageRef::new(&data, 50, 40);
         let mut out = vec![0; 13 * 29 * 3];
-        resize_bicubic(src, Rect { x: 3, y: 5, w: 31, h: 20 }, &mut out, 13, 29, &mut Vec::new()).unwrap();
+        resize_bicubic(
+            src,
+            Rect {
+                x: 3,
+                y: 5,
+                w: 31,
+                h: 20,
+            },
+            &mut out,
+            13,
+            29,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert!(out.iter().all(|&v| v == 77));
     }
 
@@ -198,7 +235,10 @@ mod tests {
             let t = Taps::bicubic(i, o);
             for xx in 0..o {
                 let s: i32 = t.of(xx).1.iter().sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= 8, "{i}->{o} at {xx}: {s}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= 8,
+                    "{i}->{o} at {xx}: {s}"
+                );
             }
         }
     }
@@ -208,6 +248,19 @@ mod tests {
         let data = vec![0u8; 4 * 4 * 3];
         let src = ImageRef::new(&data, 4, 4);
         let mut out = vec![0; 2 * 2 * 3];
-        assert!(resize_bicubic(src, Rect { x: 2, y: 0, w: 3, h: 4 }, &mut out, 2, 2, &mut Vec::new()).is_err());
+        assert!(resize_bicubic(
+            src,
+            Rect {
+                x: 2,
+                y: 0,
+                w: 3,
+                h: 4
+            },
+            &mut out,
+            2,
+            2,
+            &mut Vec::new()
+        )
+        .is_err());
     }
 }
