@@ -4,7 +4,13 @@
 # Outputs go to out/demo/ (override with DEMO_OUT=...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-images=${COCO128:-../shared/data/coco128/images}
+images=${COCO128:-}
+if [ -z "$images" ]; then
+  for d in ../shared/data/coco128/images /work/shared/data/coco128/images; do
+    [ -d "$d" ] && images=$d && break
+  done
+fi
+[ -n "$images" ] || { echo "error: COCO sample not found; set COCO128=/path/to/coco128/images" >&2; exit 1; }
 out=${DEMO_OUT:-out/demo}
 mkdir -p "$out"
 

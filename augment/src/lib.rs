@@ -1,37 +1,44 @@
-//! Image decoding and pixel operations for slotcon, matching PIL's code path.
+//! SlotCon's two-view augmentation, bit-exact with its Pillow/torchvision reference, with
+//! the crop and flip geometry as first-class output. No burn dependency: this crate knows
+//! pixels, not tensors.
 //!
-//! - [`decode::decode_rgb`] turns JPEG or PNG bytes into RGB as PIL's
-//!   `Image.open(p).convert('RGB')` does, with a decompression-bomb limit;
-//! - [`ops::resize_bicubic`] is Pillow's bicubic `crop(box).resize(size)`, bit for bit.
-//!
-//! This crate has no burn dependency; it knows pixels, not tensors.
+//! - [`decode::decode_rgb`]: JPEG/PNG bytes to RGB as PIL's `convert('RGB')` does;
+//! - [`crop`]: the crop samplers (view 1 torchvision's, view 2 conditioned on view 1),
+//!   overlap boxes and flips;
+//! - [`ops`]: Pillow-exact pixel operations (bicubic resize, flip, colour, blur,
+//!   solarize) and normalisation;
+//! - [`two_views`] / [`two_views_into`]: one sample's two views and their [`TwoViewMeta`],
+//!   with every draw from [`SampleRng`]`(seed, epoch, index, view)`;
+//! - [`apply_view`]: the deterministic half, taking injected [`ViewParams`].
 //!
 //! ```
-//! use slotcon_augment::{decode, ops, ImageRef, Rect};
+//! use slotcon_augment::{two_views, AugmentConfig, ImageRef};
 //!
-//! // A 2x1 PNG made on the fly, decoded, then resized to 4x2.
-//! let mut png = Vec::new();
-//! {
-//!     let mut enc = png::Encoder::new(&mut png, 2, 1);
-//!     enc.set_color(png::ColorType::Rgb);
-//!     let mut w = enc.write_header().unwrap();
-//!     w.write_image_data(&[255, 0, 0, 0, 0, 255]).unwrap();
-//! }
-//! let mut rgb = Vec::new();
-//! let info = decode::decode_rgb(&png, decode::Limits::default(), &mut rgb)?;
-//! assert_eq!((info.width, info.height), (2, 1));
+//! // A synthetic 320x240 image; real callers decode with `decode::decode_rgb`.
+//! let pixels: Vec<u8> = (0..320 * 240 * 3).map(|i| (i % 251) as u8).collect();
+//! let img = ImageRef::new(&pixels, 320, 240);
 //!
-//! let src = ImageRef::new(&rgb, 2, 1);
-//! let mut out = vec![0u8; 4 * 2 * 3];
-//! ops::resize_bicubic(src, Rect::full(2, 1), &mut out, 4, 2, &mut Vec::new())?;
-//! assert_eq!(&out[..3], &[255, 0, 0]);
+//! let cfg = AugmentConfig::slotcon(); // 224x224, min scale 0.08, SlotCon's probabilities
+//! let sample = two_views(img, &cfg, (0, 0, 42))?; // (seed, epoch, sample index)
+//! assert_eq!(sample.views[0].len(), 224 * 224 * 3);
+//! let [b1, b2] = sample.meta.boxes; // the shared region in each view's frame
+//! assert!(b1[2] <= 1.0 && b2[2] <= 1.0);
 //! # Ok::<(), slotcon_augment::Error>(())
 //! ```
 
+pub mod crop;
 pub mod decode;
 mod error;
 mod image;
 pub mod ops;
+pub mod rng;
+mod view;
 
+pub use crop::{Crop, CropSampler};
 pub use error::{Error, Result};
 pub use image::{ImageRef, Rect};
+pub use rng::{Draws, Replay, SampleRng};
+pub use view::{
+    apply_jitter, apply_view, draw_two_views, draw_view, two_views, two_views_into, AugmentConfig, Jitter, Scratch,
+    TwoViewMeta, TwoViewSample, ViewConfig, ViewParams, JITTER_OPS,
+};

@@ -1,5 +1,14 @@
-//! Pixel operations on 8-bit RGB, each writing into a buffer the caller provides.
+//! Pixel operations on 8-bit interleaved RGB, each bit-exact with PIL's code path and
+//! each writing into a buffer the caller provides (or working in place).
 
+pub mod blur;
+pub mod color;
+pub mod flip;
+pub mod normalize;
 pub mod resize;
 
+pub use blur::gaussian_blur;
+pub use color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, solarize};
+pub use flip::hflip;
+pub use normalize::normalize;
 pub use resize::{resize_bicubic, Taps};

@@ -1,0 +1,191 @@
+//! Colour operations on interleaved RGB, in place, bit-exact with PIL's code path:
+//! `ImageEnhance` blends (float32 maths, truncated), `convert('L')`, Pillow's 8-bit HSV
+//! (as torchvision's PIL `adjust_hue` uses it), and `ImageOps.solarize`.
+
+/// PIL's `convert('L')` of one pixel: ITU-R 601-2 luma in 16-bit fixed point.
+#[inline]
+pub fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
+}
+
+/// Pillow's `ImagingBlend` of one value: `in1 + alpha * (in2 - in1)` in float32, then
+/// truncated (interpolation) or clamped and truncated (extrapolation).
+#[inline]
+pub fn blend(in1: u8, in2: u8, alpha: f32) -> u8 {
+    let v = in1 as i32 as f32 + alpha * ((in2 as i32 - in1 as i32) as f32);
+    if (0.0..=1.0).contains(&alpha) {
+        v as u8
+    } else if v <= 0.0 {
+        0
+    } else if v >= 255.0 {
+        255
+    } else {
+        v as u8
+    }
+}
+
+/// `blend(degenerate, v, alpha)` for a constant degenerate value, for every `v`.
+fn blend_table(degenerate: u8, alpha: f32) -> [u8; 256] {
+    std::array::from_fn(|v| blend(degenerate, v as u8, alpha))
+}
+
+fn apply_table(rgb: &mut [u8], table: &[u8; 256]) {
+    for v in rgb {
+        *v = table[*v as usize];
+    }
+}
+
+/// `ImageEnhance.Brightness(img).enhance(factor)`: a blend with black.
+pub fn adjust_brightness(rgb: &mut [u8], factor: f32) {
+    if factor != 1.0 {
+        apply_table(rgb, &blend_table(0, factor));
+    }
+}
+
+/// `ImageEnhance.Contrast(img).enhance(factor)`: a blend with the image's mean luma,
+/// `int(mean(L) + 0.5)`.
+pub fn adjust_contrast(rgb: &mut [u8], factor: f32) {
+    if factor == 1.0 {
+        return;
+    }
+    let mut sum = 0u64;
+    for p in rgb.chunks_exact(3) {
+        sum += luma(p[0], p[1], p[2]) as u64;
+    }
+    let n = (rgb.len() / 3).max(1) as f64;
+    let mean = (sum as f64 / n + 0.5) as u8;
+    apply_table(rgb, &blend_table(mean, factor));
+}
+
+/// `ImageEnhance.Color(img).enhance(factor)`: a blend with the luma image.
+pub fn adjust_saturation(rgb: &mut [u8], factor: f32) {
+    if factor == 1.0 {
+        return;
+    }
+    for p in rgb.chunks_exact_mut(3) {
+        let l = luma(p[0], p[1], p[2]);
+        for v in p.iter_mut() {
+            *v = blend(l, *v, factor);
+        }
+    }
+}
+
+/// torchvision's PIL `adjust_hue`: convert to Pillow's HSV, add
+/// `uint8(hue_factor * 255)` to H with wrap-around, convert back.
+pub fn adjust_hue(rgb: &mut [u8], hue_factor: f32) {
+    // No shortcut for a zero shift: Pillow's HSV round trip is lossy, and torchvision
+    // converts anyway.
+    let shift = hue_shift(hue_factor);
+    for p in rgb.chunks_exact_mut(3) {
+        let (h, s, v) = rgb_to_hsv(p[0], p[1], p[2]);
+        let (r, g, b) = hsv_to_rgb(h.wrapping_add(shift), s, v);
+        p.copy_from_slice(&[r, g, b]);
+    }
+}
+
+/// `np.uint8(hue_factor * 255)` as a C cast: truncate toward zero, wrap modulo 256.
+pub fn hue_shift(hue_factor: f32) -> u8 {
+    (hue_factor as f64 * 255.0) as i32 as u8
+}
+
+/// Pillow's `rgb2hsv_row` (Convert.c), with its float/double promotions.
+pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    if minc == maxc {
+        return (0, 0, maxc);
+    }
+    let cr = (maxc - minc) as f32;
+    let s = cr / maxc as f32;
+    let rc = (maxc - r) as f32 / cr;
+    let gc = (maxc - g) as f32 / cr;
+    let bc = (maxc - b) as f32 / cr;
+    let h: f32 = if r == maxc {
+        bc - gc
+    } else if g == maxc {
+        (2.0 + rc as f64 - bc as f64) as f32
+    } else {
+        (4.0 + gc as f64 - rc as f64) as f32
+    };
+    let h = ((h as f64 / 6.0 + 1.0) % 1.0) as f32;
+    let clip = |x: f64| (x as i32).clamp(0, 255) as u8;
+    (clip(h as f64 * 255.0), clip(s as f64 * 255.0), maxc)
+}
+
+/// Pillow's `hsv2rgb` (Convert.c), with its float/double promotions.
+pub fn hsv_to_rgb(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
+    if s == 0 {
+        return (v, v, v);
+    }
+    let hf = h as f32 as f64 * 6.0 / 255.0;
+    let i = hf.floor() as i32;
+    let f = (hf - i as f32 as f64) as f32;
+    let fs = (s as f32 as f64 / 255.0) as f32;
+    let vf = v as f32 as f64;
+    let clip = |x: f64| (x.round() as i32).clamp(0, 255) as u8;
+    let p = clip(vf * (1.0 - fs as f64));
+    let q = clip(vf * (1.0 - (fs * f) as f64));
+    let t = clip(vf * (1.0 - fs as f64 * (1.0 - f as f64)));
+    match i % 6 {
+        0 => (v, t, p),
+        1 => (q, v, p),
+        2 => (p, v, t),
+        3 => (p, q, v),
+        4 => (t, p, v),
+        _ => (v, p, q),
+    }
+}
+
+/// torchvision's `rgb_to_grayscale(img, 3)` on PIL: `convert('L')` replicated.
+pub fn grayscale(rgb: &mut [u8]) {
+    for p in rgb.chunks_exact_mut(3) {
+        p.fill(luma(p[0], p[1], p[2]));
+    }
+}
+
+/// `ImageOps.solarize(img, threshold)`: values `>= threshold` become `255 - v`.
+pub fn solarize(rgb: &mut [u8], threshold: u8) {
+    for v in rgb {
+        if *v >= threshold {
+            *v = 255 - *v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luma_matches_known_values() {
+        assert_eq!(luma(255, 255, 255), 255);
+        assert_eq!(luma(255, 0, 0), 76);
+        assert_eq!(luma(0, 255, 0), 150);
+        assert_eq!(luma(0, 0, 255), 29);
+    }
+
+    #[test]
+    fn blend_identity_and_extrapolation() {
+        for v in [0u8, 1, 77, 254, 255] {
+            assert_eq!(blend(13, v, 1.0), v);
+            assert_eq!(blend(13, v, 0.0), 13);
+        }
+        assert_eq!(blend(0, 200, 1.4), 255);
+        assert_eq!(blend(100, 0, 1.4), 0);
+    }
+
+    #[test]
+    fn hue_shift_wraps_like_a_c_cast() {
+        assert_eq!(hue_shift(0.1), 25);
+        assert_eq!(hue_shift(-0.1), 231);
+        assert_eq!(hue_shift(0.0), 0);
+    }
+
+    #[test]
+    fn gray_pixels_round_trip_through_hsv() {
+        for v in 0..=255u8 {
+            assert_eq!(rgb_to_hsv(v, v, v), (0, 0, v));
+            assert_eq!(hsv_to_rgb(123, 0, v), (v, v, v));
+        }
+    }
+}

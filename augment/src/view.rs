@@ -1,0 +1,305 @@
+//! The two views of SlotCon's `CustomDataAugmentation`: settings, the parameters drawn
+//! for one view, and applying them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crop::{overlap_boxes, flip_box, Crop, CropSampler};
+use crate::image::ImageRef;
+use crate::ops::{self, color};
+use crate::rng::{Draws, SampleRng};
+
+/// The photometric settings of one view.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewConfig {
+    /// Probability of a horizontal flip.
+    pub flip_p: f64,
+    /// Probability of applying colour jitter.
+    pub jitter_p: f64,
+    /// Brightness factor range `[1 - b, 1 + b]`.
+    pub brightness: f64,
+    /// Contrast factor range `[1 - c, 1 + c]`.
+    pub contrast: f64,
+    /// Saturation factor range `[1 - s, 1 + s]`.
+    pub saturation: f64,
+    /// Hue shift range `[-h, h]` (fraction of the hue circle).
+    pub hue: f64,
+    /// Probability of converting to grayscale.
+    pub grayscale_p: f64,
+    /// Probability of a Gaussian blur.
+    pub blur_p: f64,
+    /// Range of the blur's sigma (PIL's `radius`).
+    pub blur_sigma: (f64, f64),
+    /// Probability of solarizing.
+    pub solarize_p: f64,
+    /// Values at or above this are inverted by solarize.
+    pub solarize_threshold: u8,
+}
+
+/// Everything the two-view augmentation does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// Output side in pixels (views are square).
+    pub size: u32,
+    /// Crop sampling.
+    pub crop: CropSampler,
+    /// View 2's crop must overlap view 1's (SlotCon: true).
+    pub condition_overlap: bool,
+    /// View 1 and view 2, which differ in blur and solarize.
+    pub views: [ViewConfig; 2],
+}
+
+impl AugmentConfig {
+    /// SlotCon's `CustomDataAugmentation(size=224, min_scale=0.08)`.
+    pub fn slotcon() -> Self {
+        let view = ViewConfig {
+            flip_p: 0.5,
+            jitter_p: 0.8,
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.2,
+            hue: 0.1,
+            grayscale_p: 0.2,
+            blur_p: 1.0,
+            blur_sigma: (0.1, 2.0),
+            solarize_p: 0.0,
+            solarize_threshold: 128,
+        };
+        let view2 = ViewConfig { blur_p: 0.1, solarize_p: 0.2, ..view };
+        AugmentConfig { size: 224, crop: CropSampler::default(), condition_overlap: true, views: [view, view2] }
+    }
+
+    /// Sets the smallest crop area fraction (SlotCon's `--min-scale`).
+    pub fn with_min_scale(mut self, min_scale: f64) -> Self {
+        self.crop.scale.0 = min_scale;
+        self
+    }
+
+    /// Sets the output side.
+    pub fn with_size(mut self, size: u32) -> Self {
+        self.size = size;
+        self
+    }
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self::slotcon()
+    }
+}
+
+/// The four jitter operations, numbered as torchvision's `ColorJitter` numbers them.
+pub const JITTER_OPS: [&str; 4] = ["brightness", "contrast", "saturation", "hue"];
+
+/// The colour-jitter parameters of one call: the order and the four factors.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Jitter {
+    /// The order of the operations, indices into [`JITTER_OPS`].
+    pub order: [u8; 4],
+    /// Brightness factor.
+    pub brightness: f32,
+    /// Contrast factor.
+    pub contrast: f32,
+    /// Saturation factor.
+    pub saturation: f32,
+    /// Hue shift in `[-0.5, 0.5]`.
+    pub hue: f32,
+}
+
+/// Every parameter of one view: with these, [`apply_view`] is deterministic.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewParams {
+    /// The crop in source pixels.
+    pub crop: Crop,
+    /// Flipped horizontally after resizing.
+    pub flip: bool,
+    /// Colour jitter, if applied.
+    pub jitter: Option<Jitter>,
+    /// Converted to grayscale.
+    pub grayscale: bool,
+    /// Gaussian blur sigma, if blurred.
+    pub blur_sigma: Option<f32>,
+    /// Solarized (at the config's threshold).
+    pub solarize: bool,
+}
+
+fn factor(d: &mut impl Draws, spread: f64) -> f32 {
+    d.uniform((1.0 - spread).max(0.0), 1.0 + spread) as f32
+}
+
+/// Draws a view's photometric parameters (everything but the crop).
+pub fn draw_view(d: &mut impl Draws, cfg: &ViewConfig, crop: Crop) -> ViewParams {
+    let flip = d.chance(cfg.flip_p);
+    let jitter = d.chance(cfg.jitter_p).then(|| Jitter {
+        order: d.permutation4(),
+        brightness: factor(d, cfg.brightness),
+        contrast: factor(d, cfg.contrast),
+        saturation: factor(d, cfg.saturation),
+        hue: d.uniform(-cfg.hue, cfg.hue) as f32,
+    });
+    let grayscale = d.chance(cfg.grayscale_p);
+    let blur_sigma = d.chance(cfg.blur_p).then(|| d.uniform(cfg.blur_sigma.0, cfg.blur_sigma.1) as f32);
+    let solarize = d.chance(cfg.solarize_p);
+    ViewParams { crop, flip, jitter, grayscale, blur_sigma, solarize }
+}
+
+/// Reusable buffers for [`apply_view`].
+#[derive(Default)]
+pub struct Scratch {
+    rows: Vec<u8>,
+    blur: Vec<u8>,
+}
+
+/// Applies `p` to `src`, writing the `size × size` RGB view into `out`:
+/// crop and bicubic resize, flip, jitter in its order, grayscale, blur, solarize.
+pub fn apply_view(src: ImageRef<'_>, p: &ViewParams, size: usize, threshold: u8, out: &mut [u8], s: &mut Scratch) -> crate::Result<()> {
+    ops::resize_bicubic(src, p.crop.rect(), out, size, size, &mut s.rows)?;
+    if p.flip {
+        ops::hflip(out, size);
+    }
+    if let Some(j) = &p.jitter {
+        apply_jitter(out, j);
+    }
+    if p.grayscale {
+        ops::grayscale(out);
+    }
+    if let Some(sigma) = p.blur_sigma {
+        ops::gaussian_blur(out, size, size, sigma, &mut s.blur);
+    }
+    if p.solarize {
+        ops::solarize(out, threshold);
+    }
+    Ok(())
+}
+
+/// Colour jitter in the drawn order.
+pub fn apply_jitter(rgb: &mut [u8], j: &Jitter) {
+    for &op in &j.order {
+        match op {
+            0 => color::adjust_brightness(rgb, j.brightness),
+            1 => color::adjust_contrast(rgb, j.contrast),
+            2 => color::adjust_saturation(rgb, j.saturation),
+            _ => color::adjust_hue(rgb, j.hue),
+        }
+    }
+}
+
+/// The geometry and parameters of a two-view sample (the pixels live elsewhere).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwoViewMeta {
+    /// Each view's parameters, including its crop and flip.
+    pub params: [ViewParams; 2],
+    /// The crops' overlap in each view's normalised frame, `[x1, y1, x2, y2]`, after flips.
+    pub boxes: [[f32; 4]; 2],
+    /// View 2's crop came from the unconditioned fallback (its box may be empty).
+    pub fallback: bool,
+}
+
+impl TwoViewMeta {
+    /// The crops of both views.
+    pub fn crops(&self) -> [Crop; 2] {
+        [self.params[0].crop, self.params[1].crop]
+    }
+
+    /// The flips of both views.
+    pub fn flips(&self) -> [bool; 2] {
+        [self.params[0].flip, self.params[1].flip]
+    }
+}
+
+/// Draws both views' parameters for a `width × height` image.
+pub fn draw_two_views(cfg: &AugmentConfig, width: u32, height: u32, d: [&mut impl Draws; 2]) -> TwoViewMeta {
+    let [d1, d2] = d;
+    let crop1 = cfg.crop.sample(d1, width, height);
+    let (crop2, fallback) = if cfg.condition_overlap {
+        cfg.crop.sample_overlapping(d2, width, height, &crop1)
+    } else {
+        (cfg.crop.sample(d2, width, height), false)
+    };
+    let p1 = draw_view(d1, &cfg.views[0], crop1);
+    let p2 = draw_view(d2, &cfg.views[1], crop2);
+    let mut boxes = overlap_boxes(&crop1, &crop2);
+    for (b, p) in boxes.iter_mut().zip([&p1, &p2]) {
+        if p.flip {
+            *b = flip_box(*b);
+        }
+    }
+    TwoViewMeta { params: [p1, p2], boxes, fallback }
+}
+
+/// One sample's two views, as owned buffers (see [`two_views_into`] for the hot path).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TwoViewSample {
+    /// Both views, `size × size × 3` RGB u8.
+    pub views: [Vec<u8>; 2],
+    /// Side of the views.
+    pub size: u32,
+    /// Parameters and geometry.
+    pub meta: TwoViewMeta,
+}
+
+/// Draws and renders both views of `src` for sample `index` of `epoch`, into `outs`.
+pub fn two_views_into(src: ImageRef<'_>, cfg: &AugmentConfig, key: (u64, u64, u64), outs: [&mut [u8]; 2], s: &mut Scratch) -> crate::Result<TwoViewMeta> {
+    let (seed, epoch, index) = key;
+    let mut d1 = SampleRng::new(seed, epoch, index, 0);
+    let mut d2 = SampleRng::new(seed, epoch, index, 1);
+    let meta = draw_two_views(cfg, src.width as u32, src.height as u32, [&mut d1, &mut d2]);
+    for ((p, v), out) in meta.params.iter().zip(&cfg.views).zip(outs) {
+        apply_view(src, p, cfg.size as usize, v.solarize_threshold, out, s)?;
+    }
+    Ok(meta)
+}
+
+/// [`two_views_into`] with freshly allocated views.
+pub fn two_views(src: ImageRef<'_>, cfg: &AugmentConfig, key: (u64, u64, u64)) -> crate::Result<TwoViewSample> {
+    let n = cfg.size as usize * cfg.size as usize * 3;
+    let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+    let meta = two_views_into(src, cfg, key, [&mut a, &mut b], &mut Scratch::default())?;
+    Ok(TwoViewSample { views: [a, b], size: cfg.size, meta })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(w: usize, h: usize) -> Vec<u8> {
+        (0..w * h * 3).map(|i| ((i * 7) ^ (i / 3)) as u8).collect()
+    }
+
+    #[test]
+    fn same_key_same_sample_other_key_other_sample() {
+        let data = image(96, 64);
+        let src = ImageRef::new(&data, 96, 64);
+        let cfg = AugmentConfig::slotcon().with_size(32);
+        let a = two_views(src, &cfg, (1, 2, 3)).unwrap();
+        assert_eq!(a, two_views(src, &cfg, (1, 2, 3)).unwrap());
+        assert_ne!(a.meta, two_views(src, &cfg, (1, 2, 4)).unwrap().meta);
+    }
+
+    #[test]
+    fn view_one_always_blurs_and_never_solarizes() {
+        let cfg = AugmentConfig::slotcon();
+        for index in 0..500 {
+            let mut d = [SampleRng::new(0, 0, index, 0), SampleRng::new(0, 0, index, 1)];
+            let [d1, d2] = &mut d;
+            let m = draw_two_views(&cfg, 640, 480, [d1, d2]);
+            assert!(m.params[0].blur_sigma.is_some() && !m.params[0].solarize);
+            let sigma = m.params[0].blur_sigma.unwrap();
+            assert!((0.1..=2.0).contains(&sigma));
+        }
+    }
+
+    #[test]
+    fn boxes_lie_in_the_unit_square_when_crops_overlap() {
+        let cfg = AugmentConfig::slotcon();
+        for index in 0..3000 {
+            let mut d = [SampleRng::new(5, 1, index, 0), SampleRng::new(5, 1, index, 1)];
+            let [d1, d2] = &mut d;
+            let m = draw_two_views(&cfg, 500, 375, [d1, d2]);
+            if crate::crop::intersection(&m.params[0].crop, &m.params[1].crop) > 0 {
+                for b in m.boxes {
+                    assert!(b.iter().all(|v| (0.0..=1.0).contains(v)) && b[0] < b[2] && b[1] < b[3], "{b:?}");
+                }
+            }
+        }
+    }
+}
