@@ -27,7 +27,12 @@ pub struct Crop {
 impl Crop {
     /// The crop as a pixel rectangle.
     pub fn rect(&self) -> crate::Rect {
-        crate::Rect { x: self.j as usize, y: self.i as usize, w: self.w as usize, h: self.h as usize }
+        crate::Rect {
+            x: self.j as usize,
+            y: self.i as usize,
+            w: self.w as usize,
+            h: self.h as usize,
+        }
     }
 }
 
@@ -46,7 +51,12 @@ pub struct CropSampler {
 
 impl Default for CropSampler {
     fn default() -> Self {
-        CropSampler { scale: (0.08, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0), tries: 10, min_overlap: 0.01 }
+        CropSampler {
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            tries: 10,
+            min_overlap: 0.01,
+        }
     }
 }
 
@@ -86,7 +96,13 @@ impl CropSampler {
 
     /// View 2: like [`CropSampler::sample`] but an attempt must overlap `first`; returns
     /// the crop and whether it came from the unconditioned fallback.
-    pub fn sample_overlapping(&self, d: &mut impl Draws, width: u32, height: u32, first: &Crop) -> (Crop, bool) {
+    pub fn sample_overlapping(
+        &self,
+        d: &mut impl Draws,
+        width: u32,
+        height: u32,
+        first: &Crop,
+    ) -> (Crop, bool) {
         for _ in 0..self.tries {
             if let Some((w, h, target_area)) = self.attempt(d, width, height) {
                 let i = d.randint(0, height - h);
@@ -103,7 +119,10 @@ impl CropSampler {
     /// The centre crop of clamped aspect ratio used when every attempt fails.
     pub fn center(&self, width: u32, height: u32) -> Crop {
         let in_ratio = width as f64 / height as f64;
-        let (lo, hi) = (self.ratio.0.min(self.ratio.1), self.ratio.0.max(self.ratio.1));
+        let (lo, hi) = (
+            self.ratio.0.min(self.ratio.1),
+            self.ratio.0.max(self.ratio.1),
+        );
         let (w, h) = if in_ratio < lo {
             (width, round_half_even(width as f64 / lo) as u32)
         } else if in_ratio > hi {
@@ -111,7 +130,12 @@ impl CropSampler {
         } else {
             (width, height)
         };
-        Crop { i: (height - h) / 2, j: (width - w) / 2, h, w }
+        Crop {
+            i: (height - h) / 2,
+            j: (width - w) / 2,
+            h,
+            w,
+        }
     }
 }
 
@@ -127,10 +151,18 @@ pub fn intersection(a: &Crop, b: &Crop) -> u64 {
 /// y2 < y1, as in the reference.
 pub fn overlap_boxes(a: &Crop, b: &Crop) -> [[f32; 4]; 2] {
     let (x1, y1) = (a.j.max(b.j) as f64, a.i.max(b.i) as f64);
-    let (x2, y2) = ((a.j + a.w).min(b.j + b.w) as f64, (a.i + a.h).min(b.i + b.h) as f64);
+    let (x2, y2) = (
+        (a.j + a.w).min(b.j + b.w) as f64,
+        (a.i + a.h).min(b.i + b.h) as f64,
+    );
     let frame = |c: &Crop| {
         let (cx, cy, w, h) = (c.j as f64, c.i as f64, c.w as f64, c.h as f64);
-        [((x1 - cx) / w) as f32, ((y1 - cy) / h) as f32, ((x2 - cx) / w) as f32, ((y2 - cy) / h) as f32]
+        [
+            ((x1 - cx) / w) as f32,
+            ((y1 - cy) / h) as f32,
+            ((x2 - cx) / w) as f32,
+            ((y2 - cy) / h) as f32,
+        ]
     };
     [frame(a), frame(b)]
 }
@@ -147,7 +179,16 @@ mod tests {
 
     #[test]
     fn python_rounding() {
-        let cases = [(0.5, 0), (1.5, 2), (2.5, 2), (2.4999, 2), (3.5, 4), (223.5, 224), (224.5, 224), (7.0, 7)];
+        let cases = [
+            (0.5, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (2.4999, 2),
+            (3.5, 4),
+            (223.5, 224),
+            (224.5, 224),
+            (7.0, 7),
+        ];
         for (x, want) in cases {
             assert_eq!(round_half_even(x), want, "{x}");
         }
@@ -160,23 +201,68 @@ mod tests {
         let mut d = Replay::new(vec![0.5, 0.5], vec![10, 20]);
         let c = s.sample(&mut d, 640, 480);
         let side = (0.54f64 * 640.0 * 480.0).sqrt().round() as u32;
-        assert_eq!(c, Crop { i: 10, j: 20, h: side, w: side });
+        assert_eq!(
+            c,
+            Crop {
+                i: 10,
+                j: 20,
+                h: side,
+                w: side
+            }
+        );
         assert_eq!(d.remaining(), (0, 0));
     }
 
     #[test]
     fn fallback_is_a_centre_crop_of_clamped_ratio() {
-        let s = CropSampler { scale: (2.0, 3.0), ..Default::default() }; // never fits
+        let s = CropSampler {
+            scale: (2.0, 3.0),
+            ..Default::default()
+        }; // never fits
         let mut r = SampleRng::new(0, 0, 0, 0);
-        assert_eq!(s.sample(&mut r, 1000, 100), Crop { i: 0, j: 433, h: 100, w: 133 });
-        assert_eq!(s.sample(&mut r, 100, 1000), Crop { i: 433, j: 0, h: 133, w: 100 });
-        assert_eq!(s.sample(&mut r, 120, 100), Crop { i: 0, j: 0, h: 100, w: 120 });
+        assert_eq!(
+            s.sample(&mut r, 1000, 100),
+            Crop {
+                i: 0,
+                j: 433,
+                h: 100,
+                w: 133
+            }
+        );
+        assert_eq!(
+            s.sample(&mut r, 100, 1000),
+            Crop {
+                i: 433,
+                j: 0,
+                h: 133,
+                w: 100
+            }
+        );
+        assert_eq!(
+            s.sample(&mut r, 120, 100),
+            Crop {
+                i: 0,
+                j: 0,
+                h: 100,
+                w: 120
+            }
+        );
     }
 
     #[test]
     fn boxes_of_nested_crops() {
-        let a = Crop { i: 0, j: 0, h: 100, w: 200 };
-        let b = Crop { i: 50, j: 100, h: 50, w: 50 };
+        let a = Crop {
+            i: 0,
+            j: 0,
+            h: 100,
+            w: 200,
+        };
+        let b = Crop {
+            i: 50,
+            j: 100,
+            h: 50,
+            w: 50,
+        };
         let [ba, bb] = overlap_boxes(&a, &b);
         assert_eq!(ba, [0.5, 0.5, 0.75, 1.0]);
         assert_eq!(bb, [0.0, 0.0, 1.0, 1.0]);
@@ -194,7 +280,10 @@ mod tests {
             let area = second.w as f64 * second.h as f64;
             if !fallback {
                 // Accepted against the *target* area, which is within rounding of w*h.
-                assert!(intersection(&first, &second) as f64 >= 0.0099 * area * 0.9, "{first:?} {second:?}");
+                assert!(
+                    intersection(&first, &second) as f64 >= 0.0099 * area * 0.9,
+                    "{first:?} {second:?}"
+                );
             }
         }
     }

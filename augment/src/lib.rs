@@ -39,6 +39,6 @@ pub use error::{Error, Result};
 pub use image::{ImageRef, Rect};
 pub use rng::{Draws, Replay, SampleRng};
 pub use view::{
-    apply_jitter, apply_view, draw_two_views, draw_view, two_views, two_views_into, AugmentConfig, Jitter, Scratch,
-    TwoViewMeta, TwoViewSample, ViewConfig, ViewParams, JITTER_OPS,
+    apply_jitter, apply_view, draw_two_views, draw_view, two_views, two_views_into, AugmentConfig,
+    Jitter, Scratch, TwoViewMeta, TwoViewSample, ViewConfig, ViewParams, JITTER_OPS,
 };

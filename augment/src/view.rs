@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crop::{overlap_boxes, flip_box, Crop, CropSampler};
+use crate::crop::{flip_box, overlap_boxes, Crop, CropSampler};
 use crate::image::ImageRef;
 use crate::ops::{self, color};
 use crate::rng::{Draws, SampleRng};
@@ -64,8 +64,17 @@ impl AugmentConfig {
             solarize_p: 0.0,
             solarize_threshold: 128,
         };
-        let view2 = ViewConfig { blur_p: 0.1, solarize_p: 0.2, ..view };
-        AugmentConfig { size: 224, crop: CropSampler::default(), condition_overlap: true, views: [view, view2] }
+        let view2 = ViewConfig {
+            blur_p: 0.1,
+            solarize_p: 0.2,
+            ..view
+        };
+        AugmentConfig {
+            size: 224,
+            crop: CropSampler::default(),
+            condition_overlap: true,
+            views: [view, view2],
+        }
     }
 
     /// Sets the smallest crop area fraction (SlotCon's `--min-scale`).
@@ -137,9 +146,18 @@ pub fn draw_view(d: &mut impl Draws, cfg: &ViewConfig, crop: Crop) -> ViewParams
         hue: d.uniform(-cfg.hue, cfg.hue) as f32,
     });
     let grayscale = d.chance(cfg.grayscale_p);
-    let blur_sigma = d.chance(cfg.blur_p).then(|| d.uniform(cfg.blur_sigma.0, cfg.blur_sigma.1) as f32);
+    let blur_sigma = d
+        .chance(cfg.blur_p)
+        .then(|| d.uniform(cfg.blur_sigma.0, cfg.blur_sigma.1) as f32);
     let solarize = d.chance(cfg.solarize_p);
-    ViewParams { crop, flip, jitter, grayscale, blur_sigma, solarize }
+    ViewParams {
+        crop,
+        flip,
+        jitter,
+        grayscale,
+        blur_sigma,
+        solarize,
+    }
 }
 
 /// Reusable buffers for [`apply_view`].
@@ -151,7 +169,14 @@ pub struct Scratch {
 
 /// Applies `p` to `src`, writing the `size × size` RGB view into `out`:
 /// crop and bicubic resize, flip, jitter in its order, grayscale, blur, solarize.
-pub fn apply_view(src: ImageRef<'_>, p: &ViewParams, size: usize, threshold: u8, out: &mut [u8], s: &mut Scratch) -> crate::Result<()> {
+pub fn apply_view(
+    src: ImageRef<'_>,
+    p: &ViewParams,
+    size: usize,
+    threshold: u8,
+    out: &mut [u8],
+    s: &mut Scratch,
+) -> crate::Result<()> {
     ops::resize_bicubic(src, p.crop.rect(), out, size, size, &mut s.rows)?;
     if p.flip {
         ops::hflip(out, size);
@@ -207,7 +232,12 @@ impl TwoViewMeta {
 }
 
 /// Draws both views' parameters for a `width × height` image.
-pub fn draw_two_views(cfg: &AugmentConfig, width: u32, height: u32, d: [&mut impl Draws; 2]) -> TwoViewMeta {
+pub fn draw_two_views(
+    cfg: &AugmentConfig,
+    width: u32,
+    height: u32,
+    d: [&mut impl Draws; 2],
+) -> TwoViewMeta {
     let [d1, d2] = d;
     let crop1 = cfg.crop.sample(d1, width, height);
     let (crop2, fallback) = if cfg.condition_overlap {
@@ -223,7 +253,11 @@ pub fn draw_two_views(cfg: &AugmentConfig, width: u32, height: u32, d: [&mut imp
             *b = flip_box(*b);
         }
     }
-    TwoViewMeta { params: [p1, p2], boxes, fallback }
+    TwoViewMeta {
+        params: [p1, p2],
+        boxes,
+        fallback,
+    }
 }
 
 /// One sample's two views, as owned buffers (see [`two_views_into`] for the hot path).
@@ -238,7 +272,13 @@ pub struct TwoViewSample {
 }
 
 /// Draws and renders both views of `src` for sample `index` of `epoch`, into `outs`.
-pub fn two_views_into(src: ImageRef<'_>, cfg: &AugmentConfig, key: (u64, u64, u64), outs: [&mut [u8]; 2], s: &mut Scratch) -> crate::Result<TwoViewMeta> {
+pub fn two_views_into(
+    src: ImageRef<'_>,
+    cfg: &AugmentConfig,
+    key: (u64, u64, u64),
+    outs: [&mut [u8]; 2],
+    s: &mut Scratch,
+) -> crate::Result<TwoViewMeta> {
     let (seed, epoch, index) = key;
     let mut d1 = SampleRng::new(seed, epoch, index, 0);
     let mut d2 = SampleRng::new(seed, epoch, index, 1);
@@ -250,11 +290,19 @@ pub fn two_views_into(src: ImageRef<'_>, cfg: &AugmentConfig, key: (u64, u64, u6
 }
 
 /// [`two_views_into`] with freshly allocated views.
-pub fn two_views(src: ImageRef<'_>, cfg: &AugmentConfig, key: (u64, u64, u64)) -> crate::Result<TwoViewSample> {
+pub fn two_views(
+    src: ImageRef<'_>,
+    cfg: &AugmentConfig,
+    key: (u64, u64, u64),
+) -> crate::Result<TwoViewSample> {
     let n = cfg.size as usize * cfg.size as usize * 3;
     let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
     let meta = two_views_into(src, cfg, key, [&mut a, &mut b], &mut Scratch::default())?;
-    Ok(TwoViewSample { views: [a, b], size: cfg.size, meta })
+    Ok(TwoViewSample {
+        views: [a, b],
+        size: cfg.size,
+        meta,
+    })
 }
 
 #[cfg(test)]
@@ -279,7 +327,10 @@ mod tests {
     fn view_one_always_blurs_and_never_solarizes() {
         let cfg = AugmentConfig::slotcon();
         for index in 0..500 {
-            let mut d = [SampleRng::new(0, 0, index, 0), SampleRng::new(0, 0, index, 1)];
+            let mut d = [
+                SampleRng::new(0, 0, index, 0),
+                SampleRng::new(0, 0, index, 1),
+            ];
             let [d1, d2] = &mut d;
             let m = draw_two_views(&cfg, 640, 480, [d1, d2]);
             assert!(m.params[0].blur_sigma.is_some() && !m.params[0].solarize);
@@ -292,12 +343,18 @@ mod tests {
     fn boxes_lie_in_the_unit_square_when_crops_overlap() {
         let cfg = AugmentConfig::slotcon();
         for index in 0..3000 {
-            let mut d = [SampleRng::new(5, 1, index, 0), SampleRng::new(5, 1, index, 1)];
+            let mut d = [
+                SampleRng::new(5, 1, index, 0),
+                SampleRng::new(5, 1, index, 1),
+            ];
             let [d1, d2] = &mut d;
             let m = draw_two_views(&cfg, 500, 375, [d1, d2]);
             if crate::crop::intersection(&m.params[0].crop, &m.params[1].crop) > 0 {
                 for b in m.boxes {
-                    assert!(b.iter().all(|v| (0.0..=1.0).contains(v)) && b[0] < b[2] && b[1] < b[3], "{b:?}");
+                    assert!(
+                        b.iter().all(|v| (0.0..=1.0).contains(v)) && b[0] < b[2] && b[1] < b[3],
+                        "{b:?}"
+                    );
                 }
             }
         }

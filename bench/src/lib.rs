@@ -9,6 +9,8 @@
 //! # Ok::<(), slotcon_ingest::Error>(())
 //! ```
 
+pub mod ops;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -91,4 +93,31 @@ mod tests {
         assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(super::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
     }
+}
+
+/// The Python interpreter for reference runs: `$SLOTCON_PYTHON`, else the project venv
+/// that `scripts/python-env.sh` creates (or reuses).
+pub fn python() -> std::io::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("SLOTCON_PYTHON") {
+        return Ok(p.into());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python-env.sh");
+    let out = std::process::Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "{} failed",
+            script.display()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().last().unwrap_or_default().trim().into())
+}
+
+/// A script in `bench/python/`.
+pub fn python_script(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use slotcon_augment::decode::{decode_rgb, Limits};
 use slotcon_augment::ops::{self, color};
-use slotcon_augment::{draw_two_views, AugmentConfig, CropSampler, Draws, ImageRef, SampleRng, Scratch, ViewParams};
+use slotcon_augment::{
+    draw_two_views, AugmentConfig, CropSampler, Draws, ImageRef, SampleRng, Scratch, ViewParams,
+};
 use slotcon_tests::{coco128, python_script};
 
 const SIZE: usize = 224;
@@ -14,13 +16,20 @@ const SIZE: usize = 224;
 /// Decoded COCO images (the first `n` in sorted order).
 fn coco_images(n: usize) -> Vec<(Vec<u8>, usize, usize)> {
     let dir = coco128().join("images/train2017");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     paths.sort();
-    paths.iter().take(n).map(|p| {
-        let mut rgb = Vec::new();
-        let info = decode_rgb(&std::fs::read(p).unwrap(), Limits::default(), &mut rgb).unwrap();
-        (rgb, info.width as usize, info.height as usize)
-    }).collect()
+    paths
+        .iter()
+        .take(n)
+        .map(|p| {
+            let mut rgb = Vec::new();
+            let info = decode_rgb(&std::fs::read(p).unwrap(), Limits::default(), &mut rgb).unwrap();
+            (rgb, info.width as usize, info.height as usize)
+        })
+        .collect()
 }
 
 /// Cases for `parity_ops.py`: inputs and Rust outputs on disk plus `cases.json`.
@@ -32,7 +41,11 @@ struct Cases {
 
 impl Cases {
     fn new(dir: &Path) -> Self {
-        Cases { dir: dir.to_path_buf(), list: Vec::new(), n: 0 }
+        Cases {
+            dir: dir.to_path_buf(),
+            list: Vec::new(),
+            n: 0,
+        }
     }
 
     fn input(&mut self, rgb: &[u8]) -> String {
@@ -42,7 +55,15 @@ impl Cases {
         name
     }
 
-    fn case(&mut self, op: &str, input: &str, (w, h): (usize, usize), params: Value, out: &[u8], (ow, oh): (usize, usize)) {
+    fn case(
+        &mut self,
+        op: &str,
+        input: &str,
+        (w, h): (usize, usize),
+        params: Value,
+        out: &[u8],
+        (ow, oh): (usize, usize),
+    ) {
         self.n += 1;
         let output = format!("out{}.bin", self.n);
         std::fs::write(self.dir.join(&output), out).unwrap();
@@ -50,15 +71,25 @@ impl Cases {
     }
 
     fn run(self) -> Value {
-        std::fs::write(self.dir.join("cases.json"), serde_json::to_vec(&self.list).unwrap()).unwrap();
+        std::fs::write(
+            self.dir.join("cases.json"),
+            serde_json::to_vec(&self.list).unwrap(),
+        )
+        .unwrap();
         serde_json::from_str(&python_script("parity_ops.py", &[&self.dir])).unwrap()
     }
 }
 
 fn assert_exact(stats: &Value, op: &str, min_cases: u64) {
     let s = &stats[op];
-    assert!(s["cases"].as_u64().unwrap() >= min_cases, "{op}: too few cases: {s}");
-    assert_eq!(s["exact"], s["cases"], "{op} is not bit-exact with the reference: {s}");
+    assert!(
+        s["cases"].as_u64().unwrap() >= min_cases,
+        "{op}: too few cases: {s}"
+    );
+    assert_eq!(
+        s["exact"], s["cases"],
+        "{op} is not bit-exact with the reference: {s}"
+    );
 }
 
 /// A view's parameters as the Python reference reads them (floats as exact doubles).
@@ -98,14 +129,44 @@ fn every_op_is_bit_exact_with_pillow_and_torchvision() {
     // Resize also on crops drawn from every image size, upscaling included.
     for draw in 60..200u64 {
         let (rgb, w, h) = &images[draw as usize % images.len()];
-        let crop = CropSampler { scale: (0.005, 1.0), ..sampler }.sample(&mut rng, *w as u32, *h as u32);
+        let crop = CropSampler {
+            scale: (0.005, 1.0),
+            ..sampler
+        }
+        .sample(&mut rng, *w as u32, *h as u32);
         let mut out = vec![0u8; SIZE * SIZE * 3];
-        ops::resize_bicubic(ImageRef::new(rgb, *w, *h), crop.rect(), &mut out, SIZE, SIZE, &mut rows).unwrap();
+        ops::resize_bicubic(
+            ImageRef::new(rgb, *w, *h),
+            crop.rect(),
+            &mut out,
+            SIZE,
+            SIZE,
+            &mut rows,
+        )
+        .unwrap();
         let full = cases.input(rgb);
-        cases.case("resize", &full, (*w, *h), json!({"i": crop.i, "j": crop.j, "h": crop.h, "w": crop.w, "size": SIZE}), &out, (SIZE, SIZE));
+        cases.case(
+            "resize",
+            &full,
+            (*w, *h),
+            json!({"i": crop.i, "j": crop.j, "h": crop.h, "w": crop.w, "size": SIZE}),
+            &out,
+            (SIZE, SIZE),
+        );
     }
     let stats = cases.run();
-    for op in ["resize", "hflip", "brightness", "contrast", "saturation", "hue", "grayscale", "blur", "solarize", "normalize"] {
+    for op in [
+        "resize",
+        "hflip",
+        "brightness",
+        "contrast",
+        "saturation",
+        "hue",
+        "grayscale",
+        "blur",
+        "solarize",
+        "normalize",
+    ] {
         assert_exact(&stats, op, 200);
     }
 }
@@ -125,7 +186,11 @@ fn one_input_cases(cases: &mut Cases, input: &str, base: &[u8], draw: u64, rng: 
         cases.case(op, input, sz, params, &out, sz);
     };
     run("hflip", json!({}), &|v| ops::hflip(v, SIZE));
-    for (op, lo, hi) in [("brightness", 0.6, 1.4), ("contrast", 0.6, 1.4), ("saturation", 0.8, 1.2)] {
+    for (op, lo, hi) in [
+        ("brightness", 0.6, 1.4),
+        ("contrast", 0.6, 1.4),
+        ("saturation", 0.8, 1.2),
+    ] {
         let f = edge(draw, lo, hi, rng) as f32;
         run(op, json!({"factor": f as f64}), &|v| match op {
             "brightness" => color::adjust_brightness(v, f),
@@ -139,11 +204,17 @@ fn one_input_cases(cases: &mut Cases, input: &str, base: &[u8], draw: u64, rng: 
         2 => 0.0,
         _ => rng.uniform(-0.1, 0.1) as f32,
     } as f32;
-    run("hue", json!({"factor": hue as f64}), &|v| color::adjust_hue(v, hue));
+    run("hue", json!({"factor": hue as f64}), &|v| {
+        color::adjust_hue(v, hue)
+    });
     run("grayscale", json!({}), &|v| color::grayscale(v));
     let sigma = rng.uniform(0.1, 2.0) as f32;
-    run("blur", json!({"sigma": sigma as f64}), &|v| ops::gaussian_blur(v, SIZE, SIZE, sigma, &mut Vec::new()));
-    run("solarize", json!({"threshold": 128}), &|v| color::solarize(v, 128));
+    run("blur", json!({"sigma": sigma as f64}), &|v| {
+        ops::gaussian_blur(v, SIZE, SIZE, sigma, &mut Vec::new())
+    });
+    run("solarize", json!({"threshold": 128}), &|v| {
+        color::solarize(v, 128)
+    });
     let mut norm = vec![0f32; base.len()];
     ops::normalize(base, &mut norm, ops::normalize::MEAN, ops::normalize::STD);
     let bytes: Vec<u8> = norm.iter().flat_map(|f| f.to_le_bytes()).collect();
@@ -154,13 +225,22 @@ fn one_input_cases(cases: &mut Cases, input: &str, base: &[u8], draw: u64, rng: 
 fn hue_is_exact_on_every_rgb_colour() {
     let tmp = tempfile::tempdir().unwrap();
     // 4096 x 4096 pixels: all 2^24 colours once.
-    let all: Vec<u8> = (0u32..1 << 24).flat_map(|c| [(c >> 16) as u8, (c >> 8) as u8, c as u8]).collect();
+    let all: Vec<u8> = (0u32..1 << 24)
+        .flat_map(|c| [(c >> 16) as u8, (c >> 8) as u8, c as u8])
+        .collect();
     let mut cases = Cases::new(tmp.path());
     let input = cases.input(&all);
     for hue in [-0.1f32, 0.0371, 0.1, -0.5] {
         let mut out = all.clone();
         color::adjust_hue(&mut out, hue);
-        cases.case("hue", &input, (4096, 4096), json!({"factor": hue as f64}), &out, (4096, 4096));
+        cases.case(
+            "hue",
+            &input,
+            (4096, 4096),
+            json!({"factor": hue as f64}),
+            &out,
+            (4096, 4096),
+        );
     }
     assert_exact(&cases.run(), "hue", 4);
 }
@@ -176,12 +256,23 @@ fn whole_views_match_the_reference_pipeline_with_injected_parameters() {
         let src = ImageRef::new(rgb, *w, *h);
         let input = cases.input(rgb);
         for epoch in 0..3u64 {
-            let mut d = [SampleRng::new(7, epoch, index as u64, 0), SampleRng::new(7, epoch, index as u64, 1)];
+            let mut d = [
+                SampleRng::new(7, epoch, index as u64, 0),
+                SampleRng::new(7, epoch, index as u64, 1),
+            ];
             let [d1, d2] = &mut d;
             let meta = draw_two_views(&cfg, *w as u32, *h as u32, [d1, d2]);
             for (p, v) in meta.params.iter().zip(&cfg.views) {
                 let mut out = vec![0u8; SIZE * SIZE * 3];
-                slotcon_augment::apply_view(src, p, SIZE, v.solarize_threshold, &mut out, &mut scratch).unwrap();
+                slotcon_augment::apply_view(
+                    src,
+                    p,
+                    SIZE,
+                    v.solarize_threshold,
+                    &mut out,
+                    &mut scratch,
+                )
+                .unwrap();
                 cases.case("view", &input, (*w, *h), view_json(p), &out, (SIZE, SIZE));
             }
         }

@@ -7,4 +7,5 @@ mod augment;
 mod cli;
 mod ingest;
 mod resume;
+mod sampler;
 mod store;

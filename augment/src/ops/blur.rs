@@ -31,7 +31,13 @@ impl BoxKernel {
 }
 
 /// Blurs a `width × height` RGB image in place. `scratch` is reused between calls.
-pub fn gaussian_blur(rgb: &mut [u8], width: usize, height: usize, sigma: f32, scratch: &mut Vec<u8>) {
+pub fn gaussian_blur(
+    rgb: &mut [u8],
+    width: usize,
+    height: usize,
+    sigma: f32,
+    scratch: &mut Vec<u8>,
+) {
     const PASSES: u32 = 3;
     let radius = box_radius(sigma, PASSES);
     if sigma == 0.0 || radius == 0.0 {
@@ -82,9 +88,15 @@ fn blur_line(line: &mut [u8], tmp: &mut [u8], k: BoxKernel) {
         acc = acc.wrapping_add(px(last).wrapping_mul((r + 1 - edge_a) as u32));
         let clamp = |x: isize| x.clamp(0, last as isize) as usize;
         for x in 0..n {
-            let (sub, add, far) = (clamp(x as isize - r as isize - 1), clamp((x + r) as isize), clamp((x + r + 1) as isize));
+            let (sub, add, far) = (
+                clamp(x as isize - r as isize - 1),
+                clamp((x + r) as isize),
+                clamp((x + r + 1) as isize),
+            );
             acc = acc.wrapping_add(px(add)).wrapping_sub(px(sub));
-            let bulk = acc.wrapping_mul(k.ww).wrapping_add((px(sub) + px(far)).wrapping_mul(k.fw));
+            let bulk = acc
+                .wrapping_mul(k.ww)
+                .wrapping_add((px(sub) + px(far)).wrapping_mul(k.fw));
             tmp[x * 3 + c] = (bulk.wrapping_add(1 << 23) >> 24) as u8;
         }
     }
@@ -104,7 +116,10 @@ mod tests {
 
     #[test]
     fn box_radius_grows_with_sigma() {
-        let rs: Vec<f32> = [0.1f32, 0.5, 1.0, 2.0].iter().map(|&s| box_radius(s, 3)).collect();
+        let rs: Vec<f32> = [0.1f32, 0.5, 1.0, 2.0]
+            .iter()
+            .map(|&s| box_radius(s, 3))
+            .collect();
         assert!(rs.windows(2).all(|w| w[0] < w[1]), "{rs:?}");
     }
 

@@ -8,7 +8,9 @@ pub mod normalize;
 pub mod resize;
 
 pub use blur::gaussian_blur;
-pub use color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, solarize};
+pub use color::{
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, solarize,
+};
 pub use flip::hflip;
 pub use normalize::normalize;
 pub use resize::{resize_bicubic, Taps};

@@ -10,7 +10,13 @@ pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// reference and the CPU fallback.
 pub fn normalize(rgb: &[u8], out: &mut [f32], mean: [f32; 3], std: [f32; 3]) {
     let plane = rgb.len() / 3;
-    assert_eq!(out.len(), rgb.len(), "output holds {} floats, need {}", out.len(), rgb.len());
+    assert_eq!(
+        out.len(),
+        rgb.len(),
+        "output holds {} floats, need {}",
+        out.len(),
+        rgb.len()
+    );
     for (i, p) in rgb.chunks_exact(3).enumerate() {
         for c in 0..3 {
             out[c * plane + i] = (p[c] as f32 / 255.0 - mean[c]) / std[c];

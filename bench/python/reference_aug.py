@@ -1,0 +1,78 @@
+"""SlotCon's two-view augmentation on PIL images, written from DESIGN §4 with Pillow and
+torchvision: the reference pipeline that slotcon's augment crate reproduces and that the
+benchmarks compare against. Randomness comes from Python's `random` and torch, as in the
+reference."""
+import math
+import random
+
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from PIL import ImageFilter, ImageOps
+from torchvision.transforms import InterpolationMode
+
+SCALE, RATIO, SIZE = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0), 224
+
+
+def _try_size(width, height):
+    target_area = random.uniform(*SCALE) * width * height
+    aspect = math.exp(random.uniform(math.log(RATIO[0]), math.log(RATIO[1])))
+    w = int(round(math.sqrt(target_area * aspect)))
+    h = int(round(math.sqrt(target_area / aspect)))
+    return w, h, target_area
+
+
+def sample_crop(width, height):
+    """torchvision's RandomResizedCrop.get_params on Python's random."""
+    for _ in range(10):
+        w, h, _ = _try_size(width, height)
+        if 0 < w <= width and 0 < h <= height:
+            return random.randint(0, height - h), random.randint(0, width - w), h, w
+    in_ratio = width / height
+    if in_ratio < min(RATIO):
+        w, h = width, int(round(width / min(RATIO)))
+    elif in_ratio > max(RATIO):
+        w, h = int(round(height * max(RATIO))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def sample_overlapping_crop(width, height, first):
+    """View 2: a try must overlap crop 1 by at least 1% of its target area."""
+    fi, fj, fh, fw = first
+    for _ in range(10):
+        w, h, target_area = _try_size(width, height)
+        if 0 < w <= width and 0 < h <= height:
+            i, j = random.randint(0, height - h), random.randint(0, width - w)
+            x = max(0, min(j + w, fj + fw) - max(j, fj))
+            y = max(0, min(i + h, fi + fh) - max(i, fi))
+            if x * y >= 0.01 * target_area:
+                return i, j, h, w
+    return sample_crop(width, height)
+
+
+class SlotConAugmentation:
+    """Two views with crops, flips, colour jitter, grayscale, blur and solarize."""
+
+    def __init__(self, normalize=True):
+        jitter = T.Compose([
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+        ])
+        tail = [T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))] if normalize else []
+        blur = lambda img: img.filter(ImageFilter.GaussianBlur(radius=random.uniform(0.1, 2.0)))  # noqa: E731
+        self.view1 = T.Compose([jitter, blur, *tail])
+        self.view2 = T.Compose([jitter, T.RandomApply([blur], p=0.1), T.RandomApply([lambda im: ImageOps.solarize(im, 128)], p=0.2), *tail])
+
+    def __call__(self, img):
+        width, height = img.size
+        c1 = sample_crop(width, height)
+        c2 = sample_overlapping_crop(width, height, c1)
+        views, flips = [], []
+        for c in (c1, c2):
+            v = TF.resized_crop(img, *c, [SIZE, SIZE], InterpolationMode.BICUBIC)
+            flip = bool(torch.rand(1) < 0.5)
+            views.append(TF.hflip(v) if flip else v)
+            flips.append(flip)
+        return [self.view1(views[0]), self.view2(views[1])], (c1, c2), flips
