@@ -163,8 +163,8 @@ pub fn draw_view(d: &mut impl Draws, cfg: &ViewConfig, crop: Crop) -> ViewParams
 /// Reusable buffers for [`apply_view`].
 #[derive(Default)]
 pub struct Scratch {
-    rows: Vec<u8>,
-    blur: Vec<u8>,
+    rows: ops::ResizeScratch,
+    blur: ops::BlurScratch,
 }
 
 /// Applies `p` to `src`, writing the `size × size` RGB view into `out`:

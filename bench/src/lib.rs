@@ -86,15 +86,6 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
-}
-
 /// The Python interpreter for reference runs: `$SLOTCON_PYTHON`, else the project venv
 /// that `scripts/python-env.sh` creates (or reuses).
 pub fn python() -> std::io::Result<std::path::PathBuf> {
@@ -120,4 +111,13 @@ pub fn python_script(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("python")
         .join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
 }

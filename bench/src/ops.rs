@@ -52,7 +52,7 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
         &mut view,
         SIZE,
         SIZE,
-        &mut Vec::new(),
+        &mut ops::ResizeScratch::default(),
     )?;
     let jpeg = jpeg.to_vec();
     let mut decoded = Vec::new();
@@ -60,7 +60,11 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
         name: "decode",
         run: Box::new(move || drop(decode_rgb(&jpeg, Limits::default(), &mut decoded))),
     }];
-    let (src, mut out, mut rows) = (rgb.clone(), vec![0u8; SIZE * SIZE * 3], Vec::new());
+    let (src, mut out, mut rows) = (
+        rgb.clone(),
+        vec![0u8; SIZE * SIZE * 3],
+        ops::ResizeScratch::default(),
+    );
     list.push(OpBench {
         name: "resize",
         run: Box::new(move || {
@@ -86,7 +90,7 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
     }));
     list.push(on_view("hue", &view, |v| color::adjust_hue(v, 0.05)));
     list.push(on_view("grayscale", &view, color::grayscale));
-    let mut blur = Vec::new();
+    let mut blur = ops::BlurScratch::default();
     list.push(on_view("blur", &view, move |v| {
         ops::gaussian_blur(v, SIZE, SIZE, 1.0, &mut blur)
     }));

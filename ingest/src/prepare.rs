@@ -27,7 +27,7 @@ pub struct Prepared {
 pub struct Scratch {
     rgb: Vec<u8>,
     resized: Vec<u8>,
-    rows: Vec<u8>,
+    rows: slotcon_augment::ops::ResizeScratch,
 }
 
 /// The size an image of `width × height` is resized to so that its longer side is

@@ -110,7 +110,7 @@ fn every_op_is_bit_exact_with_pillow_and_torchvision() {
     let sampler = CropSampler::default();
     let mut cases = Cases::new(tmp.path());
     let mut rng = SampleRng::new(2024, 0, 0, 0);
-    let mut rows = Vec::new();
+    let mut rows = ops::ResizeScratch::default();
     for draw in 0..200u64 {
         let (rgb, w, h) = &images[draw as usize % images.len()];
         let src = ImageRef::new(rgb, *w, *h);
@@ -198,19 +198,19 @@ fn one_input_cases(cases: &mut Cases, input: &str, base: &[u8], draw: u64, rng: 
             _ => color::adjust_saturation(v, f),
         });
     }
-    let hue = match draw {
+    let hue: f32 = match draw {
         0 => -0.5,
         1 => 0.5,
         2 => 0.0,
         _ => rng.uniform(-0.1, 0.1) as f32,
-    } as f32;
+    };
     run("hue", json!({"factor": hue as f64}), &|v| {
         color::adjust_hue(v, hue)
     });
     run("grayscale", json!({}), &|v| color::grayscale(v));
     let sigma = rng.uniform(0.1, 2.0) as f32;
     run("blur", json!({"sigma": sigma as f64}), &|v| {
-        ops::gaussian_blur(v, SIZE, SIZE, sigma, &mut Vec::new())
+        ops::gaussian_blur(v, SIZE, SIZE, sigma, &mut ops::BlurScratch::default())
     });
     run("solarize", json!({"threshold": 128}), &|v| {
         color::solarize(v, 128)

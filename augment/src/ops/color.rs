@@ -72,14 +72,144 @@ pub fn adjust_saturation(rgb: &mut [u8], factor: f32) {
 
 /// torchvision's PIL `adjust_hue`: convert to Pillow's HSV, add
 /// `uint8(hue_factor * 255)` to H with wrap-around, convert back.
+///
+/// Uses [`HueTables`] (built once) for everything but two products per pixel; the
+/// tables are filled by [`rgb_to_hsv`] and [`hsv_to_rgb`] themselves, so the result is
+/// theirs exactly.
 pub fn adjust_hue(rgb: &mut [u8], hue_factor: f32) {
     // No shortcut for a zero shift: Pillow's HSV round trip is lossy, and torchvision
     // converts anyway.
     let shift = hue_shift(hue_factor);
+    let t = HueTables::get();
     for p in rgb.chunks_exact_mut(3) {
-        let (h, s, v) = rgb_to_hsv(p[0], p[1], p[2]);
-        let (r, g, b) = hsv_to_rgb(h.wrapping_add(shift), s, v);
+        let (h, s, v) = t.to_hsv(p[0], p[1], p[2]);
+        let (r, g, b) = t.to_rgb(h.wrapping_add(shift), s, v);
         p.copy_from_slice(&[r, g, b]);
+    }
+}
+
+/// Lookup tables for Pillow's HSV conversions.
+///
+/// Pillow's hue depends only on which channel is the maximum (in its tie order) and on
+/// the other two channels' distances below it; its saturation only on `(max - min, max)`.
+/// Back from HSV, the integer sector and its fraction depend only on H, and `p` only on
+/// `(S, V)`; `q` and `t` are computed per pixel with Pillow's float/double maths.
+pub struct HueTables {
+    /// `hue[branch][d1][d2]`: branch 0 (R max) keyed by (max-G, max-B), 1 (G max) by
+    /// (max-R, max-B), 2 (B max) by (max-G, max-R).
+    hue: Vec<u8>,
+    /// `sat[cr][max]`.
+    sat: Vec<u8>,
+    /// `p[s][v]`.
+    p: Vec<u8>,
+    sector: [u8; 256],
+    frac: [f32; 256],
+    fs: [f32; 256],
+}
+
+impl HueTables {
+    /// The tables, built on first use.
+    pub fn get() -> &'static HueTables {
+        static TABLES: std::sync::OnceLock<HueTables> = std::sync::OnceLock::new();
+        TABLES.get_or_init(HueTables::build)
+    }
+
+    fn build() -> Self {
+        let mut hue = vec![0u8; 3 * 256 * 256];
+        for d1 in 0..256usize {
+            for d2 in 0..256usize {
+                let (a, b) = (255 - d1 as u8, 255 - d2 as u8);
+                hue[d1 * 256 + d2] = rgb_to_hsv(255, a, b).0;
+                hue[65536 + d1 * 256 + d2] = if d1 == 0 { 0 } else { rgb_to_hsv(a, 255, b).0 };
+                hue[131072 + d1 * 256 + d2] = if d1 == 0 || d2 == 0 {
+                    0
+                } else {
+                    rgb_to_hsv(b, a, 255).0
+                };
+            }
+        }
+        let mut sat = vec![0u8; 256 * 256];
+        let mut p = vec![0u8; 256 * 256];
+        for x in 0..256usize {
+            for y in 0..256usize {
+                if x <= y {
+                    sat[x * 256 + y] = rgb_to_hsv(y as u8, (y - x) as u8, (y - x) as u8).1;
+                }
+                p[x * 256 + y] = hsv_parts(0, x as u8, y as u8).0;
+            }
+        }
+        let sector = std::array::from_fn(|h| (h as f32 as f64 * 6.0 / 255.0).floor() as u8);
+        let frac = std::array::from_fn(|h| {
+            let hf = h as f32 as f64 * 6.0 / 255.0;
+            (hf - hf.floor() as i32 as f32 as f64) as f32
+        });
+        let fs = std::array::from_fn(|s| (s as f32 as f64 / 255.0) as f32);
+        HueTables {
+            hue,
+            sat,
+            p,
+            sector,
+            frac,
+            fs,
+        }
+    }
+
+    /// [`rgb_to_hsv`] by lookup.
+    #[inline]
+    pub fn to_hsv(&self, r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+        let maxc = r.max(g).max(b);
+        let minc = r.min(g).min(b);
+        if maxc == minc {
+            return (0, 0, maxc);
+        }
+        let (dr, dg, db) = (
+            (maxc - r) as usize,
+            (maxc - g) as usize,
+            (maxc - b) as usize,
+        );
+        let key = if dr == 0 {
+            dg * 256 + db
+        } else if dg == 0 {
+            65536 + dr * 256 + db
+        } else {
+            131072 + dg * 256 + dr
+        };
+        (
+            self.hue[key],
+            self.sat[(maxc - minc) as usize * 256 + maxc as usize],
+            maxc,
+        )
+    }
+
+    /// [`hsv_to_rgb`] with table lookups for everything but `q` and `t`.
+    #[inline]
+    pub fn to_rgb(&self, h: u8, s: u8, v: u8) -> (u8, u8, u8) {
+        if s == 0 {
+            return (v, v, v);
+        }
+        let (f, fs, vf) = (self.frac[h as usize], self.fs[s as usize], v as f32 as f64);
+        let p = self.p[s as usize * 256 + v as usize];
+        let q = clip_round(vf * (1.0 - (fs * f) as f64));
+        let t = clip_round(vf * (1.0 - fs as f64 * (1.0 - f as f64)));
+        sector_rgb(self.sector[h as usize] as i32, v, p, q, t)
+    }
+}
+
+#[inline]
+fn clip_round(x: f64) -> u8 {
+    (x.round() as i32).clamp(0, 255) as u8
+}
+
+/// Pillow's channel order for each of the six hue sectors.
+#[inline]
+fn sector_rgb(i: i32, v: u8, p: u8, q: u8, t: u8) -> (u8, u8, u8) {
+    match i % 6 {
+        0 => (v, t, p),
+        1 => (q, v, p),
+        2 => (p, v, t),
+        3 => (p, q, v),
+        4 => (t, p, v),
+        _ => (v, p, q),
     }
 }
 
@@ -117,23 +247,21 @@ pub fn hsv_to_rgb(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
     if s == 0 {
         return (v, v, v);
     }
+    let (p, q, t, i) = hsv_parts(h, s, v);
+    sector_rgb(i, v, p, q, t)
+}
+
+/// `p, q, t` and the sector `i` of Pillow's `hsv2rgb`.
+fn hsv_parts(h: u8, s: u8, v: u8) -> (u8, u8, u8, i32) {
     let hf = h as f32 as f64 * 6.0 / 255.0;
     let i = hf.floor() as i32;
     let f = (hf - i as f32 as f64) as f32;
     let fs = (s as f32 as f64 / 255.0) as f32;
     let vf = v as f32 as f64;
-    let clip = |x: f64| (x.round() as i32).clamp(0, 255) as u8;
-    let p = clip(vf * (1.0 - fs as f64));
-    let q = clip(vf * (1.0 - (fs * f) as f64));
-    let t = clip(vf * (1.0 - fs as f64 * (1.0 - f as f64)));
-    match i % 6 {
-        0 => (v, t, p),
-        1 => (q, v, p),
-        2 => (p, v, t),
-        3 => (p, q, v),
-        4 => (t, p, v),
-        _ => (v, p, q),
-    }
+    let p = clip_round(vf * (1.0 - fs as f64));
+    let q = clip_round(vf * (1.0 - (fs * f) as f64));
+    let t = clip_round(vf * (1.0 - fs as f64 * (1.0 - f as f64)));
+    (p, q, t, i)
 }
 
 /// torchvision's `rgb_to_grayscale(img, 3)` on PIL: `convert('L')` replicated.
@@ -179,6 +307,19 @@ mod tests {
         assert_eq!(hue_shift(0.1), 25);
         assert_eq!(hue_shift(-0.1), 231);
         assert_eq!(hue_shift(0.0), 0);
+    }
+
+    #[test]
+    fn tables_agree_with_the_scalar_conversions_everywhere() {
+        let t = HueTables::get();
+        for r in 0..=255u8 {
+            for g in 0..=255u8 {
+                for b in (0..=255u8).step_by(3) {
+                    assert_eq!(t.to_hsv(r, g, b), rgb_to_hsv(r, g, b), "{r} {g} {b}");
+                    assert_eq!(t.to_rgb(r, g, b), hsv_to_rgb(r, g, b), "hsv {r} {g} {b}");
+                }
+            }
+        }
     }
 
     #[test]

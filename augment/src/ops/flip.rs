@@ -3,14 +3,7 @@
 /// Mirrors each row of a `width`-pixel-wide RGB image.
 pub fn hflip(rgb: &mut [u8], width: usize) {
     for row in rgb.chunks_exact_mut(width * 3) {
-        let (mut a, mut b) = (0, width - 1);
-        while a < b {
-            for c in 0..3 {
-                row.swap(a * 3 + c, b * 3 + c);
-            }
-            a += 1;
-            b -= 1;
-        }
+        row.as_chunks_mut::<3>().0.reverse();
     }
 }
 
