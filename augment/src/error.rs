@@ -32,6 +32,15 @@ pub enum Error {
     /// A buffer or rectangle that does not fit.
     #[error("{0}")]
     Geometry(String),
+    /// The loader could not produce a sample: a corrupt store entry or a worker panic.
+    #[error("sample {id} ({path}): {reason}")]
+    Sample { id: u64, path: String, reason: String },
+    /// Loader settings that make no sense.
+    #[error("loader settings: {0}")]
+    Config(String),
+    /// The loader's worker threads are gone.
+    #[error("loader workers exited unexpectedly")]
+    Disconnected,
 }
 
 /// The result type of this crate.

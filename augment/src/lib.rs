@@ -30,6 +30,7 @@ pub mod crop;
 pub mod decode;
 mod error;
 mod image;
+pub mod loader;
 pub mod ops;
 pub mod rng;
 mod view;
@@ -37,6 +38,7 @@ mod view;
 pub use crop::{Crop, CropSampler};
 pub use error::{Error, Result};
 pub use image::{ImageRef, Rect};
+pub use loader::{Loader, LoaderBuilder, SkippedSample, TwoViewBatch};
 pub use rng::{Draws, Replay, SampleRng};
 pub use view::{
     apply_jitter, apply_view, draw_two_views, draw_view, two_views, two_views_into, AugmentConfig,

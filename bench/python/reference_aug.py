@@ -69,10 +69,22 @@ class SlotConAugmentation:
         width, height = img.size
         c1 = sample_crop(width, height)
         c2 = sample_overlapping_crop(width, height, c1)
+        boxes = overlap_boxes(c1, c2)
         views, flips = [], []
-        for c in (c1, c2):
+        for c, box in zip((c1, c2), boxes):
             v = TF.resized_crop(img, *c, [SIZE, SIZE], InterpolationMode.BICUBIC)
             flip = bool(torch.rand(1) < 0.5)
-            views.append(TF.hflip(v) if flip else v)
+            if flip:
+                v = TF.hflip(v)
+                box[0], box[2] = 1.0 - box[2], 1.0 - box[0]
+            views.append(v)
             flips.append(flip)
-        return [self.view1(views[0]), self.view2(views[1])], (c1, c2), flips
+        return [self.view1(views[0]), self.view2(views[1])], boxes, flips
+
+
+def overlap_boxes(a, b):
+    """The crops' intersection in each crop's normalised frame, [x1, y1, x2, y2], float32."""
+    (ai, aj, ah, aw), (bi, bj, bh, bw) = a, b
+    x1, y1 = max(aj, bj), max(ai, bi)
+    x2, y2 = min(aj + aw, bj + bw), min(ai + ah, bi + bh)
+    return [torch.tensor([(x1 - j) / w, (y1 - i) / h, (x2 - j) / w, (y2 - i) / h], dtype=torch.float32) for i, j, h, w in (a, b)]

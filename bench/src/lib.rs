@@ -9,7 +9,12 @@
 //! # Ok::<(), slotcon_ingest::Error>(())
 //! ```
 
+mod error;
+pub mod dump;
+pub mod loader;
 pub mod ops;
+
+pub use error::{Error, Result};
 
 use std::path::Path;
 use std::time::Instant;
@@ -104,6 +109,19 @@ pub fn python() -> std::io::Result<std::path::PathBuf> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.lines().last().unwrap_or_default().trim().into())
+}
+
+/// Runs `bench/python/SCRIPT ARGS...` in the project venv and parses the one JSON
+/// object it prints.
+pub fn run_python(script: &str, args: &[String]) -> Result<serde_json::Value> {
+    let err = |reason: String| Error::Python { script: script.to_string(), reason };
+    let py = python().map_err(|e| err(format!("no Python venv: {e}")))?;
+    let out = std::process::Command::new(&py).arg(python_script(script)).args(args).stderr(std::process::Stdio::piped()).output();
+    let out = out.map_err(|e| err(format!("cannot run {}: {e}", py.display())))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| err(format!("unexpected output ({e})")))
 }
 
 /// A script in `bench/python/`.

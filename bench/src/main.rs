@@ -30,6 +30,57 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Two-view loader throughput over a shard store (JPEG or raw).
+    Loader {
+        #[command(flatten)]
+        run: LoaderArgs,
+        /// The store made by slotcon-ingest.
+        #[arg(long)]
+        shards: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The reference: a PyTorch DataLoader with SlotCon's PIL/torchvision augmentation.
+    Baseline {
+        #[command(flatten)]
+        run: LoaderArgs,
+        /// The folder of JPEG images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Loader and baseline on the same images and cores, with the ratio per core.
+    Compare {
+        #[command(flatten)]
+        run: LoaderArgs,
+        /// The store made from --images by slotcon-ingest.
+        #[arg(long)]
+        shards: PathBuf,
+        /// The folder of JPEG images the store was made from.
+        #[arg(long)]
+        images: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the first N samples' views as PNGs and their geometry as samples.json.
+    Dump {
+        /// The store.
+        #[arg(long)]
+        shards: PathBuf,
+        /// How many samples (ids 0..N).
+        #[arg(long, default_value_t = 8)]
+        n: u64,
+        /// The seed (epoch 0), as given to the loader.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Per-op timings of the augmentation on one image, against the same ops in Pillow.
     Ops {
         /// A JPEG to cut the 224x224 view from (e.g. a COCO image).
@@ -45,6 +96,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Settings shared by the loader benchmarks.
+#[derive(clap::Args, Debug, Clone)]
+struct LoaderArgs {
+    /// Worker threads (slotcon) or processes (baseline).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Seconds to run each side for.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Seed of the order and the draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl LoaderArgs {
+    fn run(&self) -> slotcon_bench::loader::LoaderRun {
+        slotcon_bench::loader::LoaderRun {
+            workers: self.workers,
+            batch_size: self.batch_size,
+            seconds: self.seconds,
+            seed: self.seed,
+            checksum_batches: 4,
+        }
+    }
+
+    fn python_args(&self, images: &std::path::Path) -> Vec<String> {
+        let mut a = vec!["--images".to_string(), images.display().to_string()];
+        a.extend(["--workers".into(), self.workers.to_string(), "--batch-size".into(), self.batch_size.to_string()]);
+        a.extend(["--seconds".into(), self.seconds.to_string()]);
+        a
+    }
+}
+
+fn bar(hidden: bool, what: &str) -> indicatif::ProgressBar {
+    if hidden {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} s {msg}").expect("valid template");
+    indicatif::ProgressBar::new(0).with_style(style).with_prefix(what.to_string())
 }
 
 fn main() -> ExitCode {
@@ -92,7 +187,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_python,
             json,
         } => ops(&image, seconds, no_python, json)?,
+        Command::Loader { run, shards, json } => {
+            let r = slotcon_bench::loader::bench_loader(&shards, &run.run(), &bar(json, "loader"))?;
+            print_one(&serde_json::to_value(&r)?, json);
+        }
+        Command::Baseline { run, images, json } => {
+            eprintln!("running the PyTorch DataLoader baseline for {} s ...", run.seconds);
+            print_one(&slotcon_bench::run_python("baseline.py", &run.python_args(&images))?, json);
+        }
+        Command::Compare { run, shards, images, json } => compare(&run, &shards, &images, json)?,
+        Command::Dump { shards, n, seed, out } => {
+            let samples = slotcon_bench::dump::dump(&shards, n, seed, &out)?;
+            println!("wrote {} samples to {}", samples.len(), out.display());
+        }
     }
+    Ok(())
+}
+
+/// Prints a result as JSON, or as `key: value` lines.
+fn print_one(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{v}");
+        return;
+    }
+    for (k, val) in v.as_object().into_iter().flatten() {
+        match val.as_f64() {
+            Some(x) if !val.is_u64() => println!("{k:<22} {x:.2}"),
+            _ => println!("{k:<22} {val}"),
+        }
+    }
+}
+
+fn compare(run: &LoaderArgs, shards: &std::path::Path, images: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let ours = slotcon_bench::loader::bench_loader(shards, &run.run(), &bar(json, "slotcon loader"))?;
+    if !json {
+        eprintln!("running the PyTorch DataLoader baseline for {} s ...", run.seconds);
+    }
+    let base = slotcon_bench::run_python("baseline.py", &run.python_args(images))?;
+    let base_per_core = base["img_per_sec_per_core"].as_f64().unwrap_or(0.0);
+    let ratio = ours.img_per_sec_per_core / base_per_core;
+    let out = serde_json::json!({
+        "bench": "compare", "workers": run.workers, "batch_size": run.batch_size,
+        "slotcon": ours, "baseline": base, "ratio_per_core": ratio,
+    });
+    if json {
+        println!("{out}");
+        return Ok(());
+    }
+    println!("{:<10} {:>10} {:>14} {:>10} {:>10}", "", "img/s", "img/s/core", "p50 ms", "p99 ms");
+    for (name, r) in [("slotcon", &out["slotcon"]), ("baseline", &out["baseline"])] {
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        println!("{name:<10} {:>10.1} {:>14.1} {:>10.1} {:>10.1}", f("img_per_sec"), f("img_per_sec_per_core"), f("p50_batch_ms"), f("p99_batch_ms"));
+    }
+    println!("ratio_per_core: {ratio:.2}  ({} worker(s), batch {}, store {})", run.workers, run.batch_size, ours.store);
     Ok(())
 }
 

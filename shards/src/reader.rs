@@ -118,6 +118,12 @@ impl ShardReader {
         })
     }
 
+    /// The source path of sample `id`, without reading its payload.
+    pub fn path(&self, id: u64) -> Result<&str> {
+        let (shard, entry) = self.locate(id)?;
+        Ok(self.view(shard).path(&entry))
+    }
+
     /// The path of the Parquet file of shard `n`.
     pub fn shard_path(&self, n: usize) -> &Path {
         &self.shards[n].path

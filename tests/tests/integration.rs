@@ -6,6 +6,7 @@
 mod augment;
 mod cli;
 mod ingest;
+mod loader;
 mod resume;
 mod sampler;
 mod store;

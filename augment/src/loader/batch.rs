@@ -1,0 +1,224 @@
+//! Batch buffers: preallocated once, filled in place by the workers, lent to the
+//! consumer as a [`TwoViewBatch`], and recycled when it is dropped.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::column::Column;
+use super::Shared;
+use crate::crop::Crop;
+use crate::view::TwoViewMeta;
+
+/// What happened to one position of a batch.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Outcome {
+    /// Filled.
+    #[default]
+    Ok,
+    /// The image does not decode: left out of the batch and reported.
+    Skipped { path: String, reason: String },
+    /// A broken store or a worker panic: the batch is an error.
+    Failed { path: String, reason: String },
+}
+
+/// A sample that was left out of its batch because its image does not decode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SkippedSample {
+    /// The sample id.
+    pub id: u64,
+    /// Its source path.
+    pub path: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// One preallocated batch buffer.
+pub(crate) struct Slot {
+    pub(crate) step: AtomicU64,
+    pub(crate) remaining: AtomicUsize,
+    views: [Column<u8>; 2],
+    ids: Column<u64>,
+    boxes: Column<[[f32; 4]; 2]>,
+    crops: Column<[Crop; 2]>,
+    flips: Column<[bool; 2]>,
+    outcomes: Column<Outcome>,
+    view_len: usize,
+}
+
+impl Slot {
+    pub(crate) fn new(batch: usize, size: usize) -> Self {
+        let view_len = size * size * 3;
+        Slot {
+            step: AtomicU64::new(0),
+            remaining: AtomicUsize::new(0),
+            views: [Column::new(batch * view_len, 0), Column::new(batch * view_len, 0)],
+            ids: Column::new(batch, 0),
+            boxes: Column::new(batch, [[0.0; 4]; 2]),
+            crops: Column::new(batch, [Crop::default(); 2]),
+            flips: Column::new(batch, [false; 2]),
+            outcomes: Column::new(batch, Outcome::Ok),
+            view_len,
+        }
+    }
+
+    /// The two view buffers of position `pos`.
+    ///
+    /// # Safety
+    /// Only the task of `pos` may call this, while the batch is being filled.
+    pub(crate) unsafe fn views_mut(&self, pos: usize) -> [&mut [u8]; 2] {
+        let r = pos * self.view_len..(pos + 1) * self.view_len;
+        [self.views[0].slice_mut(r.clone()), self.views[1].slice_mut(r)]
+    }
+
+    /// Records position `pos`'s id and either its geometry or what went wrong.
+    ///
+    /// # Safety
+    /// Only the task of `pos` may call this, while the batch is being filled.
+    pub(crate) unsafe fn finish(&self, pos: usize, id: u64, result: Result<TwoViewMeta, Outcome>) {
+        self.ids.slice_mut(pos..pos + 1)[0] = id;
+        let outcome = match result {
+            Ok(meta) => {
+                self.boxes.slice_mut(pos..pos + 1)[0] = meta.boxes;
+                self.crops.slice_mut(pos..pos + 1)[0] = meta.crops();
+                self.flips.slice_mut(pos..pos + 1)[0] = meta.flips();
+                Outcome::Ok
+            }
+            Err(o) => o,
+        };
+        self.outcomes.slice_mut(pos..pos + 1)[0] = outcome;
+    }
+
+    /// After every task of the batch has finished: moves skipped positions out, returns
+    /// the number of samples kept, the skipped samples and the first failure.
+    ///
+    /// # Safety
+    /// Only the consumer may call this, after `remaining` reached zero.
+    pub(crate) unsafe fn settle(&self, batch: usize) -> (usize, Vec<SkippedSample>, Option<(u64, String, String)>) {
+        let outcomes = self.outcomes.slice_mut(0..batch);
+        let ids = self.ids.slice_mut(0..batch);
+        let (mut kept, mut skipped, mut failed) = (0, Vec::new(), None);
+        for pos in 0..batch {
+            match std::mem::take(&mut outcomes[pos]) {
+                Outcome::Ok => {
+                    if kept != pos {
+                        self.move_position(pos, kept);
+                    }
+                    kept += 1;
+                }
+                Outcome::Skipped { path, reason } => skipped.push(SkippedSample { id: ids[pos], path, reason }),
+                Outcome::Failed { path, reason } => {
+                    failed.get_or_insert((ids[pos], path, reason));
+                }
+            }
+        }
+        (kept, skipped, failed)
+    }
+
+    unsafe fn move_position(&self, from: usize, to: usize) {
+        let n = self.view_len;
+        for v in &self.views {
+            v.slice_mut(0..(from + 1) * n).copy_within(from * n..(from + 1) * n, to * n);
+        }
+        self.ids.slice_mut(0..from + 1).copy_within(from..from + 1, to);
+        self.boxes.slice_mut(0..from + 1).copy_within(from..from + 1, to);
+        self.crops.slice_mut(0..from + 1).copy_within(from..from + 1, to);
+        self.flips.slice_mut(0..from + 1).copy_within(from..from + 1, to);
+    }
+}
+
+/// One batch of two-view samples, lent by the [`Loader`](super::Loader); dropping it
+/// returns its buffer to the loader.
+///
+/// Views are **NHWC u8**: `views()[v]` holds `len() × size × size × 3` bytes, sample-major,
+/// row-major, RGB interleaved (normalise on the device). Boxes are `[x1, y1, x2, y2]` in
+/// each view's normalised frame, after flips (x2 < x1 when the crops do not overlap).
+pub struct TwoViewBatch {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) slot: usize,
+    pub(crate) len: usize,
+    pub(crate) epoch: u64,
+    pub(crate) step: u64,
+    pub(crate) skipped: Vec<SkippedSample>,
+}
+
+impl TwoViewBatch {
+    fn slot(&self) -> &Slot {
+        &self.shared.slots[self.slot]
+    }
+
+    /// Samples in the batch (the batch size, less any skipped).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when every sample of the batch was skipped.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The step within the epoch (resume from `step + 1`).
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Side of the square views.
+    pub fn size(&self) -> usize {
+        self.shared.cfg.size as usize
+    }
+
+    /// Sample ids, `[N]`.
+    pub fn ids(&self) -> &[u64] {
+        // SAFETY: the batch is settled and lent to this consumer alone.
+        unsafe { self.slot().ids.slice(0..self.len) }
+    }
+
+    /// Both views, each `[N, size, size, 3]` u8.
+    pub fn views(&self) -> [&[u8]; 2] {
+        let n = self.len * self.slot().view_len;
+        // SAFETY: as in `ids`.
+        unsafe { [self.slot().views[0].slice(0..n), self.slot().views[1].slice(0..n)] }
+    }
+
+    /// Overlap boxes, `[N, 2, 4]`.
+    pub fn boxes(&self) -> &[[[f32; 4]; 2]] {
+        // SAFETY: as in `ids`.
+        unsafe { self.slot().boxes.slice(0..self.len) }
+    }
+
+    /// Horizontal flips, `[N, 2]`.
+    pub fn flips(&self) -> &[[bool; 2]] {
+        // SAFETY: as in `ids`.
+        unsafe { self.slot().flips.slice(0..self.len) }
+    }
+
+    /// Crops in source pixels, `[N, 2]`.
+    pub fn crops(&self) -> &[[Crop; 2]] {
+        // SAFETY: as in `ids`.
+        unsafe { self.slot().crops.slice(0..self.len) }
+    }
+
+    /// Samples of this batch left out because their image does not decode.
+    pub fn skipped(&self) -> &[SkippedSample] {
+        &self.skipped
+    }
+}
+
+impl Drop for TwoViewBatch {
+    fn drop(&mut self) {
+        // The loader may be gone already; then the buffer is simply freed with it.
+        let _ = self.shared.free.0.send(self.slot);
+    }
+}
+
+impl std::fmt::Debug for TwoViewBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwoViewBatch").field("epoch", &self.epoch).field("step", &self.step).field("len", &self.len).finish()
+    }
+}

@@ -1,0 +1,295 @@
+//! The multi-threaded two-view loader over a shard store.
+//!
+//! ```text
+//! consumer (Loader::next) ──tasks (slot, pos)──► workers ──(step, slot)──► consumer
+//!        ▲                                        │ write views, boxes, flips
+//!        └──────── free slots ◄── TwoViewBatch::drop   straight into the slot
+//! ```
+//!
+//! - `prefetch + 2` batch buffers are allocated once and recycled; a worker renders each
+//!   sample directly into its position of a buffer, so nothing is allocated per sample
+//!   (the JPEG decoder's internal buffers aside).
+//! - Work moves through crossbeam channels; the only shared state a worker touches per
+//!   sample is its own positions and one atomic counter per batch.
+//! - The order of an epoch depends on `(seed, epoch)` only, the draws of a sample on
+//!   `(seed, epoch, id, view)` only, so batches are bit-identical for any worker count,
+//!   and a loader started at `(epoch, step)` continues exactly.
+//! - An image that does not decode is left out of its batch and listed in
+//!   [`TwoViewBatch::skipped`]; a corrupt store entry or a worker panic makes `next()`
+//!   return an [`Error::Sample`] naming the id and path. Dropping the loader stops and
+//!   joins its threads.
+
+mod batch;
+mod column;
+pub mod order;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use slotcon_shards::ShardReader;
+
+pub use batch::{SkippedSample, TwoViewBatch};
+
+use crate::error::{Error, Result};
+use crate::view::AugmentConfig;
+use batch::Slot;
+use worker::Task;
+
+/// State shared by the loader and its workers.
+pub(crate) struct Shared {
+    reader: Arc<ShardReader>,
+    cfg: AugmentConfig,
+    seed: u64,
+    epoch: u64,
+    batch: usize,
+    /// This rank's sample ids for the epoch, in order.
+    share: Vec<u64>,
+    slots: Vec<Slot>,
+    free: (Sender<usize>, Receiver<usize>),
+    stop: AtomicBool,
+    /// Samples the workers have finished (rendered, skipped or failed).
+    rendered: AtomicU64,
+}
+
+/// Settings of a [`Loader`]; `build()` checks them and starts the workers.
+#[derive(Clone)]
+pub struct LoaderBuilder {
+    reader: Arc<ShardReader>,
+    cfg: AugmentConfig,
+    batch_size: usize,
+    workers: usize,
+    seed: u64,
+    epoch: u64,
+    rank: usize,
+    world_size: usize,
+    prefetch: usize,
+    start_step: u64,
+}
+
+impl LoaderBuilder {
+    /// A loader over `reader` with SlotCon's augmentation, batch 64, one worker per core,
+    /// seed 0, epoch 0, a single rank, prefetch 2.
+    pub fn new(reader: Arc<ShardReader>) -> Self {
+        LoaderBuilder {
+            reader,
+            cfg: AugmentConfig::slotcon(),
+            batch_size: 64,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            seed: 0,
+            epoch: 0,
+            rank: 0,
+            world_size: 1,
+            prefetch: 2,
+            start_step: 0,
+        }
+    }
+
+    /// The augmentation.
+    pub fn augment(mut self, cfg: AugmentConfig) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Samples per batch (per rank).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Worker threads.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// The seed every draw derives from.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The epoch (changes the order and every draw).
+    pub fn epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// This process's rank among `world_size` (like `DistributedSampler`, drop-last).
+    pub fn distributed(mut self, rank: usize, world_size: usize) -> Self {
+        (self.rank, self.world_size) = (rank, world_size);
+        self
+    }
+
+    /// Batches prepared ahead of the consumer; memory is `prefetch + 2` batches.
+    pub fn prefetch(mut self, batches: usize) -> Self {
+        self.prefetch = batches;
+        self
+    }
+
+    /// Starts at `step` of the epoch (to resume exactly after `step - 1`).
+    pub fn start_step(mut self, step: u64) -> Self {
+        self.start_step = step;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.batch_size == 0 || self.workers == 0 {
+            return bad(format!("batch size {} and workers {} must be positive", self.batch_size, self.workers));
+        }
+        if self.world_size == 0 || self.rank >= self.world_size {
+            return bad(format!("rank {} is not in a world of {}", self.rank, self.world_size));
+        }
+        if self.cfg.size == 0 {
+            return bad("view size must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Checks the settings, allocates the batch buffers and starts the workers.
+    pub fn build(self) -> Result<Loader> {
+        self.validate()?;
+        let order = order::epoch_order(self.reader.len(), self.seed, self.epoch);
+        let share = order::rank_share(&order, self.rank, self.world_size);
+        let steps = order::steps_per_epoch(share.len(), self.batch_size);
+        let buffers = self.prefetch + 2;
+        let free = unbounded();
+        for slot in 0..buffers {
+            free.0.send(slot).expect("receiver is alive");
+        }
+        let slots = (0..buffers).map(|_| Slot::new(self.batch_size, self.cfg.size as usize)).collect();
+        let shared = Arc::new(Shared {
+            reader: self.reader,
+            cfg: self.cfg,
+            seed: self.seed,
+            epoch: self.epoch,
+            batch: self.batch_size,
+            share,
+            slots,
+            free,
+            stop: AtomicBool::new(false),
+            rendered: AtomicU64::new(0),
+        });
+        let (tasks, task_rx) = unbounded();
+        let (done_tx, done) = unbounded();
+        let workers = (0..self.workers).map(|n| spawn_worker(n, &shared, &task_rx, &done_tx)).collect::<std::io::Result<_>>();
+        let workers = workers.map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
+        let start = self.start_step.min(steps);
+        Ok(Loader { shared, tasks: Some(tasks), done, workers, next_feed: start, next_out: start, steps, ready: BTreeMap::new(), finished: false })
+    }
+}
+
+fn spawn_worker(n: usize, shared: &Arc<Shared>, tasks: &Receiver<Task>, done: &Sender<(u64, usize)>) -> std::io::Result<JoinHandle<()>> {
+    let (shared, tasks, done) = (Arc::clone(shared), tasks.clone(), done.clone());
+    std::thread::Builder::new().name(format!("slotcon-loader-{n}")).spawn(move || worker::run(shared, tasks, done))
+}
+
+/// Yields the epoch's batches in order, as `Result<TwoViewBatch>`. See the module docs.
+pub struct Loader {
+    shared: Arc<Shared>,
+    tasks: Option<Sender<Task>>,
+    done: Receiver<(u64, usize)>,
+    workers: Vec<JoinHandle<()>>,
+    next_feed: u64,
+    next_out: u64,
+    steps: u64,
+    ready: BTreeMap<u64, usize>,
+    finished: bool,
+}
+
+impl Loader {
+    /// Full batches in this epoch for this rank.
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.steps
+    }
+
+    /// Samples the workers have finished so far; never more than `prefetch + 2` batches
+    /// ahead of what the consumer has taken.
+    pub fn rendered(&self) -> u64 {
+        self.shared.rendered.load(Ordering::Relaxed)
+    }
+
+    /// The number of batch buffers (`prefetch + 2`): the loader's memory in batches.
+    pub fn buffers(&self) -> usize {
+        self.shared.slots.len()
+    }
+
+    /// The step the next batch will have.
+    pub fn next_step(&self) -> u64 {
+        self.next_out
+    }
+
+    /// Schedules every free buffer for the next steps.
+    fn feed(&mut self) {
+        let Some(tasks) = &self.tasks else { return };
+        while self.next_feed < self.steps {
+            let Ok(slot) = self.shared.free.1.try_recv() else { return };
+            let s = &self.shared.slots[slot];
+            s.step.store(self.next_feed, Ordering::Release);
+            s.remaining.store(self.shared.batch, Ordering::Release);
+            for pos in 0..self.shared.batch {
+                if tasks.send(Task { slot, pos }).is_err() {
+                    return;
+                }
+            }
+            self.next_feed += 1;
+        }
+    }
+
+    /// Waits for the buffer of the next step.
+    fn wait(&mut self) -> Result<usize> {
+        loop {
+            if let Some(slot) = self.ready.remove(&self.next_out) {
+                return Ok(slot);
+            }
+            let (step, slot) = self.done.recv().map_err(|_| Error::Disconnected)?;
+            self.ready.insert(step, slot);
+        }
+    }
+
+    fn next_batch(&mut self) -> Result<TwoViewBatch> {
+        self.feed();
+        if self.next_feed <= self.next_out {
+            let n = self.shared.slots.len();
+            return Err(Error::Config(format!("all {n} batch buffers are held by the caller; drop batches before asking for more")));
+        }
+        let slot = self.wait()?;
+        // SAFETY: every task of this buffer has finished (its counter reached zero and
+        // the worker's send happened after); no worker touches it until it is freed.
+        let (len, skipped, failed) = unsafe { self.shared.slots[slot].settle(self.shared.batch) };
+        let step = self.next_out;
+        self.next_out += 1;
+        if let Some((id, path, reason)) = failed {
+            let _ = self.shared.free.0.send(slot);
+            return Err(Error::Sample { id, path, reason });
+        }
+        Ok(TwoViewBatch { shared: Arc::clone(&self.shared), slot, len, epoch: self.shared.epoch, step, skipped })
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<TwoViewBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished || self.next_out >= self.steps {
+            return None;
+        }
+        let item = self.next_batch();
+        self.finished = item.is_err();
+        Some(item)
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.tasks = None; // workers see the channel close once the queue is drained
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! A loader worker: takes (batch buffer, position) tasks, renders that sample's two
+//! views straight into the buffer, and reports when it finished a batch's last one.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use slotcon_shards::StoreKind;
+
+use super::batch::{Outcome, Slot};
+use super::Shared;
+use crate::decode::{decode_rgb, Limits};
+use crate::image::ImageRef;
+use crate::view::{two_views_into, Scratch, TwoViewMeta};
+
+/// One sample to render: position `pos` of batch buffer `slot`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Task {
+    pub(crate) slot: usize,
+    pub(crate) pos: usize,
+}
+
+/// Buffers a worker reuses from sample to sample.
+#[derive(Default)]
+struct WorkerState {
+    rgb: Vec<u8>,
+    scratch: Scratch,
+}
+
+pub(crate) fn run(shared: Arc<Shared>, tasks: Receiver<Task>, done: Sender<(u64, usize)>) {
+    let mut ws = WorkerState::default();
+    while let Ok(task) = tasks.recv() {
+        let slot = &shared.slots[task.slot];
+        let step = slot.step.load(Ordering::Acquire);
+        let id = shared.share[step as usize * shared.batch + task.pos];
+        let result = if shared.stop.load(Ordering::Relaxed) {
+            Err(Outcome::Failed { path: String::new(), reason: "loader stopped".into() })
+        } else {
+            catch_unwind(AssertUnwindSafe(|| fill(&shared, slot, task.pos, id, &mut ws))).unwrap_or_else(|panic| {
+                ws = WorkerState::default();
+                Err(Outcome::Failed { path: path_of(&shared, id), reason: format!("worker panicked: {}", panic_text(&*panic)) })
+            })
+        };
+        // SAFETY: this task owns position `pos` of the batch being filled.
+        unsafe { slot.finish(task.pos, id, result) };
+        shared.rendered.fetch_add(1, Ordering::Relaxed);
+        if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && done.send((step, task.slot)).is_err() {
+            return;
+        }
+    }
+}
+
+fn path_of(shared: &Shared, id: u64) -> String {
+    shared.reader.path(id).map(str::to_string).unwrap_or_default()
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "unknown panic".into(),
+    }
+}
+
+/// Reads, decodes and augments sample `id` into position `pos` of `slot`.
+fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState) -> Result<TwoViewMeta, Outcome> {
+    let failed = |reason: String| Outcome::Failed { path: path_of(shared, id), reason };
+    let sample = shared.reader.get(id).map_err(|e| failed(e.to_string()))?;
+    let (w, h) = (sample.width as usize, sample.height as usize);
+    let img = match shared.reader.store() {
+        StoreKind::Raw if sample.bytes.len() == w * h * 3 => ImageRef::new(sample.bytes, w, h),
+        StoreKind::Raw => return Err(failed(format!("raw payload of {} bytes is not {w}x{h}x3", sample.bytes.len()))),
+        StoreKind::Encoded => match decode_rgb(sample.bytes, Limits::default(), &mut ws.rgb) {
+            Ok(info) => ImageRef::new(&ws.rgb, info.width as usize, info.height as usize),
+            Err(e) => return Err(Outcome::Skipped { path: sample.path.to_string(), reason: e.to_string() }),
+        },
+    };
+    // SAFETY: this task owns position `pos` of the batch being filled.
+    let views = unsafe { slot.views_mut(pos) };
+    let key = (shared.seed, shared.epoch, id);
+    two_views_into(img, &shared.cfg, key, views, &mut ws.scratch).map_err(|e| failed(e.to_string()))
+}

@@ -1,0 +1,69 @@
+//! `slotcon-bench dump`: the views the loader makes for the first samples, as PNGs plus
+//! their geometry in `samples.json`, for people and outside tools to inspect.
+
+use std::path::Path;
+
+use serde::Serialize;
+use slotcon_augment::decode::{decode_rgb, Limits};
+use slotcon_augment::{two_views, AugmentConfig, ImageRef};
+use slotcon_shards::{ShardReader, StoreKind};
+
+use crate::error::{Error, Result};
+
+/// One dumped sample, as written to `samples.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Dumped {
+    /// Sample id.
+    pub id: u64,
+    /// Source path.
+    pub path: String,
+    /// Source width.
+    pub width: u32,
+    /// Source height.
+    pub height: u32,
+    /// `[[i, j, h, w], [i, j, h, w]]` in source pixels.
+    pub crops: [[u32; 4]; 2],
+    /// `[[x1, y1, x2, y2], ...]` in each view's normalised frame, after flips.
+    pub boxes: [[f32; 4]; 2],
+    /// Horizontal flips.
+    pub flips: [bool; 2],
+}
+
+/// Writes `OUT/<id>_v1.png`, `OUT/<id>_v2.png` for ids `0..n` (epoch 0 of `seed`, the
+/// loader's own draws) and `OUT/samples.json`.
+pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>> {
+    let reader = ShardReader::open(shards)?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    let cfg = AugmentConfig::slotcon();
+    let mut rgb = Vec::new();
+    let mut all = Vec::new();
+    for id in 0..n.min(reader.len()) {
+        let s = reader.get(id)?;
+        let img = match reader.store() {
+            StoreKind::Raw => ImageRef::new(s.bytes, s.width as usize, s.height as usize),
+            StoreKind::Encoded => {
+                let info = decode_rgb(s.bytes, Limits::default(), &mut rgb)?;
+                ImageRef::new(&rgb, info.width as usize, info.height as usize)
+            }
+        };
+        let sample = two_views(img, &cfg, (seed, 0, id))?;
+        for (v, pixels) in sample.views.iter().enumerate() {
+            write_png(&out.join(format!("{id}_v{}.png", v + 1)), pixels, cfg.size)?;
+        }
+        let c = sample.meta.crops().map(|c| [c.i, c.j, c.h, c.w]);
+        all.push(Dumped { id, path: s.path.into(), width: s.width, height: s.height, crops: c, boxes: sample.meta.boxes, flips: sample.meta.flips() });
+    }
+    let json = out.join("samples.json");
+    let text = serde_json::to_vec_pretty(&all).expect("json");
+    std::fs::write(&json, text).map_err(|source| Error::Io { path: json, source })?;
+    Ok(all)
+}
+
+fn write_png(path: &Path, rgb: &[u8], size: u32) -> Result<()> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let mut enc = png::Encoder::new(file, size, size);
+    enc.set_color(png::ColorType::Rgb);
+    let png_err = |e: png::EncodingError| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e) };
+    enc.write_header().map_err(png_err)?.write_image_data(rgb).map_err(png_err)
+}

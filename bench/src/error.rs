@@ -1,0 +1,31 @@
+//! The one error type of the `bench` library.
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] slotcon_shards::Error),
+    /// The loader or an op failed.
+    #[error(transparent)]
+    Augment(#[from] slotcon_augment::Error),
+    /// Ingest failed.
+    #[error(transparent)]
+    Ingest(#[from] slotcon_ingest::Error),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Python reference could not run or printed something unexpected.
+    #[error("python reference {script}: {reason}")]
+    Python { script: String, reason: String },
+    /// The data cannot give a measurement (for example fewer images than a batch).
+    #[error("{0}")]
+    Data(String),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
