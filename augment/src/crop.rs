@@ -96,13 +96,7 @@ impl CropSampler {
 
     /// View 2: like [`CropSampler::sample`] but an attempt must overlap `first`; returns
     /// the crop and whether it came from the unconditioned fallback.
-    pub fn sample_overlapping(
-        &self,
-        d: &mut impl Draws,
-        width: u32,
-        height: u32,
-        first: &Crop,
-    ) -> (Crop, bool) {
+    pub fn sample_overlapping(&self, d: &mut impl Draws, width: u32, height: u32, first: &Crop) -> (Crop, bool) {
         for _ in 0..self.tries {
             if let Some((w, h, target_area)) = self.attempt(d, width, height) {
                 let i = d.randint(0, height - h);
@@ -119,10 +113,7 @@ impl CropSampler {
     /// The centre crop of clamped aspect ratio used when every attempt fails.
     pub fn center(&self, width: u32, height: u32) -> Crop {
         let in_ratio = width as f64 / height as f64;
-        let (lo, hi) = (
-            self.ratio.0.min(self.ratio.1),
-            self.ratio.0.max(self.ratio.1),
-        );
+        let (lo, hi) = (self.ratio.0.min(self.ratio.1), self.ratio.0.max(self.ratio.1));
         let (w, h) = if in_ratio < lo {
             (width, round_half_even(width as f64 / lo) as u32)
         } else if in_ratio > hi {
@@ -151,10 +142,7 @@ pub fn intersection(a: &Crop, b: &Crop) -> u64 {
 /// y2 < y1, as in the reference.
 pub fn overlap_boxes(a: &Crop, b: &Crop) -> [[f32; 4]; 2] {
     let (x1, y1) = (a.j.max(b.j) as f64, a.i.max(b.i) as f64);
-    let (x2, y2) = (
-        (a.j + a.w).min(b.j + b.w) as f64,
-        (a.i + a.h).min(b.i + b.h) as f64,
-    );
+    let (x2, y2) = ((a.j + a.w).min(b.j + b.w) as f64, (a.i + a.h).min(b.i + b.h) as f64);
     let frame = |c: &Crop| {
         let (cx, cy, w, h) = (c.j as f64, c.i as f64, c.w as f64, c.h as f64);
         [

@@ -90,9 +90,7 @@ fn check_pixels(width: u32, height: u32, limits: Limits) -> Result<()> {
         });
     }
     if pixels == 0 {
-        return Err(Error::Geometry(format!(
-            "image has zero size {width}x{height}"
-        )));
+        return Err(Error::Geometry(format!("image has zero size {width}x{height}")));
     }
     Ok(())
 }
@@ -114,9 +112,7 @@ fn decode_jpeg(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> 
     let info = probe.info().ok_or_else(|| jpeg_err("no frame header"))?;
     let (width, height) = (info.width as u32, info.height as u32);
     check_pixels(width, height, limits)?;
-    let input = probe
-        .input_colorspace()
-        .ok_or_else(|| jpeg_err("no colour space"))?;
+    let input = probe.input_colorspace().ok_or_else(|| jpeg_err("no colour space"))?;
     let gray = match input {
         ColorSpace::Luma => true,
         ColorSpace::YCbCr | ColorSpace::RGB => false,
@@ -127,15 +123,8 @@ fn decode_jpeg(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> 
             })
         }
     };
-    let out_space = if gray {
-        ColorSpace::Luma
-    } else {
-        ColorSpace::RGB
-    };
-    let mut dec = JpegDecoder::new_with_options(
-        ZCursor::new(bytes),
-        options.jpeg_set_out_colorspace(out_space),
-    );
+    let out_space = if gray { ColorSpace::Luma } else { ColorSpace::RGB };
+    let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), options.jpeg_set_out_colorspace(out_space));
     dec.decode_headers().map_err(jpeg_err)?;
     let n = width as usize * height as usize;
     out.resize(n * 3, 0);
@@ -176,21 +165,14 @@ fn decode_png(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
     let header = dec.read_header_info().map_err(png_err)?;
     let (width, height) = (header.width, header.height);
     check_pixels(width, height, limits)?;
-    let gray16 = header.color_type == png::ColorType::Grayscale
-        && header.bit_depth == png::BitDepth::Sixteen;
+    let gray16 = header.color_type == png::ColorType::Grayscale && header.bit_depth == png::BitDepth::Sixteen;
     let mut reader = dec.read_info().map_err(png_err)?;
-    let size = reader
-        .output_buffer_size()
-        .ok_or_else(|| png_err("image too large"))?;
+    let size = reader.output_buffer_size().ok_or_else(|| png_err("image too large"))?;
     let mut raw = vec![0u8; size];
     let frame = reader.next_frame(&mut raw).map_err(png_err)?;
     let (color, depth) = (frame.color_type, frame.bit_depth);
     let channels = color.samples();
-    let sample = if depth == png::BitDepth::Sixteen {
-        2
-    } else {
-        1
-    };
+    let sample = if depth == png::BitDepth::Sixteen { 2 } else { 1 };
     out.resize(width as usize * height as usize * 3, 0);
     let stride = frame.line_size;
     for y in 0..height as usize {

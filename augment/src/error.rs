@@ -14,10 +14,7 @@ pub enum Error {
     Empty,
     /// The decoder rejected the data (truncated, corrupt, ...).
     #[error("{format} decode failed: {reason}")]
-    Decode {
-        format: &'static str,
-        reason: String,
-    },
+    Decode { format: &'static str, reason: String },
     /// A colour model we do not convert (for example CMYK JPEG).
     #[error("unsupported {format} colour type: {what}")]
     Unsupported { format: &'static str, what: String },

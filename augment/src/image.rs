@@ -15,11 +15,7 @@ impl<'a> ImageRef<'a> {
     /// Wraps `data`; panics if its length is not `width * height * 3`.
     pub fn new(data: &'a [u8], width: usize, height: usize) -> Self {
         assert_eq!(data.len(), width * height * 3, "RGB buffer size");
-        ImageRef {
-            data,
-            width,
-            height,
-        }
+        ImageRef { data, width, height }
     }
 
     /// Row `y` as `width * 3` bytes.

@@ -41,6 +41,6 @@ pub use image::{ImageRef, Rect};
 pub use loader::{Loader, LoaderBuilder, SkippedSample, TwoViewBatch};
 pub use rng::{Draws, Replay, SampleRng};
 pub use view::{
-    apply_jitter, apply_view, draw_two_views, draw_view, two_views, two_views_into, AugmentConfig,
-    Jitter, Scratch, TwoViewMeta, TwoViewSample, ViewConfig, ViewParams, JITTER_OPS,
+    apply_jitter, apply_view, apply_view_timed, draw_two_views, draw_view, two_views, two_views_into, AugmentConfig,
+    Jitter, Scratch, StageTimes, TwoViewMeta, TwoViewSample, ViewConfig, ViewParams, JITTER_OPS,
 };

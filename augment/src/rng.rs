@@ -111,20 +111,12 @@ impl Replay {
 
 impl Draws for Replay {
     fn random(&mut self) -> f64 {
-        self.randoms
-            .pop_front()
-            .expect("replay ran out of random() draws")
+        self.randoms.pop_front().expect("replay ran out of random() draws")
     }
 
     fn randint(&mut self, lo: u32, hi: u32) -> u32 {
-        let v = self
-            .ints
-            .pop_front()
-            .expect("replay ran out of randint() draws");
-        assert!(
-            (lo..=hi).contains(&v),
-            "injected randint {v} outside {lo}..={hi}"
-        );
+        let v = self.ints.pop_front().expect("replay ran out of randint() draws");
+        assert!((lo..=hi).contains(&v), "injected randint {v} outside {lo}..={hi}");
         v
     }
 }
@@ -135,17 +127,9 @@ mod tests {
 
     #[test]
     fn same_key_same_stream_and_keys_differ() {
-        let a: Vec<u64> = (0..4)
-            .map(|_| SampleRng::new(1, 2, 3, 0).next_u64())
-            .collect();
+        let a: Vec<u64> = (0..4).map(|_| SampleRng::new(1, 2, 3, 0).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        let keys = [
-            (1, 2, 3, 0),
-            (1, 2, 3, 1),
-            (1, 2, 4, 0),
-            (1, 3, 3, 0),
-            (2, 2, 3, 0),
-        ];
+        let keys = [(1, 2, 3, 0), (1, 2, 3, 1), (1, 2, 4, 0), (1, 3, 3, 0), (2, 2, 3, 0)];
         let firsts: std::collections::HashSet<u64> = keys
             .iter()
             .map(|&(s, e, i, v)| SampleRng::new(s, e, i, v).next_u64())
@@ -160,10 +144,7 @@ mod tests {
         for _ in 0..40_000 {
             counts[r.randint(3, 6) as usize - 3] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
     }
 
     #[test]
@@ -178,8 +159,7 @@ mod tests {
     #[test]
     fn permutations_cover_all_24() {
         let mut r = SampleRng::new(0, 0, 0, 0);
-        let seen: std::collections::HashSet<[u8; 4]> =
-            (0..2000).map(|_| r.permutation4()).collect();
+        let seen: std::collections::HashSet<[u8; 4]> = (0..2000).map(|_| r.permutation4()).collect();
         assert_eq!(seen.len(), 24);
     }
 }

@@ -177,21 +177,63 @@ pub fn apply_view(
     out: &mut [u8],
     s: &mut Scratch,
 ) -> crate::Result<()> {
+    apply_view_timed(src, p, size, threshold, out, s, &mut StageTimes::default())
+}
+
+/// Time spent in each stage of [`apply_view`], summed over calls (for profiling).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StageTimes {
+    /// Crop and bicubic resize.
+    pub resize: std::time::Duration,
+    /// Horizontal flip.
+    pub flip: std::time::Duration,
+    /// Colour jitter (all four ops).
+    pub jitter: std::time::Duration,
+    /// Grayscale.
+    pub grayscale: std::time::Duration,
+    /// Gaussian blur.
+    pub blur: std::time::Duration,
+    /// Solarize.
+    pub solarize: std::time::Duration,
+}
+
+/// [`apply_view`], adding each stage's duration to `t`.
+pub fn apply_view_timed(
+    src: ImageRef<'_>,
+    p: &ViewParams,
+    size: usize,
+    threshold: u8,
+    out: &mut [u8],
+    s: &mut Scratch,
+    t: &mut StageTimes,
+) -> crate::Result<()> {
+    let mut clock = std::time::Instant::now();
+    let mut lap = |slot: &mut std::time::Duration| {
+        let now = std::time::Instant::now();
+        *slot += now - clock;
+        clock = now;
+    };
     ops::resize_bicubic(src, p.crop.rect(), out, size, size, &mut s.rows)?;
+    lap(&mut t.resize);
     if p.flip {
         ops::hflip(out, size);
+        lap(&mut t.flip);
     }
     if let Some(j) = &p.jitter {
         apply_jitter(out, j);
+        lap(&mut t.jitter);
     }
     if p.grayscale {
         ops::grayscale(out);
+        lap(&mut t.grayscale);
     }
     if let Some(sigma) = p.blur_sigma {
         ops::gaussian_blur(out, size, size, sigma, &mut s.blur);
+        lap(&mut t.blur);
     }
     if p.solarize {
         ops::solarize(out, threshold);
+        lap(&mut t.solarize);
     }
     Ok(())
 }
@@ -232,12 +274,7 @@ impl TwoViewMeta {
 }
 
 /// Draws both views' parameters for a `width × height` image.
-pub fn draw_two_views(
-    cfg: &AugmentConfig,
-    width: u32,
-    height: u32,
-    d: [&mut impl Draws; 2],
-) -> TwoViewMeta {
+pub fn draw_two_views(cfg: &AugmentConfig, width: u32, height: u32, d: [&mut impl Draws; 2]) -> TwoViewMeta {
     let [d1, d2] = d;
     let crop1 = cfg.crop.sample(d1, width, height);
     let (crop2, fallback) = if cfg.condition_overlap {
@@ -290,11 +327,7 @@ pub fn two_views_into(
 }
 
 /// [`two_views_into`] with freshly allocated views.
-pub fn two_views(
-    src: ImageRef<'_>,
-    cfg: &AugmentConfig,
-    key: (u64, u64, u64),
-) -> crate::Result<TwoViewSample> {
+pub fn two_views(src: ImageRef<'_>, cfg: &AugmentConfig, key: (u64, u64, u64)) -> crate::Result<TwoViewSample> {
     let n = cfg.size as usize * cfg.size as usize * 3;
     let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
     let meta = two_views_into(src, cfg, key, [&mut a, &mut b], &mut Scratch::default())?;
@@ -327,10 +360,7 @@ mod tests {
     fn view_one_always_blurs_and_never_solarizes() {
         let cfg = AugmentConfig::slotcon();
         for index in 0..500 {
-            let mut d = [
-                SampleRng::new(0, 0, index, 0),
-                SampleRng::new(0, 0, index, 1),
-            ];
+            let mut d = [SampleRng::new(0, 0, index, 0), SampleRng::new(0, 0, index, 1)];
             let [d1, d2] = &mut d;
             let m = draw_two_views(&cfg, 640, 480, [d1, d2]);
             assert!(m.params[0].blur_sigma.is_some() && !m.params[0].solarize);
@@ -343,10 +373,7 @@ mod tests {
     fn boxes_lie_in_the_unit_square_when_crops_overlap() {
         let cfg = AugmentConfig::slotcon();
         for index in 0..3000 {
-            let mut d = [
-                SampleRng::new(5, 1, index, 0),
-                SampleRng::new(5, 1, index, 1),
-            ];
+            let mut d = [SampleRng::new(5, 1, index, 0), SampleRng::new(5, 1, index, 1)];
             let [d1, d2] = &mut d;
             let m = draw_two_views(&cfg, 500, 375, [d1, d2]);
             if crate::crop::intersection(&m.params[0].crop, &m.params[1].crop) > 0 {

@@ -8,10 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 fn coco_jpeg() -> Vec<u8> {
     let rel = "shared/data/coco128/images/train2017/000000000009.jpg";
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        here.join("../..").join(rel),
-        PathBuf::from("/work").join(rel),
-    ];
+    let candidates = [here.join("../..").join(rel), PathBuf::from("/work").join(rel)];
     let path = candidates
         .iter()
         .find(|p| p.exists())

@@ -33,7 +33,10 @@ pub struct Dumped {
 /// loader's own draws) and `OUT/samples.json`.
 pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>> {
     let reader = ShardReader::open(shards)?;
-    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
     let cfg = AugmentConfig::slotcon();
     let mut rgb = Vec::new();
     let mut all = Vec::new();
@@ -51,7 +54,15 @@ pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>>
             write_png(&out.join(format!("{id}_v{}.png", v + 1)), pixels, cfg.size)?;
         }
         let c = sample.meta.crops().map(|c| [c.i, c.j, c.h, c.w]);
-        all.push(Dumped { id, path: s.path.into(), width: s.width, height: s.height, crops: c, boxes: sample.meta.boxes, flips: sample.meta.flips() });
+        all.push(Dumped {
+            id,
+            path: s.path.into(),
+            width: s.width,
+            height: s.height,
+            crops: c,
+            boxes: sample.meta.boxes,
+            flips: sample.meta.flips(),
+        });
     }
     let json = out.join("samples.json");
     let text = serde_json::to_vec_pretty(&all).expect("json");
@@ -60,10 +71,19 @@ pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>>
 }
 
 fn write_png(path: &Path, rgb: &[u8], size: u32) -> Result<()> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     let mut enc = png::Encoder::new(file, size, size);
     enc.set_color(png::ColorType::Rgb);
-    let png_err = |e: png::EncodingError| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e) };
-    enc.write_header().map_err(png_err)?.write_image_data(rgb).map_err(png_err)
+    let png_err = |e: png::EncodingError| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    };
+    enc.write_header()
+        .map_err(png_err)?
+        .write_image_data(rgb)
+        .map_err(png_err)
 }

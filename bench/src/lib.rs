@@ -9,10 +9,11 @@
 //! # Ok::<(), slotcon_ingest::Error>(())
 //! ```
 
-mod error;
 pub mod dump;
+mod error;
 pub mod loader;
 pub mod ops;
+pub mod profile;
 
 pub use error::{Error, Result};
 
@@ -45,11 +46,7 @@ pub struct IngestBench {
 
 /// Ingests `src` into a scratch store `repeat` times with `threads` threads (0 = every
 /// core) and reports the median rate. The store is deleted afterwards.
-pub fn bench_ingest(
-    src: &Path,
-    threads: usize,
-    repeat: usize,
-) -> slotcon_ingest::Result<IngestBench> {
+pub fn bench_ingest(src: &Path, threads: usize, repeat: usize) -> slotcon_ingest::Result<IngestBench> {
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -102,10 +99,7 @@ pub fn python() -> std::io::Result<std::path::PathBuf> {
         .stderr(std::process::Stdio::inherit())
         .output()?;
     if !out.status.success() {
-        return Err(std::io::Error::other(format!(
-            "{} failed",
-            script.display()
-        )));
+        return Err(std::io::Error::other(format!("{} failed", script.display())));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.lines().last().unwrap_or_default().trim().into())
@@ -114,9 +108,16 @@ pub fn python() -> std::io::Result<std::path::PathBuf> {
 /// Runs `bench/python/SCRIPT ARGS...` in the project venv and parses the one JSON
 /// object it prints.
 pub fn run_python(script: &str, args: &[String]) -> Result<serde_json::Value> {
-    let err = |reason: String| Error::Python { script: script.to_string(), reason };
+    let err = |reason: String| Error::Python {
+        script: script.to_string(),
+        reason,
+    };
     let py = python().map_err(|e| err(format!("no Python venv: {e}")))?;
-    let out = std::process::Command::new(&py).arg(python_script(script)).args(args).stderr(std::process::Stdio::piped()).output();
+    let out = std::process::Command::new(&py)
+        .arg(python_script(script))
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .output();
     let out = out.map_err(|e| err(format!("cannot run {}: {e}", py.display())))?;
     if !out.status.success() {
         return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
@@ -126,9 +127,7 @@ pub fn run_python(script: &str, args: &[String]) -> Result<serde_json::Value> {
 
 /// A script in `bench/python/`.
 pub fn python_script(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
 }
 
 #[cfg(test)]

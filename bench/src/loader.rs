@@ -64,7 +64,10 @@ pub struct LoaderBench {
 /// Runs the loader over `shards` for about `run.seconds`.
 pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &ProgressBar) -> Result<LoaderBench> {
     let reader = Arc::new(ShardReader::open(shards)?);
-    let builder = LoaderBuilder::new(Arc::clone(&reader)).workers(run.workers).batch_size(run.batch_size).seed(run.seed);
+    let builder = LoaderBuilder::new(Arc::clone(&reader))
+        .workers(run.workers)
+        .batch_size(run.batch_size)
+        .seed(run.seed);
     let (mut waits, mut samples, mut skipped, mut crc, mut summed) = (Vec::new(), 0u64, 0, 0u32, 0);
     let budget = Duration::from_secs_f64(run.seconds);
     progress.set_length(run.seconds.ceil() as u64);
@@ -74,7 +77,12 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &ProgressBar) -> R
     'epochs: for epoch in 0.. {
         let mut loader = builder.clone().epoch(epoch).build()?;
         if loader.steps_per_epoch() == 0 {
-            return Err(Error::Data(format!("{}: {} images make no batch of {}", shards.display(), reader.len(), run.batch_size)));
+            return Err(Error::Data(format!(
+                "{}: {} images make no batch of {}",
+                shards.display(),
+                reader.len(),
+                run.batch_size
+            )));
         }
         loop {
             let t = Instant::now();
@@ -149,6 +157,9 @@ fn percentile(xs: &mut [f64], q: f64) -> f64 {
 /// The process's peak resident set (`VmHWM`), in MiB; 0 where /proc is missing.
 pub fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
     kb.unwrap_or(0.0) / 1024.0
 }

@@ -81,6 +81,21 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Where a core's time goes per two-view sample, stage by stage (single thread).
+    Profile {
+        /// The store.
+        #[arg(long)]
+        shards: PathBuf,
+        /// Samples to profile (cycling over the store).
+        #[arg(long, default_value_t = 512)]
+        n: u64,
+        /// Seed of the draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-op timings of the augmentation on one image, against the same ops in Pillow.
     Ops {
         /// A JPEG to cut the 224x224 view from (e.g. a COCO image).
@@ -128,7 +143,12 @@ impl LoaderArgs {
 
     fn python_args(&self, images: &std::path::Path) -> Vec<String> {
         let mut a = vec!["--images".to_string(), images.display().to_string()];
-        a.extend(["--workers".into(), self.workers.to_string(), "--batch-size".into(), self.batch_size.to_string()]);
+        a.extend([
+            "--workers".into(),
+            self.workers.to_string(),
+            "--batch-size".into(),
+            self.batch_size.to_string(),
+        ]);
         a.extend(["--seconds".into(), self.seconds.to_string()]);
         a
     }
@@ -138,8 +158,11 @@ fn bar(hidden: bool, what: &str) -> indicatif::ProgressBar {
     if hidden {
         return indicatif::ProgressBar::hidden();
     }
-    let style = indicatif::ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} s {msg}").expect("valid template");
-    indicatif::ProgressBar::new(0).with_style(style).with_prefix(what.to_string())
+    let style =
+        indicatif::ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} s {msg}").expect("valid template");
+    indicatif::ProgressBar::new(0)
+        .with_style(style)
+        .with_prefix(what.to_string())
 }
 
 fn main() -> ExitCode {
@@ -174,10 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let runs: Vec<String> = r.runs.iter().map(|s| format!("{s:.3}")).collect();
                 println!("  runs (s):      {}", runs.join(" "));
                 println!("  img/s:         {:.1}", r.img_per_sec);
-                println!(
-                    "  img/s/core:    {:.1}  (target >= 150)",
-                    r.img_per_sec_per_core
-                );
+                println!("  img/s/core:    {:.1}  (target >= 150)", r.img_per_sec_per_core);
                 println!("  MB/s:          {:.1}", r.mb_per_sec);
             }
         }
@@ -193,9 +213,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Baseline { run, images, json } => {
             eprintln!("running the PyTorch DataLoader baseline for {} s ...", run.seconds);
-            print_one(&slotcon_bench::run_python("baseline.py", &run.python_args(&images))?, json);
+            print_one(
+                &slotcon_bench::run_python("baseline.py", &run.python_args(&images))?,
+                json,
+            );
         }
-        Command::Compare { run, shards, images, json } => compare(&run, &shards, &images, json)?,
+        Command::Profile { shards, n, seed, json } => {
+            let p = slotcon_bench::profile::profile(&shards, n, seed)?;
+            if json {
+                println!("{}", serde_json::to_string(&p)?);
+            } else {
+                println!("{:<18} {:>10} {:>7}", "stage", "µs/sample", "share");
+                for s in &p.stages {
+                    println!("{:<18} {:>10.1} {:>6.1}%", s.stage, s.us_per_sample, s.share * 100.0);
+                }
+                let (us, rate) = (p.us_per_sample, p.img_per_sec_per_core);
+                println!(
+                    "{:<18} {us:>10.1}   -> {rate:.0} img/s per core ({} store, {} samples)",
+                    "total", p.store, p.samples
+                );
+            }
+        }
+        Command::Compare {
+            run,
+            shards,
+            images,
+            json,
+        } => compare(&run, &shards, &images, json)?,
         Command::Dump { shards, n, seed, out } => {
             let samples = slotcon_bench::dump::dump(&shards, n, seed, &out)?;
             println!("wrote {} samples to {}", samples.len(), out.display());
@@ -234,12 +278,24 @@ fn compare(run: &LoaderArgs, shards: &std::path::Path, images: &std::path::Path,
         println!("{out}");
         return Ok(());
     }
-    println!("{:<10} {:>10} {:>14} {:>10} {:>10}", "", "img/s", "img/s/core", "p50 ms", "p99 ms");
+    println!(
+        "{:<10} {:>10} {:>14} {:>10} {:>10}",
+        "", "img/s", "img/s/core", "p50 ms", "p99 ms"
+    );
     for (name, r) in [("slotcon", &out["slotcon"]), ("baseline", &out["baseline"])] {
         let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
-        println!("{name:<10} {:>10.1} {:>14.1} {:>10.1} {:>10.1}", f("img_per_sec"), f("img_per_sec_per_core"), f("p50_batch_ms"), f("p99_batch_ms"));
+        println!(
+            "{name:<10} {:>10.1} {:>14.1} {:>10.1} {:>10.1}",
+            f("img_per_sec"),
+            f("img_per_sec_per_core"),
+            f("p50_batch_ms"),
+            f("p99_batch_ms")
+        );
     }
-    println!("ratio_per_core: {ratio:.2}  ({} worker(s), batch {}, store {})", run.workers, run.batch_size, ours.store);
+    println!(
+        "ratio_per_core: {ratio:.2}  ({} worker(s), batch {}, store {})",
+        run.workers, run.batch_size, ours.store
+    );
     Ok(())
 }
 

@@ -60,11 +60,7 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
         name: "decode",
         run: Box::new(move || drop(decode_rgb(&jpeg, Limits::default(), &mut decoded))),
     }];
-    let (src, mut out, mut rows) = (
-        rgb.clone(),
-        vec![0u8; SIZE * SIZE * 3],
-        ops::ResizeScratch::default(),
-    );
+    let (src, mut out, mut rows) = (rgb.clone(), vec![0u8; SIZE * SIZE * 3], ops::ResizeScratch::default());
     list.push(OpBench {
         name: "resize",
         run: Box::new(move || {
@@ -79,15 +75,9 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
         }),
     });
     list.push(on_view("hflip", &view, |v| ops::hflip(v, SIZE)));
-    list.push(on_view("brightness", &view, |v| {
-        color::adjust_brightness(v, 1.3)
-    }));
-    list.push(on_view("contrast", &view, |v| {
-        color::adjust_contrast(v, 0.7)
-    }));
-    list.push(on_view("saturation", &view, |v| {
-        color::adjust_saturation(v, 1.1)
-    }));
+    list.push(on_view("brightness", &view, |v| color::adjust_brightness(v, 1.3)));
+    list.push(on_view("contrast", &view, |v| color::adjust_contrast(v, 0.7)));
+    list.push(on_view("saturation", &view, |v| color::adjust_saturation(v, 1.1)));
     list.push(on_view("hue", &view, |v| color::adjust_hue(v, 0.05)));
     list.push(on_view("grayscale", &view, color::grayscale));
     let mut blur = ops::BlurScratch::default();
@@ -99,9 +89,7 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
     let v2 = view.clone();
     list.push(OpBench {
         name: "normalize",
-        run: Box::new(move || {
-            ops::normalize(&v2, &mut norm, ops::normalize::MEAN, ops::normalize::STD)
-        }),
+        run: Box::new(move || ops::normalize(&v2, &mut norm, ops::normalize::MEAN, ops::normalize::STD)),
     });
     list.push(two_views_bench(rgb, w, h));
     Ok(list)

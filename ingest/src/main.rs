@@ -16,11 +16,7 @@ use slotcon_shards::StoreKind;
 /// Bad files are skipped and listed in OUT/ingest-report.json. Rerunning the same
 /// command after an interruption resumes where it stopped.
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
-)]
+#[command(version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -111,10 +107,7 @@ fn main() -> ExitCode {
 }
 
 fn run_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
-    let (src, out) = (
-        a.src.expect("required by clap"),
-        a.out.expect("required by clap"),
-    );
+    let (src, out) = (a.src.expect("required by clap"), a.out.expect("required by clap"));
     let cfg = IngestConfig {
         store: match a.store {
             Store::Encoded => StoreKind::Encoded,
@@ -131,8 +124,7 @@ fn run_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let bar = progress(a.quiet, "ingest");
-    let report = ingest(&src, &out, &cfg, a.force, &bar)
-        .with_context(|| format!("ingesting {}", src.display()))?;
+    let report = ingest(&src, &out, &cfg, a.force, &bar).with_context(|| format!("ingesting {}", src.display()))?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -143,7 +135,11 @@ fn run_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
 
 fn print_report(r: &IngestReport, out: &std::path::Path) {
     if r.already_complete {
-        println!("{} already holds a complete store of {} images; nothing to do (use --force to rebuild)", out.display(), r.written);
+        println!(
+            "{} already holds a complete store of {} images; nothing to do (use --force to rebuild)",
+            out.display(),
+            r.written
+        );
         return;
     }
     for s in &r.skipped {
@@ -159,16 +155,12 @@ fn print_report(r: &IngestReport, out: &std::path::Path) {
         r.seconds,
         r.skipped.len()
     );
-    println!(
-        "report: {}",
-        out.join(slotcon_ingest::REPORT_FILE).display()
-    );
+    println!("report: {}", out.join(slotcon_ingest::REPORT_FILE).display());
 }
 
 fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let bar = progress(a.quiet, "verify");
-    let r: VerifyReport = verify(&a.dir, a.threads, &bar)
-        .with_context(|| format!("verifying {}", a.dir.display()))?;
+    let r: VerifyReport = verify(&a.dir, a.threads, &bar).with_context(|| format!("verifying {}", a.dir.display()))?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -198,35 +190,24 @@ fn progress(quiet: bool, what: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
-    let style = ProgressStyle::with_template(
-        "{prefix} {wide_bar} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]",
-    )
-    .expect("valid template");
-    ProgressBar::new(0)
-        .with_style(style)
-        .with_prefix(what.to_string())
+    let style =
+        ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]")
+            .expect("valid template");
+    ProgressBar::new(0).with_style(style).with_prefix(what.to_string())
 }
 
 /// `256MiB`, `1GB`, `64k`, `1000` -> bytes (binary units for both spellings).
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 256MiB"))?;
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 256MiB"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1u64,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use B, KiB, MiB, GiB)"
-            ))
-        }
+        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB)")),
     };
     let bytes = (n * mult as f64) as u64;
     if bytes == 0 {

@@ -89,15 +89,7 @@ fn resize(s: &mut Scratch, (w, h): (u32, u32), (nw, nh): (u32, u32)) -> Result<(
     let src = ImageRef::new(&s.rgb, w as usize, h as usize);
     s.resized.resize(nw as usize * nh as usize * 3, 0);
     let rect = Rect::full(w as usize, h as usize);
-    resize_bicubic(
-        src,
-        rect,
-        &mut s.resized,
-        nw as usize,
-        nh as usize,
-        &mut s.rows,
-    )
-    .map_err(|e| e.to_string())
+    resize_bicubic(src, rect, &mut s.resized, nw as usize, nh as usize, &mut s.rows).map_err(|e| e.to_string())
 }
 
 /// Baseline JPEG, 4:2:0, at `quality`.

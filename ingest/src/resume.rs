@@ -71,10 +71,9 @@ impl Journal {
         let committed = if state.exists() {
             let old: RunKey = read_json(&state)?;
             if &old != key {
-                let reason =
-                    "holds a partial ingest made with other settings or other source files; \
+                let reason = "holds a partial ingest made with other settings or other source files; \
                               rerun the same command, or pass --force to start over"
-                        .to_string();
+                    .to_string();
                 return Err(Error::Conflict {
                     path: out.to_path_buf(),
                     reason,
@@ -109,10 +108,7 @@ impl Journal {
     /// Records shard `n` as committed.
     pub fn commit(&self, n: usize, c: &Committed) -> Result<()> {
         let line = self.dir.join(format!("shard-{n:05}.json"));
-        Ok(write_atomic(
-            &line,
-            &serde_json::to_vec_pretty(c).expect("json"),
-        )?)
+        Ok(write_atomic(&line, &serde_json::to_vec_pretty(c).expect("json"))?)
     }
 
     /// Removes the journal once the manifest is in place.
@@ -131,10 +127,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 fn intact(out: &Path, s: &ShardInfo) -> bool {
     let check = |name: &str, size: u64, sum: &str| match std::fs::read(out.join(name)) {
-        Ok(b) => {
-            b.len() as u64 == size
-                && slotcon_shards::format_checksum(slotcon_shards::crc32c(&b)) == sum
-        }
+        Ok(b) => b.len() as u64 == size && slotcon_shards::format_checksum(slotcon_shards::crc32c(&b)) == sum,
         Err(_) => false,
     };
     check(&s.file, s.bytes, &s.checksum) && check(&s.index, s.index_bytes, &s.index_checksum)

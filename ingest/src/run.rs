@@ -43,13 +43,7 @@ pub struct IngestReport {
 /// Ingests every image under `src` into the store `out`, resuming a partial run.
 ///
 /// `force` discards an existing store or partial run in `out` first.
-pub fn ingest(
-    src: &Path,
-    out: &Path,
-    cfg: &IngestConfig,
-    force: bool,
-    progress: &ProgressBar,
-) -> Result<IngestReport> {
+pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress: &ProgressBar) -> Result<IngestReport> {
     let start = Instant::now();
     check_source(src)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
@@ -145,12 +139,7 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(
-        out: &'a Path,
-        cfg: &'a IngestConfig,
-        journal: &'a Journal,
-        committed: Vec<Committed>,
-    ) -> Self {
+    fn new(out: &'a Path, cfg: &'a IngestConfig, journal: &'a Journal, committed: Vec<Committed>) -> Self {
         let next_source = committed.last().map_or(0, |c| c.next_source);
         Run {
             out,
@@ -165,9 +154,7 @@ impl<'a> Run<'a> {
     }
 
     fn next_id(&self) -> u64 {
-        self.committed
-            .last()
-            .map_or(0, |c| c.shard.first_id + c.shard.rows)
+        self.committed.last().map_or(0, |c| c.shard.first_id + c.shard.rows)
     }
 
     fn write_all(&mut self, files: &[SourceFile], progress: &ProgressBar) -> Result<()> {
@@ -196,12 +183,7 @@ impl<'a> Run<'a> {
 
     fn push(&mut self, file: &SourceFile, p: Prepared) -> Result<()> {
         if self.writer.is_none() {
-            let w = ShardWriter::create(
-                self.out,
-                self.committed.len(),
-                self.next_id(),
-                self.cfg.store,
-            )?;
+            let w = ShardWriter::create(self.out, self.committed.len(), self.next_id(), self.cfg.store)?;
             self.writer = Some(w);
         }
         let w = self.writer.as_mut().expect("writer just created");
@@ -233,11 +215,7 @@ impl<'a> Run<'a> {
 
     fn finish(&mut self, scan_skipped: &mut Vec<Skipped>, found: usize) -> Result<IngestReport> {
         let mut skipped = std::mem::take(scan_skipped);
-        skipped.extend(
-            self.committed
-                .iter()
-                .flat_map(|c| c.skipped.iter().cloned()),
-        );
+        skipped.extend(self.committed.iter().flat_map(|c| c.skipped.iter().cloned()));
         skipped.append(&mut self.pending_skipped);
         skipped.sort_by(|a, b| a.path.cmp(&b.path));
         let written: u64 = self.committed.iter().map(|c| c.shard.rows).sum();
@@ -252,11 +230,7 @@ impl<'a> Run<'a> {
             written,
             skipped,
             bytes_in: self.committed.iter().map(|c| c.bytes_in).sum(),
-            bytes_out: self
-                .committed
-                .iter()
-                .map(|c| c.shard.bytes + c.shard.index_bytes)
-                .sum(),
+            bytes_out: self.committed.iter().map(|c| c.shard.bytes + c.shard.index_bytes).sum(),
             seconds: 0.0,
             shards: self.committed.len(),
             already_complete: false,

@@ -24,10 +24,7 @@ pub struct Skipped {
 
 /// True for `.jpg`, `.jpeg` and `.png`, in any case.
 pub fn has_image_extension(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png"))
 }
 
@@ -67,10 +64,7 @@ fn relative(src: &Path, path: &Path) -> Option<String> {
 
 /// A walk error becomes a skipped entry, unless it concerns a file we would not ingest.
 fn walk_error(src: &Path, err: &walkdir::Error) -> Option<Skipped> {
-    let path = err
-        .path()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| src.to_path_buf());
+    let path = err.path().map(Path::to_path_buf).unwrap_or_else(|| src.to_path_buf());
     let is_loop = err.loop_ancestor().is_some();
     if !is_loop && path.is_file() && !has_image_extension(&path) {
         return None;
@@ -78,15 +72,9 @@ fn walk_error(src: &Path, err: &walkdir::Error) -> Option<Skipped> {
     let shown = relative(src, &path).unwrap_or_else(|| path.display().to_string());
     let reason = match err.loop_ancestor() {
         Some(a) => format!("symlink loop (back to {})", a.display()),
-        None => err
-            .io_error()
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| err.to_string()),
+        None => err.io_error().map(|e| e.to_string()).unwrap_or_else(|| err.to_string()),
     };
-    Some(Skipped {
-        path: shown,
-        reason,
-    })
+    Some(Skipped { path: shown, reason })
 }
 
 #[cfg(test)]

@@ -91,12 +91,9 @@ fn check_sample(reader: &ShardReader, id: u64, buf: &mut Vec<u8>) -> Option<Prob
 fn decode_problem(store: StoreKind, s: &Sample<'_>, buf: &mut Vec<u8>) -> Option<String> {
     if store == StoreKind::Raw {
         let want = s.width as usize * s.height as usize * 3;
-        return (s.bytes.len() != want)
-            .then(|| format!("raw payload is {} bytes, expected {want}", s.bytes.len()));
+        return (s.bytes.len() != want).then(|| format!("raw payload is {} bytes, expected {want}", s.bytes.len()));
     }
-    let limits = Limits {
-        max_pixels: u64::MAX,
-    };
+    let limits = Limits { max_pixels: u64::MAX };
     match decode_rgb(s.bytes, limits, buf) {
         Err(e) => Some(format!("does not decode: {e}")),
         Ok(i) if (i.width, i.height) != (s.width, s.height) => Some(format!(

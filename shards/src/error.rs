@@ -37,11 +37,7 @@ pub enum Error {
          upgrade slotcon or re-ingest the images",
         path.display()
     )]
-    NewerVersion {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
+    NewerVersion { path: PathBuf, found: u32, supported: u32 },
     /// A shard or index file does not have the expected size, magic or layout.
     #[error("{}: corrupt: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },

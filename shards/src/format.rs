@@ -159,10 +159,7 @@ impl Manifest {
             next += s.rows;
         }
         if next != self.total_rows {
-            let reason = format!(
-                "shards hold {next} rows, total_rows says {}",
-                self.total_rows
-            );
+            let reason = format!("shards hold {next} rows, total_rows says {}", self.total_rows);
             return Err(Error::Manifest {
                 path: path.into(),
                 reason,
@@ -199,10 +196,7 @@ fn check_version(path: &Path, value: &serde_json::Value) -> Result<()> {
 
 /// The temporary name used while `path` is being written: `.NAME.tmp` beside it.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -267,9 +261,6 @@ mod tests {
     fn names_are_zero_padded() {
         assert_eq!(shard_file_name(3), "shard-00003.parquet");
         assert_eq!(index_file_name(12345), "shard-12345.idx");
-        assert_eq!(
-            temp_path(Path::new("/a/b.json")),
-            Path::new("/a/.b.json.tmp")
-        );
+        assert_eq!(temp_path(Path::new("/a/b.json")), Path::new("/a/.b.json.tmp"));
     }
 }

@@ -59,8 +59,7 @@ impl Entry {
 
 /// Serialises an index: header, entries, path blob, trailing CRC.
 pub fn encode(first_id: u64, entries: &[Entry], paths: &str) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN + paths.len() + 4);
+    let mut out = Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN + paths.len() + 4);
     out.extend_from_slice(&INDEX_MAGIC);
     out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
     out.extend_from_slice(&(INDEX_ENTRY_LEN as u32).to_le_bytes());
@@ -92,9 +91,7 @@ impl<'a> IndexView<'a> {
             reason,
         };
         if bytes.len() < INDEX_HEADER_LEN + 4 || bytes[..8] != INDEX_MAGIC {
-            return Err(corrupt(
-                "not a slotcon index file (bad magic or too short)".into(),
-            ));
+            return Err(corrupt("not a slotcon index file (bad magic or too short)".into()));
         }
         let (body, tail) = bytes.split_at(bytes.len() - 4);
         let stored = u32::from_le_bytes(tail.try_into().unwrap());
@@ -112,9 +109,7 @@ impl<'a> IndexView<'a> {
         let (rows, first_id) = (header(16), header(24));
         let end = INDEX_HEADER_LEN as u64 + rows * INDEX_ENTRY_LEN as u64;
         if end > body.len() as u64 {
-            return Err(corrupt(format!(
-                "index claims {rows} rows but is too short"
-            )));
+            return Err(corrupt(format!("index claims {rows} rows but is too short")));
         }
         let paths = &body[end as usize..];
         let view = IndexView {
@@ -146,10 +141,7 @@ impl<'a> IndexView<'a> {
         for i in 0..self.rows {
             let e = self.entry(i);
             let end = e.path_offset as usize + e.path_len as usize;
-            let ok = self
-                .paths
-                .get(e.path_offset as usize..end)
-                .map(std::str::from_utf8);
+            let ok = self.paths.get(e.path_offset as usize..end).map(std::str::from_utf8);
             if !matches!(ok, Some(Ok(_))) {
                 return Err(format!("row {i}: path range out of bounds or not UTF-8"));
             }
@@ -214,10 +206,7 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            assert!(
-                IndexView::parse(Path::new("x.idx"), &b).is_err(),
-                "byte {i}"
-            );
+            assert!(IndexView::parse(Path::new("x.idx"), &b).is_err(), "byte {i}");
         }
     }
 }

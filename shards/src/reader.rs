@@ -61,11 +61,7 @@ impl ShardReader {
             .iter()
             .map(|info| open_shard(&dir, info))
             .collect::<Result<_>>()?;
-        Ok(ShardReader {
-            dir,
-            manifest,
-            shards,
-        })
+        Ok(ShardReader { dir, manifest, shards })
     }
 
     /// The store directory.

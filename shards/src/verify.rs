@@ -76,21 +76,13 @@ fn verify_shard(dir: &Path, info: &ShardInfo) -> Vec<Problem> {
 }
 
 /// Maps `name` and checks its size and checksum against the manifest.
-fn checked_file(
-    dir: &Path,
-    name: &str,
-    bytes: u64,
-    checksum: &str,
-) -> std::result::Result<memmap2::Mmap, String> {
+fn checked_file(dir: &Path, name: &str, bytes: u64, checksum: &str) -> std::result::Result<memmap2::Mmap, String> {
     let map = map_file(&dir.join(name)).map_err(|e| match e {
         Error::Io { source, .. } => source.to_string(),
         other => other.to_string(),
     })?;
     if map.len() as u64 != bytes {
-        return Err(format!(
-            "size is {} bytes, manifest says {bytes}",
-            map.len()
-        ));
+        return Err(format!("size is {} bytes, manifest says {bytes}", map.len()));
     }
     let actual = format_checksum(crc32c(&map));
     if actual != checksum {
@@ -114,10 +106,7 @@ fn bad_samples(view: &IndexView<'_>, data: &[u8]) -> Vec<(u64, String)> {
         if actual != e.crc {
             out.push((
                 id,
-                format!(
-                    "sample checksum mismatch (stored {:08x}, read {actual:08x})",
-                    e.crc
-                ),
+                format!("sample checksum mismatch (stored {:08x}, read {actual:08x})", e.crc),
             ));
         }
     }

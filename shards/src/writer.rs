@@ -17,8 +17,8 @@ use parquet::schema::types::ColumnPath;
 use crate::checksum::{crc32c, format_checksum};
 use crate::error::{io_err, Error, Result};
 use crate::format::{
-    huggingface_metadata, index_file_name, rename_durable, shard_file_name, temp_path,
-    write_atomic, ShardInfo, StoreKind,
+    huggingface_metadata, index_file_name, rename_durable, shard_file_name, temp_path, write_atomic, ShardInfo,
+    StoreKind,
 };
 use crate::index::{encode, Entry};
 
@@ -109,8 +109,7 @@ impl ShardWriter {
         self.lens.push(s.bytes.len() as u32);
         self.crcs.push(crc32c(s.bytes));
         self.dims.push((s.width, s.height));
-        self.path_ranges
-            .push((self.paths.len() as u32, s.path.len() as u32));
+        self.path_ranges.push((self.paths.len() as u32, s.path.len() as u32));
         self.paths.push_str(s.path);
         self.image_bytes += s.bytes.len() as u64;
         if self.batch.rows() >= BATCH_ROWS {
@@ -127,10 +126,7 @@ impl ShardWriter {
             })
         };
         if s.bytes.is_empty() || s.bytes.len() > u32::MAX as usize {
-            return invalid(format!(
-                "payload of {} bytes cannot be stored",
-                s.bytes.len()
-            ));
+            return invalid(format!("payload of {} bytes cannot be stored", s.bytes.len()));
         }
         let raw_len = s.width as u64 * s.height as u64 * 3;
         if self.store == StoreKind::Raw && raw_len != s.bytes.len() as u64 {
@@ -167,11 +163,7 @@ impl ShardWriter {
             source,
         })?;
         std::io::Write::flush(self.writer.inner_mut()).map_err(io_err(&self.tmp))?;
-        self.writer
-            .inner()
-            .get_ref()
-            .sync_all()
-            .map_err(io_err(&self.tmp))?;
+        self.writer.inner().get_ref().sync_all().map_err(io_err(&self.tmp))?;
         let map = crate::reader::map_file(&self.tmp)?;
         let bytes: &[u8] = &map;
         let entries = self.locate(bytes)?;
@@ -214,18 +206,11 @@ impl ShardWriter {
         for (row, &(start, size)) in pages.iter().enumerate() {
             let len = self.lens[row] as u64;
             let offset = (start + size).checked_sub(len).filter(|&o| o >= start + 4);
-            let offset =
-                offset.ok_or_else(|| corrupt(format!("row {row}: page smaller than its value")))?;
-            let prefix = u32::from_le_bytes(
-                file[offset as usize - 4..offset as usize]
-                    .try_into()
-                    .unwrap(),
-            );
+            let offset = offset.ok_or_else(|| corrupt(format!("row {row}: page smaller than its value")))?;
+            let prefix = u32::from_le_bytes(file[offset as usize - 4..offset as usize].try_into().unwrap());
             let payload = &file[offset as usize..(offset + len) as usize];
             if prefix as u64 != len || crc32c(payload) != self.crcs[row] {
-                return Err(corrupt(format!(
-                    "row {row}: payload not found at the end of its page"
-                )));
+                return Err(corrupt(format!("row {row}: payload not found at the end of its page")));
             }
             let (width, height) = self.dims[row];
             let (path_offset, path_len) = self.path_ranges[row];
@@ -342,10 +327,7 @@ impl BatchBuilder {
         };
         let image = StructArray::try_new(
             image_fields,
-            vec![
-                Arc::new(self.bytes.finish()) as ArrayRef,
-                Arc::new(self.paths.finish()),
-            ],
+            vec![Arc::new(self.bytes.finish()) as ArrayRef, Arc::new(self.paths.finish())],
             None,
         )?;
         let columns: Vec<ArrayRef> = vec![

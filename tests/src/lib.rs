@@ -70,9 +70,7 @@ pub fn python_script(script: &str, args: &[&Path]) -> String {
 
 /// Runs `cmd`, panics with its output unless it exits 0, and returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -87,15 +85,9 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Runs `cmd` and returns (exit code, stdout, stderr) without judging.
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
 /// Every regular file under `dir` (recursively) as (relative path, bytes), sorted.

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use slotcon_augment::decode::{decode_rgb, Limits};
 use slotcon_augment::ops::{self, color};
-use slotcon_augment::{
-    draw_two_views, AugmentConfig, CropSampler, Draws, ImageRef, SampleRng, Scratch, ViewParams,
-};
+use slotcon_augment::{draw_two_views, AugmentConfig, CropSampler, Draws, ImageRef, SampleRng, Scratch, ViewParams};
 use slotcon_tests::{coco128, python_script};
 
 const SIZE: usize = 224;
@@ -16,10 +14,7 @@ const SIZE: usize = 224;
 /// Decoded COCO images (the first `n` in sorted order).
 fn coco_images(n: usize) -> Vec<(Vec<u8>, usize, usize)> {
     let dir = coco128().join("images/train2017");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     paths.sort();
     paths
         .iter()
@@ -67,29 +62,21 @@ impl Cases {
         self.n += 1;
         let output = format!("out{}.bin", self.n);
         std::fs::write(self.dir.join(&output), out).unwrap();
-        self.list.push(json!({"op": op, "input": input, "w": w, "h": h, "params": params, "output": output, "ow": ow, "oh": oh}));
+        self.list.push(
+            json!({"op": op, "input": input, "w": w, "h": h, "params": params, "output": output, "ow": ow, "oh": oh}),
+        );
     }
 
     fn run(self) -> Value {
-        std::fs::write(
-            self.dir.join("cases.json"),
-            serde_json::to_vec(&self.list).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(self.dir.join("cases.json"), serde_json::to_vec(&self.list).unwrap()).unwrap();
         serde_json::from_str(&python_script("parity_ops.py", &[&self.dir])).unwrap()
     }
 }
 
 fn assert_exact(stats: &Value, op: &str, min_cases: u64) {
     let s = &stats[op];
-    assert!(
-        s["cases"].as_u64().unwrap() >= min_cases,
-        "{op}: too few cases: {s}"
-    );
-    assert_eq!(
-        s["exact"], s["cases"],
-        "{op} is not bit-exact with the reference: {s}"
-    );
+    assert!(s["cases"].as_u64().unwrap() >= min_cases, "{op}: too few cases: {s}");
+    assert_eq!(s["exact"], s["cases"], "{op} is not bit-exact with the reference: {s}");
 }
 
 /// A view's parameters as the Python reference reads them (floats as exact doubles).
@@ -135,15 +122,7 @@ fn every_op_is_bit_exact_with_pillow_and_torchvision() {
         }
         .sample(&mut rng, *w as u32, *h as u32);
         let mut out = vec![0u8; SIZE * SIZE * 3];
-        ops::resize_bicubic(
-            ImageRef::new(rgb, *w, *h),
-            crop.rect(),
-            &mut out,
-            SIZE,
-            SIZE,
-            &mut rows,
-        )
-        .unwrap();
+        ops::resize_bicubic(ImageRef::new(rgb, *w, *h), crop.rect(), &mut out, SIZE, SIZE, &mut rows).unwrap();
         let full = cases.input(rgb);
         cases.case(
             "resize",
@@ -204,17 +183,13 @@ fn one_input_cases(cases: &mut Cases, input: &str, base: &[u8], draw: u64, rng: 
         2 => 0.0,
         _ => rng.uniform(-0.1, 0.1) as f32,
     };
-    run("hue", json!({"factor": hue as f64}), &|v| {
-        color::adjust_hue(v, hue)
-    });
+    run("hue", json!({"factor": hue as f64}), &|v| color::adjust_hue(v, hue));
     run("grayscale", json!({}), &|v| color::grayscale(v));
     let sigma = rng.uniform(0.1, 2.0) as f32;
     run("blur", json!({"sigma": sigma as f64}), &|v| {
         ops::gaussian_blur(v, SIZE, SIZE, sigma, &mut ops::BlurScratch::default())
     });
-    run("solarize", json!({"threshold": 128}), &|v| {
-        color::solarize(v, 128)
-    });
+    run("solarize", json!({"threshold": 128}), &|v| color::solarize(v, 128));
     let mut norm = vec![0f32; base.len()];
     ops::normalize(base, &mut norm, ops::normalize::MEAN, ops::normalize::STD);
     let bytes: Vec<u8> = norm.iter().flat_map(|f| f.to_le_bytes()).collect();
@@ -264,15 +239,7 @@ fn whole_views_match_the_reference_pipeline_with_injected_parameters() {
             let meta = draw_two_views(&cfg, *w as u32, *h as u32, [d1, d2]);
             for (p, v) in meta.params.iter().zip(&cfg.views) {
                 let mut out = vec![0u8; SIZE * SIZE * 3];
-                slotcon_augment::apply_view(
-                    src,
-                    p,
-                    SIZE,
-                    v.solarize_threshold,
-                    &mut out,
-                    &mut scratch,
-                )
-                .unwrap();
+                slotcon_augment::apply_view(src, p, SIZE, v.solarize_threshold, &mut out, &mut scratch).unwrap();
                 cases.case("view", &input, (*w, *h), view_json(p), &out, (SIZE, SIZE));
             }
         }

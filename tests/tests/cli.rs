@@ -5,14 +5,7 @@ use slotcon_tests::{bin, run, run_ok};
 #[test]
 fn help_explains_the_command() {
     let text = run_ok(bin("slotcon-ingest").arg("--help"));
-    for word in [
-        "--out",
-        "--max-side",
-        "--store",
-        "--shard-size",
-        "--threads",
-        "verify",
-    ] {
+    for word in ["--out", "--max-side", "--store", "--shard-size", "--threads", "verify"] {
         assert!(text.contains(word), "--help lacks {word}");
     }
 }
@@ -21,8 +14,7 @@ fn help_explains_the_command() {
 fn usage_errors_exit_2() {
     let (code, _, err) = run(&mut bin("slotcon-ingest"));
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) =
-        run(bin("slotcon-ingest").args(["/tmp", "--out", "/tmp/x", "--quality", "0"]));
+    let (code, _, err) = run(bin("slotcon-ingest").args(["/tmp", "--out", "/tmp/x", "--quality", "0"]));
     assert_eq!(code, 2, "{err}");
 }
 

@@ -24,8 +24,7 @@ fn coco128_store_matches_pil_and_the_source_bytes() {
     assert_eq!(report["written"], 128, "{report}");
     assert_eq!(report["skipped"].as_array().unwrap().len(), 0, "{report}");
     // The saved report is the printed one.
-    let saved: Value =
-        serde_json::from_slice(&std::fs::read(out.join("ingest-report.json")).unwrap()).unwrap();
+    let saved: Value = serde_json::from_slice(&std::fs::read(out.join("ingest-report.json")).unwrap()).unwrap();
     assert_eq!(saved, report);
 
     // Rust side: zero-copy reads equal the source files byte for byte.
@@ -53,8 +52,7 @@ fn raw_store_holds_the_decoded_pixels() {
     let ok = python_script("check_store.py", &[&out, &src, Path::new("--raw")]);
     assert_eq!(ok.trim(), "ok 128");
     // zune-jpeg is not libjpeg-turbo: the README names this difference; keep it small.
-    let diffs: Value =
-        serde_json::from_str(&python_script("compare_raw.py", &[&out, &src])).unwrap();
+    let diffs: Value = serde_json::from_str(&python_script("compare_raw.py", &[&out, &src])).unwrap();
     for (path, d) in diffs.as_object().unwrap() {
         assert!(
             d[0].as_i64().unwrap() <= 4 && d[1].as_f64().unwrap() < 0.05,
@@ -68,8 +66,7 @@ fn bad_and_odd_files_are_skipped_or_converted_as_pil_does() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, out) = (tmp.path().join("corpus"), tmp.path().join("shards"));
     let good = coco128().join("images/train2017/000000000009.jpg");
-    let expect: Value =
-        serde_json::from_str(&python_script("make_corpus.py", &[&src, &good])).unwrap();
+    let expect: Value = serde_json::from_str(&python_script("make_corpus.py", &[&src, &good])).unwrap();
     let report = ingest(&src, &out, &["--store", "raw"]);
 
     let skipped: Vec<(String, String)> = report["skipped"]
@@ -90,17 +87,10 @@ fn bad_and_odd_files_are_skipped_or_converted_as_pil_does() {
     for (file, want) in expect.as_object().unwrap() {
         if let Some(reason) = want.get("skip").and_then(Value::as_str) {
             let hit = skipped.iter().find(|(p, _)| p == file);
-            let (_, got) =
-                hit.unwrap_or_else(|| panic!("{file} was not reported as skipped: {skipped:?}"));
-            assert!(
-                got.contains(reason),
-                "{file}: reason {got:?} lacks {reason:?}"
-            );
+            let (_, got) = hit.unwrap_or_else(|| panic!("{file} was not reported as skipped: {skipped:?}"));
+            assert!(got.contains(reason), "{file}: reason {got:?} lacks {reason:?}");
         } else {
-            assert!(
-                written.contains(file),
-                "{file} is missing from the store: {written:?}"
-            );
+            assert!(written.contains(file), "{file} is missing from the store: {written:?}");
         }
     }
     assert_eq!(
@@ -110,15 +100,10 @@ fn bad_and_odd_files_are_skipped_or_converted_as_pil_does() {
     );
 
     // Odd-but-valid PNGs are bit-exact with PIL's convert('RGB'); JPEGs within decoder noise.
-    let diffs: Value =
-        serde_json::from_str(&python_script("compare_raw.py", &[&out, &src])).unwrap();
+    let diffs: Value = serde_json::from_str(&python_script("compare_raw.py", &[&out, &src])).unwrap();
     for (path, d) in diffs.as_object().unwrap() {
         let max = d[0].as_i64().unwrap();
-        let limit = if path.to_lowercase().ends_with(".png") {
-            0
-        } else {
-            4
-        };
+        let limit = if path.to_lowercase().ends_with(".png") { 0 } else { 4 };
         assert!(max <= limit, "{path}: max abs diff {max} vs PIL");
     }
 }
@@ -139,13 +124,7 @@ fn max_side_resizes_like_pillow_bicubic() {
     let store = ShardReader::open(&enc).unwrap();
     for id in 0..store.len() {
         let s = store.get(id).unwrap();
-        assert!(
-            s.width.max(s.height) <= 500,
-            "{}: {}x{}",
-            s.path,
-            s.width,
-            s.height
-        );
+        assert!(s.width.max(s.height) <= 500, "{}: {}x{}", s.path, s.width, s.height);
         assert_eq!(&s.bytes[..3], &[0xFF, 0xD8, 0xFF], "{}", s.path);
     }
 }

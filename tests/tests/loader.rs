@@ -11,7 +11,10 @@ use slotcon_tests::{bin, coco128, run_ok};
 
 fn coco_store(dir: &Path) -> Arc<ShardReader> {
     let mut cmd = bin("slotcon-ingest");
-    cmd.arg(coco128().join("images")).arg("--out").arg(dir).args(["--quiet", "--shard-size", "4MiB"]);
+    cmd.arg(coco128().join("images"))
+        .arg("--out")
+        .arg(dir)
+        .args(["--quiet", "--shard-size", "4MiB"]);
     run_ok(&mut cmd);
     Arc::new(ShardReader::open(dir).unwrap())
 }
@@ -22,7 +25,14 @@ fn fingerprint(b: &TwoViewBatch) -> (Vec<u64>, u32) {
     for v in b.views() {
         crc = slotcon_shards::crc32c(v) ^ crc.rotate_left(1);
     }
-    let geometry: Vec<u8> = b.boxes().iter().flatten().flatten().flat_map(|f| f.to_le_bytes()).chain(b.flips().iter().flatten().map(|&f| f as u8)).collect();
+    let geometry: Vec<u8> = b
+        .boxes()
+        .iter()
+        .flatten()
+        .flatten()
+        .flat_map(|f| f.to_le_bytes())
+        .chain(b.flips().iter().flatten().map(|&f| f as u8))
+        .collect();
     (b.ids().to_vec(), crc ^ slotcon_shards::crc32c(&geometry))
 }
 
@@ -57,7 +67,10 @@ fn ranks_are_disjoint_and_cover_the_dataset_with_drop_last() {
     let reader = coco_store(tmp.path());
     let mut all = Vec::new();
     for rank in 0..3 {
-        let b = LoaderBuilder::new(Arc::clone(&reader)).batch_size(6).workers(2).distributed(rank, 3);
+        let b = LoaderBuilder::new(Arc::clone(&reader))
+            .batch_size(6)
+            .workers(2)
+            .distributed(rank, 3);
         let ids: Vec<u64> = epoch(b).into_iter().flat_map(|(i, _)| i).collect();
         assert_eq!(ids.len(), 42, "rank {rank}: 128 / 3 = 42 samples, 7 batches of 6");
         all.extend(ids);
@@ -73,17 +86,29 @@ fn ranks_are_disjoint_and_cover_the_dataset_with_drop_last() {
 fn workers_stay_within_the_buffers_ahead_of_a_slow_consumer() {
     let tmp = tempfile::tempdir().unwrap();
     let reader = coco_store(tmp.path());
-    let mut loader = LoaderBuilder::new(reader).batch_size(4).workers(2).prefetch(1).build().unwrap();
+    let mut loader = LoaderBuilder::new(reader)
+        .batch_size(4)
+        .workers(2)
+        .prefetch(1)
+        .build()
+        .unwrap();
     assert_eq!(loader.buffers(), 3);
     for taken in 1..=6u64 {
         let batch = loader.next().unwrap().unwrap();
         std::thread::sleep(Duration::from_millis(300)); // far longer than a batch takes
         let ahead = loader.rendered() as i64 - (taken * 4) as i64;
-        assert!(ahead <= 4 * 2, "workers rendered {ahead} samples beyond the {taken} batches taken");
+        assert!(
+            ahead <= 4 * 2,
+            "workers rendered {ahead} samples beyond the {taken} batches taken"
+        );
         drop(batch);
     }
     // Holding every buffer is an error, not a hang.
-    let mut loader = LoaderBuilder::new(Arc::new(ShardReader::open(tmp.path()).unwrap())).batch_size(4).prefetch(0).build().unwrap();
+    let mut loader = LoaderBuilder::new(Arc::new(ShardReader::open(tmp.path()).unwrap()))
+        .batch_size(4)
+        .prefetch(0)
+        .build()
+        .unwrap();
     let (a, b) = (loader.next().unwrap().unwrap(), loader.next().unwrap().unwrap());
     let err = loader.next().unwrap().unwrap_err().to_string();
     assert!(err.contains("held by the caller"), "{err}");
@@ -117,7 +142,10 @@ fn a_corrupt_entry_is_an_error_naming_its_id_and_path_without_hanging() {
         let loader = LoaderBuilder::new(reader).batch_size(8).workers(4).build().unwrap();
         loader.map(|b| b.map(|_| ())).collect::<Vec<_>>()
     });
-    let err = result.iter().find_map(|r| r.as_ref().err()).expect("the corrupt sample was not reported");
+    let err = result
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("the corrupt sample was not reported");
     match err {
         Error::Sample { id, path: p, reason } => {
             assert_eq!((*id, p.as_str()), (victim, path.as_str()));
@@ -134,10 +162,22 @@ fn undecodable_images_are_skipped_and_reported_and_the_epoch_goes_on() {
     let mut w = ShardWriter::create(tmp.path(), 0, 0, StoreKind::Encoded).unwrap();
     let good = std::fs::read(coco128().join("images/train2017/000000000009.jpg")).unwrap();
     for i in 0..22 {
-        let (bytes, path) = if i % 7 == 3 { (&b"not an image at all"[..], format!("bad{i}.jpg")) } else { (&good[..], format!("good{i}.jpg")) };
-        w.push(NewSample { bytes, path: &path, width: 640, height: 480 }).unwrap();
+        let (bytes, path) = if i % 7 == 3 {
+            (&b"not an image at all"[..], format!("bad{i}.jpg"))
+        } else {
+            (&good[..], format!("good{i}.jpg"))
+        };
+        w.push(NewSample {
+            bytes,
+            path: &path,
+            width: 640,
+            height: 480,
+        })
+        .unwrap();
     }
-    Manifest::new(StoreKind::Encoded, serde_json::json!({}), vec![w.finish().unwrap()]).save(tmp.path()).unwrap();
+    Manifest::new(StoreKind::Encoded, serde_json::json!({}), vec![w.finish().unwrap()])
+        .save(tmp.path())
+        .unwrap();
     let reader = Arc::new(ShardReader::open(tmp.path()).unwrap());
     let (mut delivered, mut skipped) = (0, Vec::new());
     for b in LoaderBuilder::new(reader).batch_size(4).workers(3).build().unwrap() {
@@ -151,7 +191,10 @@ fn undecodable_images_are_skipped_and_reported_and_the_epoch_goes_on() {
     assert_eq!(delivered + skipped.len(), 20, "5 batches of 4");
     assert!(!skipped.is_empty());
     for s in &skipped {
-        assert!(s.path.starts_with("bad") && s.reason.contains("not a JPEG or PNG"), "{s:?}");
+        assert!(
+            s.path.starts_with("bad") && s.reason.contains("not a JPEG or PNG"),
+            "{s:?}"
+        );
     }
 }
 
@@ -160,7 +203,12 @@ fn dropping_a_busy_loader_stops_and_joins_its_threads_quickly() {
     let tmp = tempfile::tempdir().unwrap();
     let reader = coco_store(tmp.path());
     let elapsed = within(60, move || {
-        let mut loader = LoaderBuilder::new(reader).batch_size(32).workers(6).prefetch(4).build().unwrap();
+        let mut loader = LoaderBuilder::new(reader)
+            .batch_size(32)
+            .workers(6)
+            .prefetch(4)
+            .build()
+            .unwrap();
         let first = loader.next().unwrap().unwrap();
         let start = Instant::now();
         drop(loader); // workers are busy with the prefetched batches
@@ -177,7 +225,13 @@ fn dump_writes_the_loaders_views_and_geometry() {
     let store = tmp.path().join("s");
     let reader = coco_store(&store);
     let out = tmp.path().join("dump");
-    run_ok(bin("slotcon-bench").args(["dump", "--n", "5", "--seed", "3", "--shards"]).arg(&store).arg("--out").arg(&out));
+    run_ok(
+        bin("slotcon-bench")
+            .args(["dump", "--n", "5", "--seed", "3", "--shards"])
+            .arg(&store)
+            .arg("--out")
+            .arg(&out),
+    );
     let samples: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("samples.json")).unwrap()).unwrap();
     assert_eq!(samples.as_array().unwrap().len(), 5);
     let s0 = &samples[0];
@@ -185,14 +239,25 @@ fn dump_writes_the_loaders_views_and_geometry() {
         assert!(s0.get(key).is_some(), "samples.json lacks {key}: {s0}");
     }
     // The PNGs hold exactly what the loader yields for the same seed, epoch 0.
-    let batch = LoaderBuilder::new(reader).batch_size(128).seed(3).workers(2).build().unwrap().next().unwrap().unwrap();
+    let batch = LoaderBuilder::new(reader)
+        .batch_size(128)
+        .seed(3)
+        .workers(2)
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     let pos = batch.ids().iter().position(|&i| i == 2).unwrap();
     for v in 0..2 {
         let png = std::fs::read(out.join(format!("2_v{}.png", v + 1))).unwrap();
         let mut rgb = Vec::new();
         slotcon_augment::decode::decode_rgb(&png, Default::default(), &mut rgb).unwrap();
         let n = 224 * 224 * 3;
-        assert!(rgb == batch.views()[v][pos * n..(pos + 1) * n], "view {v} of id 2 differs from the loader's");
+        assert!(
+            rgb == batch.views()[v][pos * n..(pos + 1) * n],
+            "view {v} of id 2 differs from the loader's"
+        );
     }
     assert_eq!(samples[2]["flips"], serde_json::json!(batch.flips()[pos]));
 }
@@ -202,18 +267,54 @@ fn bench_loader_checksum_does_not_depend_on_workers_and_baseline_runs() {
     let tmp = tempfile::tempdir().unwrap();
     coco_store(tmp.path());
     let run = |workers: &str| -> serde_json::Value {
-        let out = run_ok(bin("slotcon-bench").args(["loader", "--seconds", "1", "--batch-size", "8", "--json", "--workers", workers, "--shards"]).arg(tmp.path()));
+        let out = run_ok(
+            bin("slotcon-bench")
+                .args([
+                    "loader",
+                    "--seconds",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--json",
+                    "--workers",
+                    workers,
+                    "--shards",
+                ])
+                .arg(tmp.path()),
+        );
         serde_json::from_str(&out).unwrap()
     };
     let (a, b) = (run("1"), run("3"));
-    for key in ["img_per_sec", "img_per_sec_per_core", "p50_batch_ms", "p99_batch_ms", "peak_rss_mib", "checksum", "samples"] {
+    for key in [
+        "img_per_sec",
+        "img_per_sec_per_core",
+        "p50_batch_ms",
+        "p99_batch_ms",
+        "peak_rss_mib",
+        "checksum",
+        "samples",
+    ] {
         assert!(a.get(key).is_some(), "loader JSON lacks {key}: {a}");
     }
     assert_eq!(a["checksum"], b["checksum"], "output depends on the worker count");
     assert!(a["samples"].as_u64().unwrap() > 0);
 
     let images = coco128().join("images");
-    let out = run_ok(bin("slotcon-bench").args(["baseline", "--seconds", "2", "--batch-size", "8", "--workers", "1", "--json", "--images"]).arg(&images));
+    let out = run_ok(
+        bin("slotcon-bench")
+            .args([
+                "baseline",
+                "--seconds",
+                "2",
+                "--batch-size",
+                "8",
+                "--workers",
+                "1",
+                "--json",
+                "--images",
+            ])
+            .arg(&images),
+    );
     let base: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(base["images"], 128);
     assert!(base["img_per_sec"].as_f64().unwrap() > 0.0, "{base}");

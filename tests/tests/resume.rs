@@ -9,10 +9,7 @@ const ARGS: [&str; 5] = ["--shard-size", "1MiB", "--threads", "1", "--quiet"];
 
 fn command(out: &Path) -> std::process::Command {
     let mut cmd = bin("slotcon-ingest");
-    cmd.arg(coco128().join("images"))
-        .arg("--out")
-        .arg(out)
-        .args(ARGS);
+    cmd.arg(coco128().join("images")).arg("--out").arg(out).args(ARGS);
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     cmd
@@ -86,16 +83,9 @@ fn rerun_on_a_complete_store_does_nothing_and_other_settings_conflict() {
     run_ok(&mut command(&out));
     let before = snapshot(&out);
     let mut again = bin("slotcon-ingest");
-    again
-        .arg(coco128().join("images"))
-        .arg("--out")
-        .arg(&out)
-        .args(ARGS);
+    again.arg(coco128().join("images")).arg("--out").arg(&out).args(ARGS);
     let text = run_ok(&mut again);
-    assert!(
-        text.contains("already holds a complete store of 128 images"),
-        "{text}"
-    );
+    assert!(text.contains("already holds a complete store of 128 images"), "{text}");
     assert_eq!(snapshot(&out), before);
 
     let mut other = bin("slotcon-ingest");
@@ -106,10 +96,7 @@ fn rerun_on_a_complete_store_does_nothing_and_other_settings_conflict() {
         .args(["--store", "raw", "--quiet"]);
     let (code, _, err) = slotcon_tests::run(&mut other);
     assert_ne!(code, 0);
-    assert!(
-        err.contains("other settings") && err.contains("--force"),
-        "{err}"
-    );
+    assert!(err.contains("other settings") && err.contains("--force"), "{err}");
     other.arg("--force");
     run_ok(&mut other);
 }

@@ -57,11 +57,7 @@ fn injected_cases() -> Vec<Value> {
         let first = s.sample(&mut rec, w, h);
         // The same draws replayed through the same code give the same crop.
         assert_eq!(
-            s.sample(
-                &mut Replay::new(rec.randoms.clone(), rec.ints.clone()),
-                w,
-                h
-            ),
+            s.sample(&mut Replay::new(rec.randoms.clone(), rec.ints.clone()), w, h),
             first
         );
         cases.push(json!({"kind": "plain", "width": w, "height": h, "randoms": rec.randoms, "ints": rec.ints, "expect": crop_json(&first)}));
@@ -110,29 +106,15 @@ fn samplers_match_torchvision_and_design_for_injected_and_free_draws() {
         serde_json::to_vec(&distribution_spec(100_000)).unwrap(),
     )
     .unwrap();
-    let out: Value =
-        serde_json::from_str(&python_script("parity_sampler.py", &[tmp.path()])).unwrap();
+    let out: Value = serde_json::from_str(&python_script("parity_sampler.py", &[tmp.path()])).unwrap();
 
     let inj = &out["injected"];
     assert_eq!(inj["cases"], 6000);
-    assert_eq!(
-        inj["equal"], inj["cases"],
-        "crops differ from the reference: {inj}"
-    );
+    assert_eq!(inj["equal"], inj["cases"], "crops differ from the reference: {inj}");
     let d = &out["dist"];
-    for key in [
-        "scale",
-        "log_ratio",
-        "view2_scale",
-        "view2_log_ratio",
-        "view2_overlap",
-    ] {
+    for key in ["scale", "log_ratio", "view2_scale", "view2_log_ratio", "view2_overlap"] {
         let p = d[key]["p"].as_f64().unwrap();
-        assert!(
-            p > 1e-3,
-            "{key}: KS rejects the reference distribution: {}",
-            d[key]
-        );
+        assert!(p > 1e-3, "{key}: KS rejects the reference distribution: {}", d[key]);
     }
     let z = d["fallback"]["z"].as_f64().unwrap();
     assert!(z.abs() < 3.3, "fallback rates differ: {}", d["fallback"]);
@@ -142,11 +124,7 @@ fn samplers_match_torchvision_and_design_for_injected_and_free_draws() {
 
 /// Maps a box in a view's frame back to source pixels (un-flipping first).
 fn to_source(b: [f32; 4], c: &Crop, flipped: bool) -> [f64; 4] {
-    let b = if flipped {
-        slotcon_augment::crop::flip_box(b)
-    } else {
-        b
-    };
+    let b = if flipped { slotcon_augment::crop::flip_box(b) } else { b };
     let (x, y, w, h) = (c.j as f64, c.i as f64, c.w as f64, c.h as f64);
     [
         x + b[0] as f64 * w,
@@ -162,10 +140,7 @@ fn both_boxes_cover_the_same_source_rectangle() {
     let mut overlapping = 0;
     for index in 0..20_000u64 {
         let (w, h) = [(640, 480), (427, 640), (300, 1000)][index as usize % 3];
-        let mut d = [
-            SampleRng::new(9, 2, index, 0),
-            SampleRng::new(9, 2, index, 1),
-        ];
+        let mut d = [SampleRng::new(9, 2, index, 0), SampleRng::new(9, 2, index, 1)];
         let [d1, d2] = &mut d;
         let m = draw_two_views(&cfg, w, h, [d1, d2]);
         let [c1, c2] = m.crops();
@@ -175,10 +150,7 @@ fn both_boxes_cover_the_same_source_rectangle() {
         // (In float32, as in the reference, 1 - (1 - x) is x within an ulp.)
         let twice = slotcon_augment::crop::flip_box(slotcon_augment::crop::flip_box(m.boxes[0]));
         assert!(
-            twice
-                .iter()
-                .zip(&m.boxes[0])
-                .all(|(a, b)| (a - b).abs() <= 1e-7),
+            twice.iter().zip(&m.boxes[0]).all(|(a, b)| (a - b).abs() <= 1e-7),
             "{twice:?}"
         );
         let unflip = |b, f| {
@@ -188,10 +160,7 @@ fn both_boxes_cover_the_same_source_rectangle() {
                 b
             }
         };
-        for (got, want) in [
-            (unflip(m.boxes[0], f1), raw[0]),
-            (unflip(m.boxes[1], f2), raw[1]),
-        ] {
+        for (got, want) in [(unflip(m.boxes[0], f1), raw[0]), (unflip(m.boxes[1], f2), raw[1])] {
             for k in 0..4 {
                 assert!((got[k] - want[k]).abs() < 1e-6, "{got:?} vs {want:?}");
             }
@@ -200,10 +169,7 @@ fn both_boxes_cover_the_same_source_rectangle() {
             continue;
         }
         overlapping += 1;
-        let (s1, s2) = (
-            to_source(m.boxes[0], &c1, f1),
-            to_source(m.boxes[1], &c2, f2),
-        );
+        let (s1, s2) = (to_source(m.boxes[0], &c1, f1), to_source(m.boxes[1], &c2, f2));
         for k in 0..4 {
             assert!(
                 (s1[k] - s2[k]).abs() < 1e-3,

@@ -24,12 +24,7 @@ fn flip(path: &Path, at: usize) {
 fn verify_passes_on_a_sound_store() {
     let tmp = tempfile::tempdir().unwrap();
     small_store(tmp.path());
-    let text = run_ok(
-        bin("slotcon-ingest")
-            .arg("verify")
-            .arg(tmp.path())
-            .arg("--quiet"),
-    );
+    let text = run_ok(bin("slotcon-ingest").arg("verify").arg(tmp.path()).arg("--quiet"));
     assert!(text.contains("128 images") && text.contains("OK"), "{text}");
 }
 
@@ -42,19 +37,13 @@ fn a_flipped_byte_in_an_image_is_named_by_shard_and_id() {
         let r = ShardReader::open(tmp.path()).unwrap();
         let s = r.get(40).unwrap();
         let base = std::fs::read(r.shard_path(s.shard)).unwrap();
-        let at = base
-            .windows(64)
-            .position(|w| w == &s.bytes[1000..1064])
-            .unwrap();
+        let at = base.windows(64).position(|w| w == &s.bytes[1000..1064]).unwrap();
         (r.shard_path(s.shard).to_path_buf(), at)
     };
     flip(&shard, offset);
     let name = shard.file_name().unwrap().to_string_lossy().into_owned();
 
-    let (code, _, err) = run(bin("slotcon-ingest")
-        .arg("verify")
-        .arg(tmp.path())
-        .arg("--quiet"));
+    let (code, _, err) = run(bin("slotcon-ingest").arg("verify").arg(tmp.path()).arg("--quiet"));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("{name} id 40")), "{err}");
     assert!(err.contains(&format!("{name}: checksum mismatch")), "{err}");
@@ -76,22 +65,13 @@ fn a_flipped_byte_in_the_footer_or_index_is_caught() {
     let shard = tmp.path().join("shard-00001.parquet");
     let len = std::fs::metadata(&shard).unwrap().len() as usize;
     flip(&shard, len - 100);
-    let (code, _, err) = run(bin("slotcon-ingest")
-        .arg("verify")
-        .arg(tmp.path())
-        .arg("--quiet"));
+    let (code, _, err) = run(bin("slotcon-ingest").arg("verify").arg(tmp.path()).arg("--quiet"));
     assert_eq!(code, 1);
-    assert!(
-        err.contains("shard-00001.parquet: checksum mismatch"),
-        "{err}"
-    );
+    assert!(err.contains("shard-00001.parquet: checksum mismatch"), "{err}");
 
     let index = tmp.path().join("shard-00002.idx");
     flip(&index, 40);
-    let (code, _, err) = run(bin("slotcon-ingest")
-        .arg("verify")
-        .arg(tmp.path())
-        .arg("--quiet"));
+    let (code, _, err) = run(bin("slotcon-ingest").arg("verify").arg(tmp.path()).arg("--quiet"));
     assert_eq!(code, 1);
     assert!(err.contains("shard-00002.idx"), "{err}");
     let open = ShardReader::open(tmp.path())

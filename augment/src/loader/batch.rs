@@ -107,7 +107,11 @@ impl Slot {
                     }
                     kept += 1;
                 }
-                Outcome::Skipped { path, reason } => skipped.push(SkippedSample { id: ids[pos], path, reason }),
+                Outcome::Skipped { path, reason } => skipped.push(SkippedSample {
+                    id: ids[pos],
+                    path,
+                    reason,
+                }),
                 Outcome::Failed { path, reason } => {
                     failed.get_or_insert((ids[pos], path, reason));
                 }
@@ -119,7 +123,8 @@ impl Slot {
     unsafe fn move_position(&self, from: usize, to: usize) {
         let n = self.view_len;
         for v in &self.views {
-            v.slice_mut(0..(from + 1) * n).copy_within(from * n..(from + 1) * n, to * n);
+            v.slice_mut(0..(from + 1) * n)
+                .copy_within(from * n..(from + 1) * n, to * n);
         }
         self.ids.slice_mut(0..from + 1).copy_within(from..from + 1, to);
         self.boxes.slice_mut(0..from + 1).copy_within(from..from + 1, to);
@@ -219,6 +224,10 @@ impl Drop for TwoViewBatch {
 
 impl std::fmt::Debug for TwoViewBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TwoViewBatch").field("epoch", &self.epoch).field("step", &self.step).field("len", &self.len).finish()
+        f.debug_struct("TwoViewBatch")
+            .field("epoch", &self.epoch)
+            .field("step", &self.step)
+            .field("len", &self.len)
+            .finish()
     }
 }

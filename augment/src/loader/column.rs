@@ -21,7 +21,10 @@ unsafe impl<T: Send> Sync for Column<T> {}
 impl<T: Clone> Column<T> {
     pub(crate) fn new(len: usize, fill: T) -> Self {
         let boxed: Box<[T]> = vec![fill; len].into_boxed_slice();
-        Column { ptr: Box::into_raw(boxed) as *mut T, len }
+        Column {
+            ptr: Box::into_raw(boxed) as *mut T,
+            len,
+        }
     }
 }
 

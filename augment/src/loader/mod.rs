@@ -139,7 +139,10 @@ impl LoaderBuilder {
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if self.batch_size == 0 || self.workers == 0 {
-            return bad(format!("batch size {} and workers {} must be positive", self.batch_size, self.workers));
+            return bad(format!(
+                "batch size {} and workers {} must be positive",
+                self.batch_size, self.workers
+            ));
         }
         if self.world_size == 0 || self.rank >= self.world_size {
             return bad(format!("rank {} is not in a world of {}", self.rank, self.world_size));
@@ -161,7 +164,9 @@ impl LoaderBuilder {
         for slot in 0..buffers {
             free.0.send(slot).expect("receiver is alive");
         }
-        let slots = (0..buffers).map(|_| Slot::new(self.batch_size, self.cfg.size as usize)).collect();
+        let slots = (0..buffers)
+            .map(|_| Slot::new(self.batch_size, self.cfg.size as usize))
+            .collect();
         let shared = Arc::new(Shared {
             reader: self.reader,
             cfg: self.cfg,
@@ -176,16 +181,35 @@ impl LoaderBuilder {
         });
         let (tasks, task_rx) = unbounded();
         let (done_tx, done) = unbounded();
-        let workers = (0..self.workers).map(|n| spawn_worker(n, &shared, &task_rx, &done_tx)).collect::<std::io::Result<_>>();
+        let workers = (0..self.workers)
+            .map(|n| spawn_worker(n, &shared, &task_rx, &done_tx))
+            .collect::<std::io::Result<_>>();
         let workers = workers.map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
         let start = self.start_step.min(steps);
-        Ok(Loader { shared, tasks: Some(tasks), done, workers, next_feed: start, next_out: start, steps, ready: BTreeMap::new(), finished: false })
+        Ok(Loader {
+            shared,
+            tasks: Some(tasks),
+            done,
+            workers,
+            next_feed: start,
+            next_out: start,
+            steps,
+            ready: BTreeMap::new(),
+            finished: false,
+        })
     }
 }
 
-fn spawn_worker(n: usize, shared: &Arc<Shared>, tasks: &Receiver<Task>, done: &Sender<(u64, usize)>) -> std::io::Result<JoinHandle<()>> {
+fn spawn_worker(
+    n: usize,
+    shared: &Arc<Shared>,
+    tasks: &Receiver<Task>,
+    done: &Sender<(u64, usize)>,
+) -> std::io::Result<JoinHandle<()>> {
     let (shared, tasks, done) = (Arc::clone(shared), tasks.clone(), done.clone());
-    std::thread::Builder::new().name(format!("slotcon-loader-{n}")).spawn(move || worker::run(shared, tasks, done))
+    std::thread::Builder::new()
+        .name(format!("slotcon-loader-{n}"))
+        .spawn(move || worker::run(shared, tasks, done))
 }
 
 /// Yields the epoch's batches in order, as `Result<TwoViewBatch>`. See the module docs.
@@ -227,7 +251,9 @@ impl Loader {
     fn feed(&mut self) {
         let Some(tasks) = &self.tasks else { return };
         while self.next_feed < self.steps {
-            let Ok(slot) = self.shared.free.1.try_recv() else { return };
+            let Ok(slot) = self.shared.free.1.try_recv() else {
+                return;
+            };
             let s = &self.shared.slots[slot];
             s.step.store(self.next_feed, Ordering::Release);
             s.remaining.store(self.shared.batch, Ordering::Release);
@@ -255,7 +281,9 @@ impl Loader {
         self.feed();
         if self.next_feed <= self.next_out {
             let n = self.shared.slots.len();
-            return Err(Error::Config(format!("all {n} batch buffers are held by the caller; drop batches before asking for more")));
+            return Err(Error::Config(format!(
+                "all {n} batch buffers are held by the caller; drop batches before asking for more"
+            )));
         }
         let slot = self.wait()?;
         // SAFETY: every task of this buffer has finished (its counter reached zero and
@@ -267,7 +295,14 @@ impl Loader {
             let _ = self.shared.free.0.send(slot);
             return Err(Error::Sample { id, path, reason });
         }
-        Ok(TwoViewBatch { shared: Arc::clone(&self.shared), slot, len, epoch: self.shared.epoch, step, skipped })
+        Ok(TwoViewBatch {
+            shared: Arc::clone(&self.shared),
+            slot,
+            len,
+            epoch: self.shared.epoch,
+            step,
+            skipped,
+        })
     }
 }
 

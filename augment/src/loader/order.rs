@@ -21,7 +21,12 @@ pub fn epoch_order(len: u64, seed: u64, epoch: u64) -> Vec<u64> {
 /// positions `r, r + world, r + 2·world, ...`.
 pub fn rank_share(order: &[u64], rank: usize, world: usize) -> Vec<u64> {
     let per_rank = order.len() / world;
-    order[..per_rank * world].iter().skip(rank).step_by(world).copied().collect()
+    order[..per_rank * world]
+        .iter()
+        .skip(rank)
+        .step_by(world)
+        .copied()
+        .collect()
 }
 
 /// Full batches of `batch` in `share` (the last, incomplete batch is dropped).

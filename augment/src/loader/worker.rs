@@ -35,11 +35,17 @@ pub(crate) fn run(shared: Arc<Shared>, tasks: Receiver<Task>, done: Sender<(u64,
         let step = slot.step.load(Ordering::Acquire);
         let id = shared.share[step as usize * shared.batch + task.pos];
         let result = if shared.stop.load(Ordering::Relaxed) {
-            Err(Outcome::Failed { path: String::new(), reason: "loader stopped".into() })
+            Err(Outcome::Failed {
+                path: String::new(),
+                reason: "loader stopped".into(),
+            })
         } else {
             catch_unwind(AssertUnwindSafe(|| fill(&shared, slot, task.pos, id, &mut ws))).unwrap_or_else(|panic| {
                 ws = WorkerState::default();
-                Err(Outcome::Failed { path: path_of(&shared, id), reason: format!("worker panicked: {}", panic_text(&*panic)) })
+                Err(Outcome::Failed {
+                    path: path_of(&shared, id),
+                    reason: format!("worker panicked: {}", panic_text(&*panic)),
+                })
             })
         };
         // SAFETY: this task owns position `pos` of the batch being filled.
@@ -65,15 +71,28 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Reads, decodes and augments sample `id` into position `pos` of `slot`.
 fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState) -> Result<TwoViewMeta, Outcome> {
-    let failed = |reason: String| Outcome::Failed { path: path_of(shared, id), reason };
+    let failed = |reason: String| Outcome::Failed {
+        path: path_of(shared, id),
+        reason,
+    };
     let sample = shared.reader.get(id).map_err(|e| failed(e.to_string()))?;
     let (w, h) = (sample.width as usize, sample.height as usize);
     let img = match shared.reader.store() {
         StoreKind::Raw if sample.bytes.len() == w * h * 3 => ImageRef::new(sample.bytes, w, h),
-        StoreKind::Raw => return Err(failed(format!("raw payload of {} bytes is not {w}x{h}x3", sample.bytes.len()))),
+        StoreKind::Raw => {
+            return Err(failed(format!(
+                "raw payload of {} bytes is not {w}x{h}x3",
+                sample.bytes.len()
+            )))
+        }
         StoreKind::Encoded => match decode_rgb(sample.bytes, Limits::default(), &mut ws.rgb) {
             Ok(info) => ImageRef::new(&ws.rgb, info.width as usize, info.height as usize),
-            Err(e) => return Err(Outcome::Skipped { path: sample.path.to_string(), reason: e.to_string() }),
+            Err(e) => {
+                return Err(Outcome::Skipped {
+                    path: sample.path.to_string(),
+                    reason: e.to_string(),
+                })
+            }
         },
     };
     // SAFETY: this task owns position `pos` of the batch being filled.

@@ -84,26 +84,12 @@ fn box_pass_down(src: &[u8], dst: &mut [u8], w: usize, h: usize, k: BoxKernel, a
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn box_pass_down_avx2(
-    src: &[u8],
-    dst: &mut [u8],
-    w: usize,
-    h: usize,
-    k: BoxKernel,
-    acc: &mut Vec<u32>,
-) {
+unsafe fn box_pass_down_avx2(src: &[u8], dst: &mut [u8], w: usize, h: usize, k: BoxKernel, acc: &mut Vec<u32>) {
     box_pass_down_generic(src, dst, w, h, k, acc)
 }
 
 #[inline(always)]
-fn box_pass_down_generic(
-    src: &[u8],
-    dst: &mut [u8],
-    w: usize,
-    h: usize,
-    k: BoxKernel,
-    acc: &mut Vec<u32>,
-) {
+fn box_pass_down_generic(src: &[u8], dst: &mut [u8], w: usize, h: usize, k: BoxKernel, acc: &mut Vec<u32>) {
     let stride = w * 3;
     let row = |y: usize| &src[y * stride..(y + 1) * stride];
     let (r, last) = (k.radius, h - 1);
@@ -123,8 +109,7 @@ fn box_pass_down_generic(
         );
         let out = &mut dst[y * stride..(y + 1) * stride];
         let (rs, ra, rf) = (row(sub), row(add), row(far));
-        for ((((a, o), &s), &ad), &f) in acc.iter_mut().zip(out.iter_mut()).zip(rs).zip(ra).zip(rf)
-        {
+        for ((((a, o), &s), &ad), &f) in acc.iter_mut().zip(out.iter_mut()).zip(rs).zip(ra).zip(rf) {
             *a = a.wrapping_add(ad as u32).wrapping_sub(s as u32);
             let bulk = a
                 .wrapping_mul(k.ww)
@@ -153,10 +138,7 @@ mod tests {
 
     #[test]
     fn box_radius_grows_with_sigma() {
-        let rs: Vec<f32> = [0.1f32, 0.5, 1.0, 2.0]
-            .iter()
-            .map(|&s| box_radius(s, 3))
-            .collect();
+        let rs: Vec<f32> = [0.1f32, 0.5, 1.0, 2.0].iter().map(|&s| box_radius(s, 3)).collect();
         assert!(rs.windows(2).all(|w| w[0] < w[1]), "{rs:?}");
     }
 }

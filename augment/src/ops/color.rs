@@ -62,10 +62,31 @@ pub fn adjust_saturation(rgb: &mut [u8], factor: f32) {
     if factor == 1.0 {
         return;
     }
-    for p in rgb.chunks_exact_mut(3) {
-        let l = luma(p[0], p[1], p[2]);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { saturation_avx2(rgb, factor) };
+    }
+    saturation_generic(rgb, factor)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn saturation_avx2(rgb: &mut [u8], factor: f32) {
+    saturation_generic(rgb, factor)
+}
+
+#[inline(always)]
+fn saturation_generic(rgb: &mut [u8], factor: f32) {
+    let (px, rest) = rgb.as_chunks_mut::<3>();
+    debug_assert!(rest.is_empty());
+    let inside = (0.0..=1.0).contains(&factor);
+    for p in px {
+        let l = luma(p[0], p[1], p[2]) as i32;
         for v in p.iter_mut() {
-            *v = blend(l, *v, factor);
+            let x = l as f32 + factor * ((*v as i32 - l) as f32);
+            // `blend`, branch-free: truncation, clamped when extrapolating.
+            *v = if inside { x as u8 } else { x.clamp(0.0, 255.0) as u8 };
         }
     }
 }
@@ -80,11 +101,27 @@ pub fn adjust_hue(rgb: &mut [u8], hue_factor: f32) {
     // No shortcut for a zero shift: Pillow's HSV round trip is lossy, and torchvision
     // converts anyway.
     let shift = hue_shift(hue_factor);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (and so SSE4.1's rounding), checked just above.
+        return unsafe { hue_avx2(rgb, shift) };
+    }
+    hue_generic(rgb, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn hue_avx2(rgb: &mut [u8], shift: u8) {
+    hue_generic(rgb, shift)
+}
+
+#[inline(always)]
+fn hue_generic(rgb: &mut [u8], shift: u8) {
     let t = HueTables::get();
-    for p in rgb.chunks_exact_mut(3) {
+    for p in rgb.as_chunks_mut::<3>().0 {
         let (h, s, v) = t.to_hsv(p[0], p[1], p[2]);
         let (r, g, b) = t.to_rgb(h.wrapping_add(shift), s, v);
-        p.copy_from_slice(&[r, g, b]);
+        *p = [r, g, b];
     }
 }
 
@@ -121,11 +158,7 @@ impl HueTables {
                 let (a, b) = (255 - d1 as u8, 255 - d2 as u8);
                 hue[d1 * 256 + d2] = rgb_to_hsv(255, a, b).0;
                 hue[65536 + d1 * 256 + d2] = if d1 == 0 { 0 } else { rgb_to_hsv(a, 255, b).0 };
-                hue[131072 + d1 * 256 + d2] = if d1 == 0 || d2 == 0 {
-                    0
-                } else {
-                    rgb_to_hsv(b, a, 255).0
-                };
+                hue[131072 + d1 * 256 + d2] = if d1 == 0 || d2 == 0 { 0 } else { rgb_to_hsv(b, a, 255).0 };
             }
         }
         let mut sat = vec![0u8; 256 * 256];
@@ -155,18 +188,14 @@ impl HueTables {
     }
 
     /// [`rgb_to_hsv`] by lookup.
-    #[inline]
+    #[inline(always)]
     pub fn to_hsv(&self, r: u8, g: u8, b: u8) -> (u8, u8, u8) {
         let maxc = r.max(g).max(b);
         let minc = r.min(g).min(b);
         if maxc == minc {
             return (0, 0, maxc);
         }
-        let (dr, dg, db) = (
-            (maxc - r) as usize,
-            (maxc - g) as usize,
-            (maxc - b) as usize,
-        );
+        let (dr, dg, db) = ((maxc - r) as usize, (maxc - g) as usize, (maxc - b) as usize);
         let key = if dr == 0 {
             dg * 256 + db
         } else if dg == 0 {
@@ -182,7 +211,7 @@ impl HueTables {
     }
 
     /// [`hsv_to_rgb`] with table lookups for everything but `q` and `t`.
-    #[inline]
+    #[inline(always)]
     pub fn to_rgb(&self, h: u8, s: u8, v: u8) -> (u8, u8, u8) {
         if s == 0 {
             return (v, v, v);
@@ -195,13 +224,13 @@ impl HueTables {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn clip_round(x: f64) -> u8 {
     (x.round() as i32).clamp(0, 255) as u8
 }
 
 /// Pillow's channel order for each of the six hue sectors.
-#[inline]
+#[inline(always)]
 fn sector_rgb(i: i32, v: u8, p: u8, q: u8, t: u8) -> (u8, u8, u8) {
     match i % 6 {
         0 => (v, t, p),

@@ -123,8 +123,7 @@ pub fn resize_bicubic(
 }
 
 fn check(src: ImageRef<'_>, crop: Rect, dst_len: usize, out_w: usize, out_h: usize) -> Result<()> {
-    let inside =
-        crop.w > 0 && crop.h > 0 && crop.x + crop.w <= src.width && crop.y + crop.h <= src.height;
+    let inside = crop.w > 0 && crop.h > 0 && crop.x + crop.w <= src.width && crop.y + crop.h <= src.height;
     if !inside || out_w == 0 || out_h == 0 {
         return Err(Error::Geometry(format!(
             "crop {crop:?} of {}x{} to {out_w}x{out_h} is not valid",
@@ -183,14 +182,7 @@ pub fn resize_with_taps(
 
 /// Filters down the columns: output row `i` of `dst` is the weighted sum of rows
 /// `taps.of(i)` of `src` (rows of `width` pixels, the first being row `first`).
-fn columns(
-    src: &[u8],
-    width: usize,
-    first: usize,
-    dst: &mut [u8],
-    taps: &Taps,
-    acc: &mut Vec<i32>,
-) {
+fn columns(src: &[u8], width: usize, first: usize, dst: &mut [u8], taps: &Taps, acc: &mut Vec<i32>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
@@ -201,26 +193,12 @@ fn columns(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn columns_avx2(
-    src: &[u8],
-    width: usize,
-    first: usize,
-    dst: &mut [u8],
-    taps: &Taps,
-    acc: &mut Vec<i32>,
-) {
+unsafe fn columns_avx2(src: &[u8], width: usize, first: usize, dst: &mut [u8], taps: &Taps, acc: &mut Vec<i32>) {
     columns_generic(src, width, first, dst, taps, acc)
 }
 
 #[inline(always)]
-fn columns_generic(
-    src: &[u8],
-    width: usize,
-    first: usize,
-    dst: &mut [u8],
-    taps: &Taps,
-    acc: &mut Vec<i32>,
-) {
+fn columns_generic(src: &[u8], width: usize, first: usize, dst: &mut [u8], taps: &Taps, acc: &mut Vec<i32>) {
     let stride = width * 3;
     acc.resize(stride, 0);
     for (yy, out) in dst.chunks_exact_mut(stride).enumerate() {
@@ -247,15 +225,7 @@ mod tests {
         let data: Vec<u8> = (0..4 * 3 * 3).map(|v| (v * 7) as u8).collect();
         let src = ImageRef::new(&data, 4, 3);
         let mut out = vec![0; data.len()];
-        resize_bicubic(
-            src,
-            Rect::full(4, 3),
-            &mut out,
-            4,
-            3,
-            &mut ResizeScratch::default(),
-        )
-        .unwrap();
+        resize_bicubic(src, Rect::full(4, 3), &mut out, 4, 3, &mut ResizeScratch::default()).unwrap();
         assert_eq!(out, data);
     }
 
@@ -287,10 +257,7 @@ mod tests {
             let t = Taps::bicubic(i, o);
             for xx in 0..o {
                 let s: i32 = t.of(xx).1.iter().sum();
-                assert!(
-                    (s - (1 << PRECISION_BITS)).abs() <= 8,
-                    "{i}->{o} at {xx}: {s}"
-                );
+                assert!((s - (1 << PRECISION_BITS)).abs() <= 8, "{i}->{o} at {xx}: {s}");
             }
         }
     }
@@ -302,12 +269,7 @@ mod tests {
         let mut out = vec![0; 2 * 2 * 3];
         assert!(resize_bicubic(
             src,
-            Rect {
-                x: 2,
-                y: 0,
-                w: 3,
-                h: 4
-            },
+            Rect { x: 2, y: 0, w: 3, h: 4 },
             &mut out,
             2,
             2,

@@ -8,12 +8,7 @@ pub fn transpose(src: &[u8], dst: &mut [u8], w: usize, h: usize) {
 
 /// Writes the transpose of the `rw × rh` rectangle at `(x, y)` of an RGB image with
 /// `stride_px` pixels per row into `dst` (`rw` rows of `rh` pixels).
-pub fn transpose_rect(
-    src: &[u8],
-    stride_px: usize,
-    (x, y, rw, rh): (usize, usize, usize, usize),
-    dst: &mut [u8],
-) {
+pub fn transpose_rect(src: &[u8], stride_px: usize, (x, y, rw, rh): (usize, usize, usize, usize), dst: &mut [u8]) {
     const TILE: usize = 16;
     for y0 in (0..rh).step_by(TILE) {
         for x0 in (0..rw).step_by(TILE) {

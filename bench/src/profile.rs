@@ -1,0 +1,100 @@
+//! `slotcon-bench profile`: where one core's time goes per two-view sample, stage by
+//! stage, on real shards (the loader's own code path, single-threaded).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use slotcon_augment::decode::{decode_rgb, Limits};
+use slotcon_augment::{apply_view_timed, draw_two_views, AugmentConfig, ImageRef, SampleRng, Scratch, StageTimes};
+use slotcon_shards::{ShardReader, StoreKind};
+
+use crate::error::Result;
+
+/// One stage's share of a sample's time.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stage {
+    /// The stage.
+    pub stage: &'static str,
+    /// Mean microseconds per two-view sample.
+    pub us_per_sample: f64,
+    /// Fraction of the total.
+    pub share: f64,
+}
+
+/// The profile of `n` samples.
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    /// Samples profiled.
+    pub samples: u64,
+    /// `encoded` or `raw`.
+    pub store: String,
+    /// Per-stage times.
+    pub stages: Vec<Stage>,
+    /// Mean microseconds per sample, all stages.
+    pub us_per_sample: f64,
+    /// What one core can deliver at that cost.
+    pub img_per_sec_per_core: f64,
+}
+
+/// Profiles samples `0..n` (cycling over the store) of epoch 0 with `seed`.
+pub fn profile(shards: &Path, n: u64, seed: u64) -> Result<Profile> {
+    let reader = ShardReader::open(shards)?;
+    let cfg = AugmentConfig::slotcon();
+    let size = cfg.size as usize;
+    let (mut rgb, mut scratch, mut times) = (Vec::new(), Scratch::default(), StageTimes::default());
+    let (mut read, mut decode, mut draw) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut out = vec![0u8; size * size * 3];
+    for k in 0..n {
+        let id = k % reader.len();
+        let t = Instant::now();
+        let s = reader.get(id)?;
+        read += t.elapsed();
+        let t = Instant::now();
+        let img = match reader.store() {
+            StoreKind::Raw => ImageRef::new(s.bytes, s.width as usize, s.height as usize),
+            StoreKind::Encoded => {
+                let info = decode_rgb(s.bytes, Limits::default(), &mut rgb)?;
+                ImageRef::new(&rgb, info.width as usize, info.height as usize)
+            }
+        };
+        decode += t.elapsed();
+        let t = Instant::now();
+        let [mut d1, mut d2] = [SampleRng::new(seed, 0, id, 0), SampleRng::new(seed, 0, id, 1)];
+        let meta = draw_two_views(&cfg, img.width as u32, img.height as u32, [&mut d1, &mut d2]);
+        draw += t.elapsed();
+        for (p, v) in meta.params.iter().zip(&cfg.views) {
+            apply_view_timed(img, p, size, v.solarize_threshold, &mut out, &mut scratch, &mut times)?;
+        }
+    }
+    let stages = [
+        ("read + CRC", read),
+        ("decode", decode),
+        ("draw parameters", draw),
+        ("resize", times.resize),
+        ("flip", times.flip),
+        ("colour jitter", times.jitter),
+        ("grayscale", times.grayscale),
+        ("blur", times.blur),
+        ("solarize", times.solarize),
+    ];
+    let total: f64 = stages.iter().map(|(_, d)| d.as_secs_f64()).sum();
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let stages = stages
+        .iter()
+        .map(|&(stage, d)| Stage {
+            stage,
+            us_per_sample: per(d),
+            share: d.as_secs_f64() / total,
+        })
+        .collect();
+    let us = total * 1e6 / n as f64;
+    let store = format!("{:?}", reader.store()).to_lowercase();
+    Ok(Profile {
+        samples: n,
+        store,
+        stages,
+        us_per_sample: us,
+        img_per_sec_per_core: 1e6 / us,
+    })
+}
