@@ -67,6 +67,7 @@ impl Slot {
     ///
     /// # Safety
     /// Only the task of `pos` may call this, while the batch is being filled.
+    #[allow(clippy::mut_from_ref)] // disjoint positions, see `Column`
     pub(crate) unsafe fn views_mut(&self, pos: usize) -> [&mut [u8]; 2] {
         let r = pos * self.view_len..(pos + 1) * self.view_len;
         [self.views[0].slice_mut(r.clone()), self.views[1].slice_mut(r)]
