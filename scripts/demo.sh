@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on the shared COCO sample, from a fresh machine:
-# build, ingest into a shard store, verify it, and benchmark ingest.
+# build, ingest into a shard store, verify it, benchmark ingest, dump views,
+# profile, and compare the loader with the PyTorch DataLoader baseline.
 # Outputs go to out/demo/ (override with DEMO_OUT=...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ mkdir -p "$out"
 
 echo "==> building (release)"
 cargo build --release --bins
+echo "==> python venv for the baseline"
+SLOTCON_PYTHON=$(scripts/python-env.sh | tail -n 1)
+export SLOTCON_PYTHON
 bin=target/release
 
 echo "==> ingesting $images into $out/shards"
@@ -24,10 +28,26 @@ echo "==> verifying the store"
 "$bin/slotcon-ingest" verify "$out/shards"
 
 echo "==> benchmarking ingest (median of 3 runs)"
-"$bin/slotcon-bench" ingest --images "$images" --repeat 3 | tee "$out/bench-ingest.txt"
 "$bin/slotcon-bench" ingest --images "$images" --repeat 3 --json > "$out/bench-ingest.json"
+cat "$out/bench-ingest.json"; echo
+
+echo "==> two views of the first samples, as PNGs with their geometry"
+"$bin/slotcon-bench" dump --shards "$out/shards" --n 8 --seed 0 --out "$out/views"
+
+echo "==> where a core's time goes per sample"
+"$bin/slotcon-bench" profile --shards "$out/shards" --n 256 | tee "$out/profile.txt"
+
+echo "==> the loader against the PyTorch DataLoader baseline (10 s each, 1 worker)"
+"$bin/slotcon-bench" compare --shards "$out/shards" --images "$images" --workers 1 --seconds 10 --json > "$out/bench-loader.json"
+python3 - "$out/bench-loader.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"slotcon {r['slotcon']['img_per_sec_per_core']:.1f} img/s/core, "
+      f"baseline {r['baseline']['img_per_sec_per_core']:.1f} img/s/core, "
+      f"ratio_per_core {r['ratio_per_core']:.2f}")
+PY
 
 echo
 echo "outputs in $out/:"
 echo "  shards/manifest.json, shards/shard-*.parquet, shards/ingest-report.json"
-echo "  bench-ingest.txt, bench-ingest.json"
+echo "  bench-ingest.json, views/ (PNGs + samples.json), profile.txt, bench-loader.json"
