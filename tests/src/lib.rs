@@ -35,17 +35,20 @@ pub fn bin(name: &str) -> Command {
     Command::new(path)
 }
 
-/// The shared COCO sample (`../shared/data/coco128`), or `$SLOTCON_COCO128`.
+/// The shared COCO sample: `$SLOTCON_COCO128`, else `../shared/data/coco128` beside
+/// the checkout, else `/work/shared/data/coco128`.
 pub fn coco128() -> PathBuf {
-    let dir = std::env::var_os("SLOTCON_COCO128")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/data/coco128"));
-    assert!(
-        dir.join("images/train2017").is_dir(),
-        "{}: COCO sample not found (set SLOTCON_COCO128)",
-        dir.display()
-    );
-    dir
+    let candidates: Vec<PathBuf> = match std::env::var_os("SLOTCON_COCO128") {
+        Some(dir) => vec![dir.into()],
+        None => vec![
+            root().join("../shared/data/coco128"),
+            PathBuf::from("/work/shared/data/coco128"),
+        ],
+    };
+    let found = candidates.iter().find(|d| d.join("images/train2017").is_dir());
+    found
+        .unwrap_or_else(|| panic!("COCO sample not found in {candidates:?} (set SLOTCON_COCO128)"))
+        .clone()
 }
 
 /// The venv's Python: `$SLOTCON_PYTHON`, else `.venv/bin/python` in the workspace.

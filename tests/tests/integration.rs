@@ -3,6 +3,7 @@
 //!
 //! Run with `scripts/test.sh` (which builds the binaries and the venv first).
 
+mod align;
 mod augment;
 mod cli;
 mod ingest;

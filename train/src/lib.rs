@@ -1,5 +1,34 @@
-//! The SlotCon trainer (issue 5): ResNet backbone, projector, semantic grouping, slot
-//! contrast, EMA teacher, LARS and schedules, on Burn 0.22.
+//! The SlotCon trainer's model-independent parts: the run configuration with its presets,
+//! the learning-rate and teacher-momentum schedules, and the score-map alignment that
+//! replaces `torchvision.ops.roi_align` (DESIGN §6, §7).
 //!
-//! This crate is empty until that issue lands; it is the only crate that will depend on
-//! burn, and it never decodes images itself (the `augment` loader feeds it).
+//! - [`TrainConfig`] with presets [`TrainConfig::coco_r50_800ep`] and [`TrainConfig::tiny`];
+//! - [`schedule::learning_rate`] and [`schedule::teacher_momentum`], pure functions of the step;
+//! - [`AlignPlan`]: `roi_align(aligned=True)` plus un-flipping as `Ay · X · Axᵀ`.
+//!
+//! The Burn model, losses, optimiser and training loop (issue 5) will build on these;
+//! this crate is the only one that will depend on burn.
+//!
+//! ```
+//! use slotcon_train::{schedule, AlignPlan, TrainConfig};
+//!
+//! let cfg = TrainConfig::coco_r50_800ep();
+//! assert_eq!(cfg.lr(), 2.0); // 1.0 × 512 / 256
+//! let (steps_per_epoch, total) = (230, 230 * cfg.epochs);
+//! let warmup = (cfg.warmup_epochs * steps_per_epoch as f64) as u64;
+//! let lr0 = schedule::learning_rate(0, warmup, total, cfg.lr(), cfg.warmup_multiplier, cfg.min_lr);
+//! assert!((lr0 - 0.02).abs() < 1e-12); // warm-up starts at lr / 100
+//!
+//! // Align a 7x7 map to the right half of its view, flipped.
+//! let plan = AlignPlan::new(&[[0.5, 0.0, 1.0, 1.0]], &[true], 7, 7);
+//! assert!(plan.valid[0]);
+//! ```
+
+mod align;
+mod config;
+mod error;
+pub mod schedule;
+
+pub use align::AlignPlan;
+pub use config::{Arch, Optimizer, TrainConfig};
+pub use error::{Error, Result};

@@ -1,0 +1,69 @@
+//! The roi_align replacement against `torchvision.ops.roi_align(aligned=True)` + flip.
+
+use serde_json::json;
+use slotcon_augment::{draw_two_views, AugmentConfig, SampleRng};
+use slotcon_tests::python_script;
+use slotcon_train::AlignPlan;
+
+#[test]
+fn align_plan_matches_torchvision_roi_align_with_flips_and_degenerate_boxes() {
+    let cfg = AugmentConfig::slotcon();
+    let (mut boxes, mut flips) = (Vec::new(), Vec::new());
+    // Real geometry from the augmentation: both views of many samples.
+    for index in 0..200u64 {
+        let mut d = [SampleRng::new(1, 0, index, 0), SampleRng::new(1, 0, index, 1)];
+        let [d1, d2] = &mut d;
+        let m = draw_two_views(&cfg, 640, 480, [d1, d2]);
+        boxes.extend(m.boxes);
+        flips.extend(m.flips());
+    }
+    // Degenerate boxes as the view-2 fallback makes them (slightly inverted), and edges.
+    for (b, f) in [
+        ([0.6, 0.2, 0.55, 0.8], false),
+        ([0.1, 0.7, 0.9, 0.68], true),
+        ([0.3, 0.3, 0.3, 0.9], false),
+    ] {
+        boxes.push(b);
+        flips.push(f);
+    }
+    boxes.push([0.0, 0.0, 1.0, 1.0]);
+    flips.push(true);
+    let (n, c, h, w) = (boxes.len(), 3usize, 7usize, 7usize);
+    let mut rng = SampleRng::new(9, 9, 9, 9);
+    let maps: Vec<f32> = (0..n * c * h * w)
+        .map(|_| slotcon_augment::Draws::uniform(&mut rng, -1.0, 1.0) as f32)
+        .collect();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let case = json!({"n": n, "c": c, "h": h, "w": w, "boxes": boxes, "flips": flips});
+    std::fs::write(tmp.path().join("case.json"), case.to_string()).unwrap();
+    std::fs::write(
+        tmp.path().join("maps.f32"),
+        maps.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    assert_eq!(python_script("parity_align.py", &[tmp.path()]).trim(), "ok");
+    let bytes = std::fs::read(tmp.path().join("aligned.f32")).unwrap();
+    let want: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+
+    let plan = AlignPlan::new(&boxes, &flips, h, w);
+    let per = c * h * w;
+    let mut got = vec![0f32; per];
+    let mut invalid = 0;
+    for i in 0..n {
+        plan.apply(i, &maps[i * per..(i + 1) * per], &mut got);
+        for (k, (a, b)) in got.iter().zip(&want[i * per..(i + 1) * per]).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "sample {i} (box {:?}, flip {}) value {k}: {a} vs {b}",
+                boxes[i],
+                flips[i]
+            );
+        }
+        invalid += !plan.valid[i] as usize;
+    }
+    assert!(invalid >= 3, "the degenerate boxes must be marked invalid");
+}

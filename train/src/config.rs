@@ -1,0 +1,241 @@
+//! `TrainConfig`: every hyper-parameter of a SlotCon run, with named presets.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// torchvision's ResNet-18 (C5 has 512 channels).
+    Resnet18,
+    /// torchvision's ResNet-34 (512 channels).
+    Resnet34,
+    /// torchvision's ResNet-50 v1.5 (2048 channels).
+    Resnet50,
+}
+
+impl Arch {
+    /// Channels of the C5 feature map.
+    pub fn channels(self) -> usize {
+        match self {
+            Arch::Resnet18 | Arch::Resnet34 => 512,
+            Arch::Resnet50 => 2048,
+        }
+    }
+}
+
+/// The optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// LARS (η = 0.001, momentum 0.9), no decay or adaptation on 1-D parameters.
+    Lars,
+    /// SGD with momentum.
+    Sgd,
+}
+
+/// Every setting of a run; saved as `config.json` next to its artifacts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Backbone.
+    pub arch: Arch,
+    /// Hidden width of the projector and the predictor.
+    pub dim_hidden: usize,
+    /// Width of the projected features, prototypes and slots.
+    pub dim_out: usize,
+    /// Number of prototypes K.
+    pub num_prototypes: usize,
+    /// Final EMA momentum is 1; this is its start (0.99).
+    pub teacher_momentum: f64,
+    /// Teacher softmax temperature (0.07); also the grouping temperature.
+    pub teacher_temp: f64,
+    /// Student softmax temperature (0.1).
+    pub student_temp: f64,
+    /// Weight of the grouping loss; the contrast gets `1 - w`.
+    pub group_loss_weight: f64,
+    /// EMA momentum of the centre (0.9).
+    pub center_momentum: f64,
+    /// Slot-contrast temperature τ (0.2).
+    pub contrast_temp: f64,
+    /// Batch size over all ranks.
+    pub batch_size: usize,
+    /// Optimiser.
+    pub optimizer: Optimizer,
+    /// Learning rate per 256 images: `lr = base_lr · batch_size / 256`.
+    pub base_lr: f64,
+    /// Weight decay (non-1-D parameters only).
+    pub weight_decay: f64,
+    /// LARS trust coefficient η.
+    pub lars_eta: f64,
+    /// Optimiser momentum.
+    pub momentum: f64,
+    /// Warm-up epochs (linear from `lr / warmup_multiplier`).
+    pub warmup_epochs: f64,
+    /// The warm-up starts at `lr / warmup_multiplier`.
+    pub warmup_multiplier: f64,
+    /// Cosine end value of the learning rate.
+    pub min_lr: f64,
+    /// Epochs.
+    pub epochs: u64,
+    /// Side of the views.
+    pub image_size: u32,
+    /// Smallest crop area fraction.
+    pub min_scale: f64,
+    /// Seed of the data order, the augmentation and the initialisation.
+    pub seed: u64,
+    /// Save a numbered checkpoint every this many epochs (plus `current` every epoch).
+    pub save_every_epochs: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self::coco_r50_800ep()
+    }
+}
+
+impl TrainConfig {
+    /// The official `scripts/slotcon_coco_r50_800ep.sh`: ResNet-50, batch 512, LARS,
+    /// base lr 1.0, 800 epochs.
+    pub fn coco_r50_800ep() -> Self {
+        TrainConfig {
+            arch: Arch::Resnet50,
+            dim_hidden: 4096,
+            dim_out: 256,
+            num_prototypes: 256,
+            teacher_momentum: 0.99,
+            teacher_temp: 0.07,
+            student_temp: 0.1,
+            group_loss_weight: 0.5,
+            center_momentum: 0.9,
+            contrast_temp: 0.2,
+            batch_size: 512,
+            optimizer: Optimizer::Lars,
+            base_lr: 1.0,
+            weight_decay: 1e-5,
+            lars_eta: 0.001,
+            momentum: 0.9,
+            warmup_epochs: 5.0,
+            warmup_multiplier: 100.0,
+            min_lr: 1e-6,
+            epochs: 800,
+            image_size: 224,
+            min_scale: 0.08,
+            seed: 0,
+            save_every_epochs: 50,
+        }
+    }
+
+    /// A CPU-sized run: ResNet-18, narrow heads, 64 prototypes, small views and batches.
+    pub fn tiny() -> Self {
+        TrainConfig {
+            arch: Arch::Resnet18,
+            dim_hidden: 512,
+            dim_out: 64,
+            num_prototypes: 64,
+            batch_size: 16,
+            epochs: 20,
+            warmup_epochs: 1.0,
+            image_size: 96,
+            save_every_epochs: 5,
+            ..Self::coco_r50_800ep()
+        }
+    }
+
+    /// A preset by name: `tiny` or `coco_r50_800ep`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "coco_r50_800ep" => Some(Self::coco_r50_800ep()),
+            _ => None,
+        }
+    }
+
+    /// Sets the batch size.
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Sets the number of epochs.
+    pub fn with_epochs(mut self, n: u64) -> Self {
+        self.epochs = n;
+        self
+    }
+
+    /// Sets the backbone.
+    pub fn with_arch(mut self, arch: Arch) -> Self {
+        self.arch = arch;
+        self
+    }
+
+    /// Sets the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The peak learning rate, `base_lr · batch_size / 256`.
+    pub fn lr(&self) -> f64 {
+        self.base_lr * self.batch_size as f64 / 256.0
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Invalid(m.to_string()));
+        if self.batch_size == 0 || self.epochs == 0 || self.num_prototypes == 0 {
+            return bad("batch size, epochs and prototypes must be positive");
+        }
+        if self.warmup_epochs < 0.0 || self.warmup_epochs > self.epochs as f64 {
+            return bad("warm-up must lie within the run");
+        }
+        if !(0.0..=1.0).contains(&self.group_loss_weight) || self.warmup_multiplier < 1.0 {
+            return bad("group loss weight must be in [0, 1] and the warm-up multiplier >= 1");
+        }
+        Ok(())
+    }
+
+    /// Writes the resolved config as pretty JSON.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("config serialises") + "\n";
+        std::fs::write(path, text).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads a config written by [`TrainConfig::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_round_trip() {
+        for name in ["tiny", "coco_r50_800ep"] {
+            let cfg = TrainConfig::preset(name).unwrap();
+            cfg.validate().unwrap();
+            let path = std::env::temp_dir().join(format!("slotcon-cfg-{name}-{}.json", std::process::id()));
+            cfg.save(&path).unwrap();
+            assert_eq!(TrainConfig::load(&path).unwrap(), cfg);
+            std::fs::remove_file(path).unwrap();
+        }
+        assert_eq!(TrainConfig::coco_r50_800ep().lr(), 2.0);
+        assert!(TrainConfig::preset("huge").is_none());
+        assert!(TrainConfig::tiny().with_batch_size(0).validate().is_err());
+    }
+}

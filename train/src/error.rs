@@ -1,0 +1,24 @@
+//! The one error type of the `train` crate.
+
+use std::path::PathBuf;
+
+/// Why training could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config file is not valid JSON for [`TrainConfig`](crate::TrainConfig).
+    #[error("{}: bad config: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
+    /// Settings that make no sense together.
+    #[error("invalid settings: {0}")]
+    Invalid(String),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
