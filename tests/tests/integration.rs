@@ -3,7 +3,6 @@
 //!
 //! Run with `scripts/test.sh` (which builds the binaries and the venv first).
 
-mod align;
 mod augment;
 mod cli;
 mod ingest;
@@ -11,3 +10,4 @@ mod loader;
 mod resume;
 mod sampler;
 mod store;
+mod train;

@@ -4,7 +4,8 @@
 //!
 //! - [`TrainConfig`] with presets [`TrainConfig::coco_r50_800ep`] and [`TrainConfig::tiny`];
 //! - [`schedule::learning_rate`] and [`schedule::teacher_momentum`], pure functions of the step;
-//! - [`AlignPlan`]: `roi_align(aligned=True)` plus un-flipping as `Ay · X · Axᵀ`.
+//! - [`AlignPlan`]: `roi_align(aligned=True)` plus un-flipping as `Ay · X · Axᵀ`;
+//! - [`eval`]: COCO-Stuff-27 labels, confusion matrices, Hungarian matching, mIoU.
 //!
 //! The Burn model, losses, optimiser and training loop (issue 5) will build on these;
 //! this crate is the only one that will depend on burn.
@@ -27,6 +28,7 @@
 mod align;
 mod config;
 mod error;
+pub mod eval;
 pub mod schedule;
 
 pub use align::AlignPlan;

@@ -1,4 +1,5 @@
-//! The roi_align replacement against `torchvision.ops.roi_align(aligned=True)` + flip.
+//! The trainer's model-independent parts against their references: the roi_align
+//! replacement against torchvision, and the COCO-Stuff-27 labels of the sample masks.
 
 use serde_json::json;
 use slotcon_augment::{draw_two_views, AugmentConfig, SampleRng};
@@ -66,4 +67,39 @@ fn align_plan_matches_torchvision_roi_align_with_flips_and_degenerate_boxes() {
         invalid += !plan.valid[i] as usize;
     }
     assert!(invalid >= 3, "the degenerate boxes must be marked invalid");
+}
+
+#[test]
+fn coco_stuff_27_mapping_covers_every_label_of_the_sample_masks() {
+    use slotcon_train::eval::{Coco27, IGNORE};
+    let root = slotcon_tests::coco128();
+    let map = Coco27::from_panoptic_json(&root.join("panoptic_train2017.json")).unwrap();
+    assert_eq!(map.classes.len(), 27);
+    assert_eq!((map.classes[0].as_str(), map.classes[26].as_str()), ("person", "solid"));
+    let masks: Vec<_> = std::fs::read_dir(root.join("semantic/train2017"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(masks.len(), 100);
+    let (mut labelled, mut seen) = (0usize, std::collections::HashSet::new());
+    for path in masks {
+        let mut rgb = Vec::new();
+        slotcon_augment::decode::decode_rgb(&std::fs::read(&path).unwrap(), Default::default(), &mut rgb).unwrap();
+        let ids: Vec<u8> = rgb.iter().step_by(3).copied().collect();
+        for (&id, &class) in ids.iter().zip(&map.map_mask(&ids)) {
+            assert_eq!(
+                class == IGNORE,
+                id == 0,
+                "{}: category {id} has no coarse class",
+                path.display()
+            );
+            labelled += (class != IGNORE) as usize;
+            seen.insert(class);
+        }
+    }
+    assert!(
+        labelled > 1_000_000 && seen.len() > 20,
+        "{labelled} labelled pixels, {} classes",
+        seen.len()
+    );
 }
