@@ -103,3 +103,60 @@ fn coco_stuff_27_mapping_covers_every_label_of_the_sample_masks() {
         seen.len()
     );
 }
+
+/// Runs torchvision's `arch` (random weights and BN statistics) and ours with the same
+/// weights on the same input; returns the largest relative error of C5 (eval, train).
+fn backbone_errors(arch: &str, ours: slotcon_train::Arch) -> (f32, f32) {
+    use burn::prelude::*;
+    let tmp = tempfile::tempdir().unwrap();
+    python_script("resnet_reference.py", &[std::path::Path::new(arch), tmp.path()]);
+    let read = |name: &str| -> Vec<f32> {
+        let b = std::fs::read(tmp.path().join(name)).unwrap();
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let rel = |got: Vec<f32>, want: &[f32]| {
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        got.iter()
+            .zip(want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs() / scale))
+    };
+    let input = read("input.f32");
+    let mut errors = [0f32; 2];
+    for (k, device) in [Device::flex(), Device::flex().autodiff()].into_iter().enumerate() {
+        let mut model = slotcon_train::model::ResNet::new(ours, &device);
+        let report =
+            slotcon_train::model::load_torchvision(&mut model, &tmp.path().join("weights.safetensors")).unwrap();
+        assert!(
+            report
+                .unused
+                .iter()
+                .all(|n| n.starts_with("fc.") || n.ends_with("num_batches_tracked")),
+            "{:?}",
+            report.unused
+        );
+        let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [4, 3, 128, 128]), &device);
+        let c5 = model.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        errors[k] = rel(c5, &read(if k == 0 { "c5_eval.f32" } else { "c5_train.f32" }));
+    }
+    (errors[0], errors[1])
+}
+
+#[test]
+fn resnet18_and_50_match_torchvision_given_the_same_weights() {
+    for (name, arch) in [
+        ("resnet18", slotcon_train::Arch::Resnet18),
+        ("resnet50", slotcon_train::Arch::Resnet50),
+    ] {
+        let (eval, train) = backbone_errors(name, arch);
+        eprintln!("{name}: C5 max error / max |C5|: eval {eval:e}, train {train:e}");
+        // Train mode normalises with batch statistics over few values at C5, which
+        // amplifies float32 rounding differences in deep nets; eval mode is tighter.
+        assert!(
+            eval < 1e-4 && train < 3e-4,
+            "{name}: C5 relative error eval {eval}, train {train}"
+        );
+    }
+}

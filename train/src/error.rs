@@ -15,6 +15,9 @@ pub enum Error {
     /// A config file is not valid JSON for [`TrainConfig`](crate::TrainConfig).
     #[error("{}: bad config: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
+    /// A weights file does not fit the model.
+    #[error("{}: {reason}", path.display())]
+    Weights { path: PathBuf, reason: String },
     /// Settings that make no sense together.
     #[error("invalid settings: {0}")]
     Invalid(String),

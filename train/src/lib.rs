@@ -29,6 +29,7 @@ mod align;
 mod config;
 mod error;
 pub mod eval;
+pub mod model;
 pub mod schedule;
 
 pub use align::AlignPlan;
