@@ -160,3 +160,91 @@ fn resnet18_and_50_match_torchvision_given_the_same_weights() {
         );
     }
 }
+
+#[test]
+fn slotcon_loss_matches_a_pytorch_reference_with_the_same_weights_and_batch() {
+    use burn::prelude::*;
+    use slotcon_train::model::{slotcon_loss, SlotConNet};
+    let cfg = slotcon_train::TrainConfig {
+        dim_hidden: 64,
+        dim_out: 32,
+        num_prototypes: 16,
+        image_size: 96,
+        ..slotcon_train::TrainConfig::tiny()
+    };
+    let (n, s) = (4usize, cfg.image_size as usize);
+    // Real geometry from the augmentation, and one pair whose crops do not overlap.
+    let aug = AugmentConfig::slotcon();
+    let (mut boxes, mut flips) = (Vec::new(), Vec::new());
+    for index in 0..n as u64 {
+        let mut d = [SampleRng::new(4, 0, index, 0), SampleRng::new(4, 0, index, 1)];
+        let [d1, d2] = &mut d;
+        let m = draw_two_views(&aug, 640, 480, [d1, d2]);
+        boxes.push(m.boxes);
+        flips.push(m.flips());
+    }
+    boxes[3] = [[0.6, 0.2, 0.55, 0.8], [0.3, 0.1, 0.25, 0.9]];
+    let h = s / 32;
+    let plan = |v: usize| {
+        let b: Vec<[f32; 4]> = boxes.iter().map(|b| b[v]).collect();
+        let f: Vec<bool> = flips.iter().map(|f| f[v]).collect();
+        AlignPlan::new(&b, &f, h, h)
+    };
+    let (p1, p2) = (plan(0), plan(1));
+    let valid: Vec<bool> = p1.valid.iter().zip(&p2.valid).map(|(a, b)| *a && *b).collect();
+    assert_eq!(valid, [true, true, true, false]);
+
+    let mut rng = SampleRng::new(5, 5, 5, 5);
+    let views: Vec<f32> = (0..2 * n * 3 * s * s)
+        .map(|_| slotcon_augment::Draws::uniform(&mut rng, -2.0, 2.0) as f32)
+        .collect();
+    let device = Device::flex().autodiff();
+    let net = SlotConNet::new(&cfg, &device);
+    let tmp = tempfile::tempdir().unwrap();
+    net.save_safetensors(&tmp.path().join("weights.safetensors")).unwrap();
+    let half = n * 3 * s * s;
+    let view = |v: usize| {
+        Tensor::<4>::from_data(
+            TensorData::new(views[v * half..(v + 1) * half].to_vec(), [n, 3, s, s]),
+            &device,
+        )
+    };
+    let student = [net.student.forward(view(0)), net.student.forward(view(1))];
+    let teacher = [net.teacher.forward(view(0)), net.teacher.forward(view(1))];
+    let center = Tensor::<2>::zeros([1, cfg.num_prototypes], &device);
+    let ours = slotcon_loss(&net, student, teacher, [&p1, &p2], center, &cfg);
+    assert_eq!(ours.masked_pairs, 1);
+
+    let case = json!({
+        "arch": "resnet18", "channels": 512, "dim_hidden": cfg.dim_hidden, "dim_out": cfg.dim_out,
+        "num_prototypes": cfg.num_prototypes, "teacher_temp": cfg.teacher_temp, "student_temp": cfg.student_temp,
+        "contrast_temp": cfg.contrast_temp, "group_loss_weight": cfg.group_loss_weight,
+        "center_momentum": cfg.center_momentum, "n": n, "size": s, "boxes": boxes, "flips": flips, "valid": valid,
+    });
+    std::fs::write(tmp.path().join("case.json"), case.to_string()).unwrap();
+    std::fs::write(
+        tmp.path().join("views.f32"),
+        views.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&python_script("slotcon_reference.py", &[tmp.path()])).unwrap();
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
+    let total = ours.total.into_scalar::<f32>() as f64;
+    for (name, got, want) in [
+        ("total", total, &reference["total"]),
+        ("group", ours.group as f64, &reference["group"]),
+        ("contrast", ours.contrast as f64, &reference["contrast"]),
+    ] {
+        let want = want.as_f64().unwrap();
+        eprintln!(
+            "{name}: slotcon {got:.7} reference {want:.7} (rel {:e})",
+            rel(got, want)
+        );
+        assert!(rel(got, want) < 1e-4, "{name}: {got} vs {want}");
+    }
+    let center = ours.center.into_data().try_to_vec::<f32>().unwrap();
+    for (a, b) in center.iter().zip(reference["center"].as_array().unwrap()) {
+        assert!((*a as f64 - b.as_f64().unwrap()).abs() < 1e-5, "centre {a} vs {b}");
+    }
+}

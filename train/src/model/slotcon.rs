@@ -1,0 +1,212 @@
+//! The SlotCon network (student, EMA teacher, predictor) and its loss (DESIGN §6).
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::activation::{log_softmax, softmax};
+
+use super::heads::{l2_normalize, Grouping, Predictor, Projector};
+use super::resnet::ResNet;
+use crate::align::AlignPlan;
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+
+/// Backbone, projector and prototypes: the student's or the teacher's.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    /// The ResNet up to C5.
+    pub backbone: ResNet,
+    /// The 1x1-conv projector.
+    pub projector: Projector,
+    /// Prototypes and pooling.
+    pub grouping: Grouping,
+}
+
+impl Encoder {
+    fn new(cfg: &TrainConfig, device: &Device) -> Self {
+        Encoder {
+            backbone: ResNet::new(cfg.arch, device),
+            projector: Projector::new(cfg.arch.channels(), cfg.dim_hidden, cfg.dim_out, device),
+            grouping: Grouping::new(cfg.num_prototypes, cfg.dim_out, cfg.teacher_temp, device),
+        }
+    }
+
+    /// Images `[n, 3, s, s]` to (slots `[n, k, d]`, scores `[n, k, s/32, s/32]`).
+    pub fn forward(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
+        self.grouping.forward(self.projector.forward(self.backbone.forward(x)))
+    }
+}
+
+/// Student, teacher (an EMA copy, no gradients) and the slot predictor.
+#[derive(Module, Debug)]
+pub struct SlotConNet {
+    /// Trained by gradients.
+    pub student: Encoder,
+    /// Follows the student by EMA.
+    pub teacher: Encoder,
+    /// Maps student slots to the teacher's space for the contrast.
+    pub predictor: Predictor,
+}
+
+impl SlotConNet {
+    /// A fresh network; the teacher starts as a copy of the student.
+    pub fn new(cfg: &TrainConfig, device: &Device) -> Self {
+        let student = Encoder::new(cfg, device);
+        SlotConNet {
+            teacher: student.clone(),
+            student,
+            predictor: Predictor::new(cfg.dim_out, cfg.dim_hidden, device),
+        }
+    }
+
+    /// Writes every parameter and BN statistic as safetensors with PyTorch conventions
+    /// (BN `weight`/`bias`, linear weights `[out, in]`), under this module's names.
+    pub fn save_safetensors(&self, path: &Path) -> Result<()> {
+        let mut store = SafetensorsStore::from_file(path)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .skip_enum_variants(true);
+        self.save_into(&mut store).map_err(|e| Error::Weights {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The loss of one batch and its parts.
+#[derive(Clone, Debug)]
+pub struct Losses {
+    /// `w · group + (1 - w) · contrast`, both directions summed (differentiable).
+    pub total: Tensor<1>,
+    /// Grouping (self-distillation) loss, both directions.
+    pub group: f32,
+    /// Slot contrast loss, both directions.
+    pub contrast: f32,
+    /// The centre after this batch's EMA update, `[1, k]`.
+    pub center: Tensor<2>,
+    /// Mean number of prototypes active (winning some pixel) per view of the teacher.
+    pub active_slots: f32,
+    /// Pairs whose crops did not overlap (masked out of the grouping loss).
+    pub masked_pairs: usize,
+}
+
+/// Aligns score maps `[n, k, h, w]` to the overlap with `plan` (`Ay · X · Axᵀ`).
+pub fn align(x: Tensor<4>, plan: &AlignPlan) -> Tensor<4> {
+    let [n, k, h, w] = x.dims();
+    let device = x.device();
+    let ay = Tensor::<3>::from_data(TensorData::new(plan.ay.clone(), [n, h, h]), &device);
+    let ax = Tensor::<3>::from_data(TensorData::new(plan.ax.clone(), [n, w, w]), &device);
+    let ay = ay.unsqueeze_dim::<4>(1).expand([n, k, h, h]);
+    let axt = ax.swap_dims(1, 2).unsqueeze_dim::<4>(1).expand([n, k, w, w]);
+    ay.matmul(x).matmul(axt)
+}
+
+/// `[n, k, h, w]` to `[n·h·w, k]`.
+fn pixels(x: Tensor<4>) -> Tensor<2> {
+    let [n, k, h, w] = x.dims();
+    x.permute([0, 2, 3, 1]).reshape([n * h * w, k])
+}
+
+/// Cross-entropy of the sharpened, centred teacher against the student, per pixel,
+/// averaged over the pixels of valid pairs.
+fn self_distill(q: Tensor<4>, t: Tensor<4>, center: Tensor<2>, valid: &[bool], cfg: &TrainConfig) -> Tensor<1> {
+    let [n, _, h, w] = q.dims();
+    let device = q.device();
+    let lq = log_softmax(pixels(q) / cfg.student_temp, 1);
+    let pt = softmax((pixels(t) - center) / cfg.teacher_temp, 1);
+    let per_pixel = (pt * lq).sum_dim(1).neg(); // [n·h·w, 1]
+    let weights: Vec<f32> = valid
+        .iter()
+        .flat_map(|&v| std::iter::repeat_n(v as u8 as f32, h * w))
+        .collect();
+    let count = weights.iter().sum::<f32>().max(1.0);
+    let weights = Tensor::<2>::from_data(TensorData::new(weights, [n * h * w, 1]), &device);
+    (per_pixel * weights).sum().div_scalar(count)
+}
+
+/// Which prototypes win at least one pixel of each image: `[n·k]` flags.
+fn active(scores: &Tensor<4>) -> Vec<bool> {
+    let [n, k, _, _] = scores.dims();
+    let winners = scores
+        .clone()
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default();
+    let per_image = winners.len() / n.max(1);
+    let mut flags = vec![false; n * k];
+    for (i, &win) in winners.iter().enumerate() {
+        flags[(i / per_image) * k + win as usize] = true;
+    }
+    flags
+}
+
+/// MoCo-v3-style slot contrast: student slots active in both views (through the
+/// predictor) against every active teacher slot; the positive is the same image and
+/// prototype. Scaled by 2τ.
+fn contrast(q: Tensor<3>, k: Tensor<3>, sq: &Tensor<4>, sk: &Tensor<4>, net: &SlotConNet, tau: f64) -> Tensor<1> {
+    let [n, kk, d] = q.dims();
+    let device = q.device();
+    let (mq, mk) = (active(sq), active(sk));
+    let idx_q: Vec<i64> = (0..n * kk).filter(|&i| mq[i] && mk[i]).map(|i| i as i64).collect();
+    let idx_k: Vec<i64> = (0..n * kk).filter(|&i| mk[i]).map(|i| i as i64).collect();
+    if idx_q.is_empty() {
+        return Tensor::zeros([1], &device);
+    }
+    // The label of a query is the position of its own slot among the active keys.
+    let labels: Vec<i64> = idx_q
+        .iter()
+        .map(|i| idx_k.iter().position(|j| j == i).unwrap() as i64)
+        .collect();
+    let ints = |v: &[i64]| Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
+    let queries = q.reshape([n * kk, d]).select(0, ints(&idx_q));
+    let keys = l2_normalize(k.reshape([n * kk, d]), 1).select(0, ints(&idx_k));
+    let logits = l2_normalize(net.predictor.forward(queries), 1).matmul(keys.transpose()) / tau;
+    let logp = log_softmax(logits, 1);
+    let picked = logp.gather(1, ints(&labels).reshape([labels.len(), 1]));
+    picked.mean().neg() * (2.0 * tau)
+}
+
+/// The SlotCon loss of one batch: the student's and the teacher's outputs for both views
+/// (teacher outputs are detached here), the alignment of each view, and the centre.
+pub fn slotcon_loss(
+    net: &SlotConNet,
+    student: [(Tensor<3>, Tensor<4>); 2],
+    teacher: [(Tensor<3>, Tensor<4>); 2],
+    plans: [&AlignPlan; 2],
+    center: Tensor<2>,
+    cfg: &TrainConfig,
+) -> Losses {
+    let [(q1, sq1), (q2, sq2)] = student;
+    let [(k1, sk1), (k2, sk2)] = teacher.map(|(s, sc)| (s.detach(), sc.detach()));
+    let valid: Vec<bool> = plans[0]
+        .valid
+        .iter()
+        .zip(&plans[1].valid)
+        .map(|(a, b)| *a && *b)
+        .collect();
+    let (qa1, qa2) = (align(sq1.clone(), plans[0]), align(sq2.clone(), plans[1]));
+    let (ka1, ka2) = (align(sk1.clone(), plans[0]), align(sk2.clone(), plans[1]));
+    let group =
+        self_distill(qa1, ka2, center.clone(), &valid, cfg) + self_distill(qa2, ka1, center.clone(), &valid, cfg);
+    let ctr =
+        contrast(q1, k2, &sq1, &sk2, net, cfg.contrast_temp) + contrast(q2, k1, &sq2, &sk1, net, cfg.contrast_temp);
+    let w = cfg.group_loss_weight;
+    let total = group.clone() * w + ctr.clone() * (1.0 - w);
+    let batch_center = pixels(Tensor::cat(vec![sk1.clone(), sk2.clone()], 0)).mean_dim(0);
+    let center = center * cfg.center_momentum + batch_center * (1.0 - cfg.center_momentum);
+    let n_active: usize = [active(&sk1), active(&sk2)]
+        .iter()
+        .map(|f| f.iter().filter(|&&a| a).count())
+        .sum();
+    let views = 2 * sk1.dims()[0];
+    Losses {
+        total,
+        group: group.into_scalar::<f32>(),
+        contrast: ctr.into_scalar::<f32>(),
+        center,
+        active_slots: n_active as f32 / views as f32,
+        masked_pairs: valid.iter().filter(|v| !**v).count(),
+    }
+}
