@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 
 class Projector(nn.Module):
@@ -84,6 +84,38 @@ def load(module, weights, prefix):
     assert not missing and not unexpected, (prefix, missing, unexpected)
 
 
+def export(module, prefix):
+    """The inverse of `load`: this module's tensors under the Rust module's names."""
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    out = {}
+    for k, v in module.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        if k.startswith("backbone."):
+            index, rest = k[len("backbone."):].split(".", 1)
+            k = f"backbone.{names[int(index)]}.{rest}"
+        k = k.replace("downsample.0.", "downsample.conv.").replace("downsample.1.", "downsample.bn.")
+        out[f"{prefix}.{k}"] = v.detach().clone().contiguous()
+    return out
+
+
+def lars_step(params, lr, weight_decay, eta, momentum):
+    """One step of LARS from zero momentum, as DESIGN §6 states it (no decay or trust
+    ratio on 1-D parameters)."""
+    with torch.no_grad():
+        for p in params:
+            if p.grad is None:
+                continue
+            dp = p.grad
+            if p.ndim != 1:
+                dp = dp.add(p, alpha=weight_decay)
+                pn, un = torch.norm(p), torch.norm(dp)
+                q = torch.where(pn > 0.0, torch.where(un > 0, eta * pn / un, torch.ones_like(pn)), torch.ones_like(pn))
+                dp = dp.mul(q)
+            mu = torch.zeros_like(p).mul_(momentum).add_(dp)
+            p.add_(mu, alpha=-lr)
+
+
 def invaug(x, boxes, flips):
     n, _, h, w = x.shape
     b = boxes.clone()
@@ -140,7 +172,21 @@ def main(root):
     total = w * group + (1 - w) * ctr
     batch_center = torch.cat([sk1, sk2]).permute(0, 2, 3, 1).flatten(0, 2).mean(0, keepdim=True)
     center = center * c["center_momentum"] + batch_center * (1 - c["center_momentum"])
-    print(json.dumps({"total": total.item(), "group": group.item(), "contrast": ctr.item(), "center": center.flatten().tolist()}))
+    out = {"total": total.item(), "group": group.item(), "contrast": ctr.item(), "center": center.flatten().tolist()}
+    if "lr" in c:  # backward, one LARS step, one EMA update
+        total.backward()
+        watched = {"student.grouping.slot_embed.weight": student.grouping.slot_embed.weight,
+                   "student.projector.conv3.bias": student.projector.conv3.bias,
+                   "predictor.fc3.weight": predictor.fc3.weight,
+                   "student.backbone.conv1.weight": student.backbone[0].weight}
+        out["grads"] = {k: v.grad.flatten().tolist() for k, v in watched.items()}
+        lars_step(list(student.parameters()) + list(predictor.parameters()), c["lr"], c["weight_decay"], c["eta"], 0.9)
+        with torch.no_grad():
+            for pt, ps in zip(teacher.parameters(), student.parameters()):
+                pt.copy_(pt * c["ema"] + ps * (1 - c["ema"]))
+        state = {**export(student, "student"), **export(teacher, "teacher"), **export(predictor, "predictor")}
+        save_file(state, os.path.join(root, "after.safetensors"))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -220,6 +220,7 @@ fn slotcon_loss_matches_a_pytorch_reference_with_the_same_weights_and_batch() {
         "num_prototypes": cfg.num_prototypes, "teacher_temp": cfg.teacher_temp, "student_temp": cfg.student_temp,
         "contrast_temp": cfg.contrast_temp, "group_loss_weight": cfg.group_loss_weight,
         "center_momentum": cfg.center_momentum, "n": n, "size": s, "boxes": boxes, "flips": flips, "valid": valid,
+        "lr": 10.0, "weight_decay": cfg.weight_decay, "eta": cfg.lars_eta, "ema": 0.5,
     });
     std::fs::write(tmp.path().join("case.json"), case.to_string()).unwrap();
     std::fs::write(
@@ -230,7 +231,7 @@ fn slotcon_loss_matches_a_pytorch_reference_with_the_same_weights_and_batch() {
     let reference: serde_json::Value =
         serde_json::from_str(&python_script("slotcon_reference.py", &[tmp.path()])).unwrap();
     let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
-    let total = ours.total.into_scalar::<f32>() as f64;
+    let total = ours.total.clone().into_scalar::<f32>() as f64;
     for (name, got, want) in [
         ("total", total, &reference["total"]),
         ("group", ours.group as f64, &reference["group"]),
@@ -247,4 +248,113 @@ fn slotcon_loss_matches_a_pytorch_reference_with_the_same_weights_and_batch() {
     for (a, b) in center.iter().zip(reference["center"].as_array().unwrap()) {
         assert!((*a as f64 - b.as_f64().unwrap()).abs() < 1e-5, "centre {a} vs {b}");
     }
+    // Gradients, one LARS step and one EMA update.
+    let grads = ours.total.backward();
+    let vec = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+    let watched: [(&str, Vec<f32>); 3] = [
+        (
+            "student.grouping.slot_embed.weight",
+            vec(net.student.grouping.slot_embed.weight.grad(&grads).unwrap()),
+        ),
+        (
+            "student.projector.conv3.bias",
+            net.student
+                .projector
+                .conv3
+                .bias
+                .as_ref()
+                .unwrap()
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+        ),
+        (
+            "predictor.fc3.weight",
+            vec(net.predictor.fc3.weight.grad(&grads).unwrap().transpose()),
+        ),
+    ];
+    let conv1 = net
+        .student
+        .backbone
+        .conv1
+        .weight
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    for (name, got) in watched.into_iter().chain([("student.backbone.conv1.weight", conv1)]) {
+        let want: Vec<f64> = reference["grads"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_close(name, &got, &want, 1e-3);
+    }
+    let gp = burn::optim::GradientsParams::from_grads(grads, &net);
+    let mut optim = slotcon_train::optim::Lars::new(cfg.weight_decay, cfg.lars_eta, cfg.momentum).init();
+    let mut net = optim.step(10.0, net, gp);
+    net.teacher = slotcon_train::optim::ema_update(net.teacher, &net.student, 0.5);
+    net.save_safetensors(&tmp.path().join("ours_after.safetensors"))
+        .unwrap();
+    compare_safetensors(
+        &tmp.path().join("ours_after.safetensors"),
+        &tmp.path().join("after.safetensors"),
+    );
+}
+
+/// Max |a - b| over max |b| must stay under `tol`.
+fn assert_close(name: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{name}: sizes differ");
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()))
+        / scale;
+    eprintln!("{name}: relative error {err:e}");
+    assert!(err < tol, "{name}: relative error {err}");
+}
+
+/// Every parameter in `reference` (BN statistics aside) equals ours within 1e-4 of its
+/// scale.
+fn compare_safetensors(ours: &std::path::Path, reference: &std::path::Path) {
+    let (a, b) = (std::fs::read(ours).unwrap(), std::fs::read(reference).unwrap());
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let floats = |t: safetensors::tensor::TensorView<'_>| -> Vec<f32> {
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut compared = 0;
+    for (name, view) in b.tensors() {
+        if name.contains("running_") {
+            continue;
+        }
+        let mine = a
+            .tensor(&name)
+            .unwrap_or_else(|_| panic!("{name} is missing from our export"));
+        let want: Vec<f64> = floats(view).into_iter().map(f64::from).collect();
+        let got = floats(mine);
+        // Relative to the tensor's scale, or absolutely tiny: a bias in front of a BN has a
+        // zero gradient in theory, so it moves only by float noise on both sides.
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (x, y)| m.max((*x as f64 - y).abs()));
+        assert!(
+            diff / scale < 1e-4 || diff < 1e-5,
+            "{name} after LARS + EMA: error {diff} at scale {scale}"
+        );
+        compared += 1;
+    }
+    assert!(compared > 100, "only {compared} tensors compared");
 }

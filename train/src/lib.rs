@@ -30,6 +30,7 @@ mod config;
 mod error;
 pub mod eval;
 pub mod model;
+pub mod optim;
 pub mod schedule;
 
 pub use align::AlignPlan;

@@ -43,11 +43,11 @@ impl ZeroBias for Conv2d {
 /// `DINOHead2d`: 1x1 conv → BN → GELU → 1x1 conv → BN → GELU → 1x1 conv.
 #[derive(Module, Debug)]
 pub struct Projector {
-    conv1: Conv2d,
+    pub conv1: Conv2d,
     bn1: BatchNorm,
     conv2: Conv2d,
     bn2: BatchNorm,
-    conv3: Conv2d,
+    pub conv3: Conv2d,
 }
 
 impl Projector {
@@ -77,7 +77,7 @@ pub struct Predictor {
     bn1: BatchNorm,
     fc2: Linear,
     bn2: BatchNorm,
-    fc3: Linear,
+    pub fc3: Linear,
 }
 
 impl Predictor {
@@ -104,7 +104,7 @@ impl Predictor {
 /// pixel, a softmax over prototypes at `temp` (+1e-6), and attentive pooling into slots.
 #[derive(Module, Debug)]
 pub struct Grouping {
-    slot_embed: Embedding,
+    pub slot_embed: Embedding,
     temp: f64,
 }
 

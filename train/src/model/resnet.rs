@@ -57,7 +57,7 @@ impl Downsample {
 /// ResNet-18/34's block: two 3x3 convs.
 #[derive(Module, Debug)]
 pub struct BasicBlock {
-    conv1: Conv2d,
+    pub conv1: Conv2d,
     bn1: BatchNorm,
     conv2: Conv2d,
     bn2: BatchNorm,
@@ -90,11 +90,11 @@ impl BasicBlock {
 /// ResNet-50's block: 1x1, 3x3 (with the stride), 1x1 with 4x expansion.
 #[derive(Module, Debug)]
 pub struct Bottleneck {
-    conv1: Conv2d,
+    pub conv1: Conv2d,
     bn1: BatchNorm,
     conv2: Conv2d,
     bn2: BatchNorm,
-    conv3: Conv2d,
+    pub conv3: Conv2d,
     bn3: BatchNorm,
     downsample: Option<Downsample>,
 }
@@ -148,7 +148,7 @@ impl Block {
 /// The backbone up to C5: `[n, 3, s, s]` to `[n, c5, s/32, s/32]`.
 #[derive(Module, Debug)]
 pub struct ResNet {
-    conv1: Conv2d,
+    pub conv1: Conv2d,
     bn1: BatchNorm,
     maxpool: MaxPool2d,
     layer1: Vec<Block>,

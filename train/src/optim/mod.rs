@@ -1,0 +1,7 @@
+//! Optimisation: LARS and the teacher's EMA.
+
+pub mod ema;
+pub mod lars;
+
+pub use ema::ema_update;
+pub use lars::Lars;
