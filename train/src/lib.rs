@@ -27,11 +27,14 @@
 
 mod align;
 mod config;
+pub mod data;
 mod error;
 pub mod eval;
 pub mod model;
 pub mod optim;
+pub mod run;
 pub mod schedule;
+pub mod trainer;
 
 pub use align::AlignPlan;
 pub use config::{Arch, Optimizer, TrainConfig};

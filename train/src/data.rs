@@ -1,0 +1,28 @@
+//! From the loader's u8 batches to device tensors and alignment plans.
+
+use burn::prelude::*;
+use slotcon_augment::ops::normalize::{MEAN, STD};
+use slotcon_augment::TwoViewBatch;
+
+use crate::align::AlignPlan;
+
+/// View `v` of `batch` as a normalised float tensor `[n, 3, s, s]` on `device`: the u8
+/// NHWC bytes go to the device as they are and are normalised there.
+pub fn view_tensor(batch: &TwoViewBatch, v: usize, device: &Device) -> Tensor<4> {
+    let (n, s) = (batch.len(), batch.size());
+    let bytes = batch.views()[v].to_vec();
+    let x = Tensor::<4, Int>::from_data(TensorData::new(bytes, [n, s, s, 3]), device).float();
+    let x = x.permute([0, 3, 1, 2]) / 255.0;
+    let mean = Tensor::<1>::from_floats(MEAN, device).reshape([1, 3, 1, 1]);
+    let std = Tensor::<1>::from_floats(STD, device).reshape([1, 3, 1, 1]);
+    (x - mean) / std
+}
+
+/// The alignment of each view's score maps (`map × map`) to the pair's overlap.
+pub fn plans(batch: &TwoViewBatch, map: usize) -> [AlignPlan; 2] {
+    std::array::from_fn(|v| {
+        let boxes: Vec<[f32; 4]> = batch.boxes().iter().map(|b| b[v]).collect();
+        let flips: Vec<bool> = batch.flips().iter().map(|f| f[v]).collect();
+        AlignPlan::new(&boxes, &flips, map, map)
+    })
+}

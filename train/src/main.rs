@@ -1,0 +1,151 @@
+//! `slotcon-train`: SlotCon pre-training on a shard store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use burn::prelude::Device;
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use slotcon_train::run::{train, RunOptions};
+use slotcon_train::{Arch, TrainConfig};
+
+/// Pre-train a ResNet with SlotCon (semantic grouping + slot contrast) on a shard store.
+///
+/// The run directory gets config.json (the resolved settings), metrics.jsonl (one line
+/// per step) and checkpoints/ (current, plus one every --save-every epochs).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// The shard store made by slotcon-ingest.
+    #[arg(long)]
+    shards: PathBuf,
+    /// The run directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Named settings to start from.
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    preset: Preset,
+    /// Backbone (overrides the preset).
+    #[arg(long, value_enum)]
+    arch: Option<ArchArg>,
+    /// Batch size (overrides the preset).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Epochs (overrides the preset; the schedules span them).
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// View size in pixels (overrides the preset).
+    #[arg(long)]
+    image_size: Option<u32>,
+    /// Stop after this many steps in all (the schedules still span --epochs).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
+    device: DeviceArg,
+    /// Loader worker threads (default: every core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Seed of the initialisation, the order and the augmentation.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Preset {
+    /// ResNet-18, 96 px views, batch 16: a CPU-sized run.
+    Tiny,
+    /// The paper's COCO setting: ResNet-50, batch 512, 800 epochs.
+    #[value(name = "coco_r50_800ep")]
+    CocoR50,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ArchArg {
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeviceArg {
+    /// Burn's pure-Rust CPU backend.
+    Flex,
+}
+
+fn config(cli: &Cli) -> TrainConfig {
+    let mut cfg = match cli.preset {
+        Preset::Tiny => TrainConfig::tiny(),
+        Preset::CocoR50 => TrainConfig::coco_r50_800ep(),
+    };
+    if let Some(a) = cli.arch {
+        cfg.arch = match a {
+            ArchArg::Resnet18 => Arch::Resnet18,
+            ArchArg::Resnet34 => Arch::Resnet34,
+            ArchArg::Resnet50 => Arch::Resnet50,
+        };
+    }
+    cfg.batch_size = cli.batch_size.unwrap_or(cfg.batch_size);
+    cfg.epochs = cli.epochs.unwrap_or(cfg.epochs);
+    cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
+    cfg.seed = cli.seed.unwrap_or(cfg.seed);
+    cfg
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = config(&cli);
+    let device = match cli.device {
+        DeviceArg::Flex => Device::flex().autodiff(),
+    };
+    let workers = cli
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let opts = RunOptions {
+        shards: cli.shards.clone(),
+        out: cli.out.clone(),
+        workers,
+        max_steps: cli.max_steps,
+        resume: cli.resume,
+    };
+    let bar = if cli.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    let style =
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").expect("template");
+    bar.set_style(style);
+    let trainer = train(cfg, &opts, &device, &mut |m, last| {
+        bar.set_length(last);
+        bar.set_position(m.step.step + 1);
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} slots {:.1} {:.1} img/s wait {:.0}%",
+            m.step.loss,
+            m.step.lr,
+            m.step.active_slots_per_image,
+            m.img_per_sec,
+            m.data_wait_frac * 100.0
+        ));
+    })
+    .with_context(|| format!("training into {}", cli.out.display()))?;
+    bar.finish_and_clear();
+    println!("{} steps done; run directory {}", trainer.step, cli.out.display());
+    Ok(())
+}

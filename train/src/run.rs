@@ -1,0 +1,212 @@
+//! A whole training run over a shard store: the loader, the steps, `metrics.jsonl`,
+//! atomic checkpoints and exact resume.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::Serialize;
+use slotcon_augment::{AugmentConfig, LoaderBuilder};
+use slotcon_shards::ShardReader;
+
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::trainer::{StepMetrics, Trainer};
+
+/// How to run (everything else is in the [`TrainConfig`]).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The shard store.
+    pub shards: PathBuf,
+    /// The run directory.
+    pub out: PathBuf,
+    /// Loader worker threads.
+    pub workers: usize,
+    /// Stop after this many steps in all (a short run), checkpointing there.
+    pub max_steps: Option<u64>,
+    /// Continue from `out/checkpoints/current`.
+    pub resume: bool,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricsLine {
+    /// The step's numbers.
+    #[serde(flatten)]
+    pub step: StepMetrics,
+    /// Two-view samples per second over this step.
+    pub img_per_sec: f64,
+    /// Fraction of the step spent waiting for the loader.
+    pub data_wait_frac: f64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Trains on `device` (an autodiff device); `on_step` sees every step's metrics.
+pub fn train(
+    cfg: TrainConfig,
+    opts: &RunOptions,
+    device: &Device,
+    on_step: &mut dyn FnMut(&MetricsLine, u64),
+) -> Result<Trainer> {
+    cfg.validate()?;
+    let reader = open_store(&opts.shards)?;
+    let steps_per_epoch = reader.len() / cfg.batch_size as u64;
+    if steps_per_epoch == 0 {
+        let reason = format!("{} images make no batch of {}", reader.len(), cfg.batch_size);
+        return Err(Error::Invalid(format!("{}: {reason}", opts.shards.display())));
+    }
+    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    let mut trainer = Trainer::new(cfg.clone(), device, steps_per_epoch);
+    if opts.resume {
+        trainer = resume(trainer, &opts.out)?;
+    } else {
+        cfg.save(&opts.out.join("config.json"))?;
+    }
+    let last = opts.max_steps.unwrap_or(u64::MAX).min(trainer.total_steps());
+    let metrics_path = opts.out.join("metrics.jsonl");
+    truncate_metrics(&metrics_path, trainer.step)?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(io(&metrics_path))?;
+    let aug = AugmentConfig::slotcon()
+        .with_size(cfg.image_size)
+        .with_min_scale(cfg.min_scale);
+    while trainer.step < last {
+        let (epoch, start) = (trainer.step / steps_per_epoch, trainer.step % steps_per_epoch);
+        let loader = LoaderBuilder::new(Arc::clone(&reader))
+            .augment(aug.clone())
+            .batch_size(cfg.batch_size)
+            .workers(opts.workers)
+            .seed(cfg.seed)
+            .epoch(epoch)
+            .start_step(start)
+            .build()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut wait_start = Instant::now();
+        for batch in loader {
+            let batch = batch.map_err(|e| Error::Invalid(format!("loader: {e}")))?;
+            let waited = wait_start.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let step = trainer.train_step(&batch)?;
+            let busy = t.elapsed().as_secs_f64();
+            let line = MetricsLine {
+                step,
+                img_per_sec: batch.len() as f64 / (waited + busy),
+                data_wait_frac: waited / (waited + busy),
+            };
+            writeln!(metrics, "{}", serde_json::to_string(&line).expect("json")).map_err(io(&metrics_path))?;
+            on_step(&line, last);
+            if trainer.step >= last {
+                break;
+            }
+            wait_start = Instant::now();
+        }
+        let epoch_done = trainer.step % steps_per_epoch == 0;
+        checkpoint(
+            &trainer,
+            &opts.out,
+            epoch_done && (trainer.step / steps_per_epoch) % cfg.save_every_epochs == 0,
+        )?;
+    }
+    metrics.flush().map_err(io(&metrics_path))?;
+    Ok(trainer)
+}
+
+fn open_store(shards: &Path) -> Result<Arc<ShardReader>> {
+    let reader = ShardReader::open(shards).map_err(|e| Error::Invalid(format!("cannot open the shard store: {e}")))?;
+    if reader.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: the shard store holds no image",
+            shards.display()
+        )));
+    }
+    Ok(Arc::new(reader))
+}
+
+/// The checkpoint folder, `out/checkpoints`.
+pub fn checkpoints(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+/// Writes `checkpoints/current` (and `epoch-NNNN` when `milestone`) atomically: into a
+/// temporary folder, then renamed over the old one.
+pub fn checkpoint(trainer: &Trainer, out: &Path, milestone: bool) -> Result<()> {
+    let dir = checkpoints(out);
+    let tmp = dir.join(".tmp-current");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    trainer.save(&tmp)?;
+    trainer.cfg.save(&tmp.join("config.json"))?;
+    if milestone {
+        copy_dir(
+            &tmp,
+            &dir.join(format!("epoch-{:04}", trainer.step / trainer.steps_per_epoch().max(1))),
+        )?;
+    }
+    let current = dir.join("current");
+    let old = dir.join(".old-current");
+    if current.exists() {
+        std::fs::rename(&current, &old).map_err(io(&current))?;
+    }
+    std::fs::rename(&tmp, &current).map_err(io(&current))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))?.flatten() {
+        std::fs::copy(entry.path(), to.join(entry.file_name())).map_err(io(to))?;
+    }
+    Ok(())
+}
+
+fn resume(trainer: Trainer, out: &Path) -> Result<Trainer> {
+    let dir = checkpoints(out);
+    let current = [dir.join("current"), dir.join(".old-current")]
+        .into_iter()
+        .find(|d| d.join("progress.json").exists());
+    let current = current.ok_or_else(|| Error::Invalid(format!("{}: no checkpoint to resume from", dir.display())))?;
+    let saved = TrainConfig::load(&current.join("config.json"))?;
+    if saved != trainer.cfg {
+        return Err(Error::Invalid(format!(
+            "{}: the checkpoint was made with another config",
+            current.display()
+        )));
+    }
+    trainer.load(&current)
+}
+
+/// Drops `metrics.jsonl` lines of steps at or after `step` (they are redone on resume).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s < step)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    std::fs::write(path, out).map_err(io(path))
+}

@@ -1,0 +1,222 @@
+//! One SlotCon optimisation step, and the state that survives a checkpoint.
+
+use std::path::Path;
+
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use serde::{Deserialize, Serialize};
+use slotcon_augment::TwoViewBatch;
+
+use crate::config::TrainConfig;
+use crate::data::{plans, view_tensor};
+use crate::error::{Error, Result};
+use crate::model::{slotcon_loss, SlotConNet};
+use crate::optim::{ema_update, Lars};
+use crate::schedule::{learning_rate, teacher_momentum};
+
+/// What one step measured.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepMetrics {
+    /// Global step (0-based, the one just taken).
+    pub step: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// Total loss.
+    pub loss: f64,
+    /// Grouping loss (both directions).
+    pub loss_group: f64,
+    /// Slot contrast loss (both directions).
+    pub loss_contrast: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Teacher momentum used.
+    pub momentum: f64,
+    /// Mean prototypes active per view (teacher).
+    pub active_slots_per_image: f64,
+    /// Pairs masked out of the grouping loss (crops without overlap).
+    pub masked_pairs: usize,
+}
+
+/// The counters a checkpoint restores besides the tensors.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    /// Steps taken so far (the next step's number).
+    pub step: u64,
+    /// Steps per epoch of this run.
+    pub steps_per_epoch: u64,
+    /// The centre, `[k]`.
+    pub center: Vec<f32>,
+}
+
+/// The network, the optimiser and the centre, on one device.
+pub struct Trainer {
+    /// The run's settings.
+    pub cfg: TrainConfig,
+    device: Device,
+    net: Option<SlotConNet>,
+    optim: ModuleOptimizer,
+    center: Tensor<2>,
+    /// Steps taken.
+    pub step: u64,
+    steps_per_epoch: u64,
+}
+
+impl Trainer {
+    /// A fresh run on `device` (an autodiff device), seeded by `cfg.seed`.
+    pub fn new(cfg: TrainConfig, device: &Device, steps_per_epoch: u64) -> Self {
+        device.seed(cfg.seed);
+        let net = SlotConNet::new(&cfg, device);
+        let optim = Lars::new(cfg.weight_decay, cfg.lars_eta, cfg.momentum).init();
+        let center = Tensor::zeros([1, cfg.num_prototypes], device);
+        Trainer {
+            cfg,
+            device: device.clone(),
+            net: Some(net),
+            optim,
+            center,
+            step: 0,
+            steps_per_epoch,
+        }
+    }
+
+    /// The network.
+    pub fn net(&self) -> &SlotConNet {
+        self.net.as_ref().expect("the network is present between steps")
+    }
+
+    /// Steps per epoch.
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.steps_per_epoch
+    }
+
+    /// Total steps of the run.
+    pub fn total_steps(&self) -> u64 {
+        self.steps_per_epoch * self.cfg.epochs
+    }
+
+    /// One step on `batch`: forward both encoders, loss, backward, LARS, EMA, centre.
+    pub fn train_step(&mut self, batch: &TwoViewBatch) -> Result<StepMetrics> {
+        let cfg = &self.cfg;
+        let warmup = (cfg.warmup_epochs * self.steps_per_epoch as f64).round() as u64;
+        let lr = learning_rate(
+            self.step,
+            warmup,
+            self.total_steps(),
+            cfg.lr(),
+            cfg.warmup_multiplier,
+            cfg.min_lr,
+        );
+        let momentum = teacher_momentum(self.step, self.total_steps(), cfg.teacher_momentum);
+        let net = self.net.take().expect("network present");
+        let views = [view_tensor(batch, 0, &self.device), view_tensor(batch, 1, &self.device)];
+        let student = [
+            net.student.forward(views[0].clone()),
+            net.student.forward(views[1].clone()),
+        ];
+        let teacher = [
+            net.teacher.forward(views[0].clone()),
+            net.teacher.forward(views[1].clone()),
+        ];
+        let map = student[0].1.dims()[2];
+        let [p1, p2] = plans(batch, map);
+        let losses = slotcon_loss(&net, student, teacher, [&p1, &p2], self.center.clone(), cfg);
+        let loss = losses.total.clone().into_scalar::<f32>() as f64;
+        if !loss.is_finite() {
+            self.net = Some(net);
+            return Err(Error::Invalid(format!(
+                "step {}: the loss is {loss}; stopping (the last checkpoint is kept)",
+                self.step
+            )));
+        }
+        let grads = GradientsParams::from_grads(losses.total.backward(), &net);
+        let mut net = self.optim.step(lr, net, grads);
+        net.teacher = ema_update(net.teacher, &net.student, momentum);
+        self.net = Some(net);
+        self.center = losses.center.detach();
+        let metrics = StepMetrics {
+            step: self.step,
+            epoch: self.step / self.steps_per_epoch.max(1),
+            loss,
+            loss_group: losses.group as f64,
+            loss_contrast: losses.contrast as f64,
+            lr,
+            momentum,
+            active_slots_per_image: losses.active_slots as f64,
+            masked_pairs: losses.masked_pairs,
+        };
+        self.step += 1;
+        Ok(metrics)
+    }
+
+    /// Writes `dir/model.bpk` (with parameter ids), `dir/optimizer.bin` and
+    /// `dir/progress.json`. The caller makes it atomic by writing into a temporary folder.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let io = |source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let weights = |reason: String| Error::Weights {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        let mut store = BurnpackStore::from_file(dir.join("model.bpk")).overwrite(true);
+        self.net().save_into(&mut store).map_err(|e| weights(e.to_string()))?;
+        self.optim
+            .save(dir.join("optimizer.bin"))
+            .map_err(|e| weights(format!("{e:?}")))?;
+        let center = self
+            .center
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| weights(format!("{e:?}")))?;
+        let progress = Progress {
+            step: self.step,
+            steps_per_epoch: self.steps_per_epoch,
+            center,
+        };
+        let text = serde_json::to_string_pretty(&progress).expect("json");
+        std::fs::write(dir.join("progress.json"), text).map_err(|source| Error::Io {
+            path: dir.join("progress.json"),
+            source,
+        })
+    }
+
+    /// Restores a checkpoint written by [`Trainer::save`] into a fresh trainer.
+    pub fn load(mut self, dir: &Path) -> Result<Self> {
+        let weights = |reason: String| Error::Weights {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        let mut store = BurnpackStore::from_file(dir.join("model.bpk"));
+        let mut net = self.net.take().expect("network present");
+        net.load_from(&mut store).map_err(|e| weights(e.to_string()))?;
+        self.net = Some(net);
+        self.optim = self
+            .optim
+            .load(dir.join("optimizer.bin"))
+            .map_err(|e| weights(format!("{e:?}")))?;
+        let path = dir.join("progress.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let p: Progress = serde_json::from_str(&text).map_err(|e| Error::Config {
+            path,
+            reason: e.to_string(),
+        })?;
+        if p.center.len() != self.cfg.num_prototypes {
+            return Err(weights(format!(
+                "checkpoint has {} prototypes, the config {}",
+                p.center.len(),
+                self.cfg.num_prototypes
+            )));
+        }
+        self.center = Tensor::<1>::from_floats(p.center.as_slice(), &self.device).reshape([1, self.cfg.num_prototypes]);
+        self.step = p.step;
+        self.steps_per_epoch = p.steps_per_epoch;
+        Ok(self)
+    }
+}
