@@ -111,11 +111,11 @@ pub fn train(
             }
             wait_start = Instant::now();
         }
-        let epoch_done = trainer.step % steps_per_epoch == 0;
+        let epoch_done = trainer.step.is_multiple_of(steps_per_epoch);
         checkpoint(
             &trainer,
             &opts.out,
-            epoch_done && (trainer.step / steps_per_epoch) % cfg.save_every_epochs == 0,
+            epoch_done && (trainer.step / steps_per_epoch).is_multiple_of(cfg.save_every_epochs),
         )?;
     }
     metrics.flush().map_err(io(&metrics_path))?;
