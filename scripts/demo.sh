@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on the shared COCO sample, from a fresh machine:
 # build, ingest into a shard store, verify it, benchmark ingest, dump views,
-# profile, and compare the loader with the PyTorch DataLoader baseline.
+# profile, compare the loader with the PyTorch DataLoader baseline, and train briefly.
 # Outputs go to out/demo/ (override with DEMO_OUT=...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +47,21 @@ print(f"slotcon {r['slotcon']['img_per_sec_per_core']:.1f} img/s/core, "
       f"ratio_per_core {r['ratio_per_core']:.2f}")
 PY
 
+echo "==> training briefly (preset tiny, 40 steps on flex, CPU)"
+rm -rf "$out/run"
+"$bin/slotcon-train" --shards "$out/shards" --out "$out/run" --max-steps 40
+"$SLOTCON_PYTHON" scripts/plot_metrics.py "$out/run"
+python3 - "$out/run/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+first, last = rows[:8], rows[-8:]
+mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)
+print(f"loss {mean(first, 'loss'):.3f} -> {mean(last, 'loss'):.3f} over {len(rows)} steps; "
+      f"{mean(last, 'active_slots_per_image'):.1f} active slots per view; {mean(last, 'img_per_sec'):.1f} img/s")
+PY
+
 echo
 echo "outputs in $out/:"
 echo "  shards/manifest.json, shards/shard-*.parquet, shards/ingest-report.json"
 echo "  bench-ingest.json, views/ (PNGs + samples.json), profile.txt, bench-loader.json"
+echo "  run/ (config.json, metrics.jsonl, metrics.png, checkpoints/)"

@@ -11,3 +11,4 @@ mod resume;
 mod sampler;
 mod store;
 mod train;
+mod trainer;

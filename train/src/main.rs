@@ -50,6 +50,9 @@ struct Cli {
     /// Seed of the initialisation, the order and the augmentation.
     #[arg(long)]
     seed: Option<u64>,
+    /// Optimiser (overrides the preset's LARS).
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimArg>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -75,6 +78,14 @@ enum ArchArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum OptimArg {
+    /// LARS, as the reference (η 0.001, momentum 0.9, no decay on 1-D parameters).
+    Lars,
+    /// SGD with momentum 0.9 and the preset's weight decay.
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum DeviceArg {
     /// Burn's pure-Rust CPU backend.
     Flex,
@@ -96,6 +107,12 @@ fn config(cli: &Cli) -> TrainConfig {
     cfg.epochs = cli.epochs.unwrap_or(cfg.epochs);
     cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
     cfg.seed = cli.seed.unwrap_or(cfg.seed);
+    if let Some(o) = cli.optimizer {
+        cfg.optimizer = match o {
+            OptimArg::Lars => slotcon_train::Optimizer::Lars,
+            OptimArg::Sgd => slotcon_train::Optimizer::Sgd,
+        };
+    }
     cfg
 }
 

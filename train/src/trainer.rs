@@ -2,13 +2,15 @@
 
 use std::path::Path;
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use serde::{Deserialize, Serialize};
 use slotcon_augment::TwoViewBatch;
 
-use crate::config::TrainConfig;
+use crate::config::{Optimizer, TrainConfig};
 use crate::data::{plans, view_tensor};
 use crate::error::{Error, Result};
 use crate::model::{slotcon_loss, SlotConNet};
@@ -49,6 +51,20 @@ pub struct Progress {
     pub center: Vec<f32>,
 }
 
+/// LARS (the reference) or plain SGD with momentum and weight decay.
+fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    match cfg.optimizer {
+        Optimizer::Lars => Lars::new(cfg.weight_decay, cfg.lars_eta, cfg.momentum).init(),
+        Optimizer::Sgd => {
+            let momentum = MomentumConfig::new().with_momentum(cfg.momentum).with_dampening(0.0);
+            SgdConfig::new()
+                .with_momentum(Some(momentum))
+                .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
+                .init()
+        }
+    }
+}
+
 /// The network, the optimiser and the centre, on one device.
 pub struct Trainer {
     /// The run's settings.
@@ -67,7 +83,7 @@ impl Trainer {
     pub fn new(cfg: TrainConfig, device: &Device, steps_per_epoch: u64) -> Self {
         device.seed(cfg.seed);
         let net = SlotConNet::new(&cfg, device);
-        let optim = Lars::new(cfg.weight_decay, cfg.lars_eta, cfg.momentum).init();
+        let optim = optimizer(&cfg);
         let center = Tensor::zeros([1, cfg.num_prototypes], device);
         Trainer {
             cfg,
