@@ -14,20 +14,21 @@ from torchvision.transforms import InterpolationMode
 SCALE, RATIO, SIZE = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0), 224
 
 
-def _try_size(width, height):
-    target_area = random.uniform(*SCALE) * width * height
-    aspect = math.exp(random.uniform(math.log(RATIO[0]), math.log(RATIO[1])))
+def _try_size(width, height, rng):
+    target_area = rng.uniform(*SCALE) * width * height
+    aspect = math.exp(rng.uniform(math.log(RATIO[0]), math.log(RATIO[1])))
     w = int(round(math.sqrt(target_area * aspect)))
     h = int(round(math.sqrt(target_area / aspect)))
     return w, h, target_area
 
 
-def sample_crop(width, height):
-    """torchvision's RandomResizedCrop.get_params on Python's random."""
+def sample_crop(width, height, rng=random):
+    """torchvision's RandomResizedCrop.get_params, drawing from `rng` (Python's random
+    module by default, or anything with `uniform` and `randint`)."""
     for _ in range(10):
-        w, h, _ = _try_size(width, height)
+        w, h, _ = _try_size(width, height, rng)
         if 0 < w <= width and 0 < h <= height:
-            return random.randint(0, height - h), random.randint(0, width - w), h, w
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
     in_ratio = width / height
     if in_ratio < min(RATIO):
         w, h = width, int(round(width / min(RATIO)))
@@ -38,18 +39,24 @@ def sample_crop(width, height):
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def sample_overlapping_crop(width, height, first):
-    """View 2: a try must overlap crop 1 by at least 1% of its target area."""
-    fi, fj, fh, fw = first
+def overlap(a, b):
+    """Intersection area of two (i, j, h, w) crops."""
+    (i1, j1, h1, w1), (i2, j2, h2, w2) = a, b
+    x = max(0, min(j1 + w1, j2 + w2) - max(j1, j2))
+    y = max(0, min(i1 + h1, i2 + h2) - max(i1, i2))
+    return x * y
+
+
+def sample_overlapping_crop(width, height, first, rng=random):
+    """View 2: a try must overlap crop 1 by at least 1% of its target area; after 10
+    failures, the unconditioned sampler. Returns (crop, fell_back)."""
     for _ in range(10):
-        w, h, target_area = _try_size(width, height)
+        w, h, target_area = _try_size(width, height, rng)
         if 0 < w <= width and 0 < h <= height:
-            i, j = random.randint(0, height - h), random.randint(0, width - w)
-            x = max(0, min(j + w, fj + fw) - max(j, fj))
-            y = max(0, min(i + h, fi + fh) - max(i, fi))
-            if x * y >= 0.01 * target_area:
-                return i, j, h, w
-    return sample_crop(width, height)
+            c = (rng.randint(0, height - h), rng.randint(0, width - w), h, w)
+            if overlap(c, first) >= 0.01 * target_area:
+                return c, False
+    return sample_crop(width, height, rng), True
 
 
 class SlotConAugmentation:
@@ -68,7 +75,7 @@ class SlotConAugmentation:
     def __call__(self, img):
         width, height = img.size
         c1 = sample_crop(width, height)
-        c2 = sample_overlapping_crop(width, height, c1)
+        c2, _ = sample_overlapping_crop(width, height, c1)
         boxes = overlap_boxes(c1, c2)
         views, flips = [], []
         for c, box in zip((c1, c2), boxes):

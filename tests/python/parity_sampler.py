@@ -18,6 +18,10 @@ import numpy as np
 import torch
 from torchvision.transforms import RandomResizedCrop
 
+# The reference samplers, shared with the benchmark's reference pipeline.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../../bench/python"))
+from reference_aug import overlap, sample_crop as plain_crop, sample_overlapping_crop as overlapping_crop  # noqa: E402
+
 SCALE, RATIO = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)
 
 
@@ -55,49 +59,6 @@ def torchvision_crop(width, height, draws):
     finally:
         torch.Tensor.uniform_, torch.randint = saved[0], saved[1]
         torch.set_default_dtype(saved[2])
-
-
-def attempt(width, height, rng):
-    area = height * width
-    target_area = rng.uniform(*SCALE) * area
-    aspect = math.exp(rng.uniform(math.log(RATIO[0]), math.log(RATIO[1])))
-    w, h = int(round(math.sqrt(target_area * aspect))), int(round(math.sqrt(target_area / aspect)))
-    return w, h, target_area
-
-
-def plain_crop(width, height, rng):
-    """View 1 as DESIGN §4 states it, on Python's random (SlotCon's get_params)."""
-    for _ in range(10):
-        w, h, _ = attempt(width, height, rng)
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
-    in_ratio = width / height
-    if in_ratio < min(RATIO):
-        w, h = width, int(round(width / min(RATIO)))
-    elif in_ratio > max(RATIO):
-        w, h = int(round(height * max(RATIO))), height
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-def overlap(a, b):
-    (i1, j1, h1, w1), (i2, j2, h2, w2) = a, b
-    x = max(0, min(j1 + w1, j2 + w2) - max(j1, j2))
-    y = max(0, min(i1 + h1, i2 + h2) - max(i1, i2))
-    return x * y
-
-
-def overlapping_crop(width, height, first, rng):
-    """View 2 as DESIGN §4 states it: accept a try overlapping crop 1 by >= 1% of its
-    target area; after 10 failures fall back to the unconditioned sampler."""
-    for _ in range(10):
-        w, h, target_area = attempt(width, height, rng)
-        if 0 < w <= width and 0 < h <= height:
-            c = (rng.randint(0, height - h), rng.randint(0, width - w), h, w)
-            if overlap(c, first) >= 0.01 * target_area:
-                return c, False
-    return plain_crop(width, height, rng), True
 
 
 def injected(cases):
