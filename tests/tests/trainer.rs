@@ -128,3 +128,40 @@ fn a_missing_or_empty_store_is_a_clear_error() {
     assert_eq!(code, 1);
     assert!(err.contains("holds no image"), "{err}");
 }
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    store(&shards);
+    let out = tmp.path().join("run");
+    // 128 / 32 = 4 steps per epoch: a checkpoint after step 4, then an absurd SGD rate
+    // blows the weights up.
+    let mut cmd = bin("slotcon-train");
+    cmd.arg("--shards").arg(&shards).arg("--out").arg(&out).args([
+        "--image-size",
+        "64",
+        "--batch-size",
+        "32",
+        "--workers",
+        "2",
+    ]);
+    cmd.args(["--optimizer", "sgd", "--base-lr", "1e9", "--epochs", "3", "-q"]);
+    let (code, _, err) = run(&mut cmd);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the loss is") && err.contains("stopping"), "{err}");
+    let steps = losses(&out);
+    let failed_at = steps.len() as u64;
+    let progress = out.join("checkpoints/current/progress.json");
+    if failed_at >= 4 {
+        let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&progress).unwrap()).unwrap();
+        assert!(
+            p["step"].as_u64().unwrap() <= failed_at,
+            "the checkpoint is newer than the failure"
+        );
+    }
+    assert!(
+        steps.iter().all(|(_, l)| l.is_finite()),
+        "a non-finite loss was recorded: {steps:?}"
+    );
+}

@@ -18,6 +18,9 @@ pub enum Error {
     /// A weights file does not fit the model.
     #[error("{}: {reason}", path.display())]
     Weights { path: PathBuf, reason: String },
+    /// The loss became NaN or infinite.
+    #[error("step {step}: the loss is {loss}; stopping (the last checkpoint is kept as it was)")]
+    Diverged { step: u64, loss: f64 },
     /// Settings that make no sense together.
     #[error("invalid settings: {0}")]
     Invalid(String),

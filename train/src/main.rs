@@ -50,6 +50,9 @@ struct Cli {
     /// Seed of the initialisation, the order and the augmentation.
     #[arg(long)]
     seed: Option<u64>,
+    /// Learning rate per 256 images (overrides the preset's 1.0).
+    #[arg(long)]
+    base_lr: Option<f64>,
     /// Optimiser (overrides the preset's LARS).
     #[arg(long, value_enum)]
     optimizer: Option<OptimArg>,
@@ -107,6 +110,7 @@ fn config(cli: &Cli) -> TrainConfig {
     cfg.epochs = cli.epochs.unwrap_or(cfg.epochs);
     cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
     cfg.seed = cli.seed.unwrap_or(cfg.seed);
+    cfg.base_lr = cli.base_lr.unwrap_or(cfg.base_lr);
     if let Some(o) = cli.optimizer {
         cfg.optimizer = match o {
             OptimArg::Lars => slotcon_train::Optimizer::Lars,
