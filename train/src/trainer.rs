@@ -140,10 +140,7 @@ impl Trainer {
         let loss = losses.total.clone().into_scalar::<f32>() as f64;
         if !loss.is_finite() {
             self.net = Some(net);
-            return Err(Error::Invalid(format!(
-                "step {}: the loss is {loss}; stopping (the last checkpoint is kept)",
-                self.step
-            )));
+            return Err(Error::Diverged { step: self.step, loss });
         }
         let grads = GradientsParams::from_grads(losses.total.backward(), &net);
         let mut net = self.optim.step(lr, net, grads);
