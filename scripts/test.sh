@@ -11,10 +11,14 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 SLOTCON_PYTHON=$(scripts/python-env.sh | tail -n 1)
 export SLOTCON_PYTHON
+# LibTorch for the `tch` feature comes from the venv's PyTorch 2.9.0 (burn-tch pins it);
+# the binaries get an rpath to it (train/torch_rpath.rs), so no LD_LIBRARY_PATH is needed.
+VIRTUAL_ENV=$(dirname "$(dirname "$SLOTCON_PYTHON")")
+export VIRTUAL_ENV PATH="$VIRTUAL_ENV/bin:$PATH" LIBTORCH_USE_PYTORCH=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo build --release --bins"
-cargo build --release --bins
-echo "==> cargo test --release"
-cargo test --release --workspace
+echo "==> cargo build --release --bins --features slotcon-train/tch,slotcon-tests/tch (flex and LibTorch)"
+cargo build --release --bins --features slotcon-train/tch,slotcon-tests/tch
+echo "==> cargo test --release (trainer parity on flex and LibTorch CPU)"
+cargo test --release --workspace --features slotcon-train/tch,slotcon-tests/tch

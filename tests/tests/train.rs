@@ -125,7 +125,8 @@ fn backbone_errors(arch: &str, ours: slotcon_train::Arch) -> (f32, f32) {
     };
     let input = read("input.f32");
     let mut errors = [0f32; 2];
-    for (k, device) in [Device::flex(), Device::flex().autodiff()].into_iter().enumerate() {
+    let devices = train_devices().into_iter().flat_map(|d| [d.clone().inner(), d]);
+    for (k, device) in devices.enumerate() {
         let mut model = slotcon_train::model::ResNet::new(ours, &device);
         let report =
             slotcon_train::model::load_torchvision(&mut model, &tmp.path().join("weights.safetensors")).unwrap();
@@ -139,7 +140,8 @@ fn backbone_errors(arch: &str, ours: slotcon_train::Arch) -> (f32, f32) {
         );
         let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [4, 3, 128, 128]), &device);
         let c5 = model.forward(x).into_data().try_to_vec::<f32>().unwrap();
-        errors[k] = rel(c5, &read(if k == 0 { "c5_eval.f32" } else { "c5_train.f32" }));
+        let err = rel(c5, &read(if k % 2 == 0 { "c5_eval.f32" } else { "c5_train.f32" }));
+        errors[k % 2] = errors[k % 2].max(err);
     }
     (errors[0], errors[1])
 }
@@ -161,8 +163,26 @@ fn resnet18_and_50_match_torchvision_given_the_same_weights() {
     }
 }
 
+/// The autodiff devices the trainer parity runs on: flex, and LibTorch CPU when the
+/// `tch` feature is on.
+fn train_devices() -> Vec<burn::prelude::Device> {
+    #[allow(unused_mut)]
+    let mut devices = vec![burn::prelude::Device::flex().autodiff()];
+    #[cfg(feature = "tch")]
+    #[allow(deprecated)] // burn-tch is deprecated upstream; it is DESIGN §7's LibTorch path
+    devices.push(burn::prelude::Device::libtorch().autodiff());
+    devices
+}
+
 #[test]
 fn slotcon_loss_matches_a_pytorch_reference_with_the_same_weights_and_batch() {
+    for device in train_devices() {
+        eprintln!("device {device:?}");
+        loss_parity(device);
+    }
+}
+
+fn loss_parity(device: burn::prelude::Device) {
     use burn::prelude::*;
     use slotcon_train::model::{slotcon_loss, SlotConNet};
     let cfg = slotcon_train::TrainConfig {
@@ -198,7 +218,6 @@ fn slotcon_loss_matches_a_pytorch_reference_with_the_same_weights_and_batch() {
     let views: Vec<f32> = (0..2 * n * 3 * s * s)
         .map(|_| slotcon_augment::Draws::uniform(&mut rng, -2.0, 2.0) as f32)
         .collect();
-    let device = Device::flex().autodiff();
     let net = SlotConNet::new(&cfg, &device);
     let tmp = tempfile::tempdir().unwrap();
     net.save_safetensors(&tmp.path().join("weights.safetensors")).unwrap();
@@ -343,15 +362,28 @@ fn compare_safetensors(ours: &std::path::Path, reference: &std::path::Path) {
             .unwrap_or_else(|_| panic!("{name} is missing from our export"));
         let want: Vec<f64> = floats(view).into_iter().map(f64::from).collect();
         let got = floats(mine);
-        // Relative to the tensor's scale, or absolutely tiny: a bias in front of a BN has a
-        // zero gradient in theory, so it moves only by float noise on both sides.
+        // A bias right before a BN has a zero gradient in theory: both sides move it only by
+        // float noise (times the large test learning rate), so it must just stay tiny.
+        let pre_bn = [
+            "predictor.fc1.bias",
+            "predictor.fc2.bias",
+            "projector.conv1.bias",
+            "projector.conv2.bias",
+        ];
+        if pre_bn.iter().any(|b| name.ends_with(b)) {
+            assert!(
+                got.iter().all(|v| v.abs() < 1e-3),
+                "{name} moved although its gradient is zero"
+            );
+            continue;
+        }
         let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
         let diff = got
             .iter()
             .zip(&want)
             .fold(0f64, |m, (x, y)| m.max((*x as f64 - y).abs()));
         assert!(
-            diff / scale < 1e-4 || diff < 1e-5,
+            diff / scale < 1e-4 || diff < 1e-6,
             "{name} after LARS + EMA: error {diff} at scale {scale}"
         );
         compared += 1;

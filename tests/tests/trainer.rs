@@ -165,3 +165,25 @@ fn a_diverging_run_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint
         "a non-finite loss was recorded: {steps:?}"
     );
 }
+
+#[test]
+fn libtorch_is_a_device_when_built_with_tch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    store(&shards);
+    let mut cmd = bin("slotcon-train");
+    cmd.arg("--shards")
+        .arg(&shards)
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .args(SMALL)
+        .args(["--max-steps", "2", "--device", "libtorch", "-q"]);
+    let (code, _, err) = run(&mut cmd);
+    if cfg!(feature = "tch") {
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(losses(&tmp.path().join("run")).len(), 2);
+    } else {
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--features tch"), "{err}");
+    }
+}

@@ -41,9 +41,10 @@ struct Cli {
     /// Stop after this many steps in all (the schedules still span --epochs).
     #[arg(long)]
     max_steps: Option<u64>,
-    /// Compute device.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
-    device: DeviceArg,
+    /// Compute device: flex (pure-Rust CPU), libtorch (LibTorch CPU) or libtorch-cuda:N.
+    /// The LibTorch devices need a build with `--features tch`.
+    #[arg(long, default_value = "flex", value_parser = parse_device)]
+    device: DeviceChoice,
     /// Loader worker threads (default: every core).
     #[arg(long)]
     workers: Option<usize>,
@@ -88,10 +89,45 @@ enum OptimArg {
     Sgd,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum DeviceArg {
-    /// Burn's pure-Rust CPU backend.
+/// A device named on the command line.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "tch"), allow(dead_code))] // LibTorch variants are parsed but refused
+enum DeviceChoice {
     Flex,
+    Libtorch,
+    LibtorchCuda(usize),
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    let choice = match s {
+        "flex" => DeviceChoice::Flex,
+        "libtorch" => DeviceChoice::Libtorch,
+        _ => match s.strip_prefix("libtorch-cuda:").map(str::parse) {
+            Some(Ok(n)) => DeviceChoice::LibtorchCuda(n),
+            _ => return Err(format!("unknown device {s:?} (flex, libtorch, libtorch-cuda:N)")),
+        },
+    };
+    if !matches!(choice, DeviceChoice::Flex) && !cfg!(feature = "tch") {
+        return Err(format!(
+            "{s}: this build has no LibTorch; rebuild with `cargo build --release --features tch`"
+        ));
+    }
+    Ok(choice)
+}
+
+/// The autodiff device for a choice.
+#[allow(deprecated)] // burn-tch is deprecated upstream but is the LibTorch path DESIGN §7 asks for
+fn device(choice: DeviceChoice) -> Device {
+    let base = match choice {
+        DeviceChoice::Flex => Device::flex(),
+        #[cfg(feature = "tch")]
+        DeviceChoice::Libtorch => Device::libtorch(),
+        #[cfg(feature = "tch")]
+        DeviceChoice::LibtorchCuda(n) => Device::libtorch_cuda(n),
+        #[cfg(not(feature = "tch"))]
+        DeviceChoice::Libtorch | DeviceChoice::LibtorchCuda(_) => unreachable!("rejected by parse_device"),
+    };
+    base.autodiff()
 }
 
 fn config(cli: &Cli) -> TrainConfig {
@@ -132,9 +168,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(&cli);
-    let device = match cli.device {
-        DeviceArg::Flex => Device::flex().autodiff(),
-    };
+    let device = device(cli.device);
     let workers = cli
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
