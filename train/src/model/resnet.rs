@@ -54,6 +54,14 @@ impl Downsample {
     }
 }
 
+/// The residual shortcut: the projection when there is one, else the input itself.
+fn shortcut(downsample: &Option<Downsample>, x: Tensor<4>) -> Tensor<4> {
+    match downsample {
+        Some(d) => d.forward(x),
+        None => x,
+    }
+}
+
 /// ResNet-18/34's block: two 3x3 convs.
 #[derive(Module, Debug)]
 pub struct BasicBlock {
@@ -77,10 +85,7 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let identity = match &self.downsample {
-            Some(d) => d.forward(x.clone()),
-            None => x.clone(),
-        };
+        let identity = shortcut(&self.downsample, x.clone());
         let out = relu(self.bn1.forward(self.conv1.forward(x)));
         let out = self.bn2.forward(self.conv2.forward(out));
         relu(out + identity)
@@ -115,10 +120,7 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let identity = match &self.downsample {
-            Some(d) => d.forward(x.clone()),
-            None => x.clone(),
-        };
+        let identity = shortcut(&self.downsample, x.clone());
         let out = relu(self.bn1.forward(self.conv1.forward(x)));
         let out = relu(self.bn2.forward(self.conv2.forward(out)));
         let out = self.bn3.forward(self.conv3.forward(out));
