@@ -126,7 +126,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 fn intact(out: &Path, s: &ShardInfo) -> bool {
-    let check = |name: &str, size: u64, sum: &str| match std::fs::read(out.join(name)) {
+    // Mapped, not read: a shard can be hundreds of MiB.
+    let check = |name: &str, size: u64, sum: &str| match slotcon_shards::map_file(&out.join(name)) {
         Ok(b) => b.len() as u64 == size && slotcon_shards::format_checksum(slotcon_shards::crc32c(&b)) == sum,
         Err(_) => false,
     };

@@ -44,6 +44,6 @@ mod writer;
 pub use checksum::{crc32c, format_checksum};
 pub use error::{Error, Result};
 pub use format::{Manifest, ShardInfo, StoreKind, FORMAT_VERSION};
-pub use reader::{Sample, ShardReader};
+pub use reader::{map_file, Sample, ShardReader};
 pub use verify::{verify_checksums, Problem};
 pub use writer::{NewSample, ShardWriter};
