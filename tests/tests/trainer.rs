@@ -187,3 +187,57 @@ fn libtorch_is_a_device_when_built_with_tch() {
         assert!(err.contains("--features tch"), "{err}");
     }
 }
+
+/// Trains `steps` steps of the SMALL setting into `out` on `device` in `precision`.
+fn train_in(shards: &Path, out: &Path, device: &str, precision: &str, steps: &str, resume: bool) {
+    let mut cmd = bin("slotcon-train");
+    cmd.arg("--shards").arg(shards).arg("--out").arg(out).args(SMALL).args([
+        "--max-steps",
+        steps,
+        "--device",
+        device,
+        "--precision",
+        precision,
+        "-q",
+    ]);
+    if resume {
+        cmd.arg("--resume");
+    }
+    run_ok(&mut cmd);
+}
+
+#[test]
+fn half_precision_runs_track_the_f32_run_and_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    store(&shards);
+    let devices: &[&str] = if cfg!(feature = "tch") { &["flex", "libtorch"] } else { &["flex"] };
+    for device in devices {
+        let f32_run = tmp.path().join(format!("{device}-f32"));
+        train_in(&shards, &f32_run, device, "f32", "3", false);
+        let want = losses(&f32_run);
+        for precision in ["bf16"] {
+            let out = tmp.path().join(format!("{device}-{precision}"));
+            train_in(&shards, &out, device, precision, "3", false);
+            let config: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+            assert_eq!(config["precision"], precision);
+            let got = losses(&out);
+            assert_eq!(got.len(), 3);
+            // Same seed and batches; bf16 keeps 8 bits of mantissa. Flex draws the initial
+            // weights in f32 and rounds them; LibTorch draws them in bf16 (another stream).
+            let tol = if *device == "flex" { 0.02 } else { 0.06 };
+            for ((_, a), (_, b)) in got.iter().zip(&want) {
+                assert!((a - b).abs() <= tol * b.abs(), "{device} {precision}: {got:?} vs f32 {want:?}");
+            }
+        }
+        let resumed = tmp.path().join(format!("{device}-bf16-resumed"));
+        train_in(&shards, &resumed, device, "bf16", "2", false);
+        train_in(&shards, &resumed, device, "bf16", "3", true);
+        assert_eq!(
+            losses(&resumed),
+            losses(&tmp.path().join(format!("{device}-bf16"))),
+            "{device}: a resumed bf16 run differs"
+        );
+    }
+}

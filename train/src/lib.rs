@@ -37,5 +37,5 @@ pub mod schedule;
 pub mod trainer;
 
 pub use align::AlignPlan;
-pub use config::{Arch, Optimizer, TrainConfig};
+pub use config::{Arch, Optimizer, Precision, TrainConfig};
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@ use burn::prelude::Device;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use slotcon_train::run::{train, RunOptions};
-use slotcon_train::{Arch, TrainConfig};
+use slotcon_train::{Arch, Precision, TrainConfig};
 
 /// Pre-train a ResNet with SlotCon (semantic grouping + slot contrast) on a shard store.
 ///
@@ -57,6 +57,10 @@ struct Cli {
     /// Optimiser (overrides the preset's LARS).
     #[arg(long, value_enum)]
     optimizer: Option<OptimArg>,
+    /// Float type of the network: f32 (default) or bf16 (parameters, activations and
+    /// optimiser state all in that type).
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -89,6 +93,12 @@ enum OptimArg {
     Sgd,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    Bf16,
+}
+
 /// A device named on the command line.
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(feature = "tch"), allow(dead_code))] // LibTorch variants are parsed but refused
@@ -115,10 +125,10 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     Ok(choice)
 }
 
-/// The autodiff device for a choice.
+/// The autodiff device for a choice, computing in `precision`.
 #[allow(deprecated)] // burn-tch is deprecated upstream but is the LibTorch path DESIGN §7 asks for
-fn device(choice: DeviceChoice) -> Device {
-    let base = match choice {
+fn device(choice: DeviceChoice, precision: Precision) -> anyhow::Result<Device> {
+    let mut base = match choice {
         DeviceChoice::Flex => Device::flex(),
         #[cfg(feature = "tch")]
         DeviceChoice::Libtorch => Device::libtorch(),
@@ -127,7 +137,11 @@ fn device(choice: DeviceChoice) -> Device {
         #[cfg(not(feature = "tch"))]
         DeviceChoice::Libtorch | DeviceChoice::LibtorchCuda(_) => unreachable!("rejected by parse_device"),
     };
-    base.autodiff()
+    if precision != Precision::F32 {
+        base.configure(precision.dtype())
+            .map_err(|e| anyhow::anyhow!("{choice:?}: cannot compute in {precision:?}: {e:?}"))?;
+    }
+    Ok(base.autodiff())
 }
 
 fn config(cli: &Cli) -> TrainConfig {
@@ -147,6 +161,12 @@ fn config(cli: &Cli) -> TrainConfig {
     cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
     cfg.seed = cli.seed.unwrap_or(cfg.seed);
     cfg.base_lr = cli.base_lr.unwrap_or(cfg.base_lr);
+    if let Some(p) = cli.precision {
+        cfg.precision = match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        };
+    }
     if let Some(o) = cli.optimizer {
         cfg.optimizer = match o {
             OptimArg::Lars => slotcon_train::Optimizer::Lars,
@@ -168,7 +188,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(&cli);
-    let device = device(cli.device);
+    let device = device(cli.device, cfg.precision)?;
     let workers = cli
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -2,9 +2,7 @@
 
 use std::path::Path;
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use serde::{Deserialize, Serialize};
@@ -55,13 +53,7 @@ pub struct Progress {
 fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     match cfg.optimizer {
         Optimizer::Lars => Lars::new(cfg.weight_decay, cfg.lars_eta, cfg.momentum).init(),
-        Optimizer::Sgd => {
-            let momentum = MomentumConfig::new().with_momentum(cfg.momentum).with_dampening(0.0);
-            SgdConfig::new()
-                .with_momentum(Some(momentum))
-                .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
-                .init()
-        }
+        Optimizer::Sgd => Lars::sgd(cfg.weight_decay, cfg.momentum).init(),
     }
 }
 
@@ -183,6 +175,7 @@ impl Trainer {
             .center
             .clone()
             .into_data()
+            .convert::<f32>()
             .try_to_vec::<f32>()
             .map_err(|e| weights(format!("{e:?}")))?;
         let progress = Progress {

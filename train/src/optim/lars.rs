@@ -1,40 +1,73 @@
 //! LARS as SlotCon uses it (Barlow Twins' implementation): weight decay and the trust
 //! ratio `η·‖w‖/‖g‖` only on parameters with more than one dimension, then momentum
-//! (`μ ← m·μ + g`) and `w ← w − lr·μ`.
+//! (`μ ← m·μ + g`) and `w ← w − lr·μ`. With the trust ratio off and decay on every
+//! parameter the same rule is SGD with momentum (no dampening).
 
-use burn::optim::momentum::{Momentum, MomentumConfig, MomentumState};
-use burn::optim::{ModuleOptimizer, Optimizer};
+use burn::optim::{ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
 use burn::prelude::*;
 
-/// The LARS update rule.
+/// The momentum buffer of one parameter, kept in the parameter's float type (a state
+/// restored from a checkpoint comes back as f32 and is cast on its first use).
 #[derive(Clone)]
+pub struct LarsState<const D: usize> {
+    velocity: Tensor<D>,
+}
+
+impl<const D: usize> RecordState for LarsState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        out.push_tensor(prefix, "velocity", self.velocity.to_data());
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let data = src.take_tensor(prefix, "velocity")?;
+        Some(LarsState {
+            velocity: Tensor::from_data(data, device),
+        })
+    }
+}
+
+/// The LARS update rule (or SGD, see [`Lars::sgd`]).
+#[derive(Clone, Debug)]
 pub struct Lars {
     weight_decay: f64,
     eta: f64,
-    momentum: Momentum,
+    momentum: f64,
+    /// LARS: decay and trust ratio on non-1-D parameters only; SGD: decay everywhere.
+    trust_ratio: bool,
 }
 
 impl Lars {
     /// LARS with weight decay `weight_decay`, trust coefficient `eta` and `momentum`.
     pub fn new(weight_decay: f64, eta: f64, momentum: f64) -> Self {
-        let m = MomentumConfig::new()
-            .with_momentum(momentum)
-            .with_dampening(0.0)
-            .with_nesterov(false);
         Lars {
             weight_decay,
             eta,
-            momentum: Momentum::new(&m),
+            momentum,
+            trust_ratio: true,
         }
     }
 
-    /// A module optimiser applying LARS to every parameter that has a gradient.
+    /// SGD with `momentum` (no dampening, no Nesterov) and `weight_decay` on every
+    /// parameter, as `torch.optim.SGD`.
+    pub fn sgd(weight_decay: f64, momentum: f64) -> Self {
+        Lars {
+            weight_decay,
+            eta: 0.0,
+            momentum,
+            trust_ratio: false,
+        }
+    }
+
+    /// A module optimiser applying the rule to every parameter that has a gradient.
     pub fn init(self) -> ModuleOptimizer {
         ModuleOptimizer::from(self)
     }
 
-    /// The gradient after weight decay and the trust ratio (non-1-D parameters only).
+    /// The gradient after weight decay and the trust ratio (LARS: non-1-D parameters only).
     pub fn adapt<const D: usize>(&self, param: &Tensor<D>, grad: Tensor<D>) -> Tensor<D> {
+        if !self.trust_ratio {
+            return grad + param.clone() * self.weight_decay;
+        }
         if D == 1 {
             return grad;
         }
@@ -47,21 +80,59 @@ impl Lars {
 }
 
 impl Optimizer for Lars {
-    type State<const D: usize> = MomentumState<D>;
+    type State<const D: usize> = LarsState<D>;
 
     fn step<const D: usize>(
         &self,
         lr: f64,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<MomentumState<D>>,
-    ) -> (Tensor<D>, Option<MomentumState<D>>) {
+        state: Option<LarsState<D>>,
+    ) -> (Tensor<D>, Option<LarsState<D>>) {
         let grad = self.adapt(&tensor, grad);
-        let (update, state) = self.momentum.transform(grad, state);
-        (tensor - update * lr, Some(state))
+        let velocity = match state {
+            Some(s) => s.velocity.cast(grad.dtype()) * self.momentum + grad,
+            None => grad,
+        };
+        let next = tensor - velocity.clone() * lr;
+        (next, Some(LarsState { velocity }))
     }
 
-    fn to_device<const D: usize>(state: MomentumState<D>, device: &Device) -> MomentumState<D> {
-        state.to_device(device)
+    fn to_device<const D: usize>(state: LarsState<D>, device: &Device) -> LarsState<D> {
+        LarsState {
+            velocity: state.velocity.to_device(device),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(t: &Tensor<2>) -> Vec<f32> {
+        t.to_data().convert::<f32>().to_vec().unwrap()
+    }
+
+    #[test]
+    fn sgd_is_torch_sgd_with_momentum_and_decay() {
+        let device = Device::flex();
+        let t = |v: [f32; 4]| Tensor::<1>::from_floats(v, &device).reshape([2, 2]);
+        let (p0, g1, g2) = ([1.0, -2.0, 0.5, 3.0], [0.1, 0.2, -0.3, 0.4], [-0.5, 0.25, 0.0, 1.0]);
+        let (lr, wd, m) = (0.1f32, 0.01f32, 0.9f32);
+        let opt = Lars::sgd(wd as f64, m as f64);
+        let (p1, s) = opt.step(lr as f64, t(p0), t(g1), None);
+        let (p2, _) = opt.step(lr as f64, p1.clone(), t(g2), s);
+        // torch.optim.SGD: v ← m·v + (g + wd·p); p ← p − lr·v (v₀ = g + wd·p on the first step).
+        let want: Vec<f32> = (0..4)
+            .map(|i| {
+                let v1 = g1[i] + wd * p0[i];
+                let q1 = p0[i] - lr * v1;
+                let v2 = m * v1 + g2[i] + wd * q1;
+                q1 - lr * v2
+            })
+            .collect();
+        for (a, b) in values(&p2).iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
     }
 }
