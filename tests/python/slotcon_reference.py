@@ -140,6 +140,8 @@ def contrast(q, k, score_q, score_k, predictor, tau):
     mask_q, mask_k = active(score_q), active(score_k).view(-1)
     idxs_q = (mask_q.view(-1) * mask_k).nonzero().squeeze(-1)
     idxs_k = mask_k.nonzero().squeeze(-1)
+    if len(idxs_q) < 2:  # BatchNorm1d needs two rows; slotcon skips such a direction too
+        return q.sum() * 0.0
     logits = F.normalize(predictor(q[idxs_q]), dim=1) @ k[idxs_k].t() / tau
     labels = mask_k.cumsum(0)[idxs_q] - 1
     return F.cross_entropy(logits, labels) * (2 * tau)

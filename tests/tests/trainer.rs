@@ -211,7 +211,11 @@ fn half_precision_runs_track_the_f32_run_and_resume_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let shards = tmp.path().join("shards");
     store(&shards);
-    let devices: &[&str] = if cfg!(feature = "tch") { &["flex", "libtorch"] } else { &["flex"] };
+    let devices: &[&str] = if cfg!(feature = "tch") {
+        &["flex", "libtorch"]
+    } else {
+        &["flex"]
+    };
     for device in devices {
         let f32_run = tmp.path().join(format!("{device}-f32"));
         train_in(&shards, &f32_run, device, "f32", "3", false);
@@ -228,7 +232,10 @@ fn half_precision_runs_track_the_f32_run_and_resume_exactly() {
             // weights in f32 and rounds them; LibTorch draws them in bf16 (another stream).
             let tol = if *device == "flex" { 0.02 } else { 0.06 };
             for ((_, a), (_, b)) in got.iter().zip(&want) {
-                assert!((a - b).abs() <= tol * b.abs(), "{device} {precision}: {got:?} vs f32 {want:?}");
+                assert!(
+                    (a - b).abs() <= tol * b.abs(),
+                    "{device} {precision}: {got:?} vs f32 {want:?}"
+                );
             }
         }
         let resumed = tmp.path().join(format!("{device}-bf16-resumed"));
@@ -240,4 +247,34 @@ fn half_precision_runs_track_the_f32_run_and_resume_exactly() {
             "{device}: a resumed bf16 run differs"
         );
     }
+}
+
+#[test]
+fn the_step_benchmark_replays_the_same_first_step_in_pytorch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    store(&shards);
+    let device = if cfg!(feature = "tch") { "libtorch" } else { "flex" };
+    let (code, out, err) = run(bin("slotcon-train-bench")
+        .arg("--shards")
+        .arg(&shards)
+        .args([
+            "--image-size",
+            "64",
+            "--batch-size",
+            "8",
+            "--warmup",
+            "1",
+            "--steps",
+            "1",
+        ])
+        .args(["--device", device, "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["slotcon_step_ms"].as_array().unwrap().len(), 1);
+    assert!(v["ratio"].as_f64().unwrap() > 0.0);
+    // Same weights, same batch: the first step's loss is the same computation.
+    let ours = v["slotcon_losses"][0].as_f64().unwrap();
+    let theirs = v["pytorch"]["losses"][0].as_f64().unwrap();
+    assert!((ours - theirs).abs() < 1e-4 * theirs.abs(), "{ours} vs {theirs}");
 }

@@ -18,7 +18,27 @@ pub enum Arch {
     Resnet50,
 }
 
+impl std::str::FromStr for Arch {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Arch::Resnet18, Arch::Resnet34, Arch::Resnet50]
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| format!("unknown architecture {s:?} (resnet18, resnet34, resnet50)"))
+    }
+}
+
 impl Arch {
+    /// torchvision's name: `resnet18`, `resnet34` or `resnet50`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Resnet18 => "resnet18",
+            Arch::Resnet34 => "resnet34",
+            Arch::Resnet50 => "resnet50",
+        }
+    }
+
     /// Channels of the C5 feature map.
     pub fn channels(self) -> usize {
         match self {

@@ -28,10 +28,12 @@
 mod align;
 mod config;
 pub mod data;
+pub mod device;
 mod error;
 pub mod eval;
 pub mod model;
 pub mod optim;
+pub mod reference;
 pub mod run;
 pub mod schedule;
 pub mod trainer;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use burn::prelude::Device;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use slotcon_train::device::DeviceChoice;
 use slotcon_train::run::{train, RunOptions};
 use slotcon_train::{Arch, Precision, TrainConfig};
 
@@ -26,9 +26,9 @@ struct Cli {
     /// Named settings to start from.
     #[arg(long, value_enum, default_value_t = Preset::Tiny)]
     preset: Preset,
-    /// Backbone (overrides the preset).
-    #[arg(long, value_enum)]
-    arch: Option<ArchArg>,
+    /// Backbone: resnet18, resnet34 or resnet50 (overrides the preset).
+    #[arg(long)]
+    arch: Option<Arch>,
     /// Batch size (overrides the preset).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -43,7 +43,7 @@ struct Cli {
     max_steps: Option<u64>,
     /// Compute device: flex (pure-Rust CPU), libtorch (LibTorch CPU) or libtorch-cuda:N.
     /// The LibTorch devices need a build with `--features tch`.
-    #[arg(long, default_value = "flex", value_parser = parse_device)]
+    #[arg(long, default_value = "flex")]
     device: DeviceChoice,
     /// Loader worker threads (default: every core).
     #[arg(long)]
@@ -79,13 +79,6 @@ enum Preset {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum ArchArg {
-    Resnet18,
-    Resnet34,
-    Resnet50,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 enum OptimArg {
     /// LARS, as the reference (η 0.001, momentum 0.9, no decay on 1-D parameters).
     Lars,
@@ -99,63 +92,12 @@ enum PrecisionArg {
     Bf16,
 }
 
-/// A device named on the command line.
-#[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(feature = "tch"), allow(dead_code))] // LibTorch variants are parsed but refused
-enum DeviceChoice {
-    Flex,
-    Libtorch,
-    LibtorchCuda(usize),
-}
-
-fn parse_device(s: &str) -> Result<DeviceChoice, String> {
-    let choice = match s {
-        "flex" => DeviceChoice::Flex,
-        "libtorch" => DeviceChoice::Libtorch,
-        _ => match s.strip_prefix("libtorch-cuda:").map(str::parse) {
-            Some(Ok(n)) => DeviceChoice::LibtorchCuda(n),
-            _ => return Err(format!("unknown device {s:?} (flex, libtorch, libtorch-cuda:N)")),
-        },
-    };
-    if !matches!(choice, DeviceChoice::Flex) && !cfg!(feature = "tch") {
-        return Err(format!(
-            "{s}: this build has no LibTorch; rebuild with `cargo build --release --features tch`"
-        ));
-    }
-    Ok(choice)
-}
-
-/// The autodiff device for a choice, computing in `precision`.
-#[allow(deprecated)] // burn-tch is deprecated upstream but is the LibTorch path DESIGN §7 asks for
-fn device(choice: DeviceChoice, precision: Precision) -> anyhow::Result<Device> {
-    let mut base = match choice {
-        DeviceChoice::Flex => Device::flex(),
-        #[cfg(feature = "tch")]
-        DeviceChoice::Libtorch => Device::libtorch(),
-        #[cfg(feature = "tch")]
-        DeviceChoice::LibtorchCuda(n) => Device::libtorch_cuda(n),
-        #[cfg(not(feature = "tch"))]
-        DeviceChoice::Libtorch | DeviceChoice::LibtorchCuda(_) => unreachable!("rejected by parse_device"),
-    };
-    if precision != Precision::F32 {
-        base.configure(precision.dtype())
-            .map_err(|e| anyhow::anyhow!("{choice:?}: cannot compute in {precision:?}: {e:?}"))?;
-    }
-    Ok(base.autodiff())
-}
-
 fn config(cli: &Cli) -> TrainConfig {
     let mut cfg = match cli.preset {
         Preset::Tiny => TrainConfig::tiny(),
         Preset::CocoR50 => TrainConfig::coco_r50_800ep(),
     };
-    if let Some(a) = cli.arch {
-        cfg.arch = match a {
-            ArchArg::Resnet18 => Arch::Resnet18,
-            ArchArg::Resnet34 => Arch::Resnet34,
-            ArchArg::Resnet50 => Arch::Resnet50,
-        };
-    }
+    cfg.arch = cli.arch.unwrap_or(cfg.arch);
     cfg.batch_size = cli.batch_size.unwrap_or(cfg.batch_size);
     cfg.epochs = cli.epochs.unwrap_or(cfg.epochs);
     cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
@@ -188,7 +130,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(&cli);
-    let device = device(cli.device, cfg.precision)?;
+    let device = cli.device.autodiff(cfg.precision)?;
     let workers = cli
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -151,7 +151,10 @@ fn contrast(q: Tensor<3>, k: Tensor<3>, sq: &Tensor<4>, sk: &Tensor<4>, net: &Sl
     let (mq, mk) = (active(sq), active(sk));
     let idx_q: Vec<i64> = (0..n * kk).filter(|&i| mq[i] && mk[i]).map(|i| i as i64).collect();
     let idx_k: Vec<i64> = (0..n * kk).filter(|&i| mk[i]).map(|i| i as i64).collect();
-    if idx_q.is_empty() {
+    // The predictor's BatchNorm1d needs two rows: PyTorch refuses one ("Expected more than
+    // 1 value per channel when training") and its batch statistics would be degenerate, so
+    // a direction with fewer than two shared active slots (tiny score maps) adds nothing.
+    if idx_q.len() < 2 {
         return Tensor::zeros([1], &device);
     }
     // The label of a query is the position of its own slot among the active keys.

@@ -72,10 +72,12 @@ impl Lars {
             return grad;
         }
         let grad = grad + param.clone() * self.weight_decay;
-        let norm = |t: &Tensor<D>| t.clone().powi_scalar(2).sum().sqrt().into_scalar::<f32>() as f64;
+        // The trust ratio stays on the device: no host round trip per parameter.
+        let norm = |t: &Tensor<D>| t.clone().square().sum().sqrt();
         let (pn, un) = (norm(param), norm(&grad));
-        let q = if pn > 0.0 && un > 0.0 { self.eta * pn / un } else { 1.0 };
-        grad * q
+        let usable = pn.clone().greater_elem(0.0).bool_and(un.clone().greater_elem(0.0));
+        let q = pn.ones_like().mask_where(usable, pn * self.eta / un);
+        grad * q.reshape([1; D])
     }
 }
 

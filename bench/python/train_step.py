@@ -1,0 +1,117 @@
+"""Times one SlotCon training step in PyTorch, the baseline of `slotcon-train-bench`.
+
+The model and loss are the test reference (tests/python/slotcon_reference.py, DESIGN §6),
+loaded with the weights slotcon exported and fed the same loader batch. One step is what
+slotcon's Trainer::train_step does: u8 NHWC views to normalised floats, student and
+teacher forward on both views, roi_align alignment, grouping + contrast loss, backward,
+LARS with momentum, the EMA teacher update and the centre update, ending with loss.item().
+
+Usage: train_step.py DIR --warmup W --steps N --threads T [--device cpu|cuda]
+DIR holds case.json, weights.safetensors and views.u8 ([2, n, s, s, 3]). Prints JSON."""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "python"))
+import slotcon_reference as ref  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class Lars:
+    """LARS as SlotCon's reference: decay and trust ratio on non-1-D parameters only."""
+
+    def __init__(self, params, weight_decay, eta, momentum):
+        self.params, self.wd, self.eta, self.m = list(params), weight_decay, eta, momentum
+        self.mu = [None] * len(self.params)
+
+    @torch.no_grad()
+    def step(self, lr):
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            dp = p.grad
+            if p.ndim != 1:
+                dp = dp.add(p, alpha=self.wd)
+                pn, un = torch.norm(p), torch.norm(dp)
+                one = torch.ones_like(pn)
+                dp = dp.mul(torch.where(pn > 0.0, torch.where(un > 0, self.eta * pn / un, one), one))
+            self.mu[i] = dp.clone() if self.mu[i] is None else self.mu[i].mul_(self.m).add_(dp)
+            p.add_(self.mu[i], alpha=-lr)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    c = json.load(open(os.path.join(a.dir, "case.json")))
+    weights = load_file(os.path.join(a.dir, "weights.safetensors"))
+    student, teacher = ref.Encoder(c), ref.Encoder(c)
+    predictor = ref.Predictor(c["dim_out"], c["dim_hidden"])
+    for m, name in ((student, "student"), (teacher, "teacher"), (predictor, "predictor")):
+        ref.load(m, weights, name)
+        m.to(dev).train()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    n, s = c["n"], c["size"]
+    raw = torch.from_numpy(np.fromfile(os.path.join(a.dir, "views.u8"), np.uint8).reshape(2, n, s, s, 3))
+    boxes = torch.tensor(c["boxes"], dtype=torch.float32, device=dev)
+    flips, valid = c["flips"], torch.tensor(c["valid"], device=dev)
+    mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
+    center = torch.zeros(1, c["num_prototypes"], device=dev)
+    optim = Lars(list(student.parameters()) + list(predictor.parameters()), c["weight_decay"], c["eta"], c["momentum"])
+
+    def step(center):
+        views = raw.to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255)
+        x1, x2 = (views[0] - mean) / std, (views[1] - mean) / std
+        (q1, sq1), (q2, sq2) = student(x1), student(x2)
+        with torch.no_grad():
+            (k1, sk1), (k2, sk2) = teacher(x1), teacher(x2)
+        f = lambda v: [row[v] for row in flips]  # noqa: E731
+        qa1, qa2 = ref.invaug(sq1, boxes[:, 0], f(0)), ref.invaug(sq2, boxes[:, 1], f(1))
+        ka1, ka2 = ref.invaug(sk1, boxes[:, 0], f(0)), ref.invaug(sk2, boxes[:, 1], f(1))
+        group = ref.self_distill(qa1, ka2, center, valid, c) + ref.self_distill(qa2, ka1, center, valid, c)
+        tau = c["contrast_temp"]
+        ctr = ref.contrast(q1, k2, sq1, sk2, predictor, tau) + ref.contrast(q2, k1, sq2, sk1, predictor, tau)
+        w = c["group_loss_weight"]
+        total = w * group + (1 - w) * ctr
+        for p in optim.params:
+            p.grad = None
+        total.backward()
+        optim.step(c["lr"])
+        with torch.no_grad():
+            for pt, ps in zip(teacher.parameters(), student.parameters()):
+                pt.mul_(c["ema"]).add_(ps, alpha=1 - c["ema"])
+            batch_center = torch.cat([sk1, sk2]).permute(0, 2, 3, 1).flatten(0, 2).mean(0, keepdim=True)
+            center = center * c["center_momentum"] + batch_center * (1 - c["center_momentum"])
+        return total.item(), center
+
+    times, losses = [], []
+    for i in range(a.warmup + a.steps):
+        t = time.perf_counter()
+        loss, center = step(center)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        losses.append(loss)
+        if i >= a.warmup:
+            times.append((time.perf_counter() - t) * 1000.0)
+    print(json.dumps({"step_ms": times, "losses": losses, "threads": torch.get_num_threads(),
+                      "torch": torch.__version__, "device": str(dev)}))
+
+
+if __name__ == "__main__":
+    main()
