@@ -42,8 +42,13 @@ impl FromStr for DeviceChoice {
 impl DeviceChoice {
     /// The autodiff device, computing in `precision`. Call it before any tensor exists on
     /// that device: the float type of a device is fixed by its first tensor.
-    #[allow(deprecated)] // burn-tch is deprecated upstream but is the LibTorch path DESIGN §7 asks for
     pub fn autodiff(self, precision: Precision) -> Result<Device> {
+        Ok(self.inference(precision)?.autodiff())
+    }
+
+    /// The device without autodiff (BatchNorm uses its running statistics there).
+    #[allow(deprecated)] // burn-tch is deprecated upstream but is the LibTorch path DESIGN §7 asks for
+    pub fn inference(self, precision: Precision) -> Result<Device> {
         let mut base = match self {
             DeviceChoice::Flex => Device::flex(),
             #[cfg(feature = "tch")]
@@ -59,7 +64,7 @@ impl DeviceChoice {
             base.configure(precision.dtype())
                 .map_err(|e| Error::Invalid(format!("{self:?}: cannot compute in {precision:?}: {e:?}")))?;
         }
-        Ok(base.autodiff())
+        Ok(base)
     }
 }
 

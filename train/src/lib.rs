@@ -31,6 +31,8 @@ pub mod data;
 pub mod device;
 mod error;
 pub mod eval;
+pub mod export;
+pub mod inference;
 pub mod model;
 pub mod optim;
 pub mod reference;

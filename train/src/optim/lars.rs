@@ -112,7 +112,7 @@ mod tests {
     use super::*;
 
     fn values(t: &Tensor<2>) -> Vec<f32> {
-        t.to_data().convert::<f32>().to_vec().unwrap()
+        t.to_data().convert::<f32>().try_to_vec().unwrap()
     }
 
     #[test]

@@ -1,0 +1,103 @@
+//! `slotcon-export` on a short tiny run: the torchvision file loads into torchvision and
+//! gives our teacher's C5; the detectron2 pickle has detectron2's names; clear errors.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use slotcon_tests::{bin, coco128, python_script, run, run_ok};
+use slotcon_train::device::DeviceChoice;
+use slotcon_train::inference::load_run;
+use slotcon_train::Precision;
+
+/// Ingests the sample and trains a tiny run for a few steps; returns the run directory.
+pub fn tiny_run(tmp: &Path, steps: &str) -> std::path::PathBuf {
+    let shards = tmp.join("shards");
+    run_ok(
+        bin("slotcon-ingest")
+            .arg(coco128().join("images"))
+            .arg("--out")
+            .arg(&shards)
+            .arg("-q"),
+    );
+    let out = tmp.join("run");
+    run_ok(
+        bin("slotcon-train")
+            .arg("--shards")
+            .arg(&shards)
+            .arg("--out")
+            .arg(&out)
+            .args(["--image-size", "64", "--batch-size", "16", "--max-steps", steps, "-q"]),
+    );
+    out
+}
+
+fn export(run_dir: &Path, to: &str, out: &Path) -> (i32, String, String) {
+    run(bin("slotcon-export")
+        .arg(run_dir)
+        .args(["--to", to])
+        .arg("--out")
+        .arg(out))
+}
+
+#[test]
+fn exports_load_in_torchvision_and_name_detectron2_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tiny_run(tmp.path(), "3");
+    let case = tmp.path().join("case");
+    std::fs::create_dir_all(&case).unwrap();
+    for (to, file) in [("torchvision", "export.safetensors"), ("detectron2", "export.pkl")] {
+        let (code, _, err) = export(&run_dir, to, &case.join(file));
+        assert_eq!(code, 0, "{err}");
+    }
+    // Our teacher backbone's C5 on a deterministic input, in inference mode.
+    let device = DeviceChoice::Flex.inference(Precision::F32).unwrap();
+    let loaded = load_run(&run_dir, "current", &device).unwrap();
+    let (n, s) = (2usize, 64usize);
+    let input: Vec<f32> = (0..n * 3 * s * s)
+        .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+        .collect();
+    let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [n, 3, s, s]), &device);
+    let c5: Vec<f32> = loaded.net.teacher.backbone.forward(x).into_data().try_to_vec().unwrap();
+    let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(case.join("input.f32"), bytes(&input)).unwrap();
+    std::fs::write(case.join("c5.f32"), bytes(&c5)).unwrap();
+    let meta = serde_json::json!({"arch": "resnet18", "n": n, "size": s});
+    std::fs::write(case.join("case.json"), meta.to_string()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&python_script("check_export.py", &[&case])).unwrap();
+    eprintln!("{report}");
+    assert!(report["c5_rel"].as_f64().unwrap() < 1e-4, "{report}");
+    assert_eq!(report["num_batches_tracked"], 3);
+}
+
+#[test]
+fn a_missing_checkpoint_or_a_mismatched_architecture_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tiny_run(tmp.path(), "1");
+    let out = tmp.path().join("x.safetensors");
+    let (code, _, err) = run(bin("slotcon-export")
+        .arg(&run_dir)
+        .args(["--checkpoint", "epoch-0099", "--to", "torchvision"])
+        .arg("--out")
+        .arg(&out));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("epoch-0099: no such checkpoint (this run has: current)"),
+        "{err}"
+    );
+    let (code, _, err) = export(&tmp.path().join("nowhere"), "torchvision", &out);
+    assert_ne!(code, 0);
+    assert!(err.contains("no such checkpoint (this run has: none)"), "{err}");
+    // A config that says resnet50 over resnet18 weights.
+    let config = run_dir.join("checkpoints/current/config.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("resnet18", "resnet50");
+    std::fs::write(&config, text).unwrap();
+    let (code, _, err) = export(&run_dir, "torchvision", &out);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("model.bpk: does not fit the checkpoint's config (resnet50"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written on failure");
+}

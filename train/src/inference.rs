@@ -1,0 +1,244 @@
+//! A finished run, for inference: its checkpoint loaded, images prepared the evaluation
+//! way (short side resized, centre crop), and dense teacher outputs on the host.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use slotcon_augment::ops::normalize::{normalize, MEAN, STD};
+use slotcon_augment::ops::resize::{resize_bicubic, ResizeScratch};
+use slotcon_augment::{ImageRef, Rect};
+
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::model::heads::l2_normalize;
+use crate::model::{Encoder, SlotConNet};
+use crate::trainer::Progress;
+
+/// A run's checkpoint, loaded.
+pub struct LoadedRun {
+    /// The config the checkpoint was trained with.
+    pub cfg: TrainConfig,
+    /// Student, teacher and predictor.
+    pub net: SlotConNet,
+    /// Steps it had taken.
+    pub step: u64,
+    /// The checkpoint folder.
+    pub dir: PathBuf,
+}
+
+/// The names of a run's checkpoints (`current`, `epoch-NNNN`), sorted.
+pub fn checkpoint_names(run: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(crate::run::checkpoints(run)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().join("progress.json").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Loads checkpoint `name` of `run` onto `device` (an inference device: BatchNorm then
+/// uses its running statistics).
+pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
+    let dir = crate::run::checkpoints(run).join(name);
+    if !dir.join("progress.json").is_file() {
+        let have = checkpoint_names(run);
+        let have = if have.is_empty() {
+            "none".to_string()
+        } else {
+            have.join(", ")
+        };
+        return Err(Error::Invalid(format!(
+            "{}: no such checkpoint (this run has: {have})",
+            dir.display()
+        )));
+    }
+    let cfg = TrainConfig::load(&dir.join("config.json"))?;
+    let mut net = SlotConNet::new(&cfg, device);
+    let path = dir.join("model.bpk");
+    let mut store = BurnpackStore::from_file(&path);
+    let mismatch = |reason: String| Error::Weights {
+        path: path.clone(),
+        reason: format!(
+            "does not fit the checkpoint's config ({}, {} prototypes, dim {}): {reason}",
+            cfg.arch.name(),
+            cfg.num_prototypes,
+            cfg.dim_out
+        ),
+    };
+    let result = net.load_from(&mut store).map_err(|e| mismatch(e.to_string()))?;
+    if !result.errors.is_empty() || !result.missing.is_empty() {
+        let first = match result.errors.first() {
+            Some(e) => format!("{e:?}"),
+            None => format!("missing {:?}", result.missing.first()),
+        };
+        return Err(mismatch(format!(
+            "{} problems, first: {first}",
+            result.errors.len() + result.missing.len()
+        )));
+    }
+    let progress: Progress = read_json(&dir.join("progress.json"))?;
+    Ok(LoadedRun {
+        cfg,
+        net,
+        step: progress.step,
+        dir,
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Python's `round` (half to even), as torchvision's `CenterCrop` uses for its offsets.
+fn round_half_even(x: f64) -> usize {
+    let r = x.round();
+    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    };
+    r as usize
+}
+
+/// The evaluation geometry: resize so the short side is `size` (torchvision's `Resize`:
+/// the long side truncated), then a centred `size × size` crop (`CenterCrop`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalGeometry {
+    /// Size after resizing, `(w, h)`.
+    pub resized: (usize, usize),
+    /// The crop in the resized image.
+    pub crop: Rect,
+}
+
+impl EvalGeometry {
+    /// The geometry for a `w × h` image.
+    pub fn new(w: usize, h: usize, size: usize) -> Self {
+        let (short, long) = (w.min(h), w.max(h));
+        let long_new = (size as f64 * long as f64 / short as f64) as usize;
+        let resized = if w <= h { (size, long_new) } else { (long_new, size) };
+        let x = round_half_even((resized.0 - size) as f64 / 2.0);
+        let y = round_half_even((resized.1 - size) as f64 / 2.0);
+        EvalGeometry {
+            resized,
+            crop: Rect { x, y, w: size, h: size },
+        }
+    }
+}
+
+/// An RGB image resized (Pillow bicubic) and centre-cropped to `size × size`.
+pub fn center_view(rgb: &[u8], w: usize, h: usize, size: usize, scratch: &mut ResizeScratch) -> Result<Vec<u8>> {
+    let g = EvalGeometry::new(w, h, size);
+    let mut resized = vec![0u8; g.resized.0 * g.resized.1 * 3];
+    let src = ImageRef::new(rgb, w, h);
+    resize_bicubic(src, Rect::full(w, h), &mut resized, g.resized.0, g.resized.1, scratch)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut out = Vec::with_capacity(size * size * 3);
+    for y in g.crop.y..g.crop.y + size {
+        let row = &resized[(y * g.resized.0 + g.crop.x) * 3..];
+        out.extend_from_slice(&row[..size * 3]);
+    }
+    Ok(out)
+}
+
+/// A label map (one byte per pixel) resized with Pillow's nearest rule and cropped like
+/// [`center_view`].
+pub fn center_labels(mask: &[u8], w: usize, h: usize, size: usize) -> Vec<u8> {
+    let g = EvalGeometry::new(w, h, size);
+    let src_of = |dst: usize, n_in: usize, n_out: usize| {
+        (((dst as f64 + 0.5) * n_in as f64 / n_out as f64) as usize).min(n_in - 1)
+    };
+    let mut out = Vec::with_capacity(size * size);
+    for y in g.crop.y..g.crop.y + size {
+        let sy = src_of(y, h, g.resized.1);
+        for x in g.crop.x..g.crop.x + size {
+            out.push(mask[sy * w + src_of(x, w, g.resized.0)]);
+        }
+    }
+    out
+}
+
+/// Dense teacher outputs of a batch, on the host.
+#[derive(Clone, Debug)]
+pub struct Dense {
+    /// L2-normalised projector features, `[n, d, h, w]`.
+    pub features: Vec<f32>,
+    /// Cosine scores against the prototypes, `[n, k, h, w]`.
+    pub scores: Vec<f32>,
+    /// `[n, d, k, h, w]`.
+    pub dims: [usize; 5],
+}
+
+/// Runs `encoder` on `views` (`n` RGB `s × s` images, HWC bytes) normalised as in training.
+pub fn dense(encoder: &Encoder, views: &[u8], n: usize, s: usize, device: &Device) -> Result<Dense> {
+    let mut chw = vec![0f32; n * 3 * s * s];
+    for (img, out) in views.chunks_exact(s * s * 3).zip(chw.chunks_exact_mut(3 * s * s)) {
+        let mut hwc = vec![0f32; s * s * 3];
+        normalize(img, &mut hwc, MEAN, STD);
+        for (i, px) in hwc.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * s * s + i] = px[c];
+            }
+        }
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(chw, [n, 3, s, s]), device);
+    let feats = encoder.projector.forward(encoder.backbone.forward(x));
+    let [_, d, h, w] = feats.dims();
+    let feats = l2_normalize(feats.reshape([n, d, h * w]), 1);
+    let protos = l2_normalize(encoder.grouping.prototypes(), 1);
+    let k = protos.dims()[0];
+    let scores = protos.unsqueeze_dim::<3>(0).expand([n, k, d]).matmul(feats.clone());
+    let host = |t: Tensor<3>| {
+        t.into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Invalid(format!("{e:?}")))
+    };
+    Ok(Dense {
+        features: host(feats)?,
+        scores: host(scores)?,
+        dims: [n, d, k, h, w],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_follows_torchvision_resize_and_center_crop() {
+        // 640x427 -> Resize(320) = 479x320 (479.6 truncated); CenterCrop: round(79.5) = 80.
+        let g = EvalGeometry::new(640, 427, 320);
+        assert_eq!(g.resized, (479, 320));
+        assert_eq!((g.crop.x, g.crop.y), (80, 0));
+        // The portrait image.
+        let g = EvalGeometry::new(427, 640, 320);
+        assert_eq!(g.resized, (320, 479));
+        assert_eq!((g.crop.x, g.crop.y), (0, 80));
+        assert_eq!(round_half_even(2.5), 2);
+        assert_eq!(round_half_even(3.5), 4);
+    }
+
+    #[test]
+    fn labels_keep_their_values_and_size() {
+        let (w, h) = (64, 48);
+        let mask: Vec<u8> = (0..w * h).map(|i| ((i % w) / 16) as u8).collect();
+        let out = center_labels(&mask, w, h, 32);
+        assert_eq!(out.len(), 32 * 32);
+        assert!(out.iter().all(|&v| v < 4));
+        assert_eq!(out[0], 0);
+        assert_eq!(out[31], 3);
+    }
+}
