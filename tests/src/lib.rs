@@ -111,3 +111,34 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Ingests the COCO sample into `tmp/shards` and trains a tiny run (64 px views, batch
+/// 16) for `steps` steps into `tmp/run`; returns `(shards, run)`.
+pub fn tiny_run(tmp: &Path, steps: &str) -> (PathBuf, PathBuf) {
+    let shards = tmp.join("shards");
+    run_ok(
+        bin("slotcon-ingest")
+            .arg(coco128().join("images"))
+            .arg("--out")
+            .arg(&shards)
+            .arg("-q"),
+    );
+    let out = tmp.join("run");
+    run_ok(
+        bin("slotcon-train")
+            .arg("--shards")
+            .arg(&shards)
+            .arg("--out")
+            .arg(&out)
+            .args(["--image-size", "64", "--batch-size", "16", "--max-steps", steps, "-q"]),
+    );
+    (shards, out)
+}
+
+/// A PNG's `(width, height)` from its header.
+pub fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}

@@ -4,32 +4,10 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use slotcon_tests::{bin, coco128, python_script, run, run_ok};
+use slotcon_tests::{bin, python_script, run, tiny_run};
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::inference::load_run;
 use slotcon_train::Precision;
-
-/// Ingests the sample and trains a tiny run for a few steps; returns the run directory.
-pub fn tiny_run(tmp: &Path, steps: &str) -> std::path::PathBuf {
-    let shards = tmp.join("shards");
-    run_ok(
-        bin("slotcon-ingest")
-            .arg(coco128().join("images"))
-            .arg("--out")
-            .arg(&shards)
-            .arg("-q"),
-    );
-    let out = tmp.join("run");
-    run_ok(
-        bin("slotcon-train")
-            .arg("--shards")
-            .arg(&shards)
-            .arg("--out")
-            .arg(&out)
-            .args(["--image-size", "64", "--batch-size", "16", "--max-steps", steps, "-q"]),
-    );
-    out
-}
 
 fn export(run_dir: &Path, to: &str, out: &Path) -> (i32, String, String) {
     run(bin("slotcon-export")
@@ -42,7 +20,7 @@ fn export(run_dir: &Path, to: &str, out: &Path) -> (i32, String, String) {
 #[test]
 fn exports_load_in_torchvision_and_name_detectron2_keys() {
     let tmp = tempfile::tempdir().unwrap();
-    let run_dir = tiny_run(tmp.path(), "3");
+    let (_, run_dir) = tiny_run(tmp.path(), "3");
     let case = tmp.path().join("case");
     std::fs::create_dir_all(&case).unwrap();
     for (to, file) in [("torchvision", "export.safetensors"), ("detectron2", "export.pkl")] {
@@ -72,7 +50,7 @@ fn exports_load_in_torchvision_and_name_detectron2_keys() {
 #[test]
 fn a_missing_checkpoint_or_a_mismatched_architecture_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let run_dir = tiny_run(tmp.path(), "1");
+    let (_, run_dir) = tiny_run(tmp.path(), "1");
     let out = tmp.path().join("x.safetensors");
     let (code, _, err) = run(bin("slotcon-export")
         .arg(&run_dir)

@@ -5,6 +5,7 @@
 
 mod augment;
 mod cli;
+mod eval;
 mod export;
 mod ingest;
 mod loader;

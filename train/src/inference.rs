@@ -91,6 +91,15 @@ pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
     })
 }
 
+/// Reads checkpoint `name` of `run`'s config, makes the inference device `choice` in its
+/// precision, and loads the checkpoint there.
+pub fn open_run(run: &Path, name: &str, choice: crate::device::DeviceChoice) -> Result<(LoadedRun, Device)> {
+    let config = crate::run::checkpoints(run).join(name).join("config.json");
+    let precision = TrainConfig::load(&config).map(|c| c.precision).unwrap_or_default();
+    let device = choice.inference(precision)?;
+    Ok((load_run(run, name, &device)?, device))
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),

@@ -39,6 +39,7 @@ pub mod reference;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
+pub mod viz;
 
 pub use align::AlignPlan;
 pub use config::{Arch, Optimizer, Precision, TrainConfig};

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::export::{torchvision_tensors, write_detectron2, write_safetensors};
-use slotcon_train::inference::load_run;
+use slotcon_train::inference::open_run;
 
 /// Export the teacher backbone (`encoder_k`) of a SlotCon run.
 ///
@@ -43,8 +43,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let bar = indicatif::ProgressBar::new_spinner().with_message(format!("loading {}", cli.run.display()));
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let device = DeviceChoice::Flex.inference(slotcon_train::Precision::F32)?;
-    let run = load_run(&cli.run, &cli.checkpoint, &device)?;
+    let (run, _) = open_run(&cli.run, &cli.checkpoint, DeviceChoice::Flex)?;
     bar.set_message(format!("writing {}", cli.out.display()));
     let tensors = torchvision_tensors(&run.net.teacher.backbone, run.step)?;
     match cli.to {

@@ -1,0 +1,171 @@
+//! `slotcon-eval`: evaluations of a trained run.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use slotcon_train::device::DeviceChoice;
+use slotcon_train::eval::segment::{segment, SegmentOptions, SegmentReport};
+use slotcon_train::inference::open_run;
+use slotcon_train::viz::confusion::confusion_png;
+
+/// Evaluate a SlotCon run.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Unsupervised semantic segmentation, COCO-Stuff-27 protocol.
+    ///
+    /// Each labelled image is resized (Pillow bicubic) so its short side is --size and
+    /// centre-cropped to --size × --size; its mask likewise with nearest neighbours. The
+    /// teacher's prototype scores and projected features are upsampled bilinearly to the
+    /// labels. (a) K-means with 27 clusters on the features, Hungarian-matched to the
+    /// classes (PiCIE); (b) each prototype to its majority class. Unlabeled pixels (id 0)
+    /// are ignored. Writes OUT/segment.json and OUT/confusion-{hungarian,majority}.png.
+    Segment {
+        /// The run directory.
+        #[arg(long)]
+        run: PathBuf,
+        /// Which checkpoint: current, or epoch-NNNN.
+        #[arg(long, default_value = "current")]
+        checkpoint: String,
+        /// Image folder.
+        #[arg(long)]
+        images: PathBuf,
+        /// Mask folder: <image stem>.png, COCO panoptic category id per pixel (0 = unlabeled).
+        #[arg(long)]
+        masks: PathBuf,
+        /// COCO panoptic JSON whose categories (supercategory) define the 27 classes.
+        #[arg(long)]
+        categories: PathBuf,
+        /// Short side and crop size.
+        #[arg(long, default_value_t = 320)]
+        size: usize,
+        /// Where to write the report and pictures (default RUN/eval).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// flex, libtorch or libtorch-cuda:N.
+        #[arg(long, default_value = "flex")]
+        device: DeviceChoice,
+        /// Seed of the K-means initialisation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let Command::Segment {
+        run,
+        checkpoint,
+        images,
+        masks,
+        categories,
+        size,
+        out,
+        device,
+        seed,
+        json,
+        quiet,
+    } = Cli::parse().command;
+    let (loaded, device) = open_run(&run, &checkpoint, device)?;
+    let opts = SegmentOptions {
+        size,
+        seed,
+        ..SegmentOptions::new(images, masks, categories)
+    };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} images [{elapsed_precise}<{eta_precise}]",
+    )?);
+    let report = segment(&loaded.net.teacher, &device, &opts, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let out = out.unwrap_or_else(|| run.join("eval"));
+    write(&out, &report, &opts, &loaded.dir, loaded.step)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print(&report, &loaded, size, &out);
+    }
+    Ok(())
+}
+
+fn write(
+    out: &std::path::Path,
+    r: &SegmentReport,
+    opts: &SegmentOptions,
+    checkpoint: &std::path::Path,
+    step: u64,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let doc = serde_json::json!({
+        "checkpoint": checkpoint, "step": step, "images_dir": opts.images, "masks_dir": opts.masks,
+        "categories": opts.categories, "size": opts.size, "kmeans_iterations": opts.kmeans_iterations,
+        "seed": opts.seed, "report": r,
+    });
+    slotcon_train::export::write_atomic(
+        &out.join("segment.json"),
+        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    )?;
+    let title = |name: &str, s: &slotcon_train::eval::Scores| {
+        format!(
+            "{name}: miou {:.2} acc {:.2} (rows label, cols predicted)",
+            100.0 * s.miou,
+            100.0 * s.pixel_accuracy
+        )
+    };
+    confusion_png(
+        &r.hungarian_confusion,
+        &r.classes,
+        &title("kmeans+hungarian", &r.hungarian),
+    )
+    .save_png(&out.join("confusion-hungarian.png"))?;
+    confusion_png(&r.majority_confusion, &r.classes, &title("majority", &r.majority))
+        .save_png(&out.join("confusion-majority.png"))?;
+    Ok(())
+}
+
+fn print(r: &SegmentReport, run: &slotcon_train::inference::LoadedRun, size: usize, out: &std::path::Path) {
+    println!(
+        "COCO-Stuff-27 on {} images ({size} px centre crops, {} labelled pixels), {} step {}",
+        r.images,
+        r.pixels,
+        run.cfg.arch.name(),
+        run.step
+    );
+    for (name, s) in [
+        ("K-means (27) + Hungarian", &r.hungarian),
+        ("prototypes by majority vote", &r.majority),
+    ] {
+        println!(
+            "  {name:<28} mIoU {:6.2}  pixel accuracy {:6.2}",
+            100.0 * s.miou,
+            100.0 * s.pixel_accuracy
+        );
+    }
+    println!("  prototypes used: {} of {}", r.prototypes_used, run.cfg.num_prototypes);
+    for s in &r.skipped {
+        println!("  skipped {s}");
+    }
+    println!(
+        "  wrote {}/segment.json and confusion-{{hungarian,majority}}.png",
+        out.display()
+    );
+}

@@ -1,0 +1,166 @@
+//! `slotcon-viz`: pictures of a run (prototype retrieval grid, slot overlays, curves).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use slotcon_shards::ShardReader;
+use slotcon_train::device::DeviceChoice;
+use slotcon_train::inference::open_run;
+use slotcon_train::viz::curves::{curves_png, read_curves};
+use slotcon_train::viz::{image_overlay, prototype_grid, GridOptions};
+
+/// Draw what a SlotCon run learned.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which run and checkpoint, on which device.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The run directory.
+    #[arg(long)]
+    run: PathBuf,
+    /// Which checkpoint: current, or epoch-NNNN.
+    #[arg(long, default_value = "current")]
+    checkpoint: String,
+    /// flex, libtorch or libtorch-cuda:N.
+    #[arg(long, default_value = "flex")]
+    device: DeviceChoice,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The paper's Fig. 3: sampled prototypes (rows) and the --topk store images that
+    /// match each best (mean teacher score over the pixels the prototype wins), those
+    /// pixels in red. PNG size: 40 + topk·(tile + 4) by 4 + rows·(tile + 4).
+    Prototypes {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The shard store to retrieve from.
+        #[arg(long)]
+        shards: PathBuf,
+        /// Images per prototype.
+        #[arg(long, default_value_t = 5)]
+        topk: usize,
+        /// Prototypes to show (sampled among those that win pixels).
+        #[arg(long, default_value_t = 20)]
+        sample: usize,
+        /// Resize/crop size for the teacher.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Tile size in the grid.
+        #[arg(long, default_value_t = 96)]
+        tile: usize,
+        /// Only the first N images of the store.
+        #[arg(long)]
+        max_images: Option<u64>,
+        /// Seed of the prototype sample.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// One image with its pixels coloured by the winning prototype and a legend of
+    /// prototype ids. PNG size: 2·size + 104 by size.
+    Image {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The image (JPEG or PNG).
+        #[arg(long)]
+        image: PathBuf,
+        /// Short side and crop size.
+        #[arg(long, default_value_t = 320)]
+        size: usize,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Loss, learning rate and active slots per view from RUN/metrics.jsonl.
+    Curves {
+        /// The run directory.
+        #[arg(long)]
+        run: PathBuf,
+        /// Panel width and height.
+        #[arg(long, default_value_t = 360)]
+        panel_width: usize,
+        #[arg(long, default_value_t = 240)]
+        panel_height: usize,
+        /// The PNG to write (default RUN/curves.png).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn bar(unit: &str) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(0);
+    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit} [{{elapsed_precise}}<{{eta_precise}}]");
+    bar.set_style(ProgressStyle::with_template(&template)?);
+    Ok(bar)
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Prototypes {
+            run,
+            shards,
+            topk,
+            sample,
+            size,
+            tile,
+            max_images,
+            seed,
+            out,
+        } => {
+            let (loaded, device) = open_run(&run.run, &run.checkpoint, run.device)?;
+            let reader =
+                ShardReader::open(&shards).with_context(|| format!("{}: opening the store", shards.display()))?;
+            anyhow::ensure!(
+                !reader.is_empty(),
+                "{}: the shard store holds no image",
+                shards.display()
+            );
+            let opts = GridOptions {
+                size,
+                tile,
+                topk,
+                sample,
+                seed,
+                max_images,
+                ..GridOptions::default()
+            };
+            let bar = bar("images")?;
+            let (grid, shown) = prototype_grid(&reader, &loaded.net.teacher, &device, &opts, &mut |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })?;
+            bar.finish_and_clear();
+            grid.save_png(&out)?;
+            println!("{}: {}x{}, prototypes {shown:?}", out.display(), grid.w, grid.h);
+        }
+        Command::Image { run, image, size, out } => {
+            let (loaded, device) = open_run(&run.run, &run.checkpoint, run.device)?;
+            let picture = image_overlay(&image, &loaded.net.teacher, &device, size)?;
+            picture.save_png(&out)?;
+            println!("{}: {}x{}", out.display(), picture.w, picture.h);
+        }
+        Command::Curves {
+            run,
+            panel_width,
+            panel_height,
+            out,
+        } => {
+            let curves = read_curves(&run.join("metrics.jsonl"))?;
+            let out = out.unwrap_or_else(|| run.join("curves.png"));
+            let picture = curves_png(&curves, panel_width, panel_height);
+            picture.save_png(&out)?;
+            println!("{}: {}x{}", out.display(), picture.w, picture.h);
+        }
+    }
+    Ok(())
+}

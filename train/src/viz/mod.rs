@@ -1,0 +1,165 @@
+//! Pictures of what the slots learned: the prototype retrieval grid (the paper's
+//! Fig. 3), per-image slot overlays, training curves and confusion matrices, drawn on a
+//! small RGB [`canvas::Canvas`] and written as PNG.
+
+pub mod canvas;
+pub mod confusion;
+pub mod curves;
+mod font;
+pub mod overlay;
+pub mod prototypes;
+
+use std::path::Path;
+
+use burn::prelude::Device;
+use slotcon_augment::decode::{decode_rgb, Limits};
+use slotcon_augment::ops::resize::ResizeScratch;
+use slotcon_shards::{ShardReader, StoreKind};
+
+use crate::error::{Error, Result};
+use crate::eval::upsample::upsample_argmax;
+use crate::inference::{center_view, dense};
+use crate::model::Encoder;
+use canvas::Canvas;
+use prototypes::{grid_png, retrieve, sample_prototypes, Row};
+
+/// Settings of [`prototype_grid`].
+#[derive(Clone, Debug)]
+pub struct GridOptions {
+    /// Side the images are resized (short side) and cropped to for the teacher.
+    pub size: usize,
+    /// Side of a tile in the grid.
+    pub tile: usize,
+    /// Images per prototype.
+    pub topk: usize,
+    /// Prototypes shown.
+    pub sample: usize,
+    /// Seed of the prototype sample.
+    pub seed: u64,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Look at the first this many images of the store only.
+    pub max_images: Option<u64>,
+}
+
+impl Default for GridOptions {
+    fn default() -> Self {
+        GridOptions {
+            size: 224,
+            tile: 96,
+            topk: 5,
+            sample: 20,
+            seed: 0,
+            batch: 8,
+            max_images: None,
+        }
+    }
+}
+
+/// Image `id` of the store as RGB into `out`; its `(w, h)`.
+pub fn sample_rgb(reader: &ShardReader, id: u64, out: &mut Vec<u8>) -> Result<(usize, usize)> {
+    let s = reader.get(id).map_err(|e| Error::Invalid(e.to_string()))?;
+    let (w, h) = (s.width as usize, s.height as usize);
+    match reader.store() {
+        StoreKind::Raw => {
+            out.clear();
+            out.extend_from_slice(s.bytes);
+        }
+        StoreKind::Encoded => {
+            decode_rgb(s.bytes, Limits::default(), out).map_err(|e| Error::Invalid(format!("{}: {e}", s.path)))?;
+        }
+    }
+    Ok((w, h))
+}
+
+/// The teacher's score maps of every image of the store (`[n, k, h·w]`) and the ids they
+/// belong to; undecodable images are left out.
+fn store_scores(
+    reader: &ShardReader,
+    encoder: &Encoder,
+    device: &Device,
+    opts: &GridOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Vec<f32>, Vec<u64>, [usize; 3])> {
+    let n = opts.max_images.map_or(reader.len(), |m| m.min(reader.len()));
+    let (mut scores, mut ids, mut dims) = (Vec::new(), Vec::new(), [0; 3]);
+    let (mut rgb, mut scratch) = (Vec::new(), ResizeScratch::default());
+    let all: Vec<u64> = (0..n).collect();
+    for chunk in all.chunks(opts.batch.max(1)) {
+        let mut views = Vec::new();
+        let mut batch_ids = Vec::new();
+        for &id in chunk {
+            if let Ok((w, h)) = sample_rgb(reader, id, &mut rgb) {
+                views.extend(center_view(&rgb, w, h, opts.size, &mut scratch)?);
+                batch_ids.push(id);
+            }
+        }
+        if !batch_ids.is_empty() {
+            let out = dense(encoder, &views, batch_ids.len(), opts.size, device)?;
+            let [_, _, k, h, w] = out.dims;
+            dims = [k, h, w];
+            scores.extend(out.scores);
+            ids.extend(batch_ids);
+        }
+        progress(chunk[chunk.len() - 1] + 1, n);
+    }
+    if ids.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no image could be read",
+            reader.dir().display()
+        )));
+    }
+    Ok((scores, ids, dims))
+}
+
+/// The prototype grid of `encoder` (the teacher, on an inference device) over the store,
+/// and the prototypes it shows.
+pub fn prototype_grid(
+    reader: &ShardReader,
+    encoder: &Encoder,
+    device: &Device,
+    opts: &GridOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Canvas, Vec<usize>)> {
+    let (scores, ids, [k, h, w]) = store_scores(reader, encoder, device, opts, progress)?;
+    let hits = retrieve(&scores, ids.len(), k, h * w, opts.topk);
+    let chosen = sample_prototypes(&hits, opts.sample, opts.seed);
+    let (mut rgb, mut scratch) = (Vec::new(), ResizeScratch::default());
+    let mut assign = vec![0u16; opts.tile * opts.tile];
+    let mut rows: Vec<Row> = Vec::new();
+    for &proto in &chosen {
+        let mut tiles = Vec::new();
+        for hit in &hits[proto] {
+            let (iw, ih) = sample_rgb(reader, ids[hit.image], &mut rgb)?;
+            let view = center_view(&rgb, iw, ih, opts.tile, &mut scratch)?;
+            let maps = &scores[hit.image * k * h * w..][..k * h * w];
+            upsample_argmax(maps, [k, h, w], &mut assign, opts.tile, opts.tile);
+            tiles.push((view, assign.iter().map(|&a| a as usize == proto).collect()));
+        }
+        rows.push((proto, tiles));
+    }
+    Ok((grid_png(&rows, opts.tile, opts.topk), chosen))
+}
+
+/// The slot overlay of one image file at `size` (short side resized, centre crop).
+pub fn image_overlay(path: &Path, encoder: &Encoder, device: &Device, size: usize) -> Result<Canvas> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut rgb = Vec::new();
+    let info = decode_rgb(&bytes, Limits::default(), &mut rgb)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let view = center_view(
+        &rgb,
+        info.width as usize,
+        info.height as usize,
+        size,
+        &mut ResizeScratch::default(),
+    )?;
+    let out = dense(encoder, &view, 1, size, device)?;
+    let [_, _, k, h, w] = out.dims;
+    let mut assign = vec![0u16; size * size];
+    upsample_argmax(&out.scores, [k, h, w], &mut assign, size, size);
+    Ok(overlay::overlay_png(&view, size, &assign))
+}
