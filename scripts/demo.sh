@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole pipeline on the shared COCO sample, from a fresh machine:
 # build, ingest into a shard store, verify it, benchmark ingest, dump views,
-# profile, compare the loader with the PyTorch DataLoader baseline, and train briefly.
+# profile, compare the loader with the PyTorch DataLoader baseline, train briefly, then
+# evaluate the run (COCO-Stuff-27 mIoU), draw its prototypes and export its backbone.
 # Outputs go to out/demo/ (override with DEMO_OUT=...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,8 +61,22 @@ print(f"loss {mean(first, 'loss'):.3f} -> {mean(last, 'loss'):.3f} over {len(row
       f"{mean(last, 'active_slots_per_image'):.1f} active slots per view; {mean(last, 'img_per_sec'):.1f} img/s")
 PY
 
+coco=$(dirname "$images")
+echo "==> what the slots learned: COCO-Stuff-27 segmentation of the 100 labelled images"
+"$bin/slotcon-eval" segment --run "$out/run" --images "$coco/images/train2017" \
+  --masks "$coco/semantic/train2017" --categories "$coco/panoptic_train2017.json" -q
+echo "==> pictures: prototype retrieval grid, one image's slots, curves"
+"$bin/slotcon-viz" prototypes --run "$out/run" --shards "$out/shards" --out "$out/run/prototypes.png"
+"$bin/slotcon-viz" image --run "$out/run" --image "$coco/images/train2017/000000000009.jpg" --out "$out/run/slots.png"
+"$bin/slotcon-viz" curves --run "$out/run"
+echo "==> exporting the teacher backbone for torchvision and detectron2"
+"$bin/slotcon-export" "$out/run" --to torchvision --out "$out/run/export/resnet18-torchvision.safetensors"
+"$bin/slotcon-export" "$out/run" --to detectron2 --out "$out/run/export/resnet18-detectron2.pkl"
+
 echo
 echo "outputs in $out/:"
 echo "  shards/manifest.json, shards/shard-*.parquet, shards/ingest-report.json"
 echo "  bench-ingest.json, views/ (PNGs + samples.json), profile.txt, bench-loader.json"
-echo "  run/ (config.json, metrics.jsonl, metrics.png, checkpoints/)"
+echo "  run/ (config.json, metrics.jsonl, metrics.png, curves.png, checkpoints/)"
+echo "  run/eval/ (segment.json, confusion-hungarian.png, confusion-majority.png)"
+echo "  run/prototypes.png, run/slots.png, run/export/ (torchvision .safetensors, detectron2 .pkl)"

@@ -1,14 +1,14 @@
-//! The SlotCon trainer's model-independent parts: the run configuration with its presets,
-//! the learning-rate and teacher-momentum schedules, and the score-map alignment that
-//! replaces `torchvision.ops.roi_align` (DESIGN §6, §7).
+//! SlotCon on Burn: the model, its loss and training loop, and what comes after
+//! training (export, evaluation, pictures). The only crate that depends on burn.
 //!
 //! - [`TrainConfig`] with presets [`TrainConfig::coco_r50_800ep`] and [`TrainConfig::tiny`];
 //! - [`schedule::learning_rate`] and [`schedule::teacher_momentum`], pure functions of the step;
 //! - [`AlignPlan`]: `roi_align(aligned=True)` plus un-flipping as `Ay · X · Axᵀ`;
-//! - [`eval`]: COCO-Stuff-27 labels, confusion matrices, Hungarian matching, mIoU.
-//!
-//! The Burn model, losses, optimiser and training loop (issue 5) will build on these;
-//! this crate is the only one that will depend on burn.
+//! - [`model`]: ResNet (torchvision layout), projector, grouping, predictor, the loss;
+//! - [`trainer::Trainer`] (one step, checkpoints) and [`run::train`] (the whole run);
+//! - [`device::DeviceChoice`]: flex / LibTorch devices in f32 or bf16;
+//! - [`inference`], [`export`], [`eval`], [`viz`]: a finished run's teacher, exported for
+//!   torchvision and detectron2, evaluated on COCO-Stuff-27, and drawn.
 //!
 //! ```
 //! use slotcon_train::{schedule, AlignPlan, TrainConfig};
