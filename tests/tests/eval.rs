@@ -119,3 +119,31 @@ fn viz_commands_write_pictures_of_the_documented_sizes() {
     assert_ne!(code, 0);
     assert!(err.contains("nope: no such checkpoint"), "{err}");
 }
+
+#[test]
+fn upsampled_argmax_matches_pytorch_bilinear_interpolation() {
+    use slotcon_augment::{Draws, SampleRng};
+    let tmp = tempfile::tempdir().unwrap();
+    let (k, h, w, out_h, out_w) = (27usize, 10usize, 7usize, 320usize, 224usize);
+    let mut rng = SampleRng::new(9, 9, 9, 9);
+    let maps: Vec<f32> = (0..k * h * w).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+    let mut ours = vec![0u16; out_h * out_w];
+    slotcon_train::eval::upsample::upsample_argmax(&maps, [k, h, w], &mut ours, out_h, out_w);
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("maps.f32"),
+        maps.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("ours.u16"),
+        ours.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let case = serde_json::json!({"k": k, "h": h, "w": w, "out_h": out_h, "out_w": out_w});
+    std::fs::write(dir.join("case.json"), case.to_string()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&slotcon_tests::python_script("check_upsample.py", &[dir])).unwrap();
+    assert_eq!(r["pixels"], out_h * out_w);
+    assert_eq!(r["differ_not_tied"], 0, "{r}");
+}

@@ -138,6 +138,18 @@ pub struct TrainConfig {
     pub precision: Precision,
 }
 
+/// Reads a JSON file into `T`; errors name the file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self::coco_r50_800ep()
@@ -257,14 +269,7 @@ impl TrainConfig {
 
     /// Reads a config written by [`TrainConfig::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+        read_json(path)
     }
 }
 

@@ -9,7 +9,7 @@ use slotcon_augment::ops::normalize::{normalize, MEAN, STD};
 use slotcon_augment::ops::resize::{resize_bicubic, ResizeScratch};
 use slotcon_augment::{ImageRef, Rect};
 
-use crate::config::TrainConfig;
+use crate::config::{read_json, TrainConfig};
 use crate::error::{Error, Result};
 use crate::model::heads::l2_normalize;
 use crate::model::{Encoder, SlotConNet};
@@ -98,17 +98,6 @@ pub fn open_run(run: &Path, name: &str, choice: crate::device::DeviceChoice) -> 
     let precision = TrainConfig::load(&config).map(|c| c.precision).unwrap_or_default();
     let device = choice.inference(precision)?;
     Ok((load_run(run, name, &device)?, device))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::Config {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
 }
 
 /// Python's `round` (half to even), as torchvision's `CenterCrop` uses for its offsets.

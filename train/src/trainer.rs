@@ -8,7 +8,7 @@ use burn::store::{BurnpackStore, ModuleSnapshot};
 use serde::{Deserialize, Serialize};
 use slotcon_augment::TwoViewBatch;
 
-use crate::config::{Optimizer, TrainConfig};
+use crate::config::{read_json, Optimizer, TrainConfig};
 use crate::data::{plans, view_tensor};
 use crate::error::{Error, Result};
 use crate::model::{slotcon_loss, SlotConNet};
@@ -204,15 +204,7 @@ impl Trainer {
             .optim
             .load(dir.join("optimizer.bin"))
             .map_err(|e| weights(format!("{e:?}")))?;
-        let path = dir.join("progress.json");
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let p: Progress = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path,
-            reason: e.to_string(),
-        })?;
+        let p: Progress = read_json(&dir.join("progress.json"))?;
         if p.center.len() != self.cfg.num_prototypes {
             return Err(weights(format!(
                 "checkpoint has {} prototypes, the config {}",
