@@ -98,6 +98,9 @@ fn viz_commands_write_pictures_of_the_documented_sizes() {
             .arg(&grid),
     );
     assert_eq!(png_size(&grid), (40 + 2 * 36, 4 + 3 * 36));
+    let shown: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("grid.png.json")).unwrap()).unwrap();
+    assert_eq!(shown["prototypes"].as_array().unwrap().len(), 3);
     let image = tmp.path().join("image.png");
     run_ok(
         bin("slotcon-viz")

@@ -26,6 +26,10 @@ fn exports_load_in_torchvision_and_name_detectron2_keys() {
     for (to, file) in [("torchvision", "export.safetensors"), ("detectron2", "export.pkl")] {
         let (code, _, err) = export(&run_dir, to, &case.join(file));
         assert_eq!(code, 0, "{err}");
+        let sidecar = std::fs::read_to_string(case.join(format!("{file}.json"))).unwrap();
+        let sidecar: serde_json::Value = serde_json::from_str(&sidecar).unwrap();
+        assert_eq!((sidecar["step"].as_u64(), sidecar["to"].as_str()), (Some(3), Some(to)));
+        assert_eq!(sidecar["config"]["arch"], "resnet18");
     }
     // Our teacher backbone's C5 on a deterministic input, in inference mode.
     let device = DeviceChoice::Flex.inference(Precision::F32).unwrap();

@@ -10,6 +10,8 @@ use slotcon_train::inference::open_run;
 
 /// Export the teacher backbone (`encoder_k`) of a SlotCon run.
 ///
+/// FILE.json, written beside it, records the run, checkpoint, step and training config.
+///
 /// torchvision: safetensors with torchvision's ResNet names (and `num_batches_tracked`);
 /// `resnet50().load_state_dict(load_file(FILE), strict=False)` then misses only `fc.*`.
 /// detectron2: the `.pkl` that `DetectionCheckpointer` loads (`MODEL.WEIGHTS FILE`,
@@ -54,6 +56,12 @@ fn main() -> anyhow::Result<()> {
             write_detectron2(&tensors, &cli.out, &python, &script)?;
         }
     }
+    let sidecar = serde_json::json!({
+        "run": cli.run, "checkpoint": run.dir, "step": run.step, "to": format!("{:?}", cli.to).to_lowercase(),
+        "tensors": tensors.len(), "config": run.cfg,
+    });
+    let sidecar_path = PathBuf::from(format!("{}.json", cli.out.display()));
+    slotcon_train::export::write_atomic(&sidecar_path, serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
     bar.finish_and_clear();
     println!(
         "{}: {} teacher backbone ({:?}) at step {} from {} -> {}",

@@ -37,7 +37,8 @@ struct RunArgs {
 enum Command {
     /// The paper's Fig. 3: sampled prototypes (rows) and the --topk store images that
     /// match each best (mean teacher score over the pixels the prototype wins), those
-    /// pixels in red. PNG size: 40 + topk·(tile + 4) by 4 + rows·(tile + 4).
+    /// pixels in red. PNG size: 40 + topk·(tile + 4) by 4 + rows·(tile + 4); OUT.json
+    /// records the settings and the prototypes shown.
     Prototypes {
         #[command(flatten)]
         run: RunArgs,
@@ -141,6 +142,13 @@ fn main() -> anyhow::Result<()> {
             })?;
             bar.finish_and_clear();
             grid.save_png(&out)?;
+            let sidecar = serde_json::json!({
+                "run": run.run, "checkpoint": loaded.dir, "step": loaded.step, "shards": shards,
+                "size": size, "tile": tile, "topk": topk, "sample": sample, "seed": seed,
+                "max_images": max_images, "prototypes": shown,
+            });
+            let path = PathBuf::from(format!("{}.json", out.display()));
+            slotcon_train::export::write_atomic(&path, serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
             println!("{}: {}x{}, prototypes {shown:?}", out.display(), grid.w, grid.h);
         }
         Command::Image { run, image, size, out } => {
