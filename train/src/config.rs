@@ -71,6 +71,18 @@ pub enum Precision {
     Bf16,
 }
 
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {s:?} (f32, bf16)")),
+        }
+    }
+}
+
 impl Precision {
     /// Burn's float type for it.
     pub fn dtype(self) -> burn::tensor::FloatDType {

@@ -6,11 +6,14 @@ use slotcon_augment::TwoViewBatch;
 
 use crate::align::AlignPlan;
 
-/// View `v` of `batch` as a normalised float tensor `[n, 3, s, s]` on `device`: the u8
-/// NHWC bytes go to the device as they are and are normalised there.
+/// View `v` of `batch` as a normalised float tensor `[n, 3, s, s]` on `device`.
 pub fn view_tensor(batch: &TwoViewBatch, v: usize, device: &Device) -> Tensor<4> {
-    let (n, s) = (batch.len(), batch.size());
-    let bytes = batch.views()[v].to_vec();
+    normalized(batch.views()[v].to_vec(), batch.len(), batch.size(), device)
+}
+
+/// `n` RGB `s × s` images (u8 NHWC) as a normalised float tensor `[n, 3, s, s]`: the
+/// bytes go to the device as they are and are normalised there.
+pub fn normalized(bytes: Vec<u8>, n: usize, s: usize, device: &Device) -> Tensor<4> {
     let x = Tensor::<4, Int>::from_data(TensorData::new(bytes, [n, s, s, 3]), device).float();
     let x = x.permute([0, 3, 1, 2]) / 255.0;
     let mean = Tensor::<1>::from_floats(MEAN, device).reshape([1, 3, 1, 1]);

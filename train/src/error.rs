@@ -21,6 +21,9 @@ pub enum Error {
     /// The loss became NaN or infinite.
     #[error("step {step}: the loss is {loss}; stopping (the last checkpoint is kept as it was)")]
     Diverged { step: u64, loss: f64 },
+    /// Reading or writing through the shard store's file helpers failed.
+    #[error(transparent)]
+    Store(#[from] slotcon_shards::Error),
     /// Settings that make no sense together.
     #[error("invalid settings: {0}")]
     Invalid(String),

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
-use slotcon_augment::ops::normalize::{normalize, MEAN, STD};
 use slotcon_augment::ops::resize::{resize_bicubic, ResizeScratch};
 use slotcon_augment::{ImageRef, Rect};
 
 use crate::config::{read_json, TrainConfig};
+use crate::data::normalized;
 use crate::error::{Error, Result};
 use crate::model::heads::l2_normalize;
 use crate::model::{Encoder, SlotConNet};
@@ -181,17 +181,7 @@ pub struct Dense {
 
 /// Runs `encoder` on `views` (`n` RGB `s × s` images, HWC bytes) normalised as in training.
 pub fn dense(encoder: &Encoder, views: &[u8], n: usize, s: usize, device: &Device) -> Result<Dense> {
-    let mut chw = vec![0f32; n * 3 * s * s];
-    for (img, out) in views.chunks_exact(s * s * 3).zip(chw.chunks_exact_mut(3 * s * s)) {
-        let mut hwc = vec![0f32; s * s * 3];
-        normalize(img, &mut hwc, MEAN, STD);
-        for (i, px) in hwc.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                out[c * s * s + i] = px[c];
-            }
-        }
-    }
-    let x = Tensor::<4>::from_data(TensorData::new(chw, [n, 3, s, s]), device);
+    let x = normalized(views.to_vec(), n, s, device);
     let feats = encoder.projector.forward(encoder.backbone.forward(x));
     let [_, d, h, w] = feats.dims();
     let feats = l2_normalize(feats.reshape([n, d, h * w]), 1);

@@ -59,8 +59,8 @@ struct Cli {
     optimizer: Option<OptimArg>,
     /// Float type of the network: f32 (default) or bf16 (parameters, activations and
     /// optimiser state all in that type).
-    #[arg(long, value_enum)]
-    precision: Option<PrecisionArg>,
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -86,12 +86,6 @@ enum OptimArg {
     Sgd,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum PrecisionArg {
-    F32,
-    Bf16,
-}
-
 fn config(cli: &Cli) -> TrainConfig {
     let mut cfg = match cli.preset {
         Preset::Tiny => TrainConfig::tiny(),
@@ -103,12 +97,7 @@ fn config(cli: &Cli) -> TrainConfig {
     cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
     cfg.seed = cli.seed.unwrap_or(cfg.seed);
     cfg.base_lr = cli.base_lr.unwrap_or(cfg.base_lr);
-    if let Some(p) = cli.precision {
-        cfg.precision = match p {
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::Bf16 => Precision::Bf16,
-        };
-    }
+    cfg.precision = cli.precision.unwrap_or(cfg.precision);
     if let Some(o) = cli.optimizer {
         cfg.optimizer = match o {
             OptimArg::Lars => slotcon_train::Optimizer::Lars,

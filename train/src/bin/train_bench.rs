@@ -43,7 +43,7 @@ struct Cli {
     device: DeviceChoice,
     /// Float type here: f32 or bf16 (the reference runs f32).
     #[arg(long, default_value = "f32")]
-    precision: String,
+    precision: Precision,
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -66,11 +66,7 @@ fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
     cfg.arch = cli.arch.unwrap_or(cfg.arch);
     cfg.batch_size = cli.batch_size.unwrap_or(cfg.batch_size);
     cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
-    cfg.precision = match cli.precision.as_str() {
-        "f32" => Precision::F32,
-        "bf16" => Precision::Bf16,
-        p => anyhow::bail!("unknown precision {p:?} (f32, bf16)"),
-    };
+    cfg.precision = cli.precision;
     Ok(cfg)
 }
 
@@ -153,7 +149,7 @@ fn report(
     });
     let out = serde_json::json!({
         "arch": cfg.arch.name(), "batch": cfg.batch_size, "image_size": cfg.image_size,
-        "device": format!("{:?}", cli.device), "precision": cli.precision, "threads": threads,
+        "device": format!("{:?}", cli.device), "precision": cfg.precision, "threads": threads,
         "slotcon_step_ms": ours, "slotcon_losses": losses, "slotcon_median_ms": ms, "slotcon_img_per_sec": cfg.batch_size as f64 * 1000.0 / ms,
         "pytorch": reference, "pytorch_median_ms": theirs, "ratio": theirs.map(|t| ms / t),
     });
@@ -162,12 +158,12 @@ fn report(
         return Ok(());
     }
     println!(
-        "{} batch {} at {} px, {:?} {}, {threads} threads",
+        "{} batch {} at {} px, {:?} {:?}, {threads} threads",
         cfg.arch.name(),
         cfg.batch_size,
         cfg.image_size,
         cli.device,
-        cli.precision
+        cfg.precision
     );
     println!(
         "slotcon  {ms:8.1} ms/step  {:7.1} img/s",
