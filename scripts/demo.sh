@@ -6,13 +6,8 @@
 # Outputs go to out/demo/ (override with DEMO_OUT=...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-images=${COCO128:-}
-if [ -z "$images" ]; then
-  for d in ../shared/data/coco128/images /work/shared/data/coco128/images; do
-    [ -d "$d" ] && images=$d && break
-  done
-fi
-[ -n "$images" ] || { echo "error: COCO sample not found; set COCO128=/path/to/coco128/images" >&2; exit 1; }
+images=${COCO128:-../shared/data/coco128/images}
+[ -d "$images" ] || { echo "error: $images: COCO sample not found; set COCO128=/path/to/coco128/images" >&2; exit 1; }
 out=${DEMO_OUT:-out/demo}
 mkdir -p "$out"
 
@@ -51,7 +46,6 @@ PY
 echo "==> training briefly (preset tiny, 40 steps on flex, CPU)"
 rm -rf "$out/run"
 "$bin/slotcon-train" --shards "$out/shards" --out "$out/run" --max-steps 40
-"$SLOTCON_PYTHON" scripts/plot_metrics.py "$out/run"
 python3 - "$out/run/metrics.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -77,6 +71,6 @@ echo
 echo "outputs in $out/:"
 echo "  shards/manifest.json, shards/shard-*.parquet, shards/ingest-report.json"
 echo "  bench-ingest.json, views/ (PNGs + samples.json), profile.txt, bench-loader.json"
-echo "  run/ (config.json, metrics.jsonl, metrics.png, curves.png, checkpoints/)"
+echo "  run/ (config.json, metrics.jsonl, curves.png, checkpoints/)"
 echo "  run/eval/ (segment.json, confusion-hungarian.png, confusion-majority.png)"
 echo "  run/prototypes.png, run/slots.png, run/export/ (torchvision .safetensors, detectron2 .pkl)"

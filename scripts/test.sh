@@ -12,13 +12,16 @@ fi
 SLOTCON_PYTHON=$(scripts/python-env.sh | tail -n 1)
 export SLOTCON_PYTHON
 # LibTorch for the `tch` feature comes from the venv's PyTorch 2.9.0 (burn-tch pins it);
-# the binaries get an rpath to it (train/torch_rpath.rs), so no LD_LIBRARY_PATH is needed.
+# the binaries get an rpath to it (train/build.rs finds it), so no LD_LIBRARY_PATH is needed.
 VIRTUAL_ENV=$(dirname "$(dirname "$SLOTCON_PYTHON")")
 export VIRTUAL_ENV PATH="$VIRTUAL_ENV/bin:$PATH" LIBTORCH_USE_PYTORCH=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+features=slotcon-train/tch,slotcon-tests/tch
+echo "==> cargo clippy --all-targets -- -D warnings (flex and LibTorch)"
+cargo clippy --release --workspace --all-targets --features "$features" -- -D warnings
 echo "==> cargo build --release --bins --features slotcon-train/tch,slotcon-tests/tch (flex and LibTorch)"
-cargo build --release --bins --features slotcon-train/tch,slotcon-tests/tch
+cargo build --release --bins --features "$features"
 echo "==> cargo test --release (trainer parity on flex and LibTorch CPU)"
-cargo test --release --workspace --features slotcon-train/tch,slotcon-tests/tch
+cargo test --release --workspace --features "$features"

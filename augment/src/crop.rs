@@ -60,8 +60,9 @@ impl Default for CropSampler {
     }
 }
 
-/// Python's `round` (half to even) of a non-negative double, as an integer.
-fn round_half_even(x: f64) -> i64 {
+/// Python's `round` (half to even) of a double, as an integer (torchvision rounds crop
+/// sizes and `CenterCrop` offsets with it).
+pub fn round_half_even(x: f64) -> i64 {
     let r = x.round();
     if (x - x.trunc()).abs() == 0.5 && r as i64 % 2 != 0 {
         (r - x.signum()) as i64

@@ -18,7 +18,10 @@ use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+use slotcon_shards::{Sample, StoreKind};
+
 use crate::error::{Error, Result};
+use crate::image::ImageRef;
 
 /// PIL's `Image.MAX_IMAGE_PIXELS`: `1024 * 1024 * 1024 // 4 // 3`.
 pub const PIL_MAX_IMAGE_PIXELS: u64 = 1024 * 1024 * 1024 / 4 / 3;
@@ -77,6 +80,31 @@ pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Inf
         Format::Jpeg => decode_jpeg(bytes, limits, out),
         Format::Png => decode_png(bytes, limits, out),
     }
+}
+
+/// A stored sample as RGB: the one way from a store's payload to pixels. A raw payload is
+/// borrowed as it is; an encoded one is decoded into `buf` as [`decode_rgb`] does. Either
+/// must have the size the store's index records, else [`Error::Payload`] (a corrupt
+/// entry, not a bad image).
+pub fn sample_rgb<'a>(store: StoreKind, sample: &Sample<'a>, limits: Limits, buf: &'a mut Vec<u8>) -> Result<ImageRef<'a>> {
+    let (w, h) = (sample.width as usize, sample.height as usize);
+    let data: &'a [u8] = match store {
+        StoreKind::Raw => sample.bytes,
+        StoreKind::Encoded => {
+            let info = decode_rgb(sample.bytes, limits, buf)?;
+            if (info.width, info.height) != (sample.width, sample.height) {
+                return Err(Error::Payload(format!(
+                    "decodes to {}x{}, the index says {w}x{h}",
+                    info.width, info.height
+                )));
+            }
+            buf
+        }
+    };
+    if data.len() != w * h * 3 {
+        return Err(Error::Payload(format!("{} bytes of pixels are not {w}x{h}x3", data.len())));
+    }
+    Ok(ImageRef::new(data, w, h))
 }
 
 fn check_pixels(width: u32, height: u32, limits: Limits) -> Result<()> {

@@ -26,6 +26,9 @@ pub enum Error {
         pixels: u64,
         limit: u64,
     },
+    /// A stored payload that does not match the size its index records (a corrupt entry).
+    #[error("stored payload does not match its index: {0}")]
+    Payload(String),
     /// A buffer or rectangle that does not fit.
     #[error("{0}")]
     Geometry(String),

@@ -5,8 +5,10 @@
 //! - [`decode::decode_rgb`]: JPEG/PNG bytes to RGB as PIL's `convert('RGB')` does;
 //! - [`crop`]: the crop samplers (view 1 torchvision's, view 2 conditioned on view 1),
 //!   overlap boxes and flips;
+//! - [`decode::sample_rgb`]: a stored sample (raw or encoded) as RGB, the one way from
+//!   the store to pixels;
 //! - [`ops`]: Pillow-exact pixel operations (bicubic resize, flip, colour, blur,
-//!   solarize) and normalisation;
+//!   solarize) and the normalisation constants (the trainer normalises on the device);
 //! - [`two_views`] / [`two_views_into`]: one sample's two views and their [`TwoViewMeta`],
 //!   with every draw from [`SampleRng`]`(seed, epoch, index, view)`;
 //! - [`apply_view`]: the deterministic half, taking injected [`ViewParams`].

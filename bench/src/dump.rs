@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use serde::Serialize;
-use slotcon_augment::decode::{decode_rgb, Limits};
-use slotcon_augment::{two_views, AugmentConfig, ImageRef};
-use slotcon_shards::{ShardReader, StoreKind};
+use slotcon_augment::decode::{sample_rgb, Limits};
+use slotcon_augment::{two_views, AugmentConfig};
+use slotcon_shards::ShardReader;
 
 use crate::error::{Error, Result};
 
@@ -42,13 +42,7 @@ pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>>
     let mut all = Vec::new();
     for id in 0..n.min(reader.len()) {
         let s = reader.get(id)?;
-        let img = match reader.store() {
-            StoreKind::Raw => ImageRef::new(s.bytes, s.width as usize, s.height as usize),
-            StoreKind::Encoded => {
-                let info = decode_rgb(s.bytes, Limits::default(), &mut rgb)?;
-                ImageRef::new(&rgb, info.width as usize, info.height as usize)
-            }
-        };
+        let img = sample_rgb(reader.store(), &s, Limits::default(), &mut rgb)?;
         let sample = two_views(img, &cfg, (seed, 0, id))?;
         for (v, pixels) in sample.views.iter().enumerate() {
             write_png(&out.join(format!("{id}_v{}.png", v + 1)), pixels, cfg.size)?;

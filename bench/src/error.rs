@@ -9,6 +9,9 @@ pub enum Error {
     /// The loader or an op failed.
     #[error(transparent)]
     Augment(#[from] slotcon_augment::Error),
+    /// The trainer failed.
+    #[error(transparent)]
+    Train(#[from] slotcon_train::Error),
     /// Ingest failed.
     #[error(transparent)]
     Ingest(#[from] slotcon_ingest::Error),

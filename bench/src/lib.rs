@@ -58,7 +58,7 @@ pub fn bench_ingest(src: &Path, threads: usize, repeat: usize) -> slotcon_ingest
     let (mut images, mut bytes_in) = (0, 0);
     for _ in 0..repeat.max(1) {
         let start = Instant::now();
-        let report = ingest(src, &scratch, &cfg, true, &indicatif::ProgressBar::hidden())?;
+        let report = ingest(src, &scratch, &cfg, true, &|_, _| {})?;
         runs.push(start.elapsed().as_secs_f64());
         (images, bytes_in) = (report.written, report.bytes_in);
     }
@@ -76,43 +76,29 @@ pub fn bench_ingest(src: &Path, threads: usize, repeat: usize) -> slotcon_ingest
     })
 }
 
-/// The median of `xs` (not empty).
+/// The median of `xs` (NaN when empty).
 pub fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
-/// The Python interpreter for reference runs: `$SLOTCON_PYTHON`, else the project venv
-/// that `scripts/python-env.sh` creates (or reuses).
-pub fn python() -> std::io::Result<std::path::PathBuf> {
-    if let Some(p) = std::env::var_os("SLOTCON_PYTHON") {
-        return Ok(p.into());
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python-env.sh");
-    let out = std::process::Command::new(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!("{} failed", script.display())));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().last().unwrap_or_default().trim().into())
-}
-
-/// Runs `bench/python/SCRIPT ARGS...` in the project venv and parses the one JSON
-/// object it prints.
+/// Runs `bench/python/SCRIPT ARGS...` with the project's Python (`--python`'s rules:
+/// `$SLOTCON_PYTHON`, else `.venv/bin/python` here or above, see [`slotcon_cli::python`])
+/// and parses the JSON it prints.
 pub fn run_python(script: &str, args: &[String]) -> Result<serde_json::Value> {
     let err = |reason: String| Error::Python {
         script: script.to_string(),
         reason,
     };
-    let py = python().map_err(|e| err(format!("no Python venv: {e}")))?;
+    let py = slotcon_cli::python(None).map_err(|e| err(format!("{e:#}")))?;
     let out = std::process::Command::new(&py)
         .arg(python_script(script))
         .args(args)
@@ -125,8 +111,8 @@ pub fn run_python(script: &str, args: &[String]) -> Result<serde_json::Value> {
     serde_json::from_slice(&out.stdout).map_err(|e| err(format!("unexpected output ({e})")))
 }
 
-/// A script in `bench/python/`.
-pub fn python_script(name: &str) -> std::path::PathBuf {
+/// A script in `bench/python/` (benchmarks run from a checkout).
+fn python_script(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
 }
 

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
 use serde::Serialize;
 use slotcon_augment::{LoaderBuilder, TwoViewBatch};
 use slotcon_shards::ShardReader;
@@ -61,8 +60,9 @@ pub struct LoaderBench {
     pub skipped: usize,
 }
 
-/// Runs the loader over `shards` for about `run.seconds`.
-pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &ProgressBar) -> Result<LoaderBench> {
+/// Runs the loader over `shards` for about `run.seconds`; `progress` sees the seconds
+/// run so far and the rate.
+pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64, f64)) -> Result<LoaderBench> {
     let reader = Arc::new(ShardReader::open(shards)?);
     let builder = LoaderBuilder::new(Arc::clone(&reader))
         .workers(run.workers)
@@ -70,7 +70,6 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &ProgressBar) -> R
         .seed(run.seed);
     let (mut waits, mut samples, mut skipped, mut crc, mut summed) = (Vec::new(), 0u64, 0, 0u32, 0);
     let budget = Duration::from_secs_f64(run.seconds);
-    progress.set_length(run.seconds.ceil() as u64);
     // The clock starts at the first batch (thread start-up excluded), as in baseline.py.
     let mut start = Instant::now();
     let mut first = true;
@@ -99,14 +98,13 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &ProgressBar) -> R
                 continue;
             }
             samples += batch.len() as u64;
-            progress.set_position(start.elapsed().as_secs());
-            progress.set_message(format!("{:.0} img/s", samples as f64 / start.elapsed().as_secs_f64()));
+            let elapsed = start.elapsed().as_secs_f64();
+            progress(elapsed, samples as f64 / elapsed);
             if start.elapsed() >= budget && summed >= run.checksum_batches {
                 break 'epochs;
             }
         }
     }
-    progress.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     Ok(LoaderBench {
         bench: "loader",

@@ -154,25 +154,24 @@ impl LoaderArgs {
     }
 }
 
-fn bar(hidden: bool, what: &str) -> indicatif::ProgressBar {
-    if hidden {
-        return indicatif::ProgressBar::hidden();
-    }
-    let style =
-        indicatif::ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} s {msg}").expect("valid template");
-    indicatif::ProgressBar::new(0)
-        .with_style(style)
-        .with_prefix(what.to_string())
+/// The loader benchmark with a bar of seconds (hidden with --json).
+fn bench_loader(
+    shards: &std::path::Path,
+    args: &LoaderArgs,
+    what: &str,
+    json: bool,
+) -> anyhow::Result<slotcon_bench::loader::LoaderBench> {
+    let bar = slotcon_cli::bar(args.seconds.ceil() as u64, what, json);
+    let r = slotcon_bench::loader::bench_loader(shards, &args.run(), &mut |secs, rate| {
+        bar.set_position(secs as u64);
+        bar.set_message(format!("{rate:.0} img/s"));
+    })?;
+    bar.finish_and_clear();
+    Ok(r)
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    slotcon_cli::exit(run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -208,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => ops(&image, seconds, no_python, json)?,
         Command::Loader { run, shards, json } => {
-            let r = slotcon_bench::loader::bench_loader(&shards, &run.run(), &bar(json, "loader"))?;
+            let r = bench_loader(&shards, &run, "loader", json)?;
             print_one(&serde_json::to_value(&r)?, json);
         }
         Command::Baseline { run, images, json } => {
@@ -263,7 +262,7 @@ fn print_one(v: &serde_json::Value, json: bool) {
 }
 
 fn compare(run: &LoaderArgs, shards: &std::path::Path, images: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let ours = slotcon_bench::loader::bench_loader(shards, &run.run(), &bar(json, "slotcon loader"))?;
+    let ours = bench_loader(shards, run, "slotcon loader", json)?;
     if !json {
         eprintln!("running the PyTorch DataLoader baseline for {} s ...", run.seconds);
     }
@@ -306,20 +305,11 @@ fn ops(image: &std::path::Path, seconds: f64, no_python: bool, json: bool) -> an
     let pillow: Vec<slotcon_bench::ops::OpTiming> = if no_python {
         Vec::new()
     } else {
-        let py = slotcon_bench::python()?;
-        let out = std::process::Command::new(&py)
-            .arg(slotcon_bench::python_script("pil_ops.py"))
-            .arg(image)
-            .arg(seconds.to_string())
-            .output()
-            .with_context(|| format!("running {}", py.display()))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "pil_ops.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
-        rows.iter()
+        let args = [image.display().to_string(), seconds.to_string()];
+        let rows = slotcon_bench::run_python("pil_ops.py", &args)?;
+        rows.as_array()
+            .into_iter()
+            .flatten()
             .map(|r| slotcon_bench::ops::OpTiming {
                 op: r["op"].as_str().unwrap_or("").into(),
                 us: r["us"].as_f64().unwrap_or(0.0),

@@ -85,14 +85,22 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
         ops::gaussian_blur(v, SIZE, SIZE, 1.0, &mut blur)
     }));
     list.push(on_view("solarize", &view, |v| color::solarize(v, 128)));
-    let mut norm = vec![0f32; view.len()];
     let v2 = view.clone();
+    let device = burn_device();
     list.push(OpBench {
         name: "normalize",
-        run: Box::new(move || ops::normalize(&v2, &mut norm, ops::normalize::MEAN, ops::normalize::STD)),
+        run: Box::new(move || {
+            let x = slotcon_train::data::normalized(v2.clone(), 1, SIZE, &device);
+            drop(x.into_data());
+        }),
     });
     list.push(two_views_bench(rgb, w, h));
     Ok(list)
+}
+
+/// The trainer's normalisation runs on a device; the benchmark uses flex (CPU).
+fn burn_device() -> slotcon_train::burn::prelude::Device {
+    slotcon_train::burn::prelude::Device::flex()
 }
 
 fn two_views_bench(rgb: Vec<u8>, w: usize, h: usize) -> OpBench {

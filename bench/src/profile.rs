@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use slotcon_augment::decode::{decode_rgb, Limits};
-use slotcon_augment::{apply_view_timed, draw_two_views, AugmentConfig, ImageRef, SampleRng, Scratch, StageTimes};
-use slotcon_shards::{ShardReader, StoreKind};
+use slotcon_augment::decode::{sample_rgb, Limits};
+use slotcon_augment::{apply_view_timed, draw_two_views, AugmentConfig, SampleRng, Scratch, StageTimes};
+use slotcon_shards::ShardReader;
 
 use crate::error::Result;
 
@@ -51,13 +51,7 @@ pub fn profile(shards: &Path, n: u64, seed: u64) -> Result<Profile> {
         let s = reader.get(id)?;
         read += t.elapsed();
         let t = Instant::now();
-        let img = match reader.store() {
-            StoreKind::Raw => ImageRef::new(s.bytes, s.width as usize, s.height as usize),
-            StoreKind::Encoded => {
-                let info = decode_rgb(s.bytes, Limits::default(), &mut rgb)?;
-                ImageRef::new(&rgb, info.width as usize, info.height as usize)
-            }
-        };
+        let img = sample_rgb(reader.store(), &s, Limits::default(), &mut rgb)?;
         decode += t.elapsed();
         let t = Instant::now();
         let [mut d1, mut d2] = [SampleRng::new(seed, 0, id, 0), SampleRng::new(seed, 0, id, 1)];

@@ -22,13 +22,13 @@
 //! std::fs::write(src.join("b.jpg"), b"not really")?;
 //!
 //! let out = root.join("shards");
-//! let report = ingest(&src, &out, &IngestConfig::default(), false, &indicatif::ProgressBar::hidden())?;
+//! let report = ingest(&src, &out, &IngestConfig::default(), false, &|_done, _total| {})?;
 //! assert_eq!(report.written, 1);
 //! assert_eq!(report.skipped[0].path, "b.jpg");
 //!
 //! let store = slotcon_shards::ShardReader::open(&out)?;
 //! assert_eq!(store.get(0)?.bytes, &png[..]); // the original bytes, unchanged
-//! let check = slotcon_ingest::verify(&out, 1, &indicatif::ProgressBar::hidden())?;
+//! let check = slotcon_ingest::verify(&out, 1, &|_done, _total| {})?;
 //! assert!(check.problems.is_empty());
 //! # std::fs::remove_dir_all(&root)?;
 //! # Ok(())
@@ -47,3 +47,6 @@ pub use config::IngestConfig;
 pub use error::{Error, Result};
 pub use run::{ingest, IngestReport, REPORT_FILE};
 pub use verify::{verify, VerifyReport};
+
+/// Progress of a long operation, `(done, total)`, called from any worker thread.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);

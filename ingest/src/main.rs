@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use slotcon_ingest::{ingest, verify, IngestConfig, IngestReport, VerifyReport};
 use slotcon_shards::StoreKind;
 
@@ -97,13 +96,7 @@ fn main() -> ExitCode {
         Some(Command::Verify(args)) => run_verify(args),
         None => run_ingest(cli.ingest),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    slotcon_cli::exit(result)
 }
 
 fn run_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
@@ -123,8 +116,13 @@ fn run_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {msg}");
         return Ok(ExitCode::from(2));
     }
-    let bar = progress(a.quiet, "ingest");
-    let report = ingest(&src, &out, &cfg, a.force, &bar).with_context(|| format!("ingesting {}", src.display()))?;
+    let bar = slotcon_cli::bar(0, "ingest", a.quiet);
+    let report = ingest(&src, &out, &cfg, a.force, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .with_context(|| format!("ingesting {}", src.display()))?;
+    bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -159,8 +157,13 @@ fn print_report(r: &IngestReport, out: &std::path::Path) {
 }
 
 fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let bar = progress(a.quiet, "verify");
-    let r: VerifyReport = verify(&a.dir, a.threads, &bar).with_context(|| format!("verifying {}", a.dir.display()))?;
+    let bar = slotcon_cli::bar(0, "verify", a.quiet);
+    let r: VerifyReport = verify(&a.dir, a.threads, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .with_context(|| format!("verifying {}", a.dir.display()))?;
+    bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -184,16 +187,6 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn progress(quiet: bool, what: &str) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let style =
-        ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]")
-            .expect("valid template");
-    ProgressBar::new(0).with_style(style).with_prefix(what.to_string())
 }
 
 /// `256MiB`, `1GB`, `64k`, `1000` -> bytes (binary units for both spellings).

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use slotcon_shards::format::{index_file_name, shard_file_name, write_atomic};
+use slotcon_shards::format::{index_file_name, read_json, shard_file_name, write_atomic};
 use slotcon_shards::ShardInfo;
 
 use crate::error::{io_err, Error, Result};
@@ -115,14 +115,6 @@ impl Journal {
     pub fn remove(self) -> Result<()> {
         std::fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir))
     }
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Conflict {
-        path: path.to_path_buf(),
-        reason: format!("unreadable resume state: {e}"),
-    })
 }
 
 fn intact(out: &Path, s: &ShardInfo) -> bool {

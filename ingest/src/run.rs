@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use slotcon_shards::format::write_atomic;
@@ -12,6 +11,7 @@ use slotcon_shards::{Manifest, NewSample, ShardWriter};
 use crate::config::IngestConfig;
 use crate::error::{io_err, Error, Result};
 use crate::prepare::{prepare, Prepared, Scratch};
+use crate::Progress;
 use crate::resume::{remove_leftovers, Committed, Journal, RunKey, PARTIAL_DIR};
 use crate::scan::{scan, Skipped, SourceFile};
 
@@ -43,7 +43,7 @@ pub struct IngestReport {
 /// Ingests every image under `src` into the store `out`, resuming a partial run.
 ///
 /// `force` discards an existing store or partial run in `out` first.
-pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress: &ProgressBar) -> Result<IngestReport> {
+pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress: Progress<'_>) -> Result<IngestReport> {
     let start = Instant::now();
     check_source(src)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
@@ -60,10 +60,8 @@ pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress:
         .build()
         .map_err(|e| Error::Threads(e.to_string()))?;
     let mut run = Run::new(out, cfg, &journal, committed);
-    progress.set_length(files.len() as u64);
-    progress.set_position(run.next_source as u64);
+    progress(run.next_source as u64, files.len() as u64);
     pool.install(|| run.write_all(&files, progress))?;
-    progress.finish_and_clear();
     let mut report = run.finish(&mut scan_skipped, files.len())?;
     report.seconds = start.elapsed().as_secs_f64();
     let text = serde_json::to_vec_pretty(&report).expect("json");
@@ -157,7 +155,7 @@ impl<'a> Run<'a> {
         self.committed.last().map_or(0, |c| c.shard.first_id + c.shard.rows)
     }
 
-    fn write_all(&mut self, files: &[SourceFile], progress: &ProgressBar) -> Result<()> {
+    fn write_all(&mut self, files: &[SourceFile], progress: Progress<'_>) -> Result<()> {
         for chunk in files[self.next_source..].chunks(CHUNK) {
             let prepared: Vec<_> = chunk
                 .par_iter()
@@ -172,7 +170,7 @@ impl<'a> Run<'a> {
                         reason,
                     }),
                 }
-                progress.inc(1);
+                progress(self.next_source as u64, files.len() as u64);
             }
         }
         if self.writer.is_some() {

@@ -28,6 +28,13 @@ pub enum Error {
         #[source]
         source: arrow_schema::ArrowError,
     },
+    /// A JSON file is not valid JSON for what it should hold.
+    #[error("{}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     /// `manifest.json` is missing, unreadable JSON, or inconsistent.
     #[error("{}: bad manifest: {reason}", path.display())]
     Manifest { path: PathBuf, reason: String },

@@ -200,15 +200,28 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp"))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file, fsync, then rename.
+/// Writes `bytes` to `path` atomically: a temporary file, fsync, then rename. Makes the
+/// folder first if it is missing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
     let tmp = temp_path(path);
     let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     drop(f);
     rename_durable(&tmp, path)
+}
+
+/// Reads the JSON file `path` as a `T`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Renames `from` to `to` and fsyncs the parent directory so the rename survives a crash.

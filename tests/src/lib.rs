@@ -36,31 +36,23 @@ pub fn bin(name: &str) -> Command {
 }
 
 /// The shared COCO sample: `$SLOTCON_COCO128`, else `../shared/data/coco128` beside
-/// the checkout, else `/work/shared/data/coco128`.
+/// the checkout.
 pub fn coco128() -> PathBuf {
-    let candidates: Vec<PathBuf> = match std::env::var_os("SLOTCON_COCO128") {
-        Some(dir) => vec![dir.into()],
-        None => vec![
-            root().join("../shared/data/coco128"),
-            PathBuf::from("/work/shared/data/coco128"),
-        ],
-    };
-    let found = candidates.iter().find(|d| d.join("images/train2017").is_dir());
-    found
-        .unwrap_or_else(|| panic!("COCO sample not found in {candidates:?} (set SLOTCON_COCO128)"))
-        .clone()
+    let dir = std::env::var_os("SLOTCON_COCO128")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data/coco128"));
+    assert!(
+        dir.join("images/train2017").is_dir(),
+        "{}: the COCO sample is not there (set SLOTCON_COCO128)",
+        dir.display()
+    );
+    dir
 }
 
-/// The venv's Python: `$SLOTCON_PYTHON`, else `.venv/bin/python` in the workspace.
+/// The project's Python, found as every slotcon binary finds it ([`slotcon_cli::python`]:
+/// `$SLOTCON_PYTHON`, else the workspace's `.venv`).
 pub fn python() -> Command {
-    let path = std::env::var_os("SLOTCON_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{}: no Python venv; run scripts/python-env.sh (scripts/test.sh does)",
-        path.display()
-    );
+    let path = slotcon_cli::python(None).unwrap_or_else(|e| panic!("{e:#}; scripts/test.sh makes the venv"));
     Command::new(path)
 }
 

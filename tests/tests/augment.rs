@@ -190,10 +190,27 @@ fn one_input_cases(cases: &mut Cases, input: &str, base: &[u8], draw: u64, rng: 
         ops::gaussian_blur(v, SIZE, SIZE, sigma, &mut ops::BlurScratch::default())
     });
     run("solarize", json!({"threshold": 128}), &|v| color::solarize(v, 128));
-    let mut norm = vec![0f32; base.len()];
-    ops::normalize(base, &mut norm, ops::normalize::MEAN, ops::normalize::STD);
-    let bytes: Vec<u8> = norm.iter().flat_map(|f| f.to_le_bytes()).collect();
-    cases.case("normalize", input, sz, json!({}), &bytes, sz);
+    for device in normalize_devices() {
+        cases.case("normalize", input, sz, json!({}), &normalized_bytes(base, &device), sz);
+    }
+}
+
+/// The devices the trainer's normalisation is checked on: flex, and LibTorch CPU in a
+/// `tch` build.
+fn normalize_devices() -> Vec<burn::prelude::Device> {
+    #[allow(unused_mut)]
+    let mut devices = vec![burn::prelude::Device::flex()];
+    #[cfg(feature = "tch")]
+    #[allow(deprecated)]
+    devices.push(burn::prelude::Device::libtorch());
+    devices
+}
+
+/// One view through the trainer's normalisation (`[1, 3, s, s]` float32), as bytes.
+fn normalized_bytes(view: &[u8], device: &burn::prelude::Device) -> Vec<u8> {
+    let x = slotcon_train::data::normalized(view.to_vec(), 1, SIZE, device);
+    let floats: Vec<f32> = x.into_data().convert::<f32>().to_vec().unwrap();
+    floats.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
 #[test]

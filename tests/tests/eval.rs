@@ -131,7 +131,7 @@ fn upsampled_argmax_matches_pytorch_bilinear_interpolation() {
     let mut rng = SampleRng::new(9, 9, 9, 9);
     let maps: Vec<f32> = (0..k * h * w).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
     let mut ours = vec![0u16; out_h * out_w];
-    slotcon_train::eval::upsample::upsample_argmax(&maps, [k, h, w], &mut ours, out_h, out_w);
+    slotcon_eval::segment::upsample::upsample_argmax(&maps, [k, h, w], &mut ours, out_h, out_w);
     let dir = tmp.path();
     std::fs::write(
         dir.join("maps.f32"),

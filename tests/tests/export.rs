@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::prelude::*;
 use slotcon_tests::{bin, python_script, run, tiny_run};
 use slotcon_train::device::DeviceChoice;
-use slotcon_train::inference::load_run;
+use slotcon_eval::inference::load_run;
 use slotcon_train::Precision;
 
 fn export(run_dir: &Path, to: &str, out: &Path) -> (i32, String, String) {

@@ -71,7 +71,7 @@ fn align_plan_matches_torchvision_roi_align_with_flips_and_degenerate_boxes() {
 
 #[test]
 fn coco_stuff_27_mapping_covers_every_label_of_the_sample_masks() {
-    use slotcon_train::eval::{Coco27, IGNORE};
+    use slotcon_eval::segment::{Coco27, IGNORE};
     let root = slotcon_tests::coco128();
     let map = Coco27::from_panoptic_json(&root.join("panoptic_train2017.json")).unwrap();
     assert_eq!(map.classes.len(), 27);

@@ -83,6 +83,15 @@ impl std::str::FromStr for Precision {
     }
 }
 
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 impl Precision {
     /// Burn's float type for it.
     pub fn dtype(self) -> burn::tensor::FloatDType {
@@ -151,16 +160,7 @@ pub struct TrainConfig {
 }
 
 /// Reads a JSON file into `T`; errors name the file.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::Config {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
-}
+pub(crate) use slotcon_shards::format::read_json;
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -273,15 +273,12 @@ impl TrainConfig {
     /// Writes the resolved config as pretty JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("config serialises") + "\n";
-        std::fs::write(path, text).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(slotcon_shards::format::write_atomic(path, text.as_bytes())?)
     }
 
     /// Reads a config written by [`TrainConfig::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        read_json(path)
+        Ok(read_json(path)?)
     }
 }
 

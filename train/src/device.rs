@@ -39,6 +39,16 @@ impl FromStr for DeviceChoice {
     }
 }
 
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Flex => write!(f, "flex"),
+            DeviceChoice::Libtorch => write!(f, "libtorch"),
+            DeviceChoice::LibtorchCuda(n) => write!(f, "libtorch-cuda:{n}"),
+        }
+    }
+}
+
 impl DeviceChoice {
     /// The autodiff device, computing in `precision`. Call it before any tensor exists on
     /// that device: the float type of a device is fixed by its first tensor.
@@ -57,12 +67,17 @@ impl DeviceChoice {
             DeviceChoice::LibtorchCuda(n) => Device::libtorch_cuda(n),
             #[cfg(not(feature = "tch"))]
             DeviceChoice::Libtorch | DeviceChoice::LibtorchCuda(_) => {
-                return Err(Error::Invalid(format!("{self:?}: this build has no LibTorch")))
+                return Err(Error::Device {
+                    device: self.to_string(),
+                    reason: "this build has no LibTorch (build with --features tch)".into(),
+                })
             }
         };
         if precision != Precision::F32 {
-            base.configure(precision.dtype())
-                .map_err(|e| Error::Invalid(format!("{self:?}: cannot compute in {precision:?}: {e:?}")))?;
+            base.configure(precision.dtype()).map_err(|e| Error::Device {
+                device: self.to_string(),
+                reason: format!("cannot compute in {precision}: {e}"),
+            })?;
         }
         Ok(base)
     }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 /// Why training could not go on.
+///
+/// Every variant names the file, folder or device first, then the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
@@ -12,22 +14,39 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A config file is not valid JSON for [`TrainConfig`](crate::TrainConfig).
-    #[error("{}: bad config: {reason}", path.display())]
-    Config { path: PathBuf, reason: String },
-    /// A weights file does not fit the model.
+    /// A weights, optimizer or checkpoint file does not fit the model.
     #[error("{}: {reason}", path.display())]
     Weights { path: PathBuf, reason: String },
+    /// The shard store cannot feed this run (empty, or fewer images than a batch).
+    #[error("{}: {reason}", path.display())]
+    Store { path: PathBuf, reason: String },
+    /// A run folder has no checkpoint to resume from, or one made with other settings.
+    #[error("{}: {reason}", path.display())]
+    Checkpoint { path: PathBuf, reason: String },
+    /// A device that this build or machine cannot provide.
+    #[error("{device}: {reason}")]
+    Device { device: String, reason: String },
     /// The loss became NaN or infinite.
     #[error("step {step}: the loss is {loss}; stopping (the last checkpoint is kept as it was)")]
     Diverged { step: u64, loss: f64 },
-    /// Reading or writing through the shard store's file helpers failed.
-    #[error(transparent)]
-    Store(#[from] slotcon_shards::Error),
     /// Settings that make no sense together.
     #[error("invalid settings: {0}")]
     Invalid(String),
+    /// The shard store (opening, reading, or its file helpers) failed.
+    #[error(transparent)]
+    Shards(#[from] slotcon_shards::Error),
+    /// The loader could not make a batch (a corrupt sample, bad loader settings).
+    #[error("loader: {0}")]
+    Loader(#[from] slotcon_augment::Error),
 }
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a path to an I/O error: `.map_err(io_err(&path))`.
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,5 +1,5 @@
-//! SlotCon on Burn: the model, its loss and training loop, and what comes after
-//! training (export, evaluation, pictures). The only crate that depends on burn.
+//! SlotCon on Burn: the model, its loss and its training loop. What comes after training
+//! (inference, export, evaluation, pictures) is the `slotcon-eval` crate, built on this one.
 //!
 //! - [`TrainConfig`] with presets [`TrainConfig::coco_r50_800ep`] and [`TrainConfig::tiny`];
 //! - [`schedule::learning_rate`] and [`schedule::teacher_momentum`], pure functions of the step;
@@ -7,8 +7,7 @@
 //! - [`model`]: ResNet (torchvision layout), projector, grouping, predictor, the loss;
 //! - [`trainer::Trainer`] (one step, checkpoints) and [`run::train`] (the whole run);
 //! - [`device::DeviceChoice`]: flex / LibTorch devices in f32 or bf16;
-//! - [`inference`], [`export`], [`eval`], [`viz`]: a finished run's teacher, exported for
-//!   torchvision and detectron2, evaluated on COCO-Stuff-27, and drawn.
+//! - [`reference::dump_case`]: one step's inputs for the PyTorch reference.
 //!
 //! ```
 //! use slotcon_train::{schedule, AlignPlan, TrainConfig};
@@ -30,16 +29,15 @@ mod config;
 pub mod data;
 pub mod device;
 mod error;
-pub mod eval;
-pub mod export;
-pub mod inference;
 pub mod model;
 pub mod optim;
 pub mod reference;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
-pub mod viz;
+
+/// The Burn this crate is built on (its devices and tensors), for the crates above.
+pub use burn;
 
 pub use align::AlignPlan;
 pub use config::{Arch, Optimizer, Precision, TrainConfig};

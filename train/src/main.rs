@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::run::{train, RunOptions};
 use slotcon_train::{Arch, Precision, TrainConfig};
@@ -108,13 +107,7 @@ fn config(cli: &Cli) -> TrainConfig {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    slotcon_cli::exit(run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -130,14 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_steps: cli.max_steps,
         resume: cli.resume,
     };
-    let bar = if cli.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    let style =
-        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").expect("template");
-    bar.set_style(style);
+    let bar = slotcon_cli::bar(0, "steps", cli.quiet);
     let trainer = train(cfg, &opts, &device, &mut |m, last| {
         bar.set_length(last);
         bar.set_position(m.step.step + 1);

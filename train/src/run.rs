@@ -12,7 +12,7 @@ use slotcon_augment::{AugmentConfig, LoaderBuilder};
 use slotcon_shards::ShardReader;
 
 use crate::config::TrainConfig;
-use crate::error::{Error, Result};
+use crate::error::{io_err as io, Error, Result};
 use crate::trainer::{StepMetrics, Trainer};
 
 /// How to run (everything else is in the [`TrainConfig`]).
@@ -42,13 +42,6 @@ pub struct MetricsLine {
     pub data_wait_frac: f64,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Trains on `device` (an autodiff device); `on_step` sees every step's metrics.
 pub fn train(
     cfg: TrainConfig,
@@ -60,8 +53,10 @@ pub fn train(
     let reader = open_store(&opts.shards)?;
     let steps_per_epoch = reader.len() / cfg.batch_size as u64;
     if steps_per_epoch == 0 {
-        let reason = format!("{} images make no batch of {}", reader.len(), cfg.batch_size);
-        return Err(Error::Invalid(format!("{}: {reason}", opts.shards.display())));
+        return Err(Error::Store {
+            path: opts.shards.clone(),
+            reason: format!("{} images make no batch of {}", reader.len(), cfg.batch_size),
+        });
     }
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let mut trainer = Trainer::new(cfg.clone(), device, steps_per_epoch);
@@ -90,11 +85,10 @@ pub fn train(
             .seed(cfg.seed)
             .epoch(epoch)
             .start_step(start)
-            .build()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+            .build()?;
         let mut wait_start = Instant::now();
         for batch in loader {
-            let batch = batch.map_err(|e| Error::Invalid(format!("loader: {e}")))?;
+            let batch = batch?;
             let waited = wait_start.elapsed().as_secs_f64();
             let t = Instant::now();
             let step = trainer.train_step(&batch)?;
@@ -123,12 +117,12 @@ pub fn train(
 }
 
 fn open_store(shards: &Path) -> Result<Arc<ShardReader>> {
-    let reader = ShardReader::open(shards).map_err(|e| Error::Invalid(format!("cannot open the shard store: {e}")))?;
+    let reader = ShardReader::open(shards)?;
     if reader.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: the shard store holds no image",
-            shards.display()
-        )));
+        return Err(Error::Store {
+            path: shards.to_path_buf(),
+            reason: "the shard store holds no image".into(),
+        });
     }
     Ok(Arc::new(reader))
 }
@@ -179,13 +173,16 @@ fn resume(trainer: Trainer, out: &Path) -> Result<Trainer> {
     let current = [dir.join("current"), dir.join(".old-current")]
         .into_iter()
         .find(|d| d.join("progress.json").exists());
-    let current = current.ok_or_else(|| Error::Invalid(format!("{}: no checkpoint to resume from", dir.display())))?;
+    let current = current.ok_or_else(|| Error::Checkpoint {
+        path: dir.clone(),
+        reason: "no checkpoint to resume from".into(),
+    })?;
     let saved = TrainConfig::load(&current.join("config.json"))?;
     if saved != trainer.cfg {
-        return Err(Error::Invalid(format!(
-            "{}: the checkpoint was made with another config",
-            current.display()
-        )));
+        return Err(Error::Checkpoint {
+            path: current,
+            reason: "the checkpoint was made with another config".into(),
+        });
     }
     trainer.load(&current)
 }

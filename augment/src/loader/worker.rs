@@ -6,12 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use slotcon_shards::StoreKind;
 
 use super::batch::{Outcome, Slot};
 use super::Shared;
-use crate::decode::{decode_rgb, Limits};
-use crate::image::ImageRef;
+use crate::decode::{sample_rgb, Limits};
+use crate::error::Error;
 use crate::view::{two_views_into, Scratch, TwoViewMeta};
 
 /// One sample to render: position `pos` of batch buffer `slot`.
@@ -76,24 +75,15 @@ fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState)
         reason,
     };
     let sample = shared.reader.get(id).map_err(|e| failed(e.to_string()))?;
-    let (w, h) = (sample.width as usize, sample.height as usize);
-    let img = match shared.reader.store() {
-        StoreKind::Raw if sample.bytes.len() == w * h * 3 => ImageRef::new(sample.bytes, w, h),
-        StoreKind::Raw => {
-            return Err(failed(format!(
-                "raw payload of {} bytes is not {w}x{h}x3",
-                sample.bytes.len()
-            )))
+    let img = match sample_rgb(shared.reader.store(), &sample, Limits::default(), &mut ws.rgb) {
+        Ok(img) => img,
+        Err(e @ Error::Payload(_)) => return Err(failed(e.to_string())),
+        Err(e) => {
+            return Err(Outcome::Skipped {
+                path: sample.path.to_string(),
+                reason: e.to_string(),
+            })
         }
-        StoreKind::Encoded => match decode_rgb(sample.bytes, Limits::default(), &mut ws.rgb) {
-            Ok(info) => ImageRef::new(&ws.rgb, info.width as usize, info.height as usize),
-            Err(e) => {
-                return Err(Outcome::Skipped {
-                    path: sample.path.to_string(),
-                    reason: e.to_string(),
-                })
-            }
-        },
     };
     // SAFETY: this task owns position `pos` of the batch being filled.
     let views = unsafe { slot.views_mut(pos) };

@@ -11,5 +11,4 @@ pub mod transpose;
 pub use blur::{gaussian_blur, BlurScratch};
 pub use color::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, solarize};
 pub use flip::hflip;
-pub use normalize::normalize;
 pub use resize::{resize_bicubic, ResizeScratch, Taps};

@@ -34,7 +34,12 @@ pub fn load_torchvision(model: &mut ResNet, path: &Path) -> Result<LoadReport> {
     let result = model.load_from(&mut store).map_err(|e| bad(e.to_string()))?;
     if !result.missing.is_empty() || !result.errors.is_empty() {
         let missing: Vec<&str> = result.missing.iter().map(|(name, _)| name.as_str()).collect();
-        return Err(bad(format!("missing {missing:?}, errors {:?}", result.errors)));
+        let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        return Err(bad(format!(
+            "missing [{}], errors [{}]",
+            missing.join(", "),
+            errors.join("; ")
+        )));
     }
     Ok(LoadReport {
         applied: result.applied.len(),

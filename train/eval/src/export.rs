@@ -8,8 +8,9 @@ use std::path::Path;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use safetensors::{Dtype, SafeTensors, View};
 
+use slotcon_train::model::ResNet;
+
 use crate::error::{Error, Result};
-use crate::model::ResNet;
 
 /// One exported tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,25 +123,19 @@ pub fn detectron2_name(torchvision: &str) -> Option<String> {
 pub fn write_safetensors(tensors: &[Exported], path: &Path) -> Result<()> {
     let pairs: Vec<(&str, &Exported)> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     let bytes = safetensors::serialize(pairs, None).map_err(|e| weights_error(path, e.to_string()))?;
-    write_atomic(path, &bytes)
+    Ok(slotcon_shards::format::write_atomic(path, &bytes)?)
 }
 
-/// Writes `bytes` to `path` atomically (the store's `.NAME.tmp`, fsync, rename), making
-/// its folder first.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(slotcon_shards::format::write_atomic(path, bytes)?)
-}
+
+/// Pickles the staged safetensors (argv 1) into the detectron2 checkpoint (argv 2); built
+/// into the binary so that it runs from anywhere.
+const DETECTRON2_PKL: &str = include_str!("../python/detectron2_pkl.py");
 
 /// Writes the detectron2 checkpoint `path` (a pickle of `{"model": {name: ndarray},
 /// "__author__": "slotcon", "matching_heuristics": True}`): the tensors go to Python
-/// (`python`, which needs numpy and safetensors) as safetensors, and `script` pickles them.
-pub fn write_detectron2(tensors: &[Exported], path: &Path, python: &Path, script: &Path) -> Result<()> {
+/// (`python`, which needs numpy and safetensors) as safetensors, and
+/// `python/detectron2_pkl.py` (built in) pickles them.
+pub fn write_detectron2(tensors: &[Exported], path: &Path, python: &Path) -> Result<()> {
     let renamed: Vec<Exported> = tensors
         .iter()
         .filter_map(|t| detectron2_name(&t.name).map(|name| Exported { name, ..t.clone() }))
@@ -148,15 +143,19 @@ pub fn write_detectron2(tensors: &[Exported], path: &Path, python: &Path, script
     let staged = path.with_file_name(format!(".detectron2-{}.safetensors", std::process::id()));
     write_safetensors(&renamed, &staged)?;
     let out = std::process::Command::new(python)
-        .arg(script)
+        .args(["-c", DETECTRON2_PKL])
         .arg(&staged)
         .arg(path)
         .output();
     std::fs::remove_file(&staged).ok();
-    let out = out.map_err(|e| weights_error(path, format!("cannot run {}: {e}", python.display())))?;
+    let python_err = |reason: String| Error::Python {
+        python: python.to_path_buf(),
+        reason,
+    };
+    let out = out.map_err(|e| python_err(format!("cannot run: {e}")))?;
     if !out.status.success() {
         let reason = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(weights_error(path, format!("{} failed: {reason}", script.display())));
+        return Err(python_err(format!("detectron2_pkl.py failed writing {}: {reason}", path.display())));
     }
     Ok(())
 }

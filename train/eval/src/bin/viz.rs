@@ -1,15 +1,16 @@
 //! `slotcon-viz`: pictures of a run (prototype retrieval grid, slot overlays, curves).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use slotcon_eval::inference::open_run;
+use slotcon_eval::viz::curves::{curves_png, read_curves};
+use slotcon_eval::viz::{image_overlay, prototype_grid, GridOptions};
+use slotcon_shards::format::write_atomic;
 use slotcon_shards::ShardReader;
 use slotcon_train::device::DeviceChoice;
-use slotcon_train::inference::open_run;
-use slotcon_train::viz::curves::{curves_png, read_curves};
-use slotcon_train::viz::{image_overlay, prototype_grid, GridOptions};
 
 /// Draw what a SlotCon run learned.
 #[derive(Parser, Debug)]
@@ -98,15 +99,12 @@ enum Command {
     },
 }
 
-fn bar(unit: &str) -> anyhow::Result<ProgressBar> {
-    let bar = ProgressBar::new(0);
-    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit} [{{elapsed_precise}}<{{eta_precise}}]");
-    bar.set_style(ProgressStyle::with_template(&template)?);
-    Ok(bar)
+fn main() -> ExitCode {
+    slotcon_cli::exit(run(Cli::parse()))
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Prototypes {
             run,
             shards,
@@ -119,8 +117,7 @@ fn main() -> anyhow::Result<()> {
             out,
         } => {
             let (loaded, device) = open_run(&run.run, &run.checkpoint, run.device)?;
-            let reader =
-                ShardReader::open(&shards).with_context(|| format!("{}: opening the store", shards.display()))?;
+            let reader = ShardReader::open(&shards).context("opening the shard store")?;
             anyhow::ensure!(
                 !reader.is_empty(),
                 "{}: the shard store holds no image",
@@ -135,7 +132,7 @@ fn main() -> anyhow::Result<()> {
                 max_images,
                 ..GridOptions::default()
             };
-            let bar = bar("images")?;
+            let bar = slotcon_cli::bar(0, "images", false);
             let (grid, shown) = prototype_grid(&reader, &loaded.net.teacher, &device, &opts, &mut |done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
@@ -148,7 +145,7 @@ fn main() -> anyhow::Result<()> {
                 "max_images": max_images, "prototypes": shown,
             });
             let path = PathBuf::from(format!("{}.json", out.display()));
-            slotcon_train::export::write_atomic(&path, serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
+            write_atomic(&path, serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
             println!("{}: {}x{}, prototypes {shown:?}", out.display(), grid.w, grid.h);
         }
         Command::Image { run, image, size, out } => {

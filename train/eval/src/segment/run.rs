@@ -9,13 +9,15 @@ use burn::prelude::Device;
 use serde::Serialize;
 use slotcon_augment::decode::{decode_rgb, Limits};
 use slotcon_augment::ops::resize::ResizeScratch;
+use slotcon_augment::ImageRef;
 
 use super::kmeans::kmeans;
 use super::upsample::upsample_argmax;
 use super::{Coco27, Confusion, Scores};
-use crate::error::{Error, Result};
+use slotcon_train::model::Encoder;
+
+use crate::error::{io_err, Error, Result};
 use crate::inference::{center_labels, center_view, dense, Dense};
-use crate::model::Encoder;
 
 /// Where the data is and how to evaluate.
 #[derive(Clone, Debug)]
@@ -76,13 +78,6 @@ pub struct SegmentReport {
     pub majority_confusion: Vec<u64>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Image files of `images` that have a `masks/<stem>.png`, sorted, as pairs.
 pub fn labelled_pairs(images: &Path, masks: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(images)
@@ -99,10 +94,10 @@ pub fn labelled_pairs(images: &Path, masks: &Path) -> Result<Vec<(PathBuf, PathB
         })
         .collect();
     if files.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no images (.jpg, .jpeg, .png)",
-            images.display()
-        )));
+        return Err(Error::Empty {
+            path: images.to_path_buf(),
+            reason: "no images (.jpg, .jpeg, .png)".into(),
+        });
     }
     files.sort();
     let pairs: Vec<(PathBuf, PathBuf)> = files
@@ -113,18 +108,20 @@ pub fn labelled_pairs(images: &Path, masks: &Path) -> Result<Vec<(PathBuf, PathB
         })
         .collect();
     if pairs.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no image has a mask in {} (<stem>.png)",
-            images.display(),
-            masks.display()
-        )));
+        return Err(Error::Empty {
+            path: images.to_path_buf(),
+            reason: format!("no image has a mask in {} (<stem>.png)", masks.display()),
+        });
     }
     Ok(pairs)
 }
 
 /// A single-channel 8-bit PNG: (bytes, width, height).
 pub fn read_mask(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
-    let bad = |reason: String| Error::Invalid(format!("{}: {reason}", path.display()));
+    let bad = |reason: String| Error::Mask {
+        path: path.to_path_buf(),
+        reason,
+    };
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let mut reader = png::Decoder::new(Cursor::new(bytes))
         .read_info()
@@ -155,18 +152,23 @@ struct Prepared {
 fn prepare(img: &Path, mask: &Path, coco: &Coco27, size: usize, scratch: &mut ResizeScratch) -> Result<Prepared> {
     let bytes = std::fs::read(img).map_err(io_err(img))?;
     let mut rgb = Vec::new();
-    let info = decode_rgb(&bytes, Limits::default(), &mut rgb)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", img.display())))?;
+    let info = decode_rgb(&bytes, Limits::default(), &mut rgb).map_err(|source| Error::Image {
+        path: img.to_path_buf(),
+        source,
+    })?;
     let (w, h) = (info.width as usize, info.height as usize);
     let (m, mw, mh) = read_mask(mask)?;
     if (mw, mh) != (w, h) {
-        return Err(Error::Invalid(format!(
-            "{}: mask is {mw}x{mh}, the image {w}x{h}",
-            mask.display()
-        )));
+        return Err(Error::Mask {
+            path: mask.to_path_buf(),
+            reason: format!("mask is {mw}x{mh}, the image {w}x{h}"),
+        });
     }
     Ok(Prepared {
-        view: center_view(&rgb, w, h, size, scratch)?,
+        view: center_view(ImageRef::new(&rgb, w, h), size, scratch).map_err(|source| Error::Image {
+            path: img.to_path_buf(),
+            source,
+        })?,
         labels: coco.map_mask(&center_labels(&m, w, h, size)),
     })
 }
@@ -225,12 +227,9 @@ pub fn segment(
         }
         progress(((done + 1) * opts.batch).min(pairs.len()), pairs.len());
     }
-    let proto_conf = proto_conf.ok_or_else(|| {
-        Error::Invalid(format!(
-            "{}: no image could be evaluated ({})",
-            opts.images.display(),
-            skipped.join("; ")
-        ))
+    let proto_conf = proto_conf.ok_or_else(|| Error::Empty {
+        path: opts.images.clone(),
+        reason: format!("no image could be evaluated ({})", skipped.join("; ")),
     })?;
     let cluster_conf = cluster(&kept, dims, classes, opts)?;
     let used = (0..proto_conf.clusters)
@@ -267,10 +266,10 @@ fn pixel_rows(kept: &[Kept], d: usize, hw: usize) -> Vec<f32> {
 fn cluster(kept: &[Kept], [_, d, _, h, w]: [usize; 5], classes: usize, opts: &SegmentOptions) -> Result<Confusion> {
     let rows = pixel_rows(kept, d, h * w);
     if rows.len() / d < classes {
-        return Err(Error::Invalid(format!(
-            "{} pixels of features cannot make {classes} clusters",
-            rows.len() / d
-        )));
+        return Err(Error::Empty {
+            path: opts.images.clone(),
+            reason: format!("{} pixels of features cannot make {classes} clusters", rows.len() / d),
+        });
     }
     let centroids = kmeans(&rows, d, classes, opts.kmeans_iterations, opts.seed);
     let norms: Vec<f32> = centroids

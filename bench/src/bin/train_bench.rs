@@ -2,12 +2,14 @@
 //! batch, weights and thread count, in one invocation.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
 use slotcon_augment::{AugmentConfig, LoaderBuilder};
+use slotcon_bench::{median, run_python};
 use slotcon_shards::ShardReader;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::trainer::Trainer;
@@ -70,13 +72,11 @@ fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
     Ok(cfg)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn main() -> ExitCode {
+    slotcon_cli::exit(run(Cli::parse()))
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> anyhow::Result<()> {
     let threads = cli
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let cfg = config(&cli)?;
     let device = cli.device.autodiff(cfg.precision)?;
-    let reader = Arc::new(ShardReader::open(&cli.shards).with_context(|| "opening the shard store".to_string())?);
+    let reader = Arc::new(ShardReader::open(&cli.shards).context("opening the shard store")?);
     let aug = AugmentConfig::slotcon()
         .with_size(cfg.image_size)
         .with_min_scale(cfg.min_scale);
@@ -127,7 +127,7 @@ fn python(cli: &Cli, dir: &std::path::Path, threads: usize) -> anyhow::Result<se
         format!("--threads={threads}"),
         format!("--device={device}"),
     ];
-    Ok(slotcon_bench::run_python("train_step.py", &args)?)
+    Ok(run_python("train_step.py", &args)?)
 }
 
 fn report(
@@ -137,19 +137,19 @@ fn report(
     (ours, losses): (Vec<f64>, Vec<f64>),
     reference: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
-    let ms = median(ours.clone());
+    let ms = median(&ours);
     let theirs = reference.as_ref().map(|r| {
         let v: Vec<f64> = r["step_ms"]
             .as_array()
-            .unwrap()
-            .iter()
+            .into_iter()
+            .flatten()
             .filter_map(|x| x.as_f64())
             .collect();
-        median(v)
+        median(&v)
     });
     let out = serde_json::json!({
         "arch": cfg.arch.name(), "batch": cfg.batch_size, "image_size": cfg.image_size,
-        "device": format!("{:?}", cli.device), "precision": cfg.precision, "threads": threads,
+        "device": cli.device.to_string(), "precision": cfg.precision, "threads": threads,
         "slotcon_step_ms": ours, "slotcon_losses": losses, "slotcon_median_ms": ms, "slotcon_img_per_sec": cfg.batch_size as f64 * 1000.0 / ms,
         "pytorch": reference, "pytorch_median_ms": theirs, "ratio": theirs.map(|t| ms / t),
     });
@@ -158,7 +158,7 @@ fn report(
         return Ok(());
     }
     println!(
-        "{} batch {} at {} px, {:?} {:?}, {threads} threads",
+        "{} batch {} at {} px, {} {}, {threads} threads",
         cfg.arch.name(),
         cfg.batch_size,
         cfg.image_size,

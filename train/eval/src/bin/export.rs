@@ -1,12 +1,13 @@
 //! `slotcon-export`: a run's teacher backbone for torchvision or detectron2.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use slotcon_eval::export::{torchvision_tensors, write_detectron2, write_safetensors};
+use slotcon_eval::inference::open_run;
+use slotcon_shards::format::write_atomic;
 use slotcon_train::device::DeviceChoice;
-use slotcon_train::export::{torchvision_tensors, write_detectron2, write_safetensors};
-use slotcon_train::inference::open_run;
 
 /// Export the teacher backbone (`encoder_k`) of a SlotCon run.
 ///
@@ -15,8 +16,9 @@ use slotcon_train::inference::open_run;
 /// torchvision: safetensors with torchvision's ResNet names (and `num_batches_tracked`);
 /// `resnet50().load_state_dict(load_file(FILE), strict=False)` then misses only `fc.*`.
 /// detectron2: the `.pkl` that `DetectionCheckpointer` loads (`MODEL.WEIGHTS FILE`,
-/// with `MODEL.PIXEL_MEAN/STD` and `FORMAT: RGB` of torchvision); needs the project's
-/// Python venv (numpy, safetensors) to write the pickle.
+/// with `MODEL.PIXEL_MEAN/STD` and `FORMAT: RGB` of torchvision); a Python with numpy and
+/// safetensors writes the pickle (--python, else $SLOTCON_PYTHON, else .venv/bin/python
+/// here or in a folder above; nothing is installed).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -31,6 +33,12 @@ struct Cli {
     /// The file to write (written atomically).
     #[arg(long)]
     out: PathBuf,
+    /// The Python interpreter for --to detectron2 (needs numpy and safetensors).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// No spinner.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -41,33 +49,44 @@ enum Format {
     Detectron2,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let bar = indicatif::ProgressBar::new_spinner().with_message(format!("loading {}", cli.run.display()));
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Torchvision => "torchvision",
+            Format::Detectron2 => "detectron2",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    slotcon_cli::exit(run(Cli::parse()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let python = match cli.to {
+        Format::Detectron2 => Some(slotcon_cli::python(cli.python.as_deref())?),
+        Format::Torchvision => None,
+    };
+    let bar = slotcon_cli::spinner(format!("loading {}", cli.run.display()), cli.quiet);
     let (run, _) = open_run(&cli.run, &cli.checkpoint, DeviceChoice::Flex)?;
     bar.set_message(format!("writing {}", cli.out.display()));
     let tensors = torchvision_tensors(&run.net.teacher.backbone, run.step)?;
-    match cli.to {
-        Format::Torchvision => write_safetensors(&tensors, &cli.out)?,
-        Format::Detectron2 => {
-            let python = slotcon_bench::python().context("the project's Python venv (scripts/python-env.sh)")?;
-            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/detectron2_pkl.py");
-            write_detectron2(&tensors, &cli.out, &python, &script)?;
-        }
+    match python {
+        Some(python) => write_detectron2(&tensors, &cli.out, &python)?,
+        None => write_safetensors(&tensors, &cli.out)?,
     }
     let sidecar = serde_json::json!({
-        "run": cli.run, "checkpoint": run.dir, "step": run.step, "to": format!("{:?}", cli.to).to_lowercase(),
+        "run": cli.run, "checkpoint": run.dir, "step": run.step, "to": cli.to.name(),
         "tensors": tensors.len(), "config": run.cfg,
     });
     let sidecar_path = PathBuf::from(format!("{}.json", cli.out.display()));
-    slotcon_train::export::write_atomic(&sidecar_path, serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
+    write_atomic(&sidecar_path, serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
     bar.finish_and_clear();
     println!(
-        "{}: {} teacher backbone ({:?}) at step {} from {} -> {}",
+        "{}: {} teacher backbone ({}) at step {} from {} -> {}",
         cli.run.display(),
         run.cfg.arch.name(),
-        cli.to,
+        cli.to.name(),
         run.step,
         run.dir.display(),
         cli.out.display()

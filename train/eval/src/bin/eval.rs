@@ -1,13 +1,14 @@
 //! `slotcon-eval`: evaluations of a trained run.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use slotcon_eval::inference::{open_run, LoadedRun};
+use slotcon_eval::segment::{segment, Scores, SegmentOptions, SegmentReport};
+use slotcon_eval::viz::confusion::confusion_png;
+use slotcon_shards::format::write_atomic;
 use slotcon_train::device::DeviceChoice;
-use slotcon_train::eval::segment::{segment, SegmentOptions, SegmentReport};
-use slotcon_train::inference::open_run;
-use slotcon_train::viz::confusion::confusion_png;
 
 /// Evaluate a SlotCon run.
 #[derive(Parser, Debug)]
@@ -64,7 +65,11 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    slotcon_cli::exit(run(Cli::parse()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let Command::Segment {
         run,
         checkpoint,
@@ -77,21 +82,14 @@ fn main() -> anyhow::Result<()> {
         seed,
         json,
         quiet,
-    } = Cli::parse().command;
+    } = cli.command;
     let (loaded, device) = open_run(&run, &checkpoint, device)?;
     let opts = SegmentOptions {
         size,
         seed,
         ..SegmentOptions::new(images, masks, categories)
     };
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} images [{elapsed_precise}<{eta_precise}]",
-    )?);
+    let bar = slotcon_cli::bar(0, "images", quiet);
     let report = segment(&loaded.net.teacher, &device, &opts, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -114,17 +112,16 @@ fn write(
     checkpoint: &std::path::Path,
     step: u64,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out)?;
     let doc = serde_json::json!({
         "checkpoint": checkpoint, "step": step, "images_dir": opts.images, "masks_dir": opts.masks,
         "categories": opts.categories, "size": opts.size, "kmeans_iterations": opts.kmeans_iterations,
         "seed": opts.seed, "report": r,
     });
-    slotcon_train::export::write_atomic(
+    write_atomic(
         &out.join("segment.json"),
         serde_json::to_string_pretty(&doc)?.as_bytes(),
     )?;
-    let title = |name: &str, s: &slotcon_train::eval::Scores| {
+    let title = |name: &str, s: &Scores| {
         format!(
             "{name}: miou {:.2} acc {:.2} (rows label, cols predicted)",
             100.0 * s.miou,
@@ -142,7 +139,7 @@ fn write(
     Ok(())
 }
 
-fn print(r: &SegmentReport, run: &slotcon_train::inference::LoadedRun, size: usize, out: &std::path::Path) {
+fn print(r: &SegmentReport, run: &LoadedRun, size: usize, out: &std::path::Path) {
     println!(
         "COCO-Stuff-27 on {} images ({size} px centre crops, {} labelled pixels), {} step {}",
         r.images,

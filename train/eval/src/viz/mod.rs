@@ -12,14 +12,15 @@ pub mod prototypes;
 use std::path::Path;
 
 use burn::prelude::Device;
-use slotcon_augment::decode::{decode_rgb, Limits};
+use slotcon_augment::decode::{decode_rgb, sample_rgb, Limits};
 use slotcon_augment::ops::resize::ResizeScratch;
-use slotcon_shards::{ShardReader, StoreKind};
+use slotcon_augment::ImageRef;
+use slotcon_shards::ShardReader;
+use slotcon_train::model::Encoder;
 
-use crate::error::{Error, Result};
-use crate::eval::upsample::upsample_argmax;
+use crate::error::{io_err, Error, Result};
 use crate::inference::{center_view, dense};
-use crate::model::Encoder;
+use crate::segment::upsample::upsample_argmax;
 use canvas::Canvas;
 use prototypes::{grid_png, retrieve, sample_prototypes, Row};
 
@@ -56,20 +57,15 @@ impl Default for GridOptions {
     }
 }
 
-/// Image `id` of the store as RGB into `out`; its `(w, h)`.
-pub fn sample_rgb(reader: &ShardReader, id: u64, out: &mut Vec<u8>) -> Result<(usize, usize)> {
-    let s = reader.get(id).map_err(|e| Error::Invalid(e.to_string()))?;
-    let (w, h) = (s.width as usize, s.height as usize);
-    match reader.store() {
-        StoreKind::Raw => {
-            out.clear();
-            out.extend_from_slice(s.bytes);
-        }
-        StoreKind::Encoded => {
-            decode_rgb(s.bytes, Limits::default(), out).map_err(|e| Error::Invalid(format!("{}: {e}", s.path)))?;
-        }
-    }
-    Ok((w, h))
+/// Image `id` of the store, resized and centre-cropped to `size` for the teacher.
+fn store_view(reader: &ShardReader, id: u64, size: usize, buf: &mut Vec<u8>, scratch: &mut ResizeScratch) -> Result<Vec<u8>> {
+    let s = reader.get(id)?;
+    let image_err = |source| Error::Image {
+        path: reader.dir().join(s.path),
+        source,
+    };
+    let img = sample_rgb(reader.store(), &s, Limits::default(), buf).map_err(image_err)?;
+    center_view(img, size, scratch).map_err(image_err)
 }
 
 /// The teacher's score maps of every image of the store (`[n, k, h·w]`) and the ids they
@@ -89,8 +85,8 @@ fn store_scores(
         let mut views = Vec::new();
         let mut batch_ids = Vec::new();
         for &id in chunk {
-            if let Ok((w, h)) = sample_rgb(reader, id, &mut rgb) {
-                views.extend(center_view(&rgb, w, h, opts.size, &mut scratch)?);
+            if let Ok(view) = store_view(reader, id, opts.size, &mut rgb, &mut scratch) {
+                views.extend(view);
                 batch_ids.push(id);
             }
         }
@@ -104,10 +100,10 @@ fn store_scores(
         progress(chunk[chunk.len() - 1] + 1, n);
     }
     if ids.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no image could be read",
-            reader.dir().display()
-        )));
+        return Err(Error::Empty {
+            path: reader.dir().to_path_buf(),
+            reason: "no image could be read".into(),
+        });
     }
     Ok((scores, ids, dims))
 }
@@ -130,8 +126,7 @@ pub fn prototype_grid(
     for &proto in &chosen {
         let mut tiles = Vec::new();
         for hit in &hits[proto] {
-            let (iw, ih) = sample_rgb(reader, ids[hit.image], &mut rgb)?;
-            let view = center_view(&rgb, iw, ih, opts.tile, &mut scratch)?;
+            let view = store_view(reader, ids[hit.image], opts.tile, &mut rgb, &mut scratch)?;
             let maps = &scores[hit.image * k * h * w..][..k * h * w];
             upsample_argmax(maps, [k, h, w], &mut assign, opts.tile, opts.tile);
             tiles.push((view, assign.iter().map(|&a| a as usize == proto).collect()));
@@ -143,20 +138,15 @@ pub fn prototype_grid(
 
 /// The slot overlay of one image file at `size` (short side resized, centre crop).
 pub fn image_overlay(path: &Path, encoder: &Encoder, device: &Device, size: usize) -> Result<Canvas> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let image_err = |source| Error::Image {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
     let mut rgb = Vec::new();
-    let info = decode_rgb(&bytes, Limits::default(), &mut rgb)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    let view = center_view(
-        &rgb,
-        info.width as usize,
-        info.height as usize,
-        size,
-        &mut ResizeScratch::default(),
-    )?;
+    let info = decode_rgb(&bytes, Limits::default(), &mut rgb).map_err(image_err)?;
+    let img = ImageRef::new(&rgb, info.width as usize, info.height as usize);
+    let view = center_view(img, size, &mut ResizeScratch::default()).map_err(image_err)?;
     let out = dense(encoder, &view, 1, size, device)?;
     let [_, _, k, h, w] = out.dims;
     let mut assign = vec![0u16; size * size];

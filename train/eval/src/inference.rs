@@ -5,15 +5,19 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
+use slotcon_augment::crop::round_half_even;
 use slotcon_augment::ops::resize::{resize_bicubic, ResizeScratch};
 use slotcon_augment::{ImageRef, Rect};
+use slotcon_shards::format::read_json;
+use slotcon_train::data::normalized;
+use slotcon_train::device::DeviceChoice;
+use slotcon_train::model::heads::l2_normalize;
+use slotcon_train::model::{Encoder, SlotConNet};
+use slotcon_train::run::checkpoints;
+use slotcon_train::trainer::Progress;
+use slotcon_train::TrainConfig;
 
-use crate::config::{read_json, TrainConfig};
-use crate::data::normalized;
 use crate::error::{Error, Result};
-use crate::model::heads::l2_normalize;
-use crate::model::{Encoder, SlotConNet};
-use crate::trainer::Progress;
 
 /// A run's checkpoint, loaded.
 pub struct LoadedRun {
@@ -29,7 +33,7 @@ pub struct LoadedRun {
 
 /// The names of a run's checkpoints (`current`, `epoch-NNNN`), sorted.
 pub fn checkpoint_names(run: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(crate::run::checkpoints(run)) else {
+    let Ok(entries) = std::fs::read_dir(checkpoints(run)) else {
         return Vec::new();
     };
     let mut names: Vec<String> = entries
@@ -45,7 +49,7 @@ pub fn checkpoint_names(run: &Path) -> Vec<String> {
 /// Loads checkpoint `name` of `run` onto `device` (an inference device: BatchNorm then
 /// uses its running statistics).
 pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
-    let dir = crate::run::checkpoints(run).join(name);
+    let dir = checkpoints(run).join(name);
     if !dir.join("progress.json").is_file() {
         let have = checkpoint_names(run);
         let have = if have.is_empty() {
@@ -53,10 +57,7 @@ pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
         } else {
             have.join(", ")
         };
-        return Err(Error::Invalid(format!(
-            "{}: no such checkpoint (this run has: {have})",
-            dir.display()
-        )));
+        return Err(Error::NoCheckpoint { path: dir, have });
     }
     let cfg = TrainConfig::load(&dir.join("config.json"))?;
     let mut net = SlotConNet::new(&cfg, device);
@@ -74,8 +75,8 @@ pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
     let result = net.load_from(&mut store).map_err(|e| mismatch(e.to_string()))?;
     if !result.errors.is_empty() || !result.missing.is_empty() {
         let first = match result.errors.first() {
-            Some(e) => format!("{e:?}"),
-            None => format!("missing {:?}", result.missing.first()),
+            Some(e) => e.to_string(),
+            None => format!("missing {}", result.missing.first().map_or("", |(name, _)| name.as_str())),
         };
         return Err(mismatch(format!(
             "{} problems, first: {first}",
@@ -93,22 +94,11 @@ pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
 
 /// Reads checkpoint `name` of `run`'s config, makes the inference device `choice` in its
 /// precision, and loads the checkpoint there.
-pub fn open_run(run: &Path, name: &str, choice: crate::device::DeviceChoice) -> Result<(LoadedRun, Device)> {
-    let config = crate::run::checkpoints(run).join(name).join("config.json");
+pub fn open_run(run: &Path, name: &str, choice: DeviceChoice) -> Result<(LoadedRun, Device)> {
+    let config = checkpoints(run).join(name).join("config.json");
     let precision = TrainConfig::load(&config).map(|c| c.precision).unwrap_or_default();
     let device = choice.inference(precision)?;
     Ok((load_run(run, name, &device)?, device))
-}
-
-/// Python's `round` (half to even), as torchvision's `CenterCrop` uses for its offsets.
-fn round_half_even(x: f64) -> usize {
-    let r = x.round();
-    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
-        r - x.signum()
-    } else {
-        r
-    };
-    r as usize
 }
 
 /// The evaluation geometry: resize so the short side is `size` (torchvision's `Resize`:
@@ -127,8 +117,8 @@ impl EvalGeometry {
         let (short, long) = (w.min(h), w.max(h));
         let long_new = (size as f64 * long as f64 / short as f64) as usize;
         let resized = if w <= h { (size, long_new) } else { (long_new, size) };
-        let x = round_half_even((resized.0 - size) as f64 / 2.0);
-        let y = round_half_even((resized.1 - size) as f64 / 2.0);
+        let x = round_half_even((resized.0 - size) as f64 / 2.0) as usize;
+        let y = round_half_even((resized.1 - size) as f64 / 2.0) as usize;
         EvalGeometry {
             resized,
             crop: Rect { x, y, w: size, h: size },
@@ -137,12 +127,11 @@ impl EvalGeometry {
 }
 
 /// An RGB image resized (Pillow bicubic) and centre-cropped to `size × size`.
-pub fn center_view(rgb: &[u8], w: usize, h: usize, size: usize, scratch: &mut ResizeScratch) -> Result<Vec<u8>> {
+pub fn center_view(img: ImageRef<'_>, size: usize, scratch: &mut ResizeScratch) -> slotcon_augment::Result<Vec<u8>> {
+    let (w, h) = (img.width, img.height);
     let g = EvalGeometry::new(w, h, size);
     let mut resized = vec![0u8; g.resized.0 * g.resized.1 * 3];
-    let src = ImageRef::new(rgb, w, h);
-    resize_bicubic(src, Rect::full(w, h), &mut resized, g.resized.0, g.resized.1, scratch)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    resize_bicubic(img, Rect::full(w, h), &mut resized, g.resized.0, g.resized.1, scratch)?;
     let mut out = Vec::with_capacity(size * size * 3);
     for y in g.crop.y..g.crop.y + size {
         let row = &resized[(y * g.resized.0 + g.crop.x) * 3..];
@@ -192,7 +181,7 @@ pub fn dense(encoder: &Encoder, views: &[u8], n: usize, s: usize, device: &Devic
         t.into_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
-            .map_err(|e| Error::Invalid(format!("{e:?}")))
+            .map_err(|e| Error::Tensor(e.to_string()))
     };
     Ok(Dense {
         features: host(feats)?,

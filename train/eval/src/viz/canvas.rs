@@ -139,12 +139,15 @@ impl Canvas {
         let mut bytes = Vec::new();
         let mut enc = png::Encoder::new(&mut bytes, self.w as u32, self.h as u32);
         enc.set_color(png::ColorType::Rgb);
-        let bad = |e: png::EncodingError| Error::Invalid(format!("{}: {e}", path.display()));
+        let bad = |source| Error::Png {
+            path: path.to_path_buf(),
+            source,
+        };
         enc.write_header()
             .map_err(bad)?
             .write_image_data(&self.rgb)
             .map_err(bad)?;
-        crate::export::write_atomic(path, &bytes)
+        Ok(slotcon_shards::format::write_atomic(path, &bytes)?)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::canvas::{text_width, Canvas, Rgb, BLACK, WHITE};
-use crate::error::{Error, Result};
+use crate::error::{io_err, Error, Result};
 
 /// One series against the step.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,13 +19,13 @@ pub struct Curve {
 
 /// Reads `metrics.jsonl` into the loss, lr and active-slot curves.
 pub fn read_curves(path: &Path) -> Result<Vec<Curve>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     if rows.is_empty() {
-        return Err(Error::Invalid(format!("{}: no metrics lines", path.display())));
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+            reason: "no metrics lines".into(),
+        });
     }
     let series = |key: &str, title: &str, color: Rgb| Curve {
         title: title.to_string(),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{io_err, Error, Result};
 
 use super::metrics::IGNORE;
 
@@ -19,11 +19,8 @@ pub struct Coco27 {
 impl Coco27 {
     /// Reads the `categories` of a COCO panoptic JSON (e.g. `panoptic_train2017.json`).
     pub fn from_panoptic_json(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        let bad = |reason: String| Error::Config {
+        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+        let bad = |reason: String| Error::Data {
             path: path.into(),
             reason,
         };

@@ -1,0 +1,29 @@
+//! After training: a finished SlotCon run's teacher loaded for inference ([`inference`]),
+//! exported for torchvision and detectron2 ([`export`]), evaluated on COCO-Stuff-27
+//! ([`segment`]: K-means + Hungarian and majority vote, mIoU, pixel accuracy) and drawn
+//! ([`viz`]: prototype retrieval grid, slot overlays, curves, confusion matrices). It
+//! depends on `slotcon-train`, never the reverse; binaries `slotcon-eval`,
+//! `slotcon-export` and `slotcon-viz`.
+//!
+//! ```
+//! use slotcon_eval::segment::{Confusion, IGNORE};
+//! use slotcon_eval::viz::canvas::{Canvas, WHITE};
+//!
+//! // Two classes, predictions mapped one to one: every labelled pixel right.
+//! let mut conf = Confusion::new(2, 2);
+//! conf.add(&[0, 1, 1], &[0, 1, IGNORE]);
+//! let scores = conf.scores(conf.hungarian_mapping());
+//! assert_eq!(scores.pixel_accuracy, 1.0);
+//!
+//! // Pictures are drawn on an RGB canvas and written as PNG.
+//! let canvas = Canvas::new(8, 8, WHITE);
+//! assert_eq!(canvas.rgb.len(), 8 * 8 * 3);
+//! ```
+
+mod error;
+pub mod export;
+pub mod inference;
+pub mod segment;
+pub mod viz;
+
+pub use error::{Error, Result};
