@@ -11,10 +11,17 @@ use crate::format::{Manifest, ShardInfo, StoreKind};
 use crate::index::{Entry, IndexView};
 
 /// Memory-maps a whole file read-only.
+///
+/// The file must not be modified or truncated while the map is alive; a store's files
+/// never are once written.
 pub fn map_file(path: &Path) -> Result<Mmap> {
     let file = File::open(path).map_err(io_err(path))?;
-    // SAFETY: the store is immutable once written (files are renamed into place, never
-    // modified); a concurrent truncation by another process is outside our contract.
+    // SAFETY: `Mmap::map` is unsafe because the slices handed out from the map would change
+    // (or fault) if the file were modified or truncated while mapped. slotcon never does
+    // that: shards and indexes are written under temporary names, synced, and renamed into
+    // place, then never written again (the writer maps its temporary file only after
+    // finishing it). Modifying a store's files while it is open is outside the contract
+    // stated on this function and on `ShardReader`.
     unsafe { Mmap::map(&file) }.map_err(io_err(path))
 }
 
@@ -42,6 +49,9 @@ struct Shard {
 }
 
 /// Read-only access to a store directory. Cheap to share between threads (`Sync`).
+///
+/// The store's files are memory-mapped: they must not be modified or truncated while a
+/// reader has them open.
 ///
 /// Opening reads `manifest.json`, maps every shard and its index, and checks each
 /// index's checksum and bounds; no Parquet decoding happens, at open or per sample.

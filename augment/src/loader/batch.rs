@@ -66,11 +66,17 @@ impl Slot {
     /// The two view buffers of position `pos`.
     ///
     /// # Safety
-    /// Only the task of `pos` may call this, while the batch is being filled.
+    /// Only the task of `pos` may call this, while the batch is being filled, and the
+    /// returned slices must be dropped before that task reports it finished (before it
+    /// decrements `remaining`).
     #[allow(clippy::mut_from_ref)] // disjoint positions, see `Column`
     pub(crate) unsafe fn views_mut(&self, pos: usize) -> [&mut [u8]; 2] {
         let r = pos * self.view_len..(pos + 1) * self.view_len;
-        [self.views[0].slice_mut(r.clone()), self.views[1].slice_mut(r)]
+        // SAFETY: `r` is exactly position `pos`'s part of each view column. By this
+        // function's contract the caller is the one task of `pos`, so no other task
+        // borrows these bytes, and the consumer reads them only after the task has
+        // finished, when these borrows are gone. The two borrows are of distinct columns.
+        unsafe { [self.views[0].slice_mut(r.clone()), self.views[1].slice_mut(r)] }
     }
 
     /// Records position `pos`'s id and either its geometry or what went wrong.
@@ -78,59 +84,82 @@ impl Slot {
     /// # Safety
     /// Only the task of `pos` may call this, while the batch is being filled.
     pub(crate) unsafe fn finish(&self, pos: usize, id: u64, result: Result<TwoViewMeta, Outcome>) {
-        self.ids.slice_mut(pos..pos + 1)[0] = id;
+        let one = pos..pos + 1;
+        // SAFETY: by this function's contract the caller is the one task of `pos`, so no
+        // other thread borrows element `pos` of any column while the batch is being
+        // filled; this `&mut`, like those below, lasts for its assignment only.
+        unsafe { self.ids.slice_mut(one.clone())[0] = id };
         let outcome = match result {
             Ok(meta) => {
-                self.boxes.slice_mut(pos..pos + 1)[0] = meta.boxes;
-                self.crops.slice_mut(pos..pos + 1)[0] = meta.crops();
-                self.flips.slice_mut(pos..pos + 1)[0] = meta.flips();
+                // SAFETY: as above.
+                unsafe { self.boxes.slice_mut(one.clone())[0] = meta.boxes };
+                // SAFETY: as above.
+                unsafe { self.crops.slice_mut(one.clone())[0] = meta.crops() };
+                // SAFETY: as above.
+                unsafe { self.flips.slice_mut(one.clone())[0] = meta.flips() };
                 Outcome::Ok
             }
             Err(o) => o,
         };
-        self.outcomes.slice_mut(pos..pos + 1)[0] = outcome;
+        // SAFETY: as above.
+        unsafe { self.outcomes.slice_mut(one)[0] = outcome };
     }
 
     /// After every task of the batch has finished: moves skipped positions out, returns
     /// the number of samples kept, the skipped samples and the first failure.
     ///
     /// # Safety
-    /// Only the consumer may call this, after `remaining` reached zero.
+    /// Only the consumer may call this, after `remaining` reached zero (with the last
+    /// task's writes visible to it), and while the slot is neither lent as a batch nor
+    /// scheduled again, so that it has the whole slot to itself.
     pub(crate) unsafe fn settle(&self, batch: usize) -> (usize, Vec<SkippedSample>, Option<(u64, String, String)>) {
-        let outcomes = self.outcomes.slice_mut(0..batch);
-        let ids = self.ids.slice_mut(0..batch);
         let (mut kept, mut skipped, mut failed) = (0, Vec::new(), None);
         for pos in 0..batch {
-            match std::mem::take(&mut outcomes[pos]) {
+            // SAFETY: by the contract, nothing else references the slot; both borrows end
+            // with this statement, so none is live when `move_position` borrows again.
+            let (id, outcome) = unsafe {
+                (
+                    self.ids.slice(pos..pos + 1)[0],
+                    std::mem::take(&mut self.outcomes.slice_mut(pos..pos + 1)[0]),
+                )
+            };
+            match outcome {
                 Outcome::Ok => {
                     if kept != pos {
-                        self.move_position(pos, kept);
+                        // SAFETY: the consumer has the slot to itself (this function's
+                        // contract) and holds no reference into its columns here.
+                        unsafe { self.move_position(pos, kept) };
                     }
                     kept += 1;
                 }
-                Outcome::Skipped { path, reason } => skipped.push(SkippedSample {
-                    id: ids[pos],
-                    path,
-                    reason,
-                }),
+                Outcome::Skipped { path, reason } => skipped.push(SkippedSample { id, path, reason }),
                 Outcome::Failed { path, reason } => {
-                    failed.get_or_insert((ids[pos], path, reason));
+                    failed.get_or_insert((id, path, reason));
                 }
             }
         }
         (kept, skipped, failed)
     }
 
+    /// Copies position `from`'s views, id and geometry to position `to`.
+    ///
+    /// # Safety
+    /// The caller must have the slot to itself (as in [`Slot::settle`]) and hold no
+    /// reference into its columns.
     unsafe fn move_position(&self, from: usize, to: usize) {
         let n = self.view_len;
-        for v in &self.views {
-            v.slice_mut(0..(from + 1) * n)
-                .copy_within(from * n..(from + 1) * n, to * n);
+        // SAFETY: by the contract no other reference into the slot is live, and each
+        // `&mut` below is dropped at the end of its statement, so none overlaps another.
+        unsafe {
+            for v in &self.views {
+                v.slice_mut(0..(from + 1) * n)
+                    .copy_within(from * n..(from + 1) * n, to * n);
+            }
+            self.ids.slice_mut(0..from + 1).copy_within(from..from + 1, to);
+            self.boxes.slice_mut(0..from + 1).copy_within(from..from + 1, to);
+            self.crops.slice_mut(0..from + 1).copy_within(from..from + 1, to);
+            self.flips.slice_mut(0..from + 1).copy_within(from..from + 1, to);
         }
-        self.ids.slice_mut(0..from + 1).copy_within(from..from + 1, to);
-        self.boxes.slice_mut(0..from + 1).copy_within(from..from + 1, to);
-        self.crops.slice_mut(0..from + 1).copy_within(from..from + 1, to);
-        self.flips.slice_mut(0..from + 1).copy_within(from..from + 1, to);
     }
 }
 
@@ -181,14 +210,17 @@ impl TwoViewBatch {
 
     /// Sample ids, `[N]`.
     pub fn ids(&self) -> &[u64] {
-        // SAFETY: the batch is settled and lent to this consumer alone.
+        // SAFETY: the loader settled this slot and lent it to this batch alone: no worker
+        // writes to it until `drop` returns it to the free list (the loader schedules only
+        // free slots), and nothing else takes a `&mut` into it, so the shared borrow, tied
+        // to `&self`, overlaps no `&mut`. `len` is at most the batch size.
         unsafe { self.slot().ids.slice(0..self.len) }
     }
 
     /// Both views, each `[N, size, size, 3]` u8.
     pub fn views(&self) -> [&[u8]; 2] {
         let n = self.len * self.slot().view_len;
-        // SAFETY: as in `ids`.
+        // SAFETY: as in `ids`; `n` covers the `len` kept positions of each view column.
         unsafe { [self.slot().views[0].slice(0..n), self.slot().views[1].slice(0..n)] }
     }
 

@@ -286,8 +286,11 @@ impl Loader {
             )));
         }
         let slot = self.wait()?;
-        // SAFETY: every task of this buffer has finished (its counter reached zero and
-        // the worker's send happened after); no worker touches it until it is freed.
+        // SAFETY: `wait` returned this slot because the worker that brought its
+        // `remaining` counter to zero sent it through `done`: every task of the batch has
+        // finished, and the `AcqRel` decrements plus the channel make all their writes
+        // visible here. No worker touches the slot again until it is freed and fed anew,
+        // and it is not lent as a batch yet, so this consumer has it to itself.
         let (len, skipped, failed) = unsafe { self.shared.slots[slot].settle(self.shared.batch) };
         let step = self.next_out;
         self.next_out += 1;

@@ -47,7 +47,10 @@ pub(crate) fn run(shared: Arc<Shared>, tasks: Receiver<Task>, done: Sender<(u64,
                 })
             })
         };
-        // SAFETY: this task owns position `pos` of the batch being filled.
+        // SAFETY: the loader sends each position of a scheduled slot as exactly one task,
+        // so this worker is the one task of `task.pos`; the batch is still being filled, as
+        // `remaining` is decremented only below, after this call. `fill`'s view borrows
+        // ended when it returned.
         unsafe { slot.finish(task.pos, id, result) };
         shared.rendered.fetch_add(1, Ordering::Relaxed);
         if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 && done.send((step, task.slot)).is_err() {
@@ -85,7 +88,9 @@ fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState)
             })
         }
     };
-    // SAFETY: this task owns position `pos` of the batch being filled.
+    // SAFETY: `fill` runs only from `run`, for the task of `(slot, pos)` this worker
+    // received, while the batch is being filled; `views` is dropped when `fill` returns
+    // (or unwinds), before `run` records the outcome and decrements `remaining`.
     let views = unsafe { slot.views_mut(pos) };
     let key = (shared.seed, shared.epoch, id);
     two_views_into(img, &shared.cfg, key, views, &mut ws.scratch).map_err(|e| failed(e.to_string()))

@@ -76,12 +76,17 @@ pub fn gaussian_blur(rgb: &mut [u8], width: usize, height: usize, sigma: f32, s:
 fn box_pass_down(src: &[u8], dst: &mut [u8], w: usize, h: usize, k: BoxKernel, acc: &mut Vec<u32>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
+        // SAFETY: `box_pass_down_avx2` requires only that the CPU supports AVX2, which
+        // `is_x86_feature_detected!` has just confirmed at run time.
         return unsafe { box_pass_down_avx2(src, dst, w, h, k, acc) };
     }
     box_pass_down_generic(src, dst, w, h, k, acc)
 }
 
+/// The generic code compiled with AVX2 enabled.
+///
+/// # Safety
+/// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn box_pass_down_avx2(src: &[u8], dst: &mut [u8], w: usize, h: usize, k: BoxKernel, acc: &mut Vec<u32>) {

@@ -64,12 +64,17 @@ pub fn adjust_saturation(rgb: &mut [u8], factor: f32) {
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
+        // SAFETY: `saturation_avx2` requires only that the CPU supports AVX2, which
+        // `is_x86_feature_detected!` has just confirmed at run time.
         return unsafe { saturation_avx2(rgb, factor) };
     }
     saturation_generic(rgb, factor)
 }
 
+/// The generic code compiled with AVX2 enabled.
+///
+/// # Safety
+/// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn saturation_avx2(rgb: &mut [u8], factor: f32) {
@@ -103,12 +108,17 @@ pub fn adjust_hue(rgb: &mut [u8], hue_factor: f32) {
     let shift = hue_shift(hue_factor);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (and so SSE4.1's rounding), checked just above.
+        // SAFETY: `hue_avx2` requires only that the CPU supports AVX2 (which implies the
+        // SSE4.1 rounding it may use), and `is_x86_feature_detected!` has just confirmed it.
         return unsafe { hue_avx2(rgb, shift) };
     }
     hue_generic(rgb, shift)
 }
 
+/// The generic code compiled with AVX2 enabled.
+///
+/// # Safety
+/// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn hue_avx2(rgb: &mut [u8], shift: u8) {

@@ -185,12 +185,17 @@ pub fn resize_with_taps(
 fn columns(src: &[u8], width: usize, first: usize, dst: &mut [u8], taps: &Taps, acc: &mut Vec<i32>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
+        // SAFETY: `columns_avx2` requires only that the CPU supports AVX2, which
+        // `is_x86_feature_detected!` has just confirmed at run time.
         return unsafe { columns_avx2(src, width, first, dst, taps, acc) };
     }
     columns_generic(src, width, first, dst, taps, acc)
 }
 
+/// The generic code compiled with AVX2 enabled.
+///
+/// # Safety
+/// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn columns_avx2(src: &[u8], width: usize, first: usize, dst: &mut [u8], taps: &Taps, acc: &mut Vec<i32>) {
