@@ -20,9 +20,20 @@ fn torch_lib() -> String {
     if let Ok(root) = std::env::var("LIBTORCH") {
         return format!("{root}/lib");
     }
-    let python = if std::env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" };
+    let python = if std::env::var_os("VIRTUAL_ENV").is_some() {
+        "python"
+    } else {
+        "python3"
+    };
     let code = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
-    let out = std::process::Command::new(python).args(["-c", code]).output().expect("python runs");
-    assert!(out.status.success(), "cannot find PyTorch: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(python)
+        .args(["-c", code])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "cannot find PyTorch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 path").trim().to_string()
 }

@@ -86,7 +86,12 @@ pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Inf
 /// borrowed as it is; an encoded one is decoded into `buf` as [`decode_rgb`] does. Either
 /// must have the size the store's index records, else [`Error::Payload`] (a corrupt
 /// entry, not a bad image).
-pub fn sample_rgb<'a>(store: StoreKind, sample: &Sample<'a>, limits: Limits, buf: &'a mut Vec<u8>) -> Result<ImageRef<'a>> {
+pub fn sample_rgb<'a>(
+    store: StoreKind,
+    sample: &Sample<'a>,
+    limits: Limits,
+    buf: &'a mut Vec<u8>,
+) -> Result<ImageRef<'a>> {
     let (w, h) = (sample.width as usize, sample.height as usize);
     let data: &'a [u8] = match store {
         StoreKind::Raw => sample.bytes,
@@ -102,7 +107,10 @@ pub fn sample_rgb<'a>(store: StoreKind, sample: &Sample<'a>, limits: Limits, buf
         }
     };
     if data.len() != w * h * 3 {
-        return Err(Error::Payload(format!("{} bytes of pixels are not {w}x{h}x3", data.len())));
+        return Err(Error::Payload(format!(
+            "{} bytes of pixels are not {w}x{h}x3",
+            data.len()
+        )));
     }
     Ok(ImageRef::new(data, w, h))
 }

@@ -6,16 +6,10 @@ use std::path::PathBuf;
 /// Why an ingest or verify run could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The store layer failed (I/O on the output, Parquet writer, manifest).
+    /// The store layer or the file system failed (I/O on the output and the resume
+    /// state, Parquet writer, manifest).
     #[error(transparent)]
     Shards(#[from] slotcon_shards::Error),
-    /// An I/O error on a path we own (the output directory, the resume state).
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// The source is not a readable directory.
     #[error("{}: not a readable directory: {reason}", path.display())]
     Source { path: PathBuf, reason: String },
@@ -36,10 +30,3 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use slotcon_shards::format::{index_file_name, read_json, shard_file_name, write_atomic};
 use slotcon_shards::ShardInfo;
 
-use crate::error::{io_err, Error, Result};
+use slotcon_shards::io_err;
+
+use crate::error::{Error, Result};
 use crate::scan::{Skipped, SourceFile};
 
 /// Name of the journal folder inside the output.
@@ -113,7 +115,7 @@ impl Journal {
 
     /// Removes the journal once the manifest is in place.
     pub fn remove(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir))
+        Ok(std::fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir))?)
     }
 }
 

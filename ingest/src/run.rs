@@ -9,11 +9,13 @@ use slotcon_shards::format::write_atomic;
 use slotcon_shards::{Manifest, NewSample, ShardWriter};
 
 use crate::config::IngestConfig;
-use crate::error::{io_err, Error, Result};
+use slotcon_shards::io_err;
+
+use crate::error::{Error, Result};
 use crate::prepare::{prepare, Prepared, Scratch};
-use crate::Progress;
 use crate::resume::{remove_leftovers, Committed, Journal, RunKey, PARTIAL_DIR};
 use crate::scan::{scan, Skipped, SourceFile};
+use crate::Progress;
 
 /// The report's file name inside the store.
 pub const REPORT_FILE: &str = "ingest-report.json";

@@ -74,8 +74,9 @@ pub enum Error {
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Attaches a path to an I/O error: `.map_err(io_err(&path))`.
-pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+/// Attaches a path to an I/O error: `.map_err(io_err(&path))?`. The crates above use it
+/// too, so that every I/O error reads `PATH: cause` ([`Error::Io`], converted by `?`).
+pub fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,

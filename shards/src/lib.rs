@@ -42,7 +42,7 @@ mod verify;
 mod writer;
 
 pub use checksum::{crc32c, format_checksum};
-pub use error::{Error, Result};
+pub use error::{io_err, Error, Result};
 pub use format::{Manifest, ShardInfo, StoreKind, FORMAT_VERSION};
 pub use reader::{map_file, Sample, ShardReader};
 pub use verify::{verify_checksums, Problem};

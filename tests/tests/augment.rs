@@ -209,7 +209,7 @@ fn normalize_devices() -> Vec<burn::prelude::Device> {
 /// One view through the trainer's normalisation (`[1, 3, s, s]` float32), as bytes.
 fn normalized_bytes(view: &[u8], device: &burn::prelude::Device) -> Vec<u8> {
     let x = slotcon_train::data::normalized(view.to_vec(), 1, SIZE, device);
-    let floats: Vec<f32> = x.into_data().convert::<f32>().to_vec().unwrap();
+    let floats: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
     floats.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 

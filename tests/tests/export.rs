@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use burn::prelude::*;
+use slotcon_eval::inference::load_run;
 use slotcon_tests::{bin, python_script, run, tiny_run};
 use slotcon_train::device::DeviceChoice;
-use slotcon_eval::inference::load_run;
 use slotcon_train::Precision;
 
 fn export(run_dir: &Path, to: &str, out: &Path) -> (i32, String, String) {
@@ -82,4 +82,42 @@ fn a_missing_checkpoint_or_a_mismatched_architecture_is_a_clear_error() {
         "{err}"
     );
     assert!(!out.exists(), "nothing is written on failure");
+}
+
+#[test]
+fn the_detectron2_export_runs_from_any_folder_and_never_makes_a_venv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, run_dir) = tiny_run(tmp.path(), "1");
+    let out = tmp.path().join("r18.pkl");
+    // A named interpreter that does not exist: a clear error, nothing written.
+    let (code, _, err) = run(bin("slotcon-export")
+        .arg(&run_dir)
+        .args(["--to", "detectron2", "--python", "/nonexistent/python"])
+        .arg("--out")
+        .arg(&out));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/python: no such Python interpreter"), "{err}");
+    // No --python, no SLOTCON_PYTHON, and a folder with no .venv above it: a clear error
+    // that says how to get one, and no venv appears.
+    let (code, _, err) = run(bin("slotcon-export")
+        .current_dir(tmp.path())
+        .env_remove("SLOTCON_PYTHON")
+        .arg(&run_dir)
+        .args(["--to", "detectron2"])
+        .arg("--out")
+        .arg(&out));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("pass --python or set SLOTCON_PYTHON"), "{err}");
+    assert!(!out.exists() && !tmp.path().join(".venv").exists());
+    // The pickler is built into the binary: run from a folder far from the checkout.
+    let python = slotcon_cli::python(None).unwrap();
+    let (code, _, err) = run(bin("slotcon-export")
+        .current_dir(tmp.path())
+        .arg(&run_dir)
+        .args(["--to", "detectron2", "--python"])
+        .arg(&python)
+        .arg("--out")
+        .arg(&out));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_file());
 }

@@ -17,6 +17,13 @@ pub enum Error {
     /// A weights, optimizer or checkpoint file does not fit the model.
     #[error("{}: {reason}", path.display())]
     Weights { path: PathBuf, reason: String },
+    /// The shard store could not be opened.
+    #[error("{}: cannot open the shard store: {source}", path.display())]
+    OpenStore {
+        path: PathBuf,
+        #[source]
+        source: slotcon_shards::Error,
+    },
     /// The shard store cannot feed this run (empty, or fewer images than a batch).
     #[error("{}: {reason}", path.display())]
     Store { path: PathBuf, reason: String },

@@ -117,7 +117,10 @@ pub fn train(
 }
 
 fn open_store(shards: &Path) -> Result<Arc<ShardReader>> {
-    let reader = ShardReader::open(shards)?;
+    let reader = ShardReader::open(shards).map_err(|source| Error::OpenStore {
+        path: shards.to_path_buf(),
+        source,
+    })?;
     if reader.is_empty() {
         return Err(Error::Store {
             path: shards.to_path_buf(),

@@ -27,16 +27,33 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// The end of every binary's `main`: the run's own code (`()` is success), or `error: `
-/// and the error's whole chain (`{:#}`, causes joined by `: `) on stderr with exit code 1.
-/// clap's usage errors exit with 2 before `main` gets here.
+/// and the error's cause chain ([`chain`]) on stderr with exit code 1. clap's usage
+/// errors exit with 2 before `main` gets here.
 pub fn exit<T: Termination>(result: anyhow::Result<T>) -> ExitCode {
     match result {
         Ok(done) => done.report(),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes joined by `: `, each said once: a cause whose text its
+/// parent's message already ends with (`PATH: cause` errors) is not repeated.
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// A progress bar of `len` units named `prefix`, with elapsed time, ETA, rate and a
@@ -100,7 +117,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cause_already_in_its_parents_message_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        #[derive(Debug)]
+        struct WithPath(std::io::Error);
+        impl std::fmt::Display for WithPath {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "/x: {}", self.0)
+            }
+        }
+        impl std::error::Error for WithPath {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(WithPath(io)).context("training into /run");
+        assert_eq!(chain(&e), "training into /run: /x: gone");
+    }
+
+    #[test]
     fn an_error_exits_with_failure() {
-        assert_eq!(exit(Err(anyhow::anyhow!("boom"))), ExitCode::FAILURE);
+        assert_eq!(exit::<()>(Err(anyhow::anyhow!("boom"))), ExitCode::FAILURE);
     }
 }

@@ -7,13 +7,6 @@ use std::path::PathBuf;
 /// Every variant names the file (or image) first, then the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// An image could not be decoded or resized.
     #[error("{}: {source}", path.display())]
     Image {
@@ -52,18 +45,10 @@ pub enum Error {
     /// Loading the run's config or building its device failed.
     #[error(transparent)]
     Train(#[from] slotcon_train::Error),
-    /// Reading the shard store failed.
+    /// A file could not be read or written, or the shard store failed.
     #[error(transparent)]
     Store(#[from] slotcon_shards::Error),
 }
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Attaches a path to an I/O error: `.map_err(io_err(&path))`.
-pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}

@@ -126,7 +126,6 @@ pub fn write_safetensors(tensors: &[Exported], path: &Path) -> Result<()> {
     Ok(slotcon_shards::format::write_atomic(path, &bytes)?)
 }
 
-
 /// Pickles the staged safetensors (argv 1) into the detectron2 checkpoint (argv 2); built
 /// into the binary so that it runs from anywhere.
 const DETECTRON2_PKL: &str = include_str!("../python/detectron2_pkl.py");
@@ -155,7 +154,10 @@ pub fn write_detectron2(tensors: &[Exported], path: &Path, python: &Path) -> Res
     let out = out.map_err(|e| python_err(format!("cannot run: {e}")))?;
     if !out.status.success() {
         let reason = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(python_err(format!("detectron2_pkl.py failed writing {}: {reason}", path.display())));
+        return Err(python_err(format!(
+            "detectron2_pkl.py failed writing {}: {reason}",
+            path.display()
+        )));
     }
     Ok(())
 }

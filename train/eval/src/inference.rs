@@ -76,7 +76,10 @@ pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
     if !result.errors.is_empty() || !result.missing.is_empty() {
         let first = match result.errors.first() {
             Some(e) => e.to_string(),
-            None => format!("missing {}", result.missing.first().map_or("", |(name, _)| name.as_str())),
+            None => format!(
+                "missing {}",
+                result.missing.first().map_or("", |(name, _)| name.as_str())
+            ),
         };
         return Err(mismatch(format!(
             "{} problems, first: {first}",

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::error::{io_err, Error, Result};
+use slotcon_shards::io_err;
+
+use crate::error::{Error, Result};
 
 use super::metrics::IGNORE;
 

@@ -16,7 +16,9 @@ use super::upsample::upsample_argmax;
 use super::{Coco27, Confusion, Scores};
 use slotcon_train::model::Encoder;
 
-use crate::error::{io_err, Error, Result};
+use slotcon_shards::io_err;
+
+use crate::error::{Error, Result};
 use crate::inference::{center_labels, center_view, dense, Dense};
 
 /// Where the data is and how to evaluate.

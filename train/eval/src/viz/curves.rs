@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use super::canvas::{text_width, Canvas, Rgb, BLACK, WHITE};
-use crate::error::{io_err, Error, Result};
+use slotcon_shards::io_err;
+
+use crate::error::{Error, Result};
 
 /// One series against the step.
 #[derive(Clone, Debug, PartialEq)]

@@ -18,7 +18,9 @@ use slotcon_augment::ImageRef;
 use slotcon_shards::ShardReader;
 use slotcon_train::model::Encoder;
 
-use crate::error::{io_err, Error, Result};
+use slotcon_shards::io_err;
+
+use crate::error::{Error, Result};
 use crate::inference::{center_view, dense};
 use crate::segment::upsample::upsample_argmax;
 use canvas::Canvas;
@@ -58,7 +60,13 @@ impl Default for GridOptions {
 }
 
 /// Image `id` of the store, resized and centre-cropped to `size` for the teacher.
-fn store_view(reader: &ShardReader, id: u64, size: usize, buf: &mut Vec<u8>, scratch: &mut ResizeScratch) -> Result<Vec<u8>> {
+fn store_view(
+    reader: &ShardReader,
+    id: u64,
+    size: usize,
+    buf: &mut Vec<u8>,
+    scratch: &mut ResizeScratch,
+) -> Result<Vec<u8>> {
     let s = reader.get(id)?;
     let image_err = |source| Error::Image {
         path: reader.dir().join(s.path),
