@@ -75,6 +75,8 @@ fn a_missing_checkpoint_or_a_mismatched_architecture_is_a_clear_error() {
         .unwrap()
         .replace("resnet18", "resnet50");
     std::fs::write(&config, text).unwrap();
+    // Sealed again, as if the checkpoint had been written that way.
+    slotcon_train::checkpoint::seal(config.parent().unwrap(), 1).unwrap();
     let (code, _, err) = export(&run_dir, "torchvision", &out);
     assert_ne!(code, 0);
     assert!(

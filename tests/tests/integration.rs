@@ -4,6 +4,7 @@
 //! Run with `scripts/test.sh` (which builds the binaries and the venv first).
 
 mod augment;
+mod checkpoint;
 mod cli;
 mod eval;
 mod export;

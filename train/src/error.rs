@@ -36,6 +36,11 @@ pub enum Error {
     /// The loss became NaN or infinite.
     #[error("step {step}: the loss is {loss}; stopping (the last checkpoint is kept as it was)")]
     Diverged { step: u64, loss: f64 },
+    /// A weight or BatchNorm statistic became NaN or infinite.
+    #[error(
+        "step {step}: {tensor} holds a NaN or an infinity; stopping without saving it (the last checkpoint is kept as it was)"
+    )]
+    NonFinite { step: u64, tensor: String },
     /// Settings that make no sense together.
     #[error("invalid settings: {0}")]
     Invalid(String),

@@ -25,6 +25,7 @@
 //! ```
 
 mod align;
+pub mod checkpoint;
 mod config;
 pub mod data;
 pub mod device;

@@ -37,6 +37,9 @@ struct Cli {
     /// View size in pixels (overrides the preset).
     #[arg(long)]
     image_size: Option<u32>,
+    /// Keep checkpoints/epoch-NNNN every this many epochs (overrides the preset).
+    #[arg(long)]
+    save_every: Option<u64>,
     /// Stop after this many steps in all (the schedules still span --epochs).
     #[arg(long)]
     max_steps: Option<u64>,
@@ -60,9 +63,14 @@ struct Cli {
     /// optimiser state all in that type).
     #[arg(long)]
     precision: Option<Precision>,
-    /// Continue the run in --out from its last checkpoint.
-    #[arg(long)]
+    /// Continue the run in --out from its last checkpoint (finishing or rolling back a
+    /// checkpoint swap that a kill interrupted).
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Start over in an --out that already holds a run, deleting it first. Without
+    /// --resume or --force, a folder that holds a run is refused.
+    #[arg(long)]
+    force: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -96,6 +104,7 @@ fn config(cli: &Cli) -> TrainConfig {
     cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
     cfg.seed = cli.seed.unwrap_or(cfg.seed);
     cfg.base_lr = cli.base_lr.unwrap_or(cfg.base_lr);
+    cfg.save_every_epochs = cli.save_every.unwrap_or(cfg.save_every_epochs);
     cfg.precision = cli.precision.unwrap_or(cfg.precision);
     if let Some(o) = cli.optimizer {
         cfg.optimizer = match o {
@@ -122,9 +131,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         workers,
         max_steps: cli.max_steps,
         resume: cli.resume,
+        force: cli.force,
     };
     let bar = slotcon_cli::bar(0, "steps", cli.quiet);
-    let trainer = train(cfg, &opts, &device, &mut |m, last| {
+    let on_step = &mut |m: &slotcon_train::run::MetricsLine, last: u64| {
         bar.set_length(last);
         bar.set_position(m.step.step + 1);
         bar.set_message(format!(
@@ -135,8 +145,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             m.img_per_sec,
             m.data_wait_frac * 100.0
         ));
-    })
-    .with_context(|| format!("training into {}", cli.out.display()))?;
+    };
+    let note = &mut |text: &str| bar.suspend(|| eprintln!("note: {text}"));
+    let trainer =
+        train(cfg, &opts, &device, on_step, note).with_context(|| format!("training into {}", cli.out.display()))?;
     bar.finish_and_clear();
     println!("{} steps done; run directory {}", trainer.step, cli.out.display());
     Ok(())

@@ -11,6 +11,7 @@ use serde::Serialize;
 use slotcon_augment::{AugmentConfig, LoaderBuilder};
 use slotcon_shards::ShardReader;
 
+use crate::checkpoint::{self, checkpoints};
 use crate::config::TrainConfig;
 use crate::error::{io_err as io, Error, Result};
 use crate::trainer::{StepMetrics, Trainer};
@@ -28,6 +29,8 @@ pub struct RunOptions {
     pub max_steps: Option<u64>,
     /// Continue from `out/checkpoints/current`.
     pub resume: bool,
+    /// Start over in an `out` that already holds a run, deleting it first.
+    pub force: bool,
 }
 
 /// One line of `metrics.jsonl`.
@@ -48,6 +51,7 @@ pub fn train(
     opts: &RunOptions,
     device: &Device,
     on_step: &mut dyn FnMut(&MetricsLine, u64),
+    on_note: &mut dyn FnMut(&str),
 ) -> Result<Trainer> {
     cfg.validate()?;
     let reader = open_store(&opts.shards)?;
@@ -58,10 +62,10 @@ pub fn train(
             reason: format!("{} images make no batch of {}", reader.len(), cfg.batch_size),
         });
     }
-    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    prepare_out(opts)?;
     let mut trainer = Trainer::new(cfg.clone(), device, steps_per_epoch);
     if opts.resume {
-        trainer = resume(trainer, &opts.out)?;
+        trainer = resume(trainer, &opts.out, on_note)?;
     } else {
         cfg.save(&opts.out.join("config.json"))?;
     }
@@ -106,7 +110,7 @@ pub fn train(
             wait_start = Instant::now();
         }
         let epoch_done = trainer.step.is_multiple_of(steps_per_epoch);
-        checkpoint(
+        checkpoint::save(
             &trainer,
             &opts.out,
             epoch_done && (trainer.step / steps_per_epoch).is_multiple_of(cfg.save_every_epochs),
@@ -130,56 +134,50 @@ fn open_store(shards: &Path) -> Result<Arc<ShardReader>> {
     Ok(Arc::new(reader))
 }
 
-/// The checkpoint folder, `out/checkpoints`.
-pub fn checkpoints(out: &Path) -> PathBuf {
-    out.join("checkpoints")
+/// Whether `out` holds a run: its config, metrics or checkpoints.
+pub fn holds_run(out: &Path) -> bool {
+    ["config.json", "metrics.jsonl", "checkpoints"]
+        .iter()
+        .any(|f| out.join(f).exists())
 }
 
-/// Writes `checkpoints/current` (and `epoch-NNNN` when `milestone`) atomically: into a
-/// temporary folder, then renamed over the old one.
-pub fn checkpoint(trainer: &Trainer, out: &Path, milestone: bool) -> Result<()> {
+/// Makes `out` ready: a new or empty folder, the run to resume, or (with `force`) a run
+/// deleted first. Never writes over a run, or into a folder of other files.
+fn prepare_out(opts: &RunOptions) -> Result<()> {
+    let out = &opts.out;
+    let is_run = holds_run(out);
+    let refuse = |reason: &str| Error::Checkpoint {
+        path: out.clone(),
+        reason: reason.into(),
+    };
+    if is_run && !opts.resume && !opts.force {
+        return Err(refuse(
+            "already holds a run; pass --resume to continue it, or --force to start over (deleting it)",
+        ));
+    }
+    if !is_run && !opts.resume && out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        return Err(refuse("is not empty and holds no run; choose a new or empty folder"));
+    }
+    if is_run && opts.force && !opts.resume {
+        std::fs::remove_dir_all(out).map_err(io(out))?;
+    }
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    Ok(())
+}
+
+fn resume(trainer: Trainer, out: &Path, on_note: &mut dyn FnMut(&str)) -> Result<Trainer> {
+    for note in checkpoint::recover(out)? {
+        on_note(&note);
+    }
     let dir = checkpoints(out);
-    let tmp = dir.join(".tmp-current");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    trainer.save(&tmp)?;
-    trainer.cfg.save(&tmp.join("config.json"))?;
-    if milestone {
-        copy_dir(
-            &tmp,
-            &dir.join(format!("epoch-{:04}", trainer.step / trainer.steps_per_epoch().max(1))),
-        )?;
-    }
     let current = dir.join("current");
-    let old = dir.join(".old-current");
-    if current.exists() {
-        std::fs::rename(&current, &old).map_err(io(&current))?;
+    if !current.exists() {
+        return Err(Error::Checkpoint {
+            path: dir,
+            reason: "no checkpoint to resume from".into(),
+        });
     }
-    std::fs::rename(&tmp, &current).map_err(io(&current))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
-    Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(io(to))?;
-    for entry in std::fs::read_dir(from).map_err(io(from))?.flatten() {
-        std::fs::copy(entry.path(), to.join(entry.file_name())).map_err(io(to))?;
-    }
-    Ok(())
-}
-
-fn resume(trainer: Trainer, out: &Path) -> Result<Trainer> {
-    let dir = checkpoints(out);
-    let current = [dir.join("current"), dir.join(".old-current")]
-        .into_iter()
-        .find(|d| d.join("progress.json").exists());
-    let current = current.ok_or_else(|| Error::Checkpoint {
-        path: dir.clone(),
-        reason: "no checkpoint to resume from".into(),
-    })?;
+    checkpoint::verify(&current)?;
     let saved = TrainConfig::load(&current.join("config.json"))?;
     if saved != trainer.cfg {
         return Err(Error::Checkpoint {

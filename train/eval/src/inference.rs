@@ -9,11 +9,11 @@ use slotcon_augment::crop::round_half_even;
 use slotcon_augment::ops::resize::{resize_bicubic, ResizeScratch};
 use slotcon_augment::{ImageRef, Rect};
 use slotcon_shards::format::read_json;
+use slotcon_train::checkpoint::{checkpoints, verify};
 use slotcon_train::data::normalized;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::heads::l2_normalize;
 use slotcon_train::model::{Encoder, SlotConNet};
-use slotcon_train::run::checkpoints;
 use slotcon_train::trainer::Progress;
 use slotcon_train::TrainConfig;
 
@@ -59,6 +59,7 @@ pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
         };
         return Err(Error::NoCheckpoint { path: dir, have });
     }
+    verify(&dir)?;
     let cfg = TrainConfig::load(&dir.join("config.json"))?;
     let mut net = SlotConNet::new(&cfg, device);
     let path = dir.join("model.bpk");
