@@ -104,6 +104,16 @@ impl Trainer {
     }
 
     /// One step on `batch`: forward both encoders, loss, backward, LARS, EMA, centre.
+    ///
+    /// Device→host reads per step: 7, each a sync point.
+    /// - 4 in the loss, one per view and encoder: the prototype argmax per pixel of the
+    ///   student's and the teacher's score maps of both views (`active`), which picks the
+    ///   contrast's rows and labels; the teacher's also give `active_slots_per_image`.
+    /// - 2 in the loss: the grouping and contrast losses as metrics (`into_scalar`).
+    /// - 1 here: the total loss, for the divergence check and the metrics (`into_scalar`).
+    ///
+    /// The forward passes, backward, LARS (the trust ratio stays on the device) and the
+    /// EMA read nothing back.
     pub fn train_step(&mut self, batch: &TwoViewBatch) -> Result<StepMetrics> {
         let cfg = &self.cfg;
         let warmup = (cfg.warmup_epochs * self.steps_per_epoch as f64).round() as u64;

@@ -90,15 +90,36 @@ pub struct Losses {
     pub masked_pairs: usize,
 }
 
+/// An [`AlignPlan`] on the device: `Ay` `[n, h, h]` and `Axᵀ` `[n, w, w]`, uploaded once
+/// and applied to the student's and the teacher's score maps of the same view.
+struct DeviceAlign {
+    ay: Tensor<3>,
+    axt: Tensor<3>,
+}
+
+impl DeviceAlign {
+    fn new(plan: &AlignPlan, device: &Device) -> Self {
+        let (n, h, w) = (plan.n, plan.h, plan.w);
+        let ay = Tensor::<3>::from_data(TensorData::new(plan.ay.clone(), [n, h, h]), device);
+        let ax = Tensor::<3>::from_data(TensorData::new(plan.ax.clone(), [n, w, w]), device);
+        DeviceAlign {
+            ay,
+            axt: ax.swap_dims(1, 2),
+        }
+    }
+
+    /// `Ay · X · Axᵀ` for score maps `[n, k, h, w]`.
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, k, h, w] = x.dims();
+        let ay = self.ay.clone().unsqueeze_dim::<4>(1).expand([n, k, h, h]);
+        let axt = self.axt.clone().unsqueeze_dim::<4>(1).expand([n, k, w, w]);
+        ay.matmul(x).matmul(axt)
+    }
+}
+
 /// Aligns score maps `[n, k, h, w]` to the overlap with `plan` (`Ay · X · Axᵀ`).
 pub fn align(x: Tensor<4>, plan: &AlignPlan) -> Tensor<4> {
-    let [n, k, h, w] = x.dims();
-    let device = x.device();
-    let ay = Tensor::<3>::from_data(TensorData::new(plan.ay.clone(), [n, h, h]), &device);
-    let ax = Tensor::<3>::from_data(TensorData::new(plan.ax.clone(), [n, w, w]), &device);
-    let ay = ay.unsqueeze_dim::<4>(1).expand([n, k, h, h]);
-    let axt = ax.swap_dims(1, 2).unsqueeze_dim::<4>(1).expand([n, k, w, w]);
-    ay.matmul(x).matmul(axt)
+    DeviceAlign::new(plan, &x.device()).apply(x)
 }
 
 /// `[n, k, h, w]` to `[n·h·w, k]`.
@@ -142,26 +163,38 @@ fn active(scores: &Tensor<4>) -> Vec<bool> {
     flags
 }
 
-/// MoCo-v3-style slot contrast: student slots active in both views (through the
-/// predictor) against every active teacher slot; the positive is the same image and
-/// prototype. Scaled by 2τ.
-fn contrast(q: Tensor<3>, k: Tensor<3>, sq: &Tensor<4>, sk: &Tensor<4>, net: &SlotConNet, tau: f64) -> Tensor<1> {
+/// The rows of a contrast direction from the active flags of the query's and the key's
+/// views: the queries (active in both), the keys (active in the key's view) and each
+/// query's label, the position of its own slot among the keys. One pass: `idx_q` is a
+/// subset of `idx_k` and both are ascending.
+fn contrast_indices(mq: &[bool], mk: &[bool]) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+    let (mut idx_q, mut idx_k, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (&q, &k)) in mq.iter().zip(mk).enumerate() {
+        if !k {
+            continue;
+        }
+        if q {
+            idx_q.push(i as i64);
+            labels.push(idx_k.len() as i64);
+        }
+        idx_k.push(i as i64);
+    }
+    (idx_q, idx_k, labels)
+}
+
+/// MoCo-v3-style slot contrast: student slots active in both views (`mq`, `mk` from
+/// [`active`], through the predictor) against every active teacher slot; the positive
+/// is the same image and prototype. Scaled by 2τ.
+fn contrast(q: Tensor<3>, k: Tensor<3>, mq: &[bool], mk: &[bool], net: &SlotConNet, tau: f64) -> Tensor<1> {
     let [n, kk, d] = q.dims();
     let device = q.device();
-    let (mq, mk) = (active(sq), active(sk));
-    let idx_q: Vec<i64> = (0..n * kk).filter(|&i| mq[i] && mk[i]).map(|i| i as i64).collect();
-    let idx_k: Vec<i64> = (0..n * kk).filter(|&i| mk[i]).map(|i| i as i64).collect();
+    let (idx_q, idx_k, labels) = contrast_indices(mq, mk);
     // The predictor's BatchNorm1d needs two rows: PyTorch refuses one ("Expected more than
     // 1 value per channel when training") and its batch statistics would be degenerate, so
     // a direction with fewer than two shared active slots (tiny score maps) adds nothing.
     if idx_q.len() < 2 {
         return Tensor::zeros([1], &device);
     }
-    // The label of a query is the position of its own slot among the active keys.
-    let labels: Vec<i64> = idx_q
-        .iter()
-        .map(|i| idx_k.iter().position(|j| j == i).unwrap() as i64)
-        .collect();
     let ints = |v: &[i64]| Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
     let queries = q.reshape([n * kk, d]).select(0, ints(&idx_q));
     let keys = l2_normalize(k.reshape([n * kk, d]), 1).select(0, ints(&idx_k));
@@ -189,20 +222,21 @@ pub fn slotcon_loss(
         .zip(&plans[1].valid)
         .map(|(a, b)| *a && *b)
         .collect();
-    let (qa1, qa2) = (align(sq1.clone(), plans[0]), align(sq2.clone(), plans[1]));
-    let (ka1, ka2) = (align(sk1.clone(), plans[0]), align(sk2.clone(), plans[1]));
+    let device = sq1.device();
+    let [a1, a2] = plans.map(|p| DeviceAlign::new(p, &device));
+    let (qa1, qa2) = (a1.apply(sq1.clone()), a2.apply(sq2.clone()));
+    let (ka1, ka2) = (a1.apply(sk1.clone()), a2.apply(sk2.clone()));
     let group =
         self_distill(qa1, ka2, center.clone(), &valid, cfg) + self_distill(qa2, ka1, center.clone(), &valid, cfg);
-    let ctr =
-        contrast(q1, k2, &sq1, &sk2, net, cfg.contrast_temp) + contrast(q2, k1, &sq2, &sk1, net, cfg.contrast_temp);
+    // One host read per view: the teacher's flags serve both the contrast and the metric.
+    let [mq1, mq2, mk1, mk2] = [&sq1, &sq2, &sk1, &sk2].map(active);
+    let tau = cfg.contrast_temp;
+    let ctr = contrast(q1, k2, &mq1, &mk2, net, tau) + contrast(q2, k1, &mq2, &mk1, net, tau);
     let w = cfg.group_loss_weight;
     let total = group.clone() * w + ctr.clone() * (1.0 - w);
     let batch_center = pixels(Tensor::cat(vec![sk1.clone(), sk2.clone()], 0)).mean_dim(0);
     let center = center * cfg.center_momentum + batch_center * (1.0 - cfg.center_momentum);
-    let n_active: usize = [active(&sk1), active(&sk2)]
-        .iter()
-        .map(|f| f.iter().filter(|&&a| a).count())
-        .sum();
+    let n_active = [mk1, mk2].iter().flatten().filter(|&&a| a).count();
     let views = 2 * sk1.dims()[0];
     Losses {
         total,
@@ -211,5 +245,33 @@ pub fn slotcon_loss(
         center,
         active_slots: n_active as f32 / views as f32,
         masked_pairs: valid.iter().filter(|v| !**v).count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contrast_indices;
+
+    #[test]
+    fn contrast_labels_are_the_positions_of_the_queries_among_the_keys() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut flag = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state & 3 != 0
+        };
+        for len in [0, 1, 2, 7, 64, 1000] {
+            let (mq, mk): (Vec<bool>, Vec<bool>) = (0..len).map(|_| (flag(), flag())).unzip();
+            let (idx_q, idx_k, labels) = contrast_indices(&mq, &mk);
+            let want_q: Vec<i64> = (0..len).filter(|&i| mq[i] && mk[i]).map(|i| i as i64).collect();
+            let want_k: Vec<i64> = (0..len).filter(|&i| mk[i]).map(|i| i as i64).collect();
+            // The quadratic search this replaces.
+            let want_labels: Vec<i64> = want_q
+                .iter()
+                .map(|i| want_k.iter().position(|j| j == i).unwrap() as i64)
+                .collect();
+            assert_eq!((idx_q, idx_k, labels), (want_q, want_k, want_labels), "length {len}");
+        }
     }
 }
