@@ -104,17 +104,22 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Ingests the COCO sample into `tmp/shards` and trains a tiny run (64 px views, batch
-/// 16) for `steps` steps into `tmp/run`; returns `(shards, run)`.
-pub fn tiny_run(tmp: &Path, steps: &str) -> (PathBuf, PathBuf) {
-    let shards = tmp.join("shards");
+/// Ingests the COCO sample into `dir` with the release `slotcon-ingest`.
+pub fn ingest_coco(dir: &Path) {
     run_ok(
         bin("slotcon-ingest")
             .arg(coco128().join("images"))
             .arg("--out")
-            .arg(&shards)
+            .arg(dir)
             .arg("-q"),
     );
+}
+
+/// Ingests the COCO sample into `tmp/shards` and trains a tiny run (64 px views, batch
+/// 16) for `steps` steps into `tmp/run`; returns `(shards, run)`.
+pub fn tiny_run(tmp: &Path, steps: &str) -> (PathBuf, PathBuf) {
+    let shards = tmp.join("shards");
+    ingest_coco(&shards);
     let out = tmp.join("run");
     run_ok(
         bin("slotcon-train")

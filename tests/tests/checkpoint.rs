@@ -7,7 +7,7 @@ use std::process::Command;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
-use slotcon_tests::{bin, coco128, run, run_ok, snapshot};
+use slotcon_tests::{bin, ingest_coco, run, run_ok, snapshot};
 
 /// 128 images / batch 32 = 4 steps per epoch; a milestone every epoch.
 const RUN: [&str; 10] = [
@@ -25,13 +25,7 @@ const RUN: [&str; 10] = [
 
 fn store(tmp: &Path) -> PathBuf {
     let shards = tmp.join("shards");
-    run_ok(
-        bin("slotcon-ingest")
-            .arg(coco128().join("images"))
-            .arg("--out")
-            .arg(&shards)
-            .arg("-q"),
-    );
+    ingest_coco(&shards);
     shards
 }
 
@@ -91,10 +85,13 @@ impl ModuleVisitor for Bits {
     }
 }
 
+/// One checkpoint folder: its name, every tensor's bits by path, `progress.json`.
+type Held = (String, Vec<(String, Vec<u32>)>, String);
+
 /// What a run's checkpoints hold: the checkpoint folders (no swap leftovers), and per
 /// folder every tensor's bits and the progress (step, centre). The file bytes are not
 /// compared: Burn writes fresh parameter ids into every file.
-fn checkpoints(out: &Path) -> Vec<(String, Vec<(String, Vec<u32>)>, String)> {
+fn checkpoints(out: &Path) -> Vec<Held> {
     let names: Vec<String> = snapshot(&out.join("checkpoints"))
         .into_iter()
         .filter_map(|(n, _)| n.strip_suffix("/checkpoint.json").map(String::from))

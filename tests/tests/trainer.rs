@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use slotcon_tests::{bin, coco128, run, run_ok};
+use slotcon_tests::{bin, run, run_ok};
 
 const SMALL: [&str; 8] = [
     "--image-size",
@@ -17,13 +17,7 @@ const SMALL: [&str; 8] = [
 ];
 
 fn store(dir: &Path) {
-    run_ok(
-        bin("slotcon-ingest")
-            .arg(coco128().join("images"))
-            .arg("--out")
-            .arg(dir)
-            .arg("-q"),
-    );
+    slotcon_tests::ingest_coco(dir);
 }
 
 fn losses(run_dir: &Path) -> Vec<(u64, f64)> {

@@ -7,13 +7,6 @@ use std::path::PathBuf;
 /// Every variant names the file, folder or device first, then the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// A weights, optimizer or checkpoint file does not fit the model.
     #[error("{}: {reason}", path.display())]
     Weights { path: PathBuf, reason: String },
@@ -44,7 +37,7 @@ pub enum Error {
     /// Settings that make no sense together.
     #[error("invalid settings: {0}")]
     Invalid(String),
-    /// The shard store (opening, reading, or its file helpers) failed.
+    /// A file could not be read or written (`PATH: cause`), or the shard store failed.
     #[error(transparent)]
     Shards(#[from] slotcon_shards::Error),
     /// The loader could not make a batch (a corrupt sample, bad loader settings).
@@ -54,11 +47,3 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Attaches a path to an I/O error: `.map_err(io_err(&path))`.
-pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}

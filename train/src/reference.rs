@@ -6,22 +6,19 @@ use std::path::Path;
 
 use serde_json::json;
 use slotcon_augment::TwoViewBatch;
+use slotcon_shards::io_err;
 
 use crate::data::plans;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::trainer::Trainer;
 
 /// Writes `dir/weights.safetensors`, `dir/views.u8` (`[2, n, s, s, 3]`) and
 /// `dir/case.json` for `trainer`'s current weights and `batch`.
 pub fn dump_case(trainer: &Trainer, batch: &TwoViewBatch, dir: &Path) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     trainer.net().save_safetensors(&dir.join("weights.safetensors"))?;
     let views = [batch.views()[0], batch.views()[1]].concat();
-    std::fs::write(dir.join("views.u8"), views).map_err(io(&dir.join("views.u8")))?;
+    std::fs::write(dir.join("views.u8"), views).map_err(io_err(&dir.join("views.u8")))?;
     let cfg = &trainer.cfg;
     let [p1, p2] = plans(batch, (cfg.image_size / 32) as usize);
     let valid: Vec<bool> = p1.valid.iter().zip(&p2.valid).map(|(a, b)| *a && *b).collect();
@@ -35,5 +32,5 @@ pub fn dump_case(trainer: &Trainer, batch: &TwoViewBatch, dir: &Path) -> Result<
         "ema": cfg.teacher_momentum,
     });
     let path = dir.join("case.json");
-    std::fs::write(&path, case.to_string()).map_err(io(&path))
+    Ok(std::fs::write(&path, case.to_string()).map_err(io_err(&path))?)
 }

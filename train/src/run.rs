@@ -13,7 +13,9 @@ use slotcon_shards::ShardReader;
 
 use crate::checkpoint::{self, checkpoints};
 use crate::config::TrainConfig;
-use crate::error::{io_err as io, Error, Result};
+use slotcon_shards::io_err as io;
+
+use crate::error::{Error, Result};
 use crate::trainer::{StepMetrics, Trainer};
 
 /// How to run (everything else is in the [`TrainConfig`]).
@@ -206,5 +208,5 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     if !out.is_empty() {
         out.push('\n');
     }
-    std::fs::write(path, out).map_err(io(path))
+    Ok(std::fs::write(path, out).map_err(io(path))?)
 }

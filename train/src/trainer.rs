@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use serde::{Deserialize, Serialize};
 use slotcon_augment::TwoViewBatch;
+use slotcon_shards::io_err;
 
 use crate::config::{read_json, Optimizer, TrainConfig};
 use crate::data::{plans, view_tensor};
@@ -167,11 +168,7 @@ impl Trainer {
     /// Writes `dir/model.bpk` (with parameter ids), `dir/optimizer.bin` and
     /// `dir/progress.json`. The caller makes it atomic by writing into a temporary folder.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let io = |source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let weights = |reason: String| Error::Weights {
             path: dir.to_path_buf(),
             reason,
@@ -180,24 +177,22 @@ impl Trainer {
         self.net().save_into(&mut store).map_err(|e| weights(e.to_string()))?;
         self.optim
             .save(dir.join("optimizer.bin"))
-            .map_err(|e| weights(format!("{e:?}")))?;
+            .map_err(|e| weights(e.to_string()))?;
         let center = self
             .center
             .clone()
             .into_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
-            .map_err(|e| weights(format!("{e:?}")))?;
+            .map_err(|e| weights(e.to_string()))?;
         let progress = Progress {
             step: self.step,
             steps_per_epoch: self.steps_per_epoch,
             center,
         };
         let text = serde_json::to_string_pretty(&progress).expect("json");
-        std::fs::write(dir.join("progress.json"), text).map_err(|source| Error::Io {
-            path: dir.join("progress.json"),
-            source,
-        })
+        let path = dir.join("progress.json");
+        Ok(std::fs::write(&path, text).map_err(io_err(&path))?)
     }
 
     /// Restores a checkpoint written by [`Trainer::save`] into a fresh trainer.
@@ -213,7 +208,7 @@ impl Trainer {
         self.optim = self
             .optim
             .load(dir.join("optimizer.bin"))
-            .map_err(|e| weights(format!("{e:?}")))?;
+            .map_err(|e| weights(e.to_string()))?;
         let p: Progress = read_json(&dir.join("progress.json"))?;
         if p.center.len() != self.cfg.num_prototypes {
             return Err(weights(format!(
