@@ -86,12 +86,12 @@ impl ModuleVisitor for Bits {
 }
 
 /// One checkpoint folder: its name, every tensor's bits by path, `progress.json`.
-type Held = (String, Vec<(String, Vec<u32>)>, String);
+pub(crate) type Held = (String, Vec<(String, Vec<u32>)>, String);
 
 /// What a run's checkpoints hold: the checkpoint folders (no swap leftovers), and per
 /// folder every tensor's bits and the progress (step, centre). The file bytes are not
 /// compared: Burn writes fresh parameter ids into every file.
-fn checkpoints(out: &Path) -> Vec<Held> {
+pub(crate) fn checkpoints(out: &Path) -> Vec<Held> {
     let names: Vec<String> = snapshot(&out.join("checkpoints"))
         .into_iter()
         .filter_map(|(n, _)| n.strip_suffix("/checkpoint.json").map(String::from))

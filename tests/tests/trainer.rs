@@ -55,6 +55,20 @@ fn a_resumed_run_continues_bit_identically() {
     let (a, b) = (losses(&straight), losses(&resumed));
     assert_eq!(a.len(), 6);
     assert_eq!(a, b, "the resumed run differs");
+    // Not just the losses: every tensor of the final checkpoint, BatchNorm running
+    // statistics of student, teacher and predictor included, and the centre.
+    let (c, d) = (
+        crate::checkpoint::checkpoints(&straight),
+        crate::checkpoint::checkpoints(&resumed),
+    );
+    assert_eq!(c.len(), 1);
+    for ((name, x, px), (_, y, py)) in c.iter().zip(&d) {
+        assert_eq!(px, py, "{name}: progress (step, centre) differs");
+        for ((path, u), (_, v)) in x.iter().zip(y) {
+            assert!(u == v, "{name}: {path} differs after a resume");
+        }
+        assert!(x.iter().any(|(p, _)| p.ends_with("running_var")));
+    }
     assert!(a.iter().all(|(_, l)| l.is_finite() && *l > 0.0));
 
     // The run directory holds the resolved config, per-step metrics and the checkpoint.

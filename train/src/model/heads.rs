@@ -2,9 +2,11 @@
 //! (prototypes, soft assignments, attentive pooling into slots) and the slot predictor.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
+
+use super::norm::{batch_norm_layer, BatchNorm};
 
 /// DINO-style weight init: N(0, 0.02) (PyTorch's `trunc_normal_(std=.02)` truncates at
 /// ±2, a hundred standard deviations out), biases 0.
@@ -55,9 +57,9 @@ impl Projector {
     pub fn new(cin: usize, hidden: usize, out: usize, device: &Device) -> Self {
         Projector {
             conv1: conv1x1(cin, hidden, device),
-            bn1: BatchNormConfig::new(hidden).init(device),
+            bn1: batch_norm_layer(hidden, 1.0, device),
             conv2: conv1x1(hidden, hidden, device),
-            bn2: BatchNormConfig::new(hidden).init(device),
+            bn2: batch_norm_layer(hidden, 1.0, device),
             conv3: conv1x1(hidden, out, device),
         }
     }
@@ -85,9 +87,9 @@ impl Predictor {
     pub fn new(dim: usize, hidden: usize, device: &Device) -> Self {
         Predictor {
             fc1: linear(dim, hidden, device),
-            bn1: BatchNormConfig::new(hidden).init(device),
+            bn1: batch_norm_layer(hidden, 1.0, device),
             fc2: linear(hidden, hidden, device),
-            bn2: BatchNormConfig::new(hidden).init(device),
+            bn2: batch_norm_layer(hidden, 1.0, device),
             fc3: linear(hidden, dim, device),
         }
     }

@@ -1,6 +1,7 @@
 //! The SlotCon network, on Burn: the backbone so far.
 
 pub mod heads;
+pub mod norm;
 pub mod resnet;
 pub mod slotcon;
 pub mod weights;

@@ -3,13 +3,13 @@
 //! initialisation: conv weights N(0, sqrt(2 / (k·k·out))), BN γ = 1 and β = 0, except
 //! the last BN of every residual block, whose γ starts at 0.
 
-use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
+use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use super::norm::{batch_norm_layer, BatchNorm};
 use crate::config::Arch;
 
 /// A 3x3 or 1x1 (or 7x7) convolution without bias, initialised as torchvision does.
@@ -24,14 +24,12 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Co
 }
 
 fn bn(c: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(c).init(device)
+    batch_norm_layer(c, 1.0, device)
 }
 
 /// A BN whose γ starts at zero (the last of a residual branch).
 fn bn_zero(c: usize, device: &Device) -> BatchNorm {
-    let mut b = bn(c, device);
-    b.gamma = Param::from_tensor(Tensor::zeros([c], device));
-    b
+    batch_norm_layer(c, 0.0, device)
 }
 
 /// The projection shortcut: 1x1 conv with stride, then BN (torchvision's `downsample`).
@@ -66,7 +64,7 @@ fn shortcut(downsample: &Option<Downsample>, x: Tensor<4>) -> Tensor<4> {
 #[derive(Module, Debug)]
 pub struct BasicBlock {
     pub conv1: Conv2d,
-    bn1: BatchNorm,
+    pub(crate) bn1: BatchNorm,
     conv2: Conv2d,
     bn2: BatchNorm,
     downsample: Option<Downsample>,
@@ -96,7 +94,7 @@ impl BasicBlock {
 #[derive(Module, Debug)]
 pub struct Bottleneck {
     pub conv1: Conv2d,
-    bn1: BatchNorm,
+    pub(crate) bn1: BatchNorm,
     conv2: Conv2d,
     bn2: BatchNorm,
     pub conv3: Conv2d,
@@ -151,7 +149,7 @@ impl Block {
 #[derive(Module, Debug)]
 pub struct ResNet {
     pub conv1: Conv2d,
-    bn1: BatchNorm,
+    pub(crate) bn1: BatchNorm,
     maxpool: MaxPool2d,
     layer1: Vec<Block>,
     layer2: Vec<Block>,

@@ -24,7 +24,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    fn new(cfg: &TrainConfig, device: &Device) -> Self {
+    pub(crate) fn new(cfg: &TrainConfig, device: &Device) -> Self {
         Encoder {
             backbone: ResNet::new(cfg.arch, device),
             projector: Projector::new(cfg.arch.channels(), cfg.dim_hidden, cfg.dim_out, device),
@@ -50,13 +50,20 @@ pub struct SlotConNet {
 }
 
 impl SlotConNet {
-    /// A fresh network; the teacher starts as a copy of the student.
+    /// A fresh network; the teacher starts with the student's parameters.
+    ///
+    /// The teacher is built on its own and then given the student's values, not cloned:
+    /// a clone would share the student's BatchNorm running statistics (Burn keeps them
+    /// behind a shared lock), so each would absorb the other's batches until a
+    /// checkpoint reload separated them.
     pub fn new(cfg: &TrainConfig, device: &Device) -> Self {
         let student = Encoder::new(cfg, device);
+        let predictor = Predictor::new(cfg.dim_out, cfg.dim_hidden, device);
+        let teacher = crate::optim::ema_update(Encoder::new(cfg, device), &student, 0.0);
         SlotConNet {
-            teacher: student.clone(),
+            teacher,
             student,
-            predictor: Predictor::new(cfg.dim_out, cfg.dim_hidden, device),
+            predictor,
         }
     }
 

@@ -1,26 +1,61 @@
-//! The teacher's exponential moving average of the student's parameters (not of the BN
-//! running statistics, which the teacher computes itself, as in the reference).
+//! The teacher's exponential moving average of the student's parameters. BatchNorm
+//! running statistics are not parameters: the teacher computes its own in its forward
+//! passes (it runs in train mode), as in the reference, whose momentum update walks
+//! `parameters()` only.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
 use crate::model::Encoder;
 
-struct Collect(Vec<Tensor<1>>);
+/// Whether the module path stack ends at a BatchNorm running statistic.
+fn is_running_stat(path: &[String]) -> bool {
+    path.last()
+        .is_some_and(|name| name == "running_mean" || name == "running_var")
+}
+
+/// The student's parameters, flattened, in visiting order.
+#[derive(Default)]
+struct Collect {
+    path: Vec<String>,
+    params: Vec<Tensor<1>>,
+}
 
 impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push(param.val().detach().flatten(0, D - 1));
+        if !is_running_stat(&self.path) {
+            self.params.push(param.val().detach().flatten(0, D - 1));
+        }
     }
 }
 
 struct Blend {
+    path: Vec<String>,
     student: std::vec::IntoIter<Tensor<1>>,
     momentum: f64,
 }
 
 impl ModuleMapper for Blend {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if is_running_stat(&self.path) {
+            return param;
+        }
         let s = self
             .student
             .next()
@@ -32,12 +67,45 @@ impl ModuleMapper for Blend {
     }
 }
 
-/// `teacher ← m·teacher + (1 − m)·student`, parameter by parameter.
+/// `teacher ← m·teacher + (1 − m)·student`, parameter by parameter; the teacher's
+/// BatchNorm running statistics stay its own.
 pub fn ema_update(teacher: Encoder, student: &Encoder, momentum: f64) -> Encoder {
-    let mut collect = Collect(Vec::new());
+    let mut collect = Collect::default();
     student.visit(&mut collect);
     teacher.map(&mut Blend {
-        student: collect.0.into_iter(),
+        path: Vec::new(),
+        student: collect.params.into_iter(),
         momentum,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TrainConfig;
+
+    fn first(t: Tensor<1>) -> f32 {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()[0]
+    }
+
+    #[test]
+    fn parameters_move_and_running_statistics_stay() {
+        let device = Device::flex();
+        let cfg = TrainConfig::tiny();
+        let student = Encoder::new(&cfg, &device);
+        let teacher = Encoder::new(&cfg, &device);
+        let stat = |e: &Encoder| first(e.backbone.bn1.running_var.value());
+        let param = |e: &Encoder| first(e.backbone.conv1.weight.val().flatten(0, 3));
+        let (t0, s0) = (param(&teacher), param(&student));
+        // Make the student's statistics differ from the teacher's.
+        student
+            .backbone
+            .bn1
+            .running_var
+            .update(Tensor::full([64], 7.0, &device));
+        let _ = student.backbone.bn1.running_var.value_sync();
+        let teacher = ema_update(teacher, &student, 0.5);
+        assert_eq!(stat(&teacher), 1.0, "the teacher's running variance moved");
+        assert!((param(&teacher) - (0.5 * t0 + 0.5 * s0)).abs() < 1e-6);
+    }
 }
