@@ -123,3 +123,35 @@ fn the_detectron2_export_runs_from_any_folder_and_never_makes_a_venv() {
     assert_eq!(code, 0, "{err}");
     assert!(out.is_file());
 }
+
+/// Sets every element of the first parameter it meets to NaN.
+struct Poison(bool);
+
+impl burn::module::ModuleMapper for Poison {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        if std::mem::replace(&mut self.0, true) {
+            return param;
+        }
+        param.map(|t| t * f32::NAN)
+    }
+}
+
+#[test]
+fn a_checkpoint_with_a_nan_is_never_exported() {
+    use burn::module::Module;
+    use burn::store::{BurnpackStore, ModuleSnapshot};
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, run_dir) = tiny_run(tmp.path(), "1");
+    let device = DeviceChoice::Flex.inference(Precision::F32).unwrap();
+    let loaded = load_run(&run_dir, "current", &device).unwrap();
+    let poisoned = loaded.net.map(&mut Poison(false));
+    let current = run_dir.join("checkpoints/current");
+    let mut store = BurnpackStore::from_file(current.join("model.bpk")).overwrite(true);
+    poisoned.save_into(&mut store).unwrap();
+    slotcon_train::checkpoint::seal(&current, 1).unwrap();
+    let out = tmp.path().join("x.safetensors");
+    let (code, _, err) = export(&run_dir, "torchvision", &out);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("holds a NaN or an infinity; refusing to use it"), "{err}");
+    assert!(!out.exists());
+}

@@ -9,7 +9,7 @@ use slotcon_augment::crop::round_half_even;
 use slotcon_augment::ops::resize::{resize_bicubic, ResizeScratch};
 use slotcon_augment::{ImageRef, Rect};
 use slotcon_shards::format::read_json;
-use slotcon_train::checkpoint::{checkpoints, verify};
+use slotcon_train::checkpoint::{checkpoints, first_non_finite, verify};
 use slotcon_train::data::normalized;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::heads::l2_normalize;
@@ -47,7 +47,9 @@ pub fn checkpoint_names(run: &Path) -> Vec<String> {
 }
 
 /// Loads checkpoint `name` of `run` onto `device` (an inference device: BatchNorm then
-/// uses its running statistics).
+/// uses its running statistics), after checking its files against `checkpoint.json`;
+/// a checkpoint with a NaN or an infinity in any tensor is refused, so nothing
+/// non-finite is ever exported.
 pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
     let dir = checkpoints(run).join(name);
     if !dir.join("progress.json").is_file() {
@@ -86,6 +88,12 @@ pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
             "{} problems, first: {first}",
             result.errors.len() + result.missing.len()
         )));
+    }
+    if let Some(tensor) = first_non_finite(&net) {
+        return Err(Error::Weights {
+            path,
+            reason: format!("{tensor} holds a NaN or an infinity; refusing to use it"),
+        });
     }
     let progress: Progress = read_json(&dir.join("progress.json"))?;
     Ok(LoadedRun {
