@@ -309,3 +309,44 @@ fn dropping_a_busy_loader_stops_and_joins_its_threads_quickly() {
     });
     assert!(elapsed < Duration::from_secs(10), "shutdown took {elapsed:?}");
 }
+
+#[test]
+fn batches_larger_than_the_store_or_the_memory_are_refused_before_anything_is_allocated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reader = coco_store(tmp.path());
+    let n = reader.len();
+    let refused = |b: LoaderBuilder| match b.build() {
+        Err(Error::Config(m)) => m,
+        Err(e) => panic!("not a settings error: {e}"),
+        Ok(_) => panic!("built"),
+    };
+    let m = refused(LoaderBuilder::new(Arc::clone(&reader)).batch_size(1_000_000));
+    assert_eq!(
+        m,
+        format!("batch size 1000000 is larger than the {n} images of the store: no batch can be made")
+    );
+    let m = refused(
+        LoaderBuilder::new(Arc::clone(&reader))
+            .batch_size(n as usize / 2 + 1)
+            .distributed(1, 2),
+    );
+    assert!(m.contains("rank 1's share"), "{m}");
+    // 8 views of 60000² px: 173 GB, more than this machine (or any test machine) has.
+    let big = slotcon_augment::AugmentConfig::slotcon().with_size(60_000);
+    let m = refused(LoaderBuilder::new(Arc::clone(&reader)).batch_size(2).augment(big));
+    assert!(m.contains("memory is available"), "{m}");
+    let m = refused(
+        LoaderBuilder::new(Arc::clone(&reader))
+            .batch_size(2)
+            .prefetch(usize::MAX),
+    );
+    assert!(m.contains("address space"), "{m}");
+    // The whole store as one batch is fine.
+    let batches: Vec<_> = LoaderBuilder::new(reader)
+        .batch_size(n as usize)
+        .workers(2)
+        .build()
+        .unwrap()
+        .collect();
+    assert_eq!(batches.len(), 1);
+}

@@ -69,7 +69,8 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         .batch_size(run.batch_size)
         .seed(run.seed);
     let (mut waits, mut samples, mut skipped, mut crc, mut summed) = (Vec::new(), 0u64, 0, 0u32, 0);
-    let budget = Duration::from_secs_f64(run.seconds);
+    let budget = Duration::try_from_secs_f64(run.seconds)
+        .map_err(|e| Error::Data(format!("{} seconds is not a duration to run for: {e}", run.seconds)))?;
     // The clock starts at the first batch (thread start-up excluded), as in baseline.py.
     let mut start = Instant::now();
     let mut first = true;

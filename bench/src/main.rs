@@ -4,8 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use slotcon_cli::flags;
+use slotcon_train::TrainConfig;
 
 /// Measure slotcon's throughput. Each command prints a table, or one JSON object with --json.
+///
+/// Numeric flags are checked before anything starts; a bad value exits with code 2.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -20,11 +24,11 @@ enum Command {
         /// The image folder to ingest.
         #[arg(long)]
         images: PathBuf,
-        /// How many times to rebuild the store; the median run is reported.
-        #[arg(long, default_value_t = 3)]
+        /// How many times to rebuild the store (1 to 100); the median run is reported.
+        #[arg(long, default_value_t = 3, value_parser = flags::int(1..=100usize))]
         repeat: usize,
-        /// Worker threads (default: every core).
-        #[arg(long, default_value_t = 0)]
+        /// Worker threads (default 0: every core; at most 4 per core).
+        #[arg(long, default_value_t = 0, value_parser = flags::threads_or_all)]
         threads: usize,
         /// Print one JSON object.
         #[arg(long)]
@@ -71,8 +75,8 @@ enum Command {
         /// The store.
         #[arg(long)]
         shards: PathBuf,
-        /// How many samples (ids 0..N).
-        #[arg(long, default_value_t = 8)]
+        /// How many samples (ids 0..N, at most the store's; N at least 1).
+        #[arg(long, default_value_t = 8, value_parser = flags::at_least(1u64))]
         n: u64,
         /// The seed (epoch 0), as given to the loader.
         #[arg(long, default_value_t = 0)]
@@ -86,8 +90,8 @@ enum Command {
         /// The store.
         #[arg(long)]
         shards: PathBuf,
-        /// Samples to profile (cycling over the store).
-        #[arg(long, default_value_t = 512)]
+        /// Samples to profile (cycling over the store), 1 to 1000000.
+        #[arg(long, default_value_t = 512, value_parser = flags::int(1..=1_000_000u64))]
         n: u64,
         /// Seed of the draws.
         #[arg(long, default_value_t = 0)]
@@ -101,8 +105,8 @@ enum Command {
         /// A JPEG to cut the 224x224 view from (e.g. a COCO image).
         #[arg(long)]
         image: PathBuf,
-        /// Seconds spent on each op (per side).
-        #[arg(long, default_value_t = 0.5)]
+        /// Seconds spent on each op (per side), in (0, 3600].
+        #[arg(long, default_value_t = 0.5, value_parser = flags::positive(3600.0))]
         seconds: f64,
         /// Skip the Pillow side.
         #[arg(long)]
@@ -116,14 +120,14 @@ enum Command {
 /// Settings shared by the loader benchmarks.
 #[derive(clap::Args, Debug, Clone)]
 struct LoaderArgs {
-    /// Worker threads (slotcon) or processes (baseline).
-    #[arg(long, default_value_t = 1)]
+    /// Worker threads (slotcon) or processes (baseline), at most 4 per core.
+    #[arg(long, default_value_t = 1, value_parser = flags::threads)]
     workers: usize,
-    /// Samples per batch.
-    #[arg(long, default_value_t = 32)]
+    /// Samples per batch, 1 to 65536 and at most the store's images.
+    #[arg(long, default_value_t = 32, value_parser = flags::int(TrainConfig::BATCH_SIZE))]
     batch_size: usize,
-    /// Seconds to run each side for.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds to run each side for, in (0, 86400].
+    #[arg(long, default_value_t = 10.0, value_parser = flags::positive(86400.0))]
     seconds: f64,
     /// Seed of the order and the draws.
     #[arg(long, default_value_t = 0)]
@@ -161,6 +165,20 @@ fn bench_loader(
     what: &str,
     json: bool,
 ) -> anyhow::Result<slotcon_bench::loader::LoaderBench> {
+    // --batch-size against the store first: a usage error (exit 2), not the loader's.
+    if let Ok(reader) = slotcon_shards::ShardReader::open(shards) {
+        if args.batch_size as u64 > reader.len() {
+            return Err(slotcon_cli::bad_flag(
+                "--batch-size",
+                args.batch_size,
+                format!(
+                    "{} holds {} images, fewer than one batch",
+                    shards.display(),
+                    reader.len()
+                ),
+            ));
+        }
+    }
     let bar = slotcon_cli::bar(args.seconds.ceil() as u64, what, json);
     let r = slotcon_bench::loader::bench_loader(shards, &args.run(), &mut |secs, rate| {
         bar.set_position(secs as u64);

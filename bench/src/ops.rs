@@ -132,8 +132,15 @@ pub struct OpTiming {
     pub us: f64,
 }
 
-/// Times each op: batches of calls for about `seconds` in all, median per call.
+/// Times each op: batches of calls for about `seconds` in all, median per call. A
+/// budget that is not a finite number of seconds from 0 to an hour is taken as the
+/// nearest such (0 for NaN), so the time spent is always bounded.
 pub fn time_ops(benches: Vec<OpBench>, seconds: f64) -> Vec<OpTiming> {
+    let seconds = if seconds.is_nan() {
+        0.0
+    } else {
+        seconds.clamp(0.0, 3600.0)
+    };
     benches
         .into_iter()
         .map(|mut b| OpTiming {

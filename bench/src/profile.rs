@@ -9,7 +9,7 @@ use slotcon_augment::decode::{sample_rgb, Limits};
 use slotcon_augment::{apply_view_timed, draw_two_views, AugmentConfig, SampleRng, Scratch, StageTimes};
 use slotcon_shards::ShardReader;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One stage's share of a sample's time.
 #[derive(Clone, Debug, Serialize)]
@@ -40,6 +40,13 @@ pub struct Profile {
 /// Profiles samples `0..n` (cycling over the store) of epoch 0 with `seed`.
 pub fn profile(shards: &Path, n: u64, seed: u64) -> Result<Profile> {
     let reader = ShardReader::open(shards)?;
+    if n == 0 || reader.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: nothing to profile ({n} samples asked of {} images)",
+            shards.display(),
+            reader.len()
+        )));
+    }
     let cfg = AugmentConfig::slotcon();
     let size = cfg.size as usize;
     let (mut rgb, mut scratch, mut times) = (Vec::new(), Scratch::default(), StageTimes::default());

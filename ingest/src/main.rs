@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use slotcon_cli::flags;
 use slotcon_ingest::{ingest, verify, IngestConfig, IngestReport, VerifyReport};
 use slotcon_shards::StoreKind;
 
@@ -14,6 +15,8 @@ use slotcon_shards::StoreKind;
 /// decoding it, and writes shard-NNNNN.parquet files plus manifest.json to --out.
 /// Bad files are skipped and listed in OUT/ingest-report.json. Rerunning the same
 /// command after an interruption resumes where it stopped.
+///
+/// Numeric flags are checked before anything starts; a bad value exits with code 2.
 #[derive(Parser, Debug)]
 #[command(version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
@@ -42,19 +45,20 @@ struct IngestArgs {
     store: Store,
     /// Downscale images whose longer side exceeds N pixels (Pillow bicubic, antialiased)
     /// and re-encode them as JPEG at --quality. Smaller images keep their bytes.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = flags::at_least(1u32))]
     max_side: Option<u32>,
-    /// JPEG quality for re-encoded images.
-    #[arg(long, default_value_t = 90)]
+    /// JPEG quality for re-encoded images, 1 to 100.
+    #[arg(long, default_value_t = 90, value_parser = flags::int(1..=100u8))]
     quality: u8,
-    /// Skip images with more pixels than this (default: Pillow's decompression-bomb limit).
-    #[arg(long, default_value_t = slotcon_augment::decode::PIL_MAX_IMAGE_PIXELS)]
+    /// Skip images with more pixels than this, at least 1 (default: Pillow's
+    /// decompression-bomb limit).
+    #[arg(long, default_value_t = slotcon_augment::decode::PIL_MAX_IMAGE_PIXELS, value_parser = flags::at_least(1u64))]
     max_pixels: u64,
     /// Target shard size, e.g. 256MiB, 1GB, 500000 (bytes).
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     shard_size: u64,
-    /// Decoding threads (default: every core).
-    #[arg(long, default_value_t = 0)]
+    /// Decoding threads (default 0: every core; at most 4 per core).
+    #[arg(long, default_value_t = 0, value_parser = flags::threads_or_all)]
     threads: usize,
     /// Discard an existing store or partial run in --out and start over.
     #[arg(long)]
@@ -71,8 +75,8 @@ struct IngestArgs {
 struct VerifyArgs {
     /// The store directory.
     dir: PathBuf,
-    /// Decoding threads (default: every core).
-    #[arg(long, default_value_t = 0)]
+    /// Decoding threads (default 0: every core; at most 4 per core).
+    #[arg(long, default_value_t = 0, value_parser = flags::threads_or_all)]
     threads: usize,
     /// Print the result as one JSON object.
     #[arg(long)]

@@ -1,5 +1,6 @@
 //! `TrainConfig`: every hyper-parameter of a SlotCon run, with named presets.
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -159,6 +160,35 @@ pub struct TrainConfig {
     pub precision: Precision,
 }
 
+/// A [`TrainConfig`] field out of its range: `FIELD VALUE: what it should be`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidField {
+    /// The field's name in `config.json` (`batch_size`).
+    pub field: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should be (`must be in 1..=65536`).
+    pub expected: String,
+}
+
+impl InvalidField {
+    fn new(field: &'static str, value: &dyn std::fmt::Display, expected: String) -> Self {
+        InvalidField {
+            field,
+            value: value.to_string(),
+            expected,
+        }
+    }
+}
+
+impl std::fmt::Display for InvalidField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.field, self.value, self.expected)
+    }
+}
+
+impl std::error::Error for InvalidField {}
+
 /// Reads a JSON file into `T`; errors name the file.
 pub(crate) use slotcon_shards::format::read_json;
 
@@ -255,18 +285,92 @@ impl TrainConfig {
         self.base_lr * self.batch_size as f64 / 256.0
     }
 
-    /// Checks the settings.
+    /// Batch sizes a run accepts (the loader also checks the batch against the store and
+    /// the memory).
+    pub const BATCH_SIZE: RangeInclusive<usize> = 1..=65536;
+    /// Epochs a run accepts.
+    pub const EPOCHS: RangeInclusive<u64> = 1..=100_000;
+    /// View sizes a run accepts: at least one cell of the backbone's stride-32 feature map.
+    pub const IMAGE_SIZE: RangeInclusive<u32> = 32..=1024;
+    /// Widths of the heads and the number of prototypes (prototype ids are 16-bit in the
+    /// pictures of `slotcon-viz`).
+    pub const WIDTH: RangeInclusive<usize> = 1..=65536;
+    /// The largest `base_lr` accepted (the reference uses 1.0; far larger rates are
+    /// allowed so that divergence can be tested, but the peak rate stays a finite f32).
+    pub const MAX_BASE_LR: f64 = 1e12;
+
+    /// Checks the settings: every numeric field finite and in its range (see
+    /// [`TrainConfig::check`]).
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Invalid(m.to_string()));
-        if self.batch_size == 0 || self.epochs == 0 || self.num_prototypes == 0 {
-            return bad("batch size, epochs and prototypes must be positive");
+        self.check().map_err(|e| Error::Invalid(e.to_string()))
+    }
+
+    /// Checks every numeric field; the first one out of range is returned with its name,
+    /// its value and what it should be.
+    pub fn check(&self) -> std::result::Result<(), InvalidField> {
+        fn int<T: PartialOrd + std::fmt::Display>(
+            field: &'static str,
+            v: T,
+            range: RangeInclusive<T>,
+        ) -> std::result::Result<(), InvalidField> {
+            if range.contains(&v) {
+                return Ok(());
+            }
+            Err(InvalidField::new(
+                field,
+                &v,
+                format!("must be in {}..={}", range.start(), range.end()),
+            ))
         }
-        if self.warmup_epochs < 0.0 || self.warmup_epochs > self.epochs as f64 {
-            return bad("warm-up must lie within the run");
+        /// `lo <= v <= hi` (or `lo < v` when `open`), finite.
+        fn real(field: &'static str, v: f64, lo: f64, hi: f64, open: bool) -> std::result::Result<(), InvalidField> {
+            let above = if open { v > lo } else { v >= lo };
+            if v.is_finite() && above && v <= hi {
+                return Ok(());
+            }
+            let (l, h) = (
+                if open { "(" } else { "[" },
+                if hi.is_finite() {
+                    format!("{hi}]")
+                } else {
+                    "inf)".into()
+                },
+            );
+            let what = if v.is_finite() {
+                "must be in"
+            } else {
+                "must be a finite number in"
+            };
+            Err(InvalidField::new(field, &v, format!("{what} {l}{lo}, {h}")))
         }
-        if !(0.0..=1.0).contains(&self.group_loss_weight) || self.warmup_multiplier < 1.0 {
-            return bad("group loss weight must be in [0, 1] and the warm-up multiplier >= 1");
-        }
+        let inf = f64::INFINITY;
+        int("dim_hidden", self.dim_hidden, Self::WIDTH)?;
+        int("dim_out", self.dim_out, Self::WIDTH)?;
+        int("num_prototypes", self.num_prototypes, Self::WIDTH)?;
+        real("teacher_momentum", self.teacher_momentum, 0.0, 1.0, false)?;
+        real("teacher_temp", self.teacher_temp, 0.0, inf, true)?;
+        real("student_temp", self.student_temp, 0.0, inf, true)?;
+        real("group_loss_weight", self.group_loss_weight, 0.0, 1.0, false)?;
+        real("center_momentum", self.center_momentum, 0.0, 1.0, false)?;
+        real("contrast_temp", self.contrast_temp, 0.0, inf, true)?;
+        int("batch_size", self.batch_size, Self::BATCH_SIZE)?;
+        real("base_lr", self.base_lr, 0.0, Self::MAX_BASE_LR, true)?;
+        real("weight_decay", self.weight_decay, 0.0, inf, false)?;
+        real("lars_eta", self.lars_eta, 0.0, inf, true)?;
+        real("momentum", self.momentum, 0.0, 1.0, false)?;
+        int("epochs", self.epochs, Self::EPOCHS)?;
+        real("warmup_epochs", self.warmup_epochs, 0.0, self.epochs as f64, false).map_err(|mut e| {
+            e.expected = format!(
+                "{} (the warm-up must lie within the {} epochs)",
+                e.expected, self.epochs
+            );
+            e
+        })?;
+        real("warmup_multiplier", self.warmup_multiplier, 1.0, inf, false)?;
+        real("min_lr", self.min_lr, 0.0, inf, false)?;
+        int("image_size", self.image_size, Self::IMAGE_SIZE)?;
+        real("min_scale", self.min_scale, 0.0, 1.0, true)?;
+        int("save_every_epochs", self.save_every_epochs, 1..=u64::MAX)?;
         Ok(())
     }
 
@@ -299,5 +403,81 @@ mod tests {
         assert_eq!(TrainConfig::coco_r50_800ep().lr(), 2.0);
         assert!(TrainConfig::preset("huge").is_none());
         assert!(TrainConfig::tiny().with_batch_size(0).validate().is_err());
+    }
+
+    #[test]
+    fn every_numeric_field_is_checked_by_name() {
+        let tiny = TrainConfig::tiny;
+        let field = |c: TrainConfig| c.check().unwrap_err().field;
+        assert_eq!(field(tiny().with_batch_size(0)), "batch_size");
+        assert_eq!(field(tiny().with_batch_size(1_000_000)), "batch_size");
+        assert_eq!(field(tiny().with_epochs(0)), "epochs");
+        assert_eq!(
+            field(TrainConfig {
+                image_size: 0,
+                ..tiny()
+            }),
+            "image_size"
+        );
+        assert_eq!(
+            field(TrainConfig {
+                image_size: 31,
+                ..tiny()
+            }),
+            "image_size"
+        );
+        for lr in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            assert_eq!(field(TrainConfig { base_lr: lr, ..tiny() }), "base_lr", "{lr}");
+        }
+        assert_eq!(
+            field(TrainConfig {
+                teacher_temp: f64::NAN,
+                ..tiny()
+            }),
+            "teacher_temp"
+        );
+        assert_eq!(
+            field(TrainConfig {
+                momentum: 1.5,
+                ..tiny()
+            }),
+            "momentum"
+        );
+        assert_eq!(
+            field(TrainConfig {
+                num_prototypes: 0,
+                ..tiny()
+            }),
+            "num_prototypes"
+        );
+        assert_eq!(
+            field(TrainConfig {
+                min_scale: 0.0,
+                ..tiny()
+            }),
+            "min_scale"
+        );
+        assert_eq!(
+            field(TrainConfig {
+                save_every_epochs: 0,
+                ..tiny()
+            }),
+            "save_every_epochs"
+        );
+        let e = TrainConfig::coco_r50_800ep().with_epochs(2).check().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "warmup_epochs 5: must be in [0, 2] (the warm-up must lie within the 2 epochs)"
+        );
+        let e = TrainConfig {
+            base_lr: f64::NAN,
+            ..tiny()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid settings: base_lr NaN: must be a finite number in (0, 1000000000000]"
+        );
     }
 }

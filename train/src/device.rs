@@ -56,9 +56,50 @@ impl DeviceChoice {
         Ok(self.inference(precision)?.autodiff())
     }
 
+    /// Checks that this build and this machine can provide the device, before any
+    /// tensor is made on it: `libtorch-cuda:N` needs CUDA device N to be visible to
+    /// LibTorch (otherwise LibTorch aborts with a C++ backtrace at the first tensor).
+    pub fn check(self) -> Result<()> {
+        match self.unavailable() {
+            None => Ok(()),
+            Some(reason) => Err(Error::Device {
+                device: self.to_string(),
+                reason,
+            }),
+        }
+    }
+
+    /// Why this build or machine cannot provide the device (see [`DeviceChoice::check`]),
+    /// or `None` when it can.
+    pub fn unavailable(self) -> Option<String> {
+        match self {
+            DeviceChoice::Flex => None,
+            #[cfg(feature = "tch")]
+            DeviceChoice::Libtorch => None,
+            #[cfg(feature = "tch")]
+            DeviceChoice::LibtorchCuda(n) => match cuda_devices() {
+                0 => Some(
+                    "LibTorch sees no CUDA device (no GPU or driver here, or a CPU-only PyTorch); \
+                     use libtorch or flex"
+                        .into(),
+                ),
+                count if n >= count => Some(format!(
+                    "LibTorch sees {count} CUDA device(s): libtorch-cuda:0 to libtorch-cuda:{}",
+                    count - 1
+                )),
+                _ => None,
+            },
+            #[cfg(not(feature = "tch"))]
+            DeviceChoice::Libtorch | DeviceChoice::LibtorchCuda(_) => {
+                Some("this build has no LibTorch (build with --features tch)".into())
+            }
+        }
+    }
+
     /// The device without autodiff (BatchNorm uses its running statistics there).
     #[allow(deprecated)] // burn-tch is deprecated upstream but is the LibTorch path DESIGN §7 asks for
     pub fn inference(self, precision: Precision) -> Result<Device> {
+        self.check()?;
         let mut base = match self {
             DeviceChoice::Flex => Device::flex(),
             #[cfg(feature = "tch")]
@@ -83,6 +124,16 @@ impl DeviceChoice {
     }
 }
 
+/// CUDA devices LibTorch can use (`torch.cuda.device_count()`; 0 without a GPU, a driver,
+/// or a CUDA build of LibTorch).
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // burn-tch, see `inference`
+fn cuda_devices() -> usize {
+    use burn::backend::{Backend, LibTorch};
+    // Type id 0 is LibTorch's CUDA device type (burn-tch's `DeviceId`).
+    <LibTorch as Backend>::device_count(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +144,11 @@ mod tests {
         assert!("gpu".parse::<DeviceChoice>().unwrap_err().contains("unknown device"));
         if cfg!(feature = "tch") {
             assert_eq!("libtorch-cuda:1".parse(), Ok(DeviceChoice::LibtorchCuda(1)));
+            // No machine has this many GPUs: a clear error, not LibTorch's abort.
+            let e = DeviceChoice::LibtorchCuda(1 << 20)
+                .inference(Precision::F32)
+                .unwrap_err();
+            assert!(e.to_string().starts_with("libtorch-cuda:1048576: LibTorch sees"), "{e}");
         } else {
             assert!("libtorch"
                 .parse::<DeviceChoice>()

@@ -41,5 +41,5 @@ pub mod trainer;
 pub use burn;
 
 pub use align::AlignPlan;
-pub use config::{Arch, Optimizer, Precision, TrainConfig};
+pub use config::{Arch, InvalidField, Optimizer, Precision, TrainConfig};
 pub use error::{Error, Result};

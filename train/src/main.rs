@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use slotcon_cli::{bad_flag, flags};
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::run::{train, RunOptions};
 use slotcon_train::{Arch, Precision, TrainConfig};
@@ -13,6 +14,8 @@ use slotcon_train::{Arch, Precision, TrainConfig};
 ///
 /// The run directory gets config.json (the resolved settings), metrics.jsonl (one line
 /// per step) and checkpoints/ (current, plus one every --save-every epochs).
+///
+/// Numeric flags are checked before anything starts; a bad value exits with code 2.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -28,33 +31,33 @@ struct Cli {
     /// Backbone: resnet18, resnet34 or resnet50 (overrides the preset).
     #[arg(long)]
     arch: Option<Arch>,
-    /// Batch size (overrides the preset).
-    #[arg(long)]
+    /// Batch size, 1 to 65536 and at most the store's images (overrides the preset).
+    #[arg(long, value_parser = flags::int(TrainConfig::BATCH_SIZE))]
     batch_size: Option<usize>,
-    /// Epochs (overrides the preset; the schedules span them).
-    #[arg(long)]
+    /// Epochs, 1 to 100000 (overrides the preset; the schedules span them).
+    #[arg(long, value_parser = flags::int(TrainConfig::EPOCHS))]
     epochs: Option<u64>,
-    /// View size in pixels (overrides the preset).
-    #[arg(long)]
+    /// View size in pixels, 32 to 1024 (overrides the preset).
+    #[arg(long, value_parser = flags::int(TrainConfig::IMAGE_SIZE))]
     image_size: Option<u32>,
-    /// Keep checkpoints/epoch-NNNN every this many epochs (overrides the preset).
-    #[arg(long)]
+    /// Keep checkpoints/epoch-NNNN every this many epochs, at least 1 (overrides the preset).
+    #[arg(long, value_parser = flags::at_least(1u64))]
     save_every: Option<u64>,
-    /// Stop after this many steps in all (the schedules still span --epochs).
-    #[arg(long)]
+    /// Stop after this many steps in all, at least 1 (the schedules still span --epochs).
+    #[arg(long, value_parser = flags::at_least(1u64))]
     max_steps: Option<u64>,
     /// Compute device: flex (pure-Rust CPU), libtorch (LibTorch CPU) or libtorch-cuda:N.
     /// The LibTorch devices need a build with `--features tch`.
     #[arg(long, default_value = "flex")]
     device: DeviceChoice,
-    /// Loader worker threads (default: every core).
-    #[arg(long)]
+    /// Loader worker threads (default: every core; at most 4 per core).
+    #[arg(long, value_parser = flags::threads)]
     workers: Option<usize>,
     /// Seed of the initialisation, the order and the augmentation.
     #[arg(long)]
     seed: Option<u64>,
-    /// Learning rate per 256 images (overrides the preset's 1.0).
-    #[arg(long)]
+    /// Learning rate per 256 images, in (0, 1e12] (overrides the preset's 1.0).
+    #[arg(long, value_parser = flags::positive(TrainConfig::MAX_BASE_LR))]
     base_lr: Option<f64>,
     /// Optimiser (overrides the preset's LARS).
     #[arg(long, value_enum)]
@@ -119,8 +122,41 @@ fn main() -> ExitCode {
     slotcon_cli::exit(run(Cli::parse()))
 }
 
+/// The resolved settings, checked: a field out of range is reported as the flag that set
+/// it (exit code 2), or as the preset's when no flag did.
+fn check(cli: &Cli, cfg: &TrainConfig) -> anyhow::Result<()> {
+    let Err(e) = cfg.check() else { return Ok(()) };
+    let flag = match e.field {
+        "batch_size" => "--batch-size",
+        "epochs" | "warmup_epochs" => "--epochs",
+        "image_size" => "--image-size",
+        "base_lr" => "--base-lr",
+        _ => anyhow::bail!("the {:?} preset's {e}", cli.preset),
+    };
+    let (value, reason) = match e.field {
+        "warmup_epochs" => (cfg.epochs.to_string(), format!("the preset's {e}")),
+        _ => (e.value, e.expected),
+    };
+    Err(bad_flag(flag, value, reason))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(&cli);
+    check(&cli, &cfg)?;
+    if let Some(reason) = cli.device.unavailable() {
+        return Err(bad_flag("--device", cli.device, reason));
+    }
+    // The batch against the store (opening it maps its index; errors are train's to report).
+    if let Ok(reader) = slotcon_shards::ShardReader::open(&cli.shards) {
+        if cfg.batch_size as u64 > reader.len() && cli.batch_size.is_some() {
+            let reason = format!(
+                "{} holds {} images, fewer than one batch",
+                cli.shards.display(),
+                reader.len()
+            );
+            return Err(bad_flag("--batch-size", cfg.batch_size, reason));
+        }
+    }
     let device = cli.device.autodiff(cfg.precision)?;
     let workers = cli
         .workers

@@ -48,19 +48,35 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(batch: usize, size: usize) -> Self {
+    /// Bytes one position takes in a buffer of `size × size` views, `None` on overflow.
+    pub(crate) fn bytes_per_sample(size: usize) -> Option<usize> {
+        let views = size.checked_mul(size)?.checked_mul(3 * 2)?;
+        let meta = std::mem::size_of::<u64>()
+            + std::mem::size_of::<[[f32; 4]; 2]>()
+            + std::mem::size_of::<[Crop; 2]>()
+            + std::mem::size_of::<[bool; 2]>()
+            + std::mem::size_of::<Outcome>();
+        views.checked_add(meta)
+    }
+
+    /// A buffer of `batch` positions; the caller has checked that its size fits
+    /// ([`Slot::bytes_per_sample`]), an allocation failure is returned, not an abort.
+    pub(crate) fn new(batch: usize, size: usize) -> Result<Self, std::collections::TryReserveError> {
         let view_len = size * size * 3;
-        Slot {
+        Ok(Slot {
             step: AtomicU64::new(0),
             remaining: AtomicUsize::new(0),
-            views: [Column::new(batch * view_len, 0), Column::new(batch * view_len, 0)],
-            ids: Column::new(batch, 0),
-            boxes: Column::new(batch, [[0.0; 4]; 2]),
-            crops: Column::new(batch, [Crop::default(); 2]),
-            flips: Column::new(batch, [false; 2]),
-            outcomes: Column::new(batch, Outcome::Ok),
+            views: [
+                Column::try_new(batch * view_len, 0)?,
+                Column::try_new(batch * view_len, 0)?,
+            ],
+            ids: Column::try_new(batch, 0)?,
+            boxes: Column::try_new(batch, [[0.0; 4]; 2])?,
+            crops: Column::try_new(batch, [Crop::default(); 2])?,
+            flips: Column::try_new(batch, [false; 2])?,
+            outcomes: Column::try_new(batch, Outcome::Ok)?,
             view_len,
-        }
+        })
     }
 
     /// The two view buffers of position `pos`.

@@ -25,12 +25,21 @@ unsafe impl<T: Send> Send for Column<T> {}
 unsafe impl<T: Send + Sync> Sync for Column<T> {}
 
 impl<T: Clone> Column<T> {
+    #[cfg(test)]
     pub(crate) fn new(len: usize, fill: T) -> Self {
-        let boxed: Box<[T]> = vec![fill; len].into_boxed_slice();
-        Column {
+        Self::try_new(len, fill).expect("test columns fit in memory")
+    }
+
+    /// `len` copies of `fill`, or the allocation error (instead of aborting the process).
+    pub(crate) fn try_new(len: usize, fill: T) -> Result<Self, std::collections::TryReserveError> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len)?;
+        v.resize(len, fill);
+        let boxed: Box<[T]> = v.into_boxed_slice();
+        Ok(Column {
             ptr: Box::into_raw(boxed) as *mut T,
             len,
-        }
+        })
     }
 }
 

@@ -153,11 +153,63 @@ impl LoaderBuilder {
         Ok(())
     }
 
-    /// Checks the settings, allocates the batch buffers and starts the workers.
+    /// The bytes of the `prefetch + 2` batch buffers, refused (before anything is
+    /// allocated) when they overflow or exceed the memory this machine has available.
+    fn buffer_bytes(&self) -> Result<usize> {
+        let size = self.cfg.size as usize;
+        let bytes = self.prefetch.checked_add(2).and_then(|buffers| {
+            Slot::bytes_per_sample(size)?
+                .checked_mul(self.batch_size)?
+                .checked_mul(buffers)
+        });
+        let what = || {
+            format!(
+                "batch size {} at {size}x{size} px needs {} batch buffers (prefetch {} + 2)",
+                self.batch_size,
+                self.prefetch.saturating_add(2),
+                self.prefetch
+            )
+        };
+        let Some(bytes) = bytes.filter(|&b| b <= isize::MAX as usize) else {
+            return Err(Error::Config(format!("{} larger than the address space", what())));
+        };
+        if let Some(available) = available_memory() {
+            if bytes as u64 > available {
+                return Err(Error::Config(format!(
+                    "{} of {:.1} GiB in all, but only {:.1} GiB of memory is available",
+                    what(),
+                    bytes as f64 / GIB,
+                    available as f64 / GIB
+                )));
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Checks the settings (the batch against the store and the memory), allocates the
+    /// batch buffers and starts the workers.
     pub fn build(self) -> Result<Loader> {
         self.validate()?;
         let order = order::epoch_order(self.reader.len(), self.seed, self.epoch);
         let share = order::rank_share(&order, self.rank, self.world_size);
+        if self.batch_size > share.len() {
+            let whose = if self.world_size == 1 {
+                format!("the {} images of the store", self.reader.len())
+            } else {
+                format!(
+                    "the {} images of rank {}'s share of the store ({} images, {} ranks)",
+                    share.len(),
+                    self.rank,
+                    self.reader.len(),
+                    self.world_size
+                )
+            };
+            return Err(Error::Config(format!(
+                "batch size {} is larger than {whose}: no batch can be made",
+                self.batch_size
+            )));
+        }
+        let bytes = self.buffer_bytes()?;
         let steps = order::steps_per_epoch(share.len(), self.batch_size);
         let buffers = self.prefetch + 2;
         let free = unbounded();
@@ -166,7 +218,13 @@ impl LoaderBuilder {
         }
         let slots = (0..buffers)
             .map(|_| Slot::new(self.batch_size, self.cfg.size as usize))
-            .collect();
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot allocate the {buffers} batch buffers ({:.1} GiB): {e}",
+                    bytes as f64 / GIB
+                ))
+            })?;
         let shared = Arc::new(Shared {
             reader: self.reader,
             cfg: self.cfg,
@@ -198,6 +256,22 @@ impl LoaderBuilder {
             finished: false,
         })
     }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// `MemAvailable` of `/proc/meminfo` in bytes; `None` where there is no such file.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib.saturating_mul(1024))
 }
 
 fn spawn_worker(

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use slotcon_augment::{AugmentConfig, LoaderBuilder};
 use slotcon_bench::{median, run_python};
+use slotcon_cli::{bad_flag, flags};
 use slotcon_shards::ShardReader;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::trainer::Trainer;
@@ -22,6 +23,8 @@ use slotcon_train::{Arch, Precision, TrainConfig};
 /// views, align, loss, backward, LARS, EMA and centre. OMP_NUM_THREADS and
 /// RAYON_NUM_THREADS are set to --threads before anything starts, so LibTorch, flex and
 /// PyTorch use the same count.
+///
+/// Numeric flags are checked before anything starts; a bad value exits with code 2.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -34,11 +37,11 @@ struct Cli {
     /// Backbone: resnet18, resnet34 or resnet50 (overrides the preset).
     #[arg(long)]
     arch: Option<Arch>,
-    /// Batch size (overrides the preset).
-    #[arg(long)]
+    /// Batch size, 1 to 65536 and at most the store's images (overrides the preset).
+    #[arg(long, value_parser = flags::int(TrainConfig::BATCH_SIZE))]
     batch_size: Option<usize>,
-    /// View size (overrides the preset).
-    #[arg(long)]
+    /// View size, 32 to 1024 (overrides the preset).
+    #[arg(long, value_parser = flags::int(TrainConfig::IMAGE_SIZE))]
     image_size: Option<u32>,
     /// flex, libtorch or libtorch-cuda:N (PyTorch runs on cpu or cuda:N to match).
     #[arg(long, default_value = "libtorch")]
@@ -46,14 +49,14 @@ struct Cli {
     /// Float type here: f32 or bf16 (the reference runs f32).
     #[arg(long, default_value = "f32")]
     precision: Precision,
-    /// Untimed steps first.
-    #[arg(long, default_value_t = 2)]
+    /// Untimed steps first, 0 to 1000.
+    #[arg(long, default_value_t = 2, value_parser = flags::int(0..=1000usize))]
     warmup: usize,
-    /// Timed steps.
-    #[arg(long, default_value_t = 5)]
+    /// Timed steps, 1 to 1000.
+    #[arg(long, default_value_t = 5, value_parser = flags::int(1..=1000usize))]
     steps: usize,
-    /// Threads for every side (default: every core).
-    #[arg(long)]
+    /// Threads for every side (default: every core; at most 4 per core).
+    #[arg(long, value_parser = flags::threads)]
     threads: Option<usize>,
     /// Skip the PyTorch reference.
     #[arg(long)]
@@ -69,6 +72,17 @@ fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
     cfg.batch_size = cli.batch_size.unwrap_or(cfg.batch_size);
     cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
     cfg.precision = cli.precision;
+    if let Err(e) = cfg.check() {
+        let flag = match e.field {
+            "batch_size" => "--batch-size",
+            "image_size" => "--image-size",
+            _ => anyhow::bail!("the {:?} preset's {e}", cli.preset),
+        };
+        return Err(bad_flag(flag, e.value, e.expected));
+    }
+    if let Some(reason) = cli.device.unavailable() {
+        return Err(bad_flag("--device", cli.device, reason));
+    }
     Ok(cfg)
 }
 
@@ -77,6 +91,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Set before LibTorch or rayon start a pool (the flags are checked by now, by clap).
     let threads = cli
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -85,6 +100,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(&cli)?;
     let device = cli.device.autodiff(cfg.precision)?;
     let reader = Arc::new(ShardReader::open(&cli.shards).context("opening the shard store")?);
+    if cfg.batch_size as u64 > reader.len() && cli.batch_size.is_some() {
+        let reason = format!(
+            "{} holds {} images, fewer than one batch",
+            cli.shards.display(),
+            reader.len()
+        );
+        return Err(bad_flag("--batch-size", cfg.batch_size, reason));
+    }
     let aug = AugmentConfig::slotcon()
         .with_size(cfg.image_size)
         .with_min_scale(cfg.min_scale);

@@ -1,6 +1,7 @@
 //! What every slotcon binary shares, so that they all behave alike: one exit convention
-//! ([`exit`]), one look for progress bars ([`bar`], [`spinner`]), and one way to find the
-//! Python interpreter that runs reference scripts ([`python`]).
+//! ([`exit`]), one way to check numeric flags ([`flags`]), one look for progress bars
+//! ([`bar`], [`spinner`]), and one way to find the Python interpreter that runs reference
+//! scripts ([`python`]).
 //!
 //! Libraries report progress through callbacks; binaries turn them into these bars.
 //!
@@ -26,15 +27,27 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub mod flags;
+
+pub use flags::{bad_flag, BadFlag};
+
+/// The exit code of a usage error: a flag clap rejects, or a [`BadFlag`].
+pub const USAGE: u8 = 2;
+
 /// The end of every binary's `main`: the run's own code (`()` is success), or `error: `
-/// and the error's cause chain ([`chain`]) on stderr with exit code 1. clap's usage
+/// and the error's cause chain ([`chain`]) on stderr with exit code 1, or 2 when the
+/// chain holds a [`BadFlag`] (a flag value found bad after parsing). clap's own usage
 /// errors exit with 2 before `main` gets here.
 pub fn exit<T: Termination>(result: anyhow::Result<T>) -> ExitCode {
     match result {
         Ok(done) => done.report(),
         Err(e) => {
             eprintln!("error: {}", chain(&e));
-            ExitCode::FAILURE
+            if e.chain().any(|c| c.is::<BadFlag>()) {
+                ExitCode::from(USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -138,5 +151,15 @@ mod tests {
     #[test]
     fn an_error_exits_with_failure() {
         assert_eq!(exit::<()>(Err(anyhow::anyhow!("boom"))), ExitCode::FAILURE);
+    }
+
+    #[test]
+    fn a_bad_flag_exits_with_2_even_under_context() {
+        let e = bad_flag("--batch-size", 1000000, "the store holds 128 images").context("benchmarking");
+        assert_eq!(
+            chain(&e),
+            "benchmarking: --batch-size 1000000: the store holds 128 images"
+        );
+        assert_eq!(exit::<()>(Err(e)), ExitCode::from(USAGE));
     }
 }

@@ -39,6 +39,14 @@ pub enum Error {
     /// The Python interpreter running a helper failed.
     #[error("{}: {reason}", python.display())]
     Python { python: PathBuf, reason: String },
+    /// A setting out of its range (`size 0: must be in 32..=1024`), named as its field;
+    /// checked before any work is done.
+    #[error("{name} {value}: {reason}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
     /// A tensor could not be read back from the device.
     #[error("reading a tensor back from the device: {0}")]
     Tensor(String),
@@ -52,3 +60,19 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `Ok` when `value` lies in `range`, else [`Error::Setting`] naming it.
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
+    name: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<()> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(Error::Setting {
+        name,
+        reason: format!("must be in {}..={}", range.start(), range.end()),
+        value: value.to_string(),
+    })
+}

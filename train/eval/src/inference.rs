@@ -113,6 +113,10 @@ pub fn open_run(run: &Path, name: &str, choice: DeviceChoice) -> Result<(LoadedR
     Ok((load_run(run, name, &device)?, device))
 }
 
+/// Evaluation sizes (short side and crop) accepted: at least one cell of the backbone's
+/// stride-32 feature map, at most 1024 px.
+pub const SIZE: std::ops::RangeInclusive<usize> = 32..=1024;
+
 /// The evaluation geometry: resize so the short side is `size` (torchvision's `Resize`:
 /// the long side truncated), then a centred `size × size` crop (`CenterCrop`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

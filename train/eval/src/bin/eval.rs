@@ -4,13 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use slotcon_eval::inference::{open_run, LoadedRun};
+use slotcon_cli::{bad_flag, flags};
+use slotcon_eval::inference::{open_run, LoadedRun, SIZE};
 use slotcon_eval::segment::{segment, Scores, SegmentOptions, SegmentReport};
 use slotcon_eval::viz::confusion::confusion_png;
 use slotcon_shards::format::write_atomic;
 use slotcon_train::device::DeviceChoice;
 
 /// Evaluate a SlotCon run.
+///
+/// Numeric flags are checked before anything is loaded; a bad value exits with code 2.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -44,8 +47,8 @@ enum Command {
         /// COCO panoptic JSON whose categories (supercategory) define the 27 classes.
         #[arg(long)]
         categories: PathBuf,
-        /// Short side and crop size.
-        #[arg(long, default_value_t = 320)]
+        /// Short side and crop size, 32 to 1024.
+        #[arg(long, default_value_t = 320, value_parser = flags::int(SIZE))]
         size: usize,
         /// Where to write the report and pictures (default RUN/eval).
         #[arg(long)]
@@ -83,12 +86,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         json,
         quiet,
     } = cli.command;
-    let (loaded, device) = open_run(&run, &checkpoint, device)?;
     let opts = SegmentOptions {
         size,
         seed,
         ..SegmentOptions::new(images, masks, categories)
     };
+    if let Err(slotcon_eval::Error::Setting { name, value, reason }) = opts.check() {
+        return Err(bad_flag(&format!("--{name}"), value, reason));
+    }
+    if let Some(reason) = device.unavailable() {
+        return Err(bad_flag("--device", device, reason));
+    }
+    let (loaded, device) = open_run(&run, &checkpoint, device)?;
     let bar = slotcon_cli::bar(0, "images", quiet);
     let report = segment(&loaded.net.teacher, &device, &opts, &mut |done, total| {
         bar.set_length(total as u64);

@@ -5,14 +5,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use slotcon_eval::inference::open_run;
-use slotcon_eval::viz::curves::{curves_png, read_curves};
+use slotcon_cli::{bad_flag, flags};
+use slotcon_eval::inference::{open_run, SIZE};
+use slotcon_eval::viz::curves::{curves_png, read_curves, PANEL_HEIGHT, PANEL_WIDTH};
 use slotcon_eval::viz::{image_overlay, prototype_grid, GridOptions};
 use slotcon_shards::format::write_atomic;
 use slotcon_shards::ShardReader;
 use slotcon_train::device::DeviceChoice;
 
 /// Draw what a SlotCon run learned.
+///
+/// Numeric flags are checked before anything is loaded; a bad value exits with code 2.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -46,20 +49,20 @@ enum Command {
         /// The shard store to retrieve from.
         #[arg(long)]
         shards: PathBuf,
-        /// Images per prototype.
-        #[arg(long, default_value_t = 5)]
+        /// Images per prototype, 1 to 20.
+        #[arg(long, default_value_t = 5, value_parser = flags::int(GridOptions::TOPK))]
         topk: usize,
-        /// Prototypes to show (sampled among those that win pixels).
-        #[arg(long, default_value_t = 20)]
+        /// Prototypes to show (sampled among those that win pixels), 1 to 100.
+        #[arg(long, default_value_t = 20, value_parser = flags::int(GridOptions::SAMPLE))]
         sample: usize,
-        /// Resize/crop size for the teacher.
-        #[arg(long, default_value_t = 224)]
+        /// Resize/crop size for the teacher, 32 to 1024.
+        #[arg(long, default_value_t = 224, value_parser = flags::int(SIZE))]
         size: usize,
-        /// Tile size in the grid.
-        #[arg(long, default_value_t = 96)]
+        /// Tile size in the grid, 8 to 224.
+        #[arg(long, default_value_t = 96, value_parser = flags::int(GridOptions::TILE))]
         tile: usize,
-        /// Only the first N images of the store.
-        #[arg(long)]
+        /// Only the first N images of the store (N at least 1).
+        #[arg(long, value_parser = flags::at_least(1u64))]
         max_images: Option<u64>,
         /// Seed of the prototype sample.
         #[arg(long, default_value_t = 0)]
@@ -76,8 +79,8 @@ enum Command {
         /// The image (JPEG or PNG).
         #[arg(long)]
         image: PathBuf,
-        /// Short side and crop size.
-        #[arg(long, default_value_t = 320)]
+        /// Short side and crop size, 32 to 1024.
+        #[arg(long, default_value_t = 320, value_parser = flags::int(SIZE))]
         size: usize,
         /// The PNG to write.
         #[arg(long)]
@@ -88,10 +91,11 @@ enum Command {
         /// The run directory.
         #[arg(long)]
         run: PathBuf,
-        /// Panel width and height.
-        #[arg(long, default_value_t = 360)]
+        /// Panel width, 160 to 4096.
+        #[arg(long, default_value_t = 360, value_parser = flags::int(PANEL_WIDTH))]
         panel_width: usize,
-        #[arg(long, default_value_t = 240)]
+        /// Panel height, 80 to 4096.
+        #[arg(long, default_value_t = 240, value_parser = flags::int(PANEL_HEIGHT))]
         panel_height: usize,
         /// The PNG to write (default RUN/curves.png).
         #[arg(long)]
@@ -101,6 +105,24 @@ enum Command {
 
 fn main() -> ExitCode {
     slotcon_cli::exit(run(Cli::parse()))
+}
+
+/// A setting the library refused, as the flag it came from (exit code 2).
+fn flag_error(e: slotcon_eval::Error) -> anyhow::Error {
+    match e {
+        slotcon_eval::Error::Setting { name, value, reason } => {
+            bad_flag(&format!("--{}", name.replace('_', "-")), value, reason)
+        }
+        e => e.into(),
+    }
+}
+
+/// The device, if this build and machine have it (exit code 2 otherwise).
+fn check_device(device: DeviceChoice) -> anyhow::Result<()> {
+    match device.unavailable() {
+        Some(reason) => Err(bad_flag("--device", device, reason)),
+        None => Ok(()),
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -116,13 +138,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             out,
         } => {
-            let (loaded, device) = open_run(&run.run, &run.checkpoint, run.device)?;
-            let reader = ShardReader::open(&shards).context("opening the shard store")?;
-            anyhow::ensure!(
-                !reader.is_empty(),
-                "{}: the shard store holds no image",
-                shards.display()
-            );
             let opts = GridOptions {
                 size,
                 tile,
@@ -132,6 +147,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_images,
                 ..GridOptions::default()
             };
+            opts.check().map_err(flag_error)?;
+            check_device(run.device)?;
+            let (loaded, device) = open_run(&run.run, &run.checkpoint, run.device)?;
+            let reader = ShardReader::open(&shards).context("opening the shard store")?;
+            anyhow::ensure!(
+                !reader.is_empty(),
+                "{}: the shard store holds no image",
+                shards.display()
+            );
             let bar = slotcon_cli::bar(0, "images", false);
             let (grid, shown) = prototype_grid(&reader, &loaded.net.teacher, &device, &opts, &mut |done, total| {
                 bar.set_length(total);
@@ -149,8 +173,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {}x{}, prototypes {shown:?}", out.display(), grid.w, grid.h);
         }
         Command::Image { run, image, size, out } => {
+            check_device(run.device)?;
             let (loaded, device) = open_run(&run.run, &run.checkpoint, run.device)?;
-            let picture = image_overlay(&image, &loaded.net.teacher, &device, size)?;
+            let picture = image_overlay(&image, &loaded.net.teacher, &device, size).map_err(flag_error)?;
             picture.save_png(&out)?;
             println!("{}: {}x{}", out.display(), picture.w, picture.h);
         }
@@ -162,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let curves = read_curves(&run.join("metrics.jsonl"))?;
             let out = out.unwrap_or_else(|| run.join("curves.png"));
-            let picture = curves_png(&curves, panel_width, panel_height);
+            let picture = curves_png(&curves, panel_width, panel_height).map_err(flag_error)?;
             picture.save_png(&out)?;
             println!("{}: {}x{}", out.display(), picture.w, picture.h);
         }

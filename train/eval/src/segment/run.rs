@@ -18,7 +18,7 @@ use slotcon_train::model::Encoder;
 
 use slotcon_shards::io_err;
 
-use crate::error::{Error, Result};
+use crate::error::{in_range, Error, Result};
 use crate::inference::{center_labels, center_view, dense, Dense};
 
 /// Where the data is and how to evaluate.
@@ -52,6 +52,14 @@ impl SegmentOptions {
             kmeans_iterations: 50,
             seed: 0,
         }
+    }
+
+    /// Checks the numbers: `size` in [`crate::inference::SIZE`], `batch` 1 to 256,
+    /// `kmeans_iterations` 1 to 10000.
+    pub fn check(&self) -> Result<()> {
+        in_range("size", self.size, crate::inference::SIZE)?;
+        in_range("batch", self.batch, 1..=256)?;
+        in_range("kmeans_iterations", self.kmeans_iterations, 1..=10_000)
     }
 }
 
@@ -189,6 +197,7 @@ pub fn segment(
     opts: &SegmentOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<SegmentReport> {
+    opts.check()?;
     let pairs = labelled_pairs(&opts.images, &opts.masks)?;
     let coco = Coco27::from_panoptic_json(&opts.categories)?;
     let classes = coco.classes.len();

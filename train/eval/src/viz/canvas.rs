@@ -81,8 +81,8 @@ impl Canvas {
 
     /// Fills a rectangle (clipped).
     pub fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, c: Rgb) {
-        for yy in y..(y + h).min(self.h) {
-            for xx in x..(x + w).min(self.w) {
+        for yy in y..y.saturating_add(h).min(self.h) {
+            for xx in x..x.saturating_add(w).min(self.w) {
                 self.put(xx as i64, yy as i64, c);
             }
         }
@@ -97,8 +97,18 @@ impl Canvas {
         }
     }
 
-    /// A one-pixel line (Bresenham).
-    pub fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb) {
+    /// A one-pixel line (Bresenham), clipped to the canvas: the work is bounded by the
+    /// canvas, however far outside the end points lie.
+    pub fn line(&mut self, a: (i64, i64), b: (i64, i64), c: Rgb) {
+        let inside = |(x, y): (i64, i64)| x >= 0 && y >= 0 && (x as u64) < self.w as u64 && (y as u64) < self.h as u64;
+        let ((x0, y0), (x1, y1)) = if inside(a) && inside(b) {
+            (a, b)
+        } else {
+            match self.clip(a, b) {
+                Some(ends) => ends,
+                None => return,
+            }
+        };
         let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
         let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
         let (mut x, mut y, mut err) = (x0, y0, dx + dy);
@@ -119,10 +129,32 @@ impl Canvas {
         }
     }
 
-    /// Draws `s` with its top-left corner at `(x, y)`; returns its width.
+    /// The part of the segment `a`–`b` inside the canvas, its ends rounded to pixels;
+    /// `None` when the segment misses the canvas. End points farther than 2³¹ px are
+    /// first pulled in to that distance (Liang–Barsky in f64 is exact to well under a
+    /// pixel from there; the pull moves the line by less than a millionth of a pixel per
+    /// pixel).
+    fn clip(&self, (x0, y0): (i64, i64), (x1, y1): (i64, i64)) -> Option<((i64, i64), (i64, i64))> {
+        const FAR: f64 = (1u64 << 31) as f64;
+        if self.w == 0 || self.h == 0 {
+            return None;
+        }
+        let (mut a, mut b) = ((x0 as f64, y0 as f64), (x1 as f64, y1 as f64));
+        if [a.0, a.1, b.0, b.1].iter().any(|v| v.abs() > FAR) {
+            (a, b) = clip_to(a, b, (-FAR, -FAR), (FAR, FAR))?;
+        }
+        let (a, b) = clip_to(a, b, (0.0, 0.0), ((self.w - 1) as f64, (self.h - 1) as f64))?;
+        let pixel = |p: (f64, f64)| (p.0.round() as i64, p.1.round() as i64);
+        Some((pixel(a), pixel(b)))
+    }
+
+    /// Draws `s` with its top-left corner at `(x, y)` (clipped); returns its width.
     pub fn text(&mut self, x: usize, y: usize, s: &str, c: Rgb, scale: usize) -> usize {
         for (i, ch) in s.chars().enumerate() {
-            let left = x + i * ADVANCE * scale;
+            let left = x.saturating_add(i.saturating_mul(ADVANCE * scale));
+            if left >= self.w || y >= self.h {
+                break;
+            }
             for (row, bits) in glyph(ch).iter().enumerate() {
                 for col in 0..5 {
                     if bits & (16 >> col) != 0 {
@@ -151,6 +183,31 @@ impl Canvas {
     }
 }
 
+/// Liang–Barsky: the part of the segment `a`–`b` inside the box `lo`–`hi`, or `None`.
+fn clip_to(a: (f64, f64), b: (f64, f64), lo: (f64, f64), hi: (f64, f64)) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (p, q) in [(-dx, a.0 - lo.0), (dx, hi.0 - a.0), (-dy, a.1 - lo.1), (dy, hi.1 - a.1)] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return None;
+            }
+            continue;
+        }
+        let r = q / p;
+        if p < 0.0 {
+            t0 = t0.max(r);
+        } else {
+            t1 = t1.min(r);
+        }
+        if t0 > t1 {
+            return None;
+        }
+    }
+    let at = |t: f64| ((a.0 + t * dx).clamp(lo.0, hi.0), (a.1 + t * dy).clamp(lo.1, hi.1));
+    Some((at(t0), at(t1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +221,25 @@ mod tests {
         assert_eq!(c.rgb.len(), 40 * 12 * 3);
         assert_eq!(&c.rgb[(11 * 40 + 39) * 3..][..3], &[255, 0, 0]);
         assert_ne!(palette(0), palette(1));
+    }
+
+    #[test]
+    fn lines_far_outside_are_clipped_not_walked() {
+        let mut c = Canvas::new(40, 12, WHITE);
+        let start = std::time::Instant::now();
+        c.line((5, 5), (i64::MAX, i64::MAX), BLACK);
+        c.line((i64::MIN, 3), (i64::MAX, 3), BLACK);
+        c.line((-10, -10), (-1, 50), BLACK); // misses the canvas
+        c.text(usize::MAX - 3, usize::MAX, "far", BLACK, 1);
+        c.fill(usize::MAX, 0, usize::MAX, 5, BLACK);
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        let black = |x: usize, y: usize| c.rgb[(y * 40 + x) * 3..][..3] == BLACK;
+        assert!(black(5, 5) && black(6, 6) && black(11, 11));
+        assert!((0..40).all(|x| black(x, 3)), "the horizontal line crosses the canvas");
+        assert!(!black(0, 0));
+        // A line inside is drawn as before, end points included.
+        let mut d = Canvas::new(10, 10, WHITE);
+        d.line((1, 1), (8, 4), BLACK);
+        assert!(d.rgb[(10 + 1) * 3..][..3] == BLACK && d.rgb[(4 * 10 + 8) * 3..][..3] == BLACK);
     }
 }

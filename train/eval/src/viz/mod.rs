@@ -20,8 +20,8 @@ use slotcon_train::model::Encoder;
 
 use slotcon_shards::io_err;
 
-use crate::error::{Error, Result};
-use crate::inference::{center_view, dense};
+use crate::error::{in_range, Error, Result};
+use crate::inference::{center_view, dense, SIZE};
 use crate::segment::upsample::upsample_argmax;
 use canvas::Canvas;
 use prototypes::{grid_png, retrieve, sample_prototypes, Row};
@@ -56,6 +56,26 @@ impl Default for GridOptions {
             batch: 8,
             max_images: None,
         }
+    }
+}
+
+impl GridOptions {
+    /// Images per prototype accepted.
+    pub const TOPK: std::ops::RangeInclusive<usize> = 1..=20;
+    /// Prototypes shown accepted.
+    pub const SAMPLE: std::ops::RangeInclusive<usize> = 1..=100;
+    /// Tile sides accepted (with the two above, the grid is at most 4600 x 22804 px).
+    pub const TILE: std::ops::RangeInclusive<usize> = 8..=224;
+
+    /// Checks every number: `size` in [`crate::inference::SIZE`], `tile`, `topk` and
+    /// `sample` in their ranges, `batch` 1 to 256, `max_images` at least 1.
+    pub fn check(&self) -> Result<()> {
+        in_range("size", self.size, SIZE)?;
+        in_range("tile", self.tile, Self::TILE)?;
+        in_range("topk", self.topk, Self::TOPK)?;
+        in_range("sample", self.sample, Self::SAMPLE)?;
+        in_range("batch", self.batch, 1..=256)?;
+        in_range("max_images", self.max_images.unwrap_or(1), 1..=u64::MAX)
     }
 }
 
@@ -125,6 +145,7 @@ pub fn prototype_grid(
     opts: &GridOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Canvas, Vec<usize>)> {
+    opts.check()?;
     let (scores, ids, [k, h, w]) = store_scores(reader, encoder, device, opts, progress)?;
     let hits = retrieve(&scores, ids.len(), k, h * w, opts.topk);
     let chosen = sample_prototypes(&hits, opts.sample, opts.seed);
@@ -146,6 +167,7 @@ pub fn prototype_grid(
 
 /// The slot overlay of one image file at `size` (short side resized, centre crop).
 pub fn image_overlay(path: &Path, encoder: &Encoder, device: &Device, size: usize) -> Result<Canvas> {
+    in_range("size", size, SIZE)?;
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let image_err = |source| Error::Image {
         path: path.to_path_buf(),
