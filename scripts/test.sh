@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Installs what the tests need (a Python venv with Pillow, pyarrow, DuckDB, datasets),
+# Installs what the tests need (a Python venv with Pillow, pyarrow, DuckDB, datasets;
+# jpegtran),
 # builds the release binaries, and runs every test. CI runs this and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  echo "==> installing python3-venv (apt-get)"
-  sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
-  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq python3-venv
+sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
+apt_packages=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
+# jpegtran makes the arithmetic-coded JPEGs that an ingest test feeds in.
+command -v jpegtran >/dev/null || apt_packages+=(libjpeg-turbo-progs)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "==> installing ${apt_packages[*]} (apt-get)"
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${apt_packages[@]}"
 fi
 SLOTCON_PYTHON=$(scripts/python-env.sh | tail -n 1)
 export SLOTCON_PYTHON

@@ -3,6 +3,13 @@
 
 use std::path::PathBuf;
 
+use slotcon_shards::Problem;
+
+use crate::run::IngestReport;
+
+/// Skipped files or problems named in one message; the rest are counted.
+const LISTED: usize = 20;
+
 /// Why an ingest or verify run could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,12 +23,33 @@ pub enum Error {
     /// A finished store or a partial ingest in the output was made differently.
     #[error("{}: {reason}", path.display())]
     Conflict { path: PathBuf, reason: String },
-    /// Every candidate file was skipped, or there were none.
-    #[error("{}: no image could be written ({found} candidate files, {skipped} skipped)", path.display())]
+    /// Another `slotcon-ingest` holds the output folder's lock.
+    #[error(
+        "{}: another slotcon-ingest ({}) is writing this store; wait for it or stop it",
+        path.display(),
+        holder(*pid)
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+    /// The output has a manifest, but its files are not the ones the manifest lists.
+    #[error(
+        "{}: the store is incomplete: {}; pass --force to rebuild it",
+        path.display(),
+        listed(problems.iter().map(Problem::to_string), "; ")
+    )]
+    Incomplete { path: PathBuf, problems: Vec<Problem> },
+    /// Every candidate file was skipped, or there were none. The report (`report`, saved
+    /// in the output as `ingest-report.json`) lists each skipped file and why.
+    #[error(
+        "{}: no image could be written ({found} candidate files, {} skipped; report in {}){}",
+        path.display(),
+        report.skipped.len(),
+        path.join(crate::REPORT_FILE).display(),
+        skip_reasons(report)
+    )]
     NothingWritten {
         path: PathBuf,
         found: usize,
-        skipped: usize,
+        report: Box<IngestReport>,
     },
     /// The worker thread pool could not start.
     #[error("thread pool: {0}")]
@@ -30,3 +58,32 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "pid unknown".to_string(),
+    }
+}
+
+/// `: ` and one line per skipped file, or nothing.
+fn skip_reasons(report: &IngestReport) -> String {
+    if report.skipped.is_empty() {
+        return String::new();
+    }
+    let lines = report
+        .skipped
+        .iter()
+        .map(|s| format!("skipped {}: {}", s.path, s.reason));
+    format!(":\n  {}", listed(lines, "\n  "))
+}
+
+/// The first [`LISTED`] items joined by `sep`, then how many more there are.
+fn listed(items: impl ExactSizeIterator<Item = String>, sep: &str) -> String {
+    let more = items.len().saturating_sub(LISTED);
+    let mut items: Vec<String> = items.take(LISTED).collect();
+    if more > 0 {
+        items.push(format!("and {more} more"));
+    }
+    items.join(sep)
+}

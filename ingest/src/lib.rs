@@ -4,7 +4,8 @@
 //! - [`prepare`] validates one by decoding it fully and produces what is stored;
 //! - [`ingest`] runs the whole thing in parallel, writes shards atomically, skips and
 //!   reports bad files, and resumes an interrupted run to a byte-identical result;
-//! - [`verify`] checks a store's checksums and decodes every image.
+//! - [`verify`] checks a store's checksums and decodes every image;
+//! - [`lock`] keeps a second ingest out of an output folder that one is writing.
 //!
 //! ```
 //! use slotcon_ingest::{ingest, IngestConfig};
@@ -37,6 +38,7 @@
 
 mod config;
 mod error;
+pub mod lock;
 pub mod prepare;
 pub mod resume;
 mod run;

@@ -14,7 +14,8 @@ use slotcon_shards::StoreKind;
 /// Finds every .jpg/.jpeg/.png under SRC (recursively, any case), validates each by
 /// decoding it, and writes shard-NNNNN.parquet files plus manifest.json to --out.
 /// Bad files are skipped and listed in OUT/ingest-report.json. Rerunning the same
-/// command after an interruption resumes where it stopped.
+/// command after an interruption resumes where it stopped. One ingest at a time writes
+/// an output folder: a second is refused while the first runs.
 ///
 /// Numeric flags are checked before anything starts; a bad value exits with code 2.
 #[derive(Parser, Debug)]
@@ -121,12 +122,15 @@ fn run_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let bar = slotcon_cli::bar(0, "ingest", a.quiet);
-    let report = ingest(&src, &out, &cfg, a.force, &|done, total| {
+    let result = ingest(&src, &out, &cfg, a.force, &|done, total| {
         bar.set_length(total);
         bar.set_position(done);
-    })
-    .with_context(|| format!("ingesting {}", src.display()))?;
+    });
     bar.finish_and_clear();
+    if let (true, Err(slotcon_ingest::Error::NothingWritten { report, .. })) = (a.json, &result) {
+        println!("{}", serde_json::to_string(report)?);
+    }
+    let report = result.with_context(|| format!("ingesting {}", src.display()))?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

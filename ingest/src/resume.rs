@@ -119,13 +119,10 @@ impl Journal {
     }
 }
 
+/// The shard's files are the committed ones: sizes and both checksums (mapped, not read
+/// into memory: a shard can be hundreds of MiB). Journals are this build's own format.
 fn intact(out: &Path, s: &ShardInfo) -> bool {
-    // Mapped, not read: a shard can be hundreds of MiB.
-    let check = |name: &str, size: u64, sum: &str| match slotcon_shards::map_file(&out.join(name)) {
-        Ok(b) => b.len() as u64 == size && slotcon_shards::format_checksum(slotcon_shards::crc32c(&b)) == sum,
-        Err(_) => false,
-    };
-    check(&s.file, s.bytes, &s.checksum) && check(&s.index, s.index_bytes, &s.index_checksum)
+    slotcon_shards::check_shard_files(out, s, slotcon_shards::FORMAT_VERSION, true).is_empty()
 }
 
 /// Deletes shard files numbered `from` and up, and any temporary file, in `out`.

@@ -12,6 +12,7 @@ use crate::config::IngestConfig;
 use slotcon_shards::io_err;
 
 use crate::error::{Error, Result};
+use crate::lock::StoreLock;
 use crate::prepare::{prepare, Prepared, Scratch};
 use crate::resume::{remove_leftovers, Committed, Journal, RunKey, PARTIAL_DIR};
 use crate::scan::{scan, Skipped, SourceFile};
@@ -44,33 +45,43 @@ pub struct IngestReport {
 
 /// Ingests every image under `src` into the store `out`, resuming a partial run.
 ///
-/// `force` discards an existing store or partial run in `out` first.
+/// `force` discards an existing store or partial run in `out` first. The folder is
+/// locked for the whole run ([`crate::lock`]): a second ingest into it fails with
+/// [`Error::Locked`].
 pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress: Progress<'_>) -> Result<IngestReport> {
     let start = Instant::now();
     check_source(src)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let _lock = StoreLock::acquire(out)?;
     if force {
         clear(out)?;
     } else if out.join(slotcon_shards::format::MANIFEST_FILE).exists() {
         return already_complete(out, cfg);
     }
-    let (files, mut scan_skipped) = scan(src);
+    let (files, scan_skipped) = scan(src);
     let key = RunKey::new(cfg.to_json(), &files);
     let (journal, committed) = Journal::open(out, &key)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads)
-        .build()
-        .map_err(|e| Error::Threads(e.to_string()))?;
     let mut run = Run::new(out, cfg, &journal, committed);
-    progress(run.next_source as u64, files.len() as u64);
-    pool.install(|| run.write_all(&files, progress))?;
-    let mut report = run.finish(&mut scan_skipped, files.len())?;
+    run.write_all(&files, progress)?;
+    let mut report = run.report(scan_skipped);
     report.seconds = start.elapsed().as_secs_f64();
     let text = serde_json::to_vec_pretty(&report).expect("json");
     write_atomic(&out.join(REPORT_FILE), &text)?;
+    if report.written == 0 {
+        journal.remove()?;
+        return Err(nothing_written(out, files.len(), report));
+    }
     run.save_manifest()?;
     journal.remove()?;
     Ok(report)
+}
+
+fn nothing_written(out: &Path, found: usize, report: IngestReport) -> Error {
+    Error::NothingWritten {
+        path: out.to_path_buf(),
+        found,
+        report: Box::new(report),
+    }
 }
 
 fn check_source(src: &Path) -> Result<()> {
@@ -99,7 +110,8 @@ fn clear(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A rerun on a finished store: check the settings, tidy up, and return its report.
+/// A rerun on a finished store: check the settings and the files, tidy up, and return
+/// its report.
 fn already_complete(out: &Path, cfg: &IngestConfig) -> Result<IngestReport> {
     let manifest = Manifest::load(out)?;
     if manifest.ingest != cfg.to_json() {
@@ -112,10 +124,21 @@ fn already_complete(out: &Path, cfg: &IngestConfig) -> Result<IngestReport> {
             reason,
         });
     }
+    let problems = slotcon_shards::check_files(out, &manifest);
+    if !problems.is_empty() {
+        return Err(Error::Incomplete {
+            path: out.to_path_buf(),
+            problems,
+        });
+    }
     let partial = out.join(PARTIAL_DIR);
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
     }
+    saved_report(out)
+}
+
+fn saved_report(out: &Path) -> Result<IngestReport> {
     let report_path = out.join(REPORT_FILE);
     let text = std::fs::read(&report_path).map_err(io_err(&report_path))?;
     let mut report: IngestReport = serde_json::from_slice(&text).map_err(|e| Error::Conflict {
@@ -157,7 +180,17 @@ impl<'a> Run<'a> {
         self.committed.last().map_or(0, |c| c.shard.first_id + c.shard.rows)
     }
 
+    /// Writes every file not yet committed, decoding on `cfg.threads` threads.
     fn write_all(&mut self, files: &[SourceFile], progress: Progress<'_>) -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.cfg.threads)
+            .build()
+            .map_err(|e| Error::Threads(e.to_string()))?;
+        progress(self.next_source as u64, files.len() as u64);
+        pool.install(|| self.write_chunks(files, progress))
+    }
+
+    fn write_chunks(&mut self, files: &[SourceFile], progress: Progress<'_>) -> Result<()> {
         for chunk in files[self.next_source..].chunks(CHUNK) {
             let prepared: Vec<_> = chunk
                 .par_iter()
@@ -213,28 +246,21 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn finish(&mut self, scan_skipped: &mut Vec<Skipped>, found: usize) -> Result<IngestReport> {
-        let mut skipped = std::mem::take(scan_skipped);
+    /// What the run did; `seconds` is left for the caller. The skipped files are
+    /// `skipped` (the scan's), those of the committed shards and those of the tail.
+    fn report(&mut self, mut skipped: Vec<Skipped>) -> IngestReport {
         skipped.extend(self.committed.iter().flat_map(|c| c.skipped.iter().cloned()));
         skipped.append(&mut self.pending_skipped);
         skipped.sort_by(|a, b| a.path.cmp(&b.path));
-        let written: u64 = self.committed.iter().map(|c| c.shard.rows).sum();
-        if written == 0 {
-            return Err(Error::NothingWritten {
-                path: self.out.to_path_buf(),
-                found,
-                skipped: skipped.len(),
-            });
-        }
-        Ok(IngestReport {
-            written,
+        IngestReport {
+            written: self.committed.iter().map(|c| c.shard.rows).sum(),
             skipped,
             bytes_in: self.committed.iter().map(|c| c.bytes_in).sum(),
             bytes_out: self.committed.iter().map(|c| c.shard.bytes + c.shard.index_bytes).sum(),
             seconds: 0.0,
             shards: self.committed.len(),
             already_complete: false,
-        })
+        }
     }
 
     fn save_manifest(&self) -> Result<()> {

@@ -1,9 +1,9 @@
-//! The on-disk format, version 1, in one place.
+//! The on-disk format, version 2, in one place.
 //!
 //! A store is a directory:
 //!
 //! ```text
-//! manifest.json          written last; its presence means the store is complete
+//! manifest.json          written last; the store is complete when the files match it
 //! shard-00000.parquet    Parquet, Hugging Face image convention (see below)
 //! shard-00000.idx        the sidecar index: id -> (offset, len, crc, width, height, path)
 //! shard-00001.parquet
@@ -28,15 +28,26 @@
 //! blob    UTF-8 relative source paths, concatenated
 //! footer  4 B    crc32c of everything before it
 //! ```
+//!
+//! **Versions.** 2 (this build): the manifest's `index_checksum` is the CRC-32C of the
+//! index bytes before their 4-byte footer ([`index_checksum`]), so it ties the manifest
+//! to that index. 1: it was the CRC-32C of the whole file, which for any file ending in
+//! its own CRC is the same constant (`crc32c:48674bc7`, the CRC-32C residue) and so
+//! checked nothing. Everything else is unchanged; version-1 stores are still read and
+//! verified (their indexes by their own footer), and a version-1 build refuses a
+//! version-2 store as newer instead of calling every index corrupt.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::{crc32c, format_checksum};
 use crate::error::{io_err, Error, Result};
 
 /// The store format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest store format version this build reads.
+pub const OLDEST_VERSION: u32 = 1;
 /// The `format` field of every manifest.
 pub const FORMAT_NAME: &str = "slotcon-shards";
 /// The manifest's file name inside a store directory.
@@ -86,7 +97,8 @@ pub struct ShardInfo {
     pub checksum: String,
     /// Size of the index file in bytes.
     pub index_bytes: u64,
-    /// Checksum of the index file, `crc32c:xxxxxxxx`.
+    /// Checksum of the index file, `crc32c:xxxxxxxx`, as [`index_checksum`] computes it
+    /// for the manifest's version.
     pub index_checksum: String,
     /// Sum of the image payload sizes (`image.bytes`) in this shard.
     pub image_bytes: u64,
@@ -191,7 +203,22 @@ fn check_version(path: &Path, value: &serde_json::Value) -> Result<()> {
             supported: FORMAT_VERSION,
         });
     }
+    if found < OLDEST_VERSION {
+        return Err(bad(path, format!("format version {found} does not exist")));
+    }
     Ok(())
+}
+
+/// The manifest's `index_checksum` of the index file `index`, for a store of format
+/// `version`: from version 2, the CRC-32C of the bytes before the 4-byte footer (which
+/// therefore equals the footer); in version 1, of the whole file (always the CRC-32C
+/// residue, `crc32c:48674bc7`).
+pub fn index_checksum(version: u32, index: &[u8]) -> String {
+    let body = match version {
+        1 => index,
+        _ => &index[..index.len().saturating_sub(4)],
+    };
+    format_checksum(crc32c(body))
 }
 
 /// The temporary name used while `path` is being written: `.NAME.tmp` beside it.
@@ -268,6 +295,18 @@ mod tests {
         assert!(err.contains("manifest.json"), "{err}");
         assert!(err.contains("newer"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn index_checksum_depends_on_the_index_from_version_2() {
+        let with_footer = |body: &[u8]| [body, &crc32c(body).to_le_bytes()].concat();
+        let (a, b) = (with_footer(b"one index"), with_footer(b"another index"));
+        // Version 1: the whole file's CRC, the same residue for every file.
+        assert_eq!(index_checksum(1, &a), "crc32c:48674bc7");
+        assert_eq!(index_checksum(1, &a), index_checksum(1, &b));
+        // Version 2: the body's CRC, which is the footer.
+        assert_ne!(index_checksum(2, &a), index_checksum(2, &b));
+        assert_eq!(index_checksum(2, &a), format_checksum(crc32c(b"one index")));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::checksum::crc32c;
 use crate::error::{Error, Result};
 use crate::format::{INDEX_ENTRY_LEN, INDEX_HEADER_LEN, INDEX_MAGIC};
 
-/// Index format version (independent of the store version, bumped with it).
+/// Index file format version, bumped when the index bytes change (store format 2 kept
+/// index version 1: only the manifest's `index_checksum` changed).
 pub const INDEX_VERSION: u32 = 1;
 
 /// Where one row's payload lies in its Parquet file, and what it is.

@@ -4,7 +4,8 @@
 //! - [`ShardWriter`] appends images to one shard and commits it atomically;
 //! - [`Manifest`] is the store's table of contents (`manifest.json`, versioned);
 //! - [`ShardReader`] maps a store and serves [`Sample`]s as slices of the map;
-//! - [`verify_checksums`] checks every file and sample checksum.
+//! - [`verify_checksums`] checks every file and sample checksum; [`check_files`] is the
+//!   cheap check that the files are the ones the manifest lists (sizes, index checksums).
 //!
 //! The format is documented in one place, [`format`].
 //!
@@ -43,7 +44,7 @@ mod writer;
 
 pub use checksum::{crc32c, format_checksum};
 pub use error::{io_err, Error, Result};
-pub use format::{Manifest, ShardInfo, StoreKind, FORMAT_VERSION};
+pub use format::{Manifest, ShardInfo, StoreKind, FORMAT_VERSION, OLDEST_VERSION};
 pub use reader::{map_file, Sample, ShardReader};
-pub use verify::{verify_checksums, Problem};
+pub use verify::{check_files, check_shard_files, verify_checksums, Problem};
 pub use writer::{NewSample, ShardWriter};

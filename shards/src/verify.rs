@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::checksum::{crc32c, format_checksum};
 use crate::error::{Error, Result};
-use crate::format::{Manifest, ShardInfo};
+use crate::format::{index_checksum, Manifest, ShardInfo};
 use crate::index::IndexView;
 use crate::reader::map_file;
 
@@ -36,26 +36,62 @@ pub fn verify_checksums(dir: &Path) -> Result<Vec<Problem>> {
     let manifest = Manifest::load(dir)?;
     let mut problems = Vec::new();
     for info in &manifest.shards {
-        problems.extend(verify_shard(dir, info));
+        problems.extend(verify_shard(dir, info, manifest.version));
     }
     Ok(problems)
 }
 
-fn verify_shard(dir: &Path, info: &ShardInfo) -> Vec<Problem> {
+/// The cheap check that a store's files are the ones its manifest lists: every shard
+/// file exists with its recorded size, and every index file with its recorded size and
+/// checksum. Shard contents are not read (that is [`verify_checksums`]): they can be
+/// hundreds of MiB, an index is 32 bytes per image.
+pub fn check_files(dir: &Path, manifest: &Manifest) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for info in &manifest.shards {
+        problems.extend(check_shard_files(dir, info, manifest.version, false));
+    }
+    problems
+}
+
+/// Checks shard `info`'s two files against its manifest line (store format `version`):
+/// sizes, the index checksum, and with `data_checksum` the Parquet file's checksum too
+/// (which reads the whole file).
+pub fn check_shard_files(dir: &Path, info: &ShardInfo, version: u32, data_checksum: bool) -> Vec<Problem> {
+    let index = checked_file(dir, &info.index, info.index_bytes, |b| {
+        check_sum(&info.index_checksum, index_checksum(version, b))
+    });
+    let data = if data_checksum {
+        checked_file(dir, &info.file, info.bytes, |b| data_sum(info, b)).map(drop)
+    } else {
+        check_size(dir, &info.file, info.bytes)
+    };
+    let problem = |file: &str, reason| Problem {
+        file: file.to_string(),
+        id: None,
+        reason,
+    };
+    let mut out = Vec::new();
+    out.extend(index.err().map(|r| problem(&info.index, r)));
+    out.extend(data.err().map(|r| problem(&info.file, r)));
+    out
+}
+
+fn verify_shard(dir: &Path, info: &ShardInfo, version: u32) -> Vec<Problem> {
     let problem = |file: &str, id, reason: String| Problem {
         file: file.to_string(),
         id,
         reason,
     };
     let mut out = Vec::new();
-    let index = match checked_file(dir, &info.index, info.index_bytes, &info.index_checksum) {
+    let index_sum = |b: &[u8]| check_sum(&info.index_checksum, index_checksum(version, b));
+    let index = match checked_file(dir, &info.index, info.index_bytes, index_sum) {
         Ok(map) => Some(map),
         Err(reason) => {
             out.push(problem(&info.index, None, reason));
             None
         }
     };
-    let data = match checked_file(dir, &info.file, info.bytes, &info.checksum) {
+    let data = match checked_file(dir, &info.file, info.bytes, |b| data_sum(info, b)) {
         Ok(map) => Some(map),
         Err(reason) => {
             out.push(problem(&info.file, None, reason));
@@ -75,22 +111,55 @@ fn verify_shard(dir: &Path, info: &ShardInfo) -> Vec<Problem> {
     out
 }
 
-/// Maps `name` and checks its size and checksum against the manifest.
-fn checked_file(dir: &Path, name: &str, bytes: u64, checksum: &str) -> std::result::Result<memmap2::Mmap, String> {
-    let map = map_file(&dir.join(name)).map_err(|e| match e {
-        Error::Io { source, .. } => source.to_string(),
-        other => other.to_string(),
-    })?;
-    if map.len() as u64 != bytes {
-        return Err(format!("size is {} bytes, manifest says {bytes}", map.len()));
+fn data_sum(info: &ShardInfo, bytes: &[u8]) -> std::result::Result<(), String> {
+    check_sum(&info.checksum, format_checksum(crc32c(bytes)))
+}
+
+fn check_sum(expected: &str, actual: String) -> std::result::Result<(), String> {
+    if actual == expected {
+        return Ok(());
     }
-    let actual = format_checksum(crc32c(&map));
-    if actual != checksum {
-        return Err(format!(
-            "checksum mismatch: manifest says {checksum}, file has {actual}"
-        ));
-    }
+    Err(format!(
+        "checksum mismatch: manifest says {expected}, file has {actual}"
+    ))
+}
+
+/// Maps `name` and checks its size, then its contents with `check`.
+fn checked_file(
+    dir: &Path,
+    name: &str,
+    bytes: u64,
+    check: impl FnOnce(&[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<memmap2::Mmap, String> {
+    check_size(dir, name, bytes)?;
+    let map = map_file(&dir.join(name)).map_err(reason)?;
+    check(&map)?;
     Ok(map)
+}
+
+/// Checks that `name` is a file of `bytes` bytes, without reading it.
+fn check_size(dir: &Path, name: &str, bytes: u64) -> std::result::Result<(), String> {
+    let path = dir.join(name);
+    let len = std::fs::metadata(&path).map_err(|e| io_reason(&e))?.len();
+    if len != bytes {
+        return Err(format!("size is {len} bytes, manifest says {bytes}"));
+    }
+    Ok(())
+}
+
+/// The cause alone: a [`Problem`] already names the file.
+fn reason(e: Error) -> String {
+    match e {
+        Error::Io { source, .. } => io_reason(&source),
+        other => other.to_string(),
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "missing".to_string(),
+        _ => e.to_string(),
+    }
 }
 
 fn bad_samples(view: &IndexView<'_>, data: &[u8]) -> Vec<(u64, String)> {
@@ -111,4 +180,100 @@ fn bad_samples(view: &IndexView<'_>, data: &[u8]) -> Vec<(u64, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::FORMAT_VERSION;
+    use crate::{NewSample, ShardReader, ShardWriter, StoreKind};
+
+    /// A store of one shard per path, each holding `payload` once, in a fresh folder.
+    fn store(name: &str, paths: &[&str], payload: &[u8]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("slotcon-verify-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut shards = Vec::new();
+        for (n, path) in paths.iter().enumerate() {
+            let mut w = ShardWriter::create(&dir, n, n as u64, StoreKind::Encoded).unwrap();
+            let (width, height) = (2, 1);
+            w.push(NewSample {
+                bytes: payload,
+                path,
+                width,
+                height,
+            })
+            .unwrap();
+            shards.push(w.finish().unwrap());
+        }
+        Manifest::new(StoreKind::Encoded, serde_json::json!({}), shards)
+            .save(&dir)
+            .unwrap();
+        dir
+    }
+
+    fn files(problems: &[Problem]) -> Vec<String> {
+        problems.iter().map(|p| format!("{p}")).collect()
+    }
+
+    #[test]
+    fn check_files_names_a_missing_or_truncated_file() {
+        let dir = store("missing", &["a.jpg", "b.jpg"], b"payload");
+        let m = Manifest::load(&dir).unwrap();
+        assert!(check_files(&dir, &m).is_empty());
+        let shard = dir.join("shard-00001.parquet");
+        let len = std::fs::metadata(&shard).unwrap().len();
+        std::fs::File::options()
+            .write(true)
+            .open(&shard)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        std::fs::remove_file(dir.join("shard-00000.idx")).unwrap();
+        let got = files(&check_files(&dir, &m));
+        assert_eq!(
+            got,
+            [
+                "shard-00000.idx: missing".to_string(),
+                format!("shard-00001.parquet: size is {} bytes, manifest says {len}", len - 10),
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_index_swapped_for_another_valid_one_is_caught() {
+        // Same payload and path length: only the recorded path differs.
+        let a = store("swap-a", &["a.jpg"], b"payload");
+        let b = store("swap-b", &["b.jpg"], b"payload");
+        std::fs::copy(b.join("shard-00000.idx"), a.join("shard-00000.idx")).unwrap();
+        let m = Manifest::load(&a).unwrap();
+        for problems in [check_files(&a, &m), verify_checksums(&a).unwrap()] {
+            let got = files(&problems);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(got[0].starts_with("shard-00000.idx: checksum mismatch"), "{got:?}");
+        }
+        assert!(check_shard_files(&a, &m.shards[0], FORMAT_VERSION, true).len() == 1);
+        std::fs::remove_dir_all(&a).unwrap();
+        std::fs::remove_dir_all(&b).unwrap();
+    }
+
+    #[test]
+    fn version_1_stores_are_read_and_verified() {
+        let dir = store("v1", &["a.jpg", "b.jpg"], b"payload");
+        let mut m = Manifest::load(&dir).unwrap();
+        m.version = 1;
+        for s in &mut m.shards {
+            let index = std::fs::read(dir.join(&s.index)).unwrap();
+            s.index_checksum = index_checksum(1, &index);
+            assert_eq!(s.index_checksum, "crc32c:48674bc7");
+        }
+        m.save(&dir).unwrap();
+        let m = Manifest::load(&dir).unwrap();
+        assert_eq!(m.version, 1);
+        assert!(check_files(&dir, &m).is_empty());
+        assert!(verify_checksums(&dir).unwrap().is_empty());
+        assert_eq!(ShardReader::open(&dir).unwrap().get(1).unwrap().path, "b.jpg");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -17,8 +17,8 @@ use parquet::schema::types::ColumnPath;
 use crate::checksum::{crc32c, format_checksum};
 use crate::error::{io_err, Error, Result};
 use crate::format::{
-    huggingface_metadata, index_file_name, rename_durable, shard_file_name, temp_path, write_atomic, ShardInfo,
-    StoreKind,
+    huggingface_metadata, index_checksum, index_file_name, rename_durable, shard_file_name, temp_path, write_atomic,
+    ShardInfo, StoreKind, FORMAT_VERSION,
 };
 use crate::index::{encode, Entry};
 
@@ -180,7 +180,7 @@ impl ShardWriter {
             bytes: bytes.len() as u64,
             checksum: format_checksum(crc32c(bytes)),
             index_bytes: index.len() as u64,
-            index_checksum: format_checksum(crc32c(&index)),
+            index_checksum: index_checksum(FORMAT_VERSION, &index),
             image_bytes: self.image_bytes,
         })
     }

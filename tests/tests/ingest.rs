@@ -128,3 +128,221 @@ fn max_side_resizes_like_pillow_bicubic() {
         assert_eq!(&s.bytes[..3], &[0xFF, 0xD8, 0xFF], "{}", s.path);
     }
 }
+
+/// `(max, mean)` absolute difference per folder prefix of `compare_raw.py`'s output
+/// (every image of a folder has the same size, so the mean of means is the mean).
+fn diff_by_folder(diffs: &Value) -> std::collections::BTreeMap<String, (i64, f64)> {
+    let mut acc: std::collections::BTreeMap<String, (i64, f64, usize)> = Default::default();
+    for (path, d) in diffs.as_object().unwrap() {
+        let folder = path.split('/').next().unwrap().to_string();
+        let e = acc.entry(folder).or_default();
+        *e = (e.0.max(d[0].as_i64().unwrap()), e.1 + d[1].as_f64().unwrap(), e.2 + 1);
+    }
+    acc.into_iter()
+        .map(|(k, (max, sum, n))| (k, (max, sum / n as f64)))
+        .collect()
+}
+
+#[test]
+fn pillow_quality_75_jpegs_decode_within_the_readme_figures() {
+    // Ordinary JPEGs (Pillow, 4:2:0, quality 75) differ from PIL's decode more than the
+    // near-lossless COCO files do; the README states both. 128 images at each size.
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("q75"), tmp.path().join("raw"));
+    let made = python_script("make_q75.py", &[&coco128().join("images"), &src, Path::new("128")]);
+    assert_eq!(made.trim(), "256");
+    ingest(&src, &out, &["--store", "raw"]);
+    let diffs: Value = serde_json::from_str(&python_script("compare_raw.py", &[&out, &src])).unwrap();
+    let got = diff_by_folder(&diffs);
+    let (max, mean) = got["640x480"];
+    assert!(max <= 5 && mean < 0.17, "640x480: max {max}, mean {mean}");
+    let (max, mean) = got["160x120"];
+    assert!(max <= 15 && mean < 0.23, "160x120: max {max}, mean {mean}");
+}
+
+#[test]
+fn arithmetic_coded_jpegs_are_skipped_with_a_clear_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("shards"));
+    std::fs::create_dir_all(&src).unwrap();
+    let good = coco128().join("images/train2017/000000000009.jpg");
+    std::fs::copy(&good, src.join("good.jpg")).unwrap();
+    // Lossless transcodes of a Pillow-made 160x120 JPEG: sequential and progressive.
+    let small = tmp.path().join("small.jpg");
+    let code = "import sys; from PIL import Image; \
+                Image.open(sys.argv[1]).resize((160, 120)).save(sys.argv[2], quality=75)";
+    run_ok(slotcon_tests::python().args(["-c", code]).arg(&good).arg(&small));
+    for (name, extra) in [("arith.jpg", None), ("arith_prog.jpg", Some("-progressive"))] {
+        let mut cmd = std::process::Command::new("jpegtran");
+        cmd.arg("-arithmetic")
+            .args(extra)
+            .arg("-outfile")
+            .arg(src.join(name))
+            .arg(&small);
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("jpegtran: {e}; scripts/test.sh installs it (Debian's libjpeg-turbo-progs)"));
+        assert!(status.success(), "{cmd:?}");
+    }
+    // They are valid files: PIL decodes them (under 64 KiB; see the README).
+    let code = "import sys; from PIL import Image; [Image.open(p).load() for p in sys.argv[1:]]; print('ok')";
+    let pil = run_ok(
+        slotcon_tests::python()
+            .args(["-c", code])
+            .arg(src.join("arith.jpg"))
+            .arg(src.join("arith_prog.jpg")),
+    );
+    assert_eq!(pil.trim(), "ok");
+
+    let report = ingest(&src, &out, &[]);
+    assert_eq!(report["written"], 1, "{report}");
+    let skipped = report["skipped"].as_array().unwrap();
+    let reasons: Vec<(&str, &str)> = skipped
+        .iter()
+        .map(|s| (s["path"].as_str().unwrap(), s["reason"].as_str().unwrap()))
+        .collect();
+    let unsupported = "unsupported JPEG coding: arithmetic coding";
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, "arith.jpg");
+    assert!(
+        reasons[0].1.starts_with(&format!("{unsupported} (sequential, SOF9)")),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1].0, "arith_prog.jpg");
+    assert!(
+        reasons[1].1.starts_with(&format!("{unsupported} (progressive, SOF10)")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_folder_of_only_bad_files_prints_the_reasons_writes_the_report_and_leaves_nothing_partial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("shards"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("zero.jpg"), b"").unwrap();
+    std::fs::write(src.join("text.png"), b"not a picture\n").unwrap();
+    let mut cmd = bin("slotcon-ingest");
+    cmd.arg(&src).arg("--out").arg(&out).arg("--quiet");
+    let (code, _, err) = slotcon_tests::run(&mut cmd);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no image could be written (2 candidate files, 2 skipped"),
+        "{err}"
+    );
+    assert!(err.contains("skipped text.png: not a JPEG or PNG file"), "{err}");
+    assert!(err.contains("skipped zero.jpg: empty file"), "{err}");
+
+    let saved: Value = serde_json::from_slice(&std::fs::read(out.join("ingest-report.json")).unwrap()).unwrap();
+    assert_eq!(saved["written"], 0, "{saved}");
+    assert_eq!(saved["skipped"].as_array().unwrap().len(), 2, "{saved}");
+    let names: Vec<String> = slotcon_tests::snapshot(&out).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["ingest-report.json"], "only the report is left");
+
+    // --json prints the same report on stdout, and still exits 1.
+    let (code, stdout, _) = slotcon_tests::run(cmd.arg("--json"));
+    assert_eq!(code, 1);
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["skipped"], saved["skipped"]);
+}
+
+#[test]
+fn a_rerun_names_a_truncated_or_missing_file_and_force_rebuilds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("shards");
+    let args = ["--shard-size", "4MiB"];
+    ingest(&coco128().join("images"), &out, &args);
+    let shard = out.join("shard-00001.parquet");
+    let len = std::fs::metadata(&shard).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(&shard)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    std::fs::remove_file(out.join("shard-00002.idx")).unwrap();
+
+    let mut again = bin("slotcon-ingest");
+    again
+        .arg(coco128().join("images"))
+        .arg("--out")
+        .arg(&out)
+        .args(args)
+        .arg("--quiet");
+    let (code, stdout, err) = slotcon_tests::run(&mut again);
+    assert_eq!(code, 1, "{stdout}{err}");
+    let size = format!("shard-00001.parquet: size is {} bytes, manifest says {len}", len / 2);
+    assert!(err.contains("the store is incomplete") && err.contains(&size), "{err}");
+    assert!(err.contains("shard-00002.idx: missing"), "{err}");
+    assert!(err.contains("pass --force to rebuild it"), "{err}");
+
+    let report = ingest(&coco128().join("images"), &out, &["--shard-size", "4MiB", "--force"]);
+    assert_eq!(report["written"], 128);
+    run_ok(bin("slotcon-ingest").arg("verify").arg(&out).arg("--quiet"));
+}
+
+/// `slotcon-ingest SRC --out OUT --threads 1 -q [extra]`, not yet run.
+fn slow_ingest(src: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = bin("slotcon-ingest");
+    cmd.arg(src)
+        .arg("--out")
+        .arg(out)
+        .args(["--threads", "1", "--shard-size", "1MiB", "-q"])
+        .args(extra);
+    cmd
+}
+
+#[test]
+fn a_second_ingest_into_a_folder_being_written_is_refused_naming_the_holder() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The COCO sample three times over (symlinked folders): long enough to overlap.
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("shards"));
+    std::fs::create_dir_all(&src).unwrap();
+    for copy in ["a", "b", "c"] {
+        std::os::unix::fs::symlink(coco128().join("images"), src.join(copy)).unwrap();
+    }
+    let mut first = slow_ingest(&src, &out, &[])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = out.join(".ingest.lock");
+    let holder = first.id().to_string();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).map_or(true, |t| t.trim() != holder) {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first ingest ended without a lock file"
+        );
+        assert!(start.elapsed().as_secs() < 60, "the first ingest never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Both a plain rerun and --force (which would delete the first one's shards).
+    for extra in [&[][..], &["--force"][..]] {
+        let (code, _, err) = slotcon_tests::run(&mut slow_ingest(&src, &out, extra));
+        assert_eq!(code, 1, "{extra:?}: {err}");
+        let want = format!(
+            "{}: another slotcon-ingest (pid {holder}) is writing this store; wait for it or stop it",
+            out.display()
+        );
+        assert!(err.contains(&want), "{extra:?}: {err}");
+    }
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first ingest ended too soon to prove anything"
+    );
+    assert!(first.wait().unwrap().success());
+    let text = run_ok(bin("slotcon-ingest").arg("verify").arg(&out).arg("--quiet"));
+    assert!(text.contains("384 images") && text.contains("OK"), "{text}");
+    assert!(!lock.exists(), "the lock file is removed at the end");
+}
+
+#[test]
+fn a_lock_file_left_by_a_killed_ingest_does_not_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("shards");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join(".ingest.lock"), "4194304\n").unwrap();
+    let report = ingest(&coco128().join("images"), &out, &[]);
+    assert_eq!(report["written"], 128);
+    assert!(!out.join(".ingest.lock").exists());
+}

@@ -28,6 +28,39 @@ fn store_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// When to `kill -9` an ingest: after a time, or once a number of shards are committed.
+#[derive(Clone, Copy)]
+enum Kill {
+    AfterMs(u64),
+    Committed(usize),
+}
+
+/// Shards committed in the resume journal of `out`.
+fn committed(out: &Path) -> usize {
+    let Ok(dir) = std::fs::read_dir(out.join(".ingest-partial")) else {
+        return 0;
+    };
+    let is_line = |n: &str| n.starts_with("shard-") && n.ends_with(".json");
+    dir.flatten()
+        .filter(|e| is_line(&e.file_name().to_string_lossy()))
+        .count()
+}
+
+/// Runs the ingest into `out` and kills it (SIGKILL) at `point`, unless it ends first.
+fn run_until(out: &Path, point: Kill) {
+    let mut child = command(out).spawn().unwrap();
+    let start = Instant::now();
+    let due = || match point {
+        Kill::AfterMs(ms) => start.elapsed() >= Duration::from_millis(ms),
+        Kill::Committed(n) => committed(out) >= n,
+    };
+    while !due() && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill(); // SIGKILL; an error only says it had already ended
+    child.wait().unwrap();
+}
+
 #[test]
 fn kill_9_then_rerun_is_byte_identical_to_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -41,18 +74,14 @@ fn kill_9_then_rerun_is_byte_identical_to_an_uninterrupted_run() {
 
     let out = tmp.path().join("killed");
     let mut interrupted_with_shards = 0;
-    for delay_ms in [5, 40, 90, 150, 220, 300, 400] {
-        let mut child = command(&out).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let partial = out.join(".ingest-partial");
-        if partial.is_dir() && !out.join("manifest.json").exists() {
-            let committed = std::fs::read_dir(&partial)
-                .unwrap()
-                .filter(|e| e.as_ref().unwrap().file_name() != "state.json")
-                .count();
-            interrupted_with_shards += (committed > 0) as usize;
+    // Kills at fixed times (on a loaded machine all before the first commit, which waits
+    // for a chunk of 64 decoded images), then as soon as 1, 4 and 8 shards are committed,
+    // so that kills land mid-run whatever the load.
+    let points = [5, 40, 90, 150].map(Kill::AfterMs).into_iter();
+    for point in points.chain([1, 4, 8].map(Kill::Committed)) {
+        run_until(&out, point);
+        if out.join(".ingest-partial").is_dir() && !out.join("manifest.json").exists() {
+            interrupted_with_shards += (committed(&out) > 0) as usize;
             // Nothing half-written is visible under a final name.
             for (name, bytes) in snapshot(&out) {
                 if name.ends_with(".parquet") {

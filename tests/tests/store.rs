@@ -97,3 +97,32 @@ fn a_newer_format_version_is_refused_with_a_clear_message() {
     assert_ne!(code, 0);
     assert!(err.contains("newer"), "{err}");
 }
+
+#[test]
+fn an_index_rewritten_with_a_valid_footer_is_caught_by_its_manifest_checksum() {
+    let tmp = tempfile::tempdir().unwrap();
+    small_store(tmp.path());
+    let path = tmp.path().join("shard-00000.idx");
+    let mut index = std::fs::read(&path).unwrap();
+    // The manifest's checksum is the index's own footer, different for every shard.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("manifest.json")).unwrap()).unwrap();
+    let footer = |b: &[u8]| u32::from_le_bytes(b[b.len() - 4..].try_into().unwrap());
+    assert_eq!(
+        m["shards"][0]["index_checksum"],
+        format!("crc32c:{:08x}", footer(&index))
+    );
+    assert_ne!(m["shards"][0]["index_checksum"], m["shards"][1]["index_checksum"]);
+
+    // Rename the first image's source path (`train2017/...` -> `Train2017/...`) and
+    // write a footer that matches: the file is self-consistent, the manifest is not.
+    let at = index.windows(9).position(|w| w == b"train2017").unwrap();
+    index[at] = b'T';
+    let body = index.len() - 4;
+    let crc = slotcon_shards::crc32c(&index[..body]);
+    index[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &index).unwrap();
+    let (code, _, err) = run(bin("slotcon-ingest").arg("verify").arg(tmp.path()).arg("--quiet"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("shard-00000.idx: checksum mismatch"), "{err}");
+}

@@ -1,0 +1,140 @@
+//! The store lock: one `slotcon-ingest` writes an output folder at a time.
+//!
+//! A run holds an OS advisory lock (`flock`) on `OUT/.ingest.lock`, which holds its PID,
+//! from before it looks at the folder until it is done; a second run is refused with
+//! that PID. The OS releases the lock when the process dies, so a lock file left behind
+//! by a killed run never blocks the next one. The holder removes the file as it ends.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use slotcon_shards::io_err;
+
+use crate::error::{Error, Result};
+
+/// The lock file's name inside the output folder.
+pub const LOCK_FILE: &str = ".ingest.lock";
+
+/// A held lock on an output folder; dropping it removes the lock file and releases it.
+#[derive(Debug)]
+pub struct StoreLock {
+    path: PathBuf,
+    file: File,
+}
+
+impl StoreLock {
+    /// Locks the output folder `out` (which must exist), or fails with
+    /// [`Error::Locked`] naming the holder's PID.
+    pub fn acquire(out: &Path) -> Result<StoreLock> {
+        let path = out.join(LOCK_FILE);
+        loop {
+            let file = open(&path)?;
+            match fs4::FileExt::try_lock(&file) {
+                Ok(()) => {}
+                Err(fs4::TryLockError::WouldBlock) => {
+                    let pid = holder(&path);
+                    return Err(Error::Locked {
+                        path: out.to_path_buf(),
+                        pid,
+                    });
+                }
+                Err(fs4::TryLockError::Error(e)) => return Err(io_err(&path)(e).into()),
+            }
+            // The holder before us may have removed the file between our open and our
+            // lock; then we locked a file nobody else will open, and start over.
+            if same_file(&file, &path) {
+                return StoreLock { path, file }.stamped();
+            }
+        }
+    }
+
+    /// Writes this process's PID into the lock file.
+    fn stamped(mut self) -> Result<Self> {
+        self.file.set_len(0).map_err(io_err(&self.path))?;
+        writeln!(self.file, "{}", std::process::id()).map_err(io_err(&self.path))?;
+        Ok(self)
+    }
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        // Removed while still held, then released as the file closes: a run that opened
+        // the old file in between finds it gone (`same_file`) and takes a new one.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn open(path: &Path) -> Result<File> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err(path))?;
+    Ok(file)
+}
+
+/// The PID in the lock file. The holder writes it just after locking, so an empty file
+/// is read again for a moment before giving up.
+fn holder(path: &Path) -> Option<u32> {
+    for _ in 0..20 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse() {
+            return Some(pid);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        (Err(_), _) => true,
+        (_, Err(_)) => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, _path: &Path) -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_with_the_holders_pid_and_freed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = StoreLock::acquire(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(text, format!("{}\n", std::process::id()));
+        let err = StoreLock::acquire(dir.path()).unwrap_err().to_string();
+        let want = format!(
+            "{}: another slotcon-ingest (pid {}) is writing this store; wait for it or stop it",
+            dir.path().display(),
+            std::process::id()
+        );
+        assert_eq!(err, want);
+        drop(held);
+        assert!(!dir.path().join(LOCK_FILE).exists());
+        drop(StoreLock::acquire(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_stale_lock_file_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a killed run leaves: the file, with a PID, but no lock on it.
+        std::fs::write(dir.path().join(LOCK_FILE), "4194304\n").unwrap();
+        let held = StoreLock::acquire(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(text.trim(), std::process::id().to_string());
+        drop(held);
+    }
+}
