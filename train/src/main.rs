@@ -148,12 +148,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // The batch against the store (opening it maps its index; errors are train's to report).
     if let Ok(reader) = slotcon_shards::ShardReader::open(&cli.shards) {
-        if cfg.batch_size as u64 > reader.len() && cli.batch_size.is_some() {
-            let reason = format!(
-                "{} holds {} images, fewer than one batch",
-                cli.shards.display(),
-                reader.len()
-            );
+        let short = slotcon_train::run::short_of_a_batch(&reader, &cli.shards, cfg.batch_size);
+        if let Some(reason) = short.filter(|_| cli.batch_size.is_some()) {
             return Err(bad_flag("--batch-size", cfg.batch_size, reason));
         }
     }

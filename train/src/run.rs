@@ -136,6 +136,18 @@ fn open_store(shards: &Path) -> Result<Arc<ShardReader>> {
     Ok(Arc::new(reader))
 }
 
+/// Why the store `reader` (at `shards`) cannot make one batch of `batch` images, if it
+/// cannot.
+pub fn short_of_a_batch(reader: &ShardReader, shards: &Path, batch: usize) -> Option<String> {
+    (batch as u64 > reader.len()).then(|| {
+        format!(
+            "{} holds {} images, fewer than one batch",
+            shards.display(),
+            reader.len()
+        )
+    })
+}
+
 /// Whether `out` holds a run: its config, metrics or checkpoints.
 pub fn holds_run(out: &Path) -> bool {
     ["config.json", "metrics.jsonl", "checkpoints"]

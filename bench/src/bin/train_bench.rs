@@ -100,12 +100,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(&cli)?;
     let device = cli.device.autodiff(cfg.precision)?;
     let reader = Arc::new(ShardReader::open(&cli.shards).context("opening the shard store")?);
-    if cfg.batch_size as u64 > reader.len() && cli.batch_size.is_some() {
-        let reason = format!(
-            "{} holds {} images, fewer than one batch",
-            cli.shards.display(),
-            reader.len()
-        );
+    let short = slotcon_train::run::short_of_a_batch(&reader, &cli.shards, cfg.batch_size);
+    if let Some(reason) = short.filter(|_| cli.batch_size.is_some()) {
         return Err(bad_flag("--batch-size", cfg.batch_size, reason));
     }
     let aug = AugmentConfig::slotcon()
