@@ -6,8 +6,14 @@
 # Outputs go to out/demo/ (override with DEMO_OUT=...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-images=${COCO128:-../shared/data/coco128/images}
-[ -d "$images" ] || { echo "error: $images: COCO sample not found; set COCO128=/path/to/coco128/images" >&2; exit 1; }
+# The COCO sample: $COCO128, else shared/data/coco128 beside the checkout or a folder above.
+images=${COCO128:-}
+d=$PWD
+while [ -z "$images" ] && [ "$d" != / ]; do
+  d=$(dirname "$d")
+  [ -d "$d/shared/data/coco128/images" ] && images=$d/shared/data/coco128/images
+done
+[ -d "$images" ] || { echo "error: COCO sample not found beside the checkout; set COCO128=/path/to/coco128/images" >&2; exit 1; }
 out=${DEMO_OUT:-out/demo}
 mkdir -p "$out"
 

@@ -14,6 +14,16 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "==> installing ${apt_packages[*]} (apt-get)"
   $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${apt_packages[@]}"
 fi
+# The shared COCO sample: $SLOTCON_COCO128, else shared/data/coco128 beside the checkout
+# or beside a folder above it.
+if [ -z "${SLOTCON_COCO128:-}" ]; then
+  d=$PWD
+  while [ "$d" != / ]; do
+    d=$(dirname "$d")
+    if [ -d "$d/shared/data/coco128/images" ]; then export SLOTCON_COCO128=$d/shared/data/coco128; break; fi
+  done
+fi
+echo "==> COCO sample: ${SLOTCON_COCO128:-not found (tests will say so)}"
 SLOTCON_PYTHON=$(scripts/python-env.sh | tail -n 1)
 export SLOTCON_PYTHON
 # LibTorch for the `tch` feature comes from the venv's PyTorch 2.9.0 (burn-tch pins it);
