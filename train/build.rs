@@ -1,31 +1,75 @@
-//! Build script: with the `tch` feature, find the libtorch that torch-sys links (the venv's
-//! PyTorch with LIBTORCH_USE_PYTORCH=1, or $LIBTORCH), embed it as an rpath in this
-//! crate's binaries, and hand the folder to the build scripts of the crates that depend on
-//! this one (`links = "slotcon_torch"`: they read DEP_SLOTCON_TORCH_LIB), so that no
-//! binary needs LD_LIBRARY_PATH.
+//! Build script, with the `tch` feature only:
+//! - finds the libtorch that torch-sys links (the venv's PyTorch with
+//!   LIBTORCH_USE_PYTORCH=1, or $LIBTORCH), embeds it as an rpath in this crate's binaries,
+//!   and hands the folder to the build scripts of the crates that depend on this one
+//!   (`links = "slotcon_torch"`: they read DEP_SLOTCON_TORCH_LIB), so that no binary needs
+//!   LD_LIBRARY_PATH;
+//! - compiles `native/backward.cpp` (LibTorch's `at::convolution_backward` and
+//!   `at::native_batch_norm_backward` behind a C ABI) against that libtorch's headers, with its C++ ABI.
+
+use std::path::PathBuf;
+
+/// Where a libtorch lives and how its C++ was compiled (only `lib` without `tch`).
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+struct Torch {
+    lib: String,
+    include: String,
+    cxx11_abi: String,
+}
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
+    println!("cargo:rerun-if-changed=native/backward.cpp");
     if std::env::var_os("CARGO_FEATURE_TCH").is_none() {
         return;
     }
-    let lib = torch_lib();
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-    println!("cargo:lib={lib}");
+    let torch = torch();
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", torch.lib);
+    println!("cargo:lib={}", torch.lib);
+    compile_shim(&torch);
 }
 
-/// `$LIBTORCH/lib`, else the `lib` folder of the `torch` package Python imports.
-fn torch_lib() -> String {
+/// `native/backward.cpp` as a static library, linked before libtorch.
+#[cfg(feature = "tch")]
+fn compile_shim(torch: &Torch) {
+    cc::Build::new()
+        .cpp(true)
+        .file("native/backward.cpp")
+        .include(&torch.include)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", torch.cxx11_abi))
+        .flag("-w")
+        .compile("slotcon_backward");
+    println!("cargo:rustc-link-search=native={}", torch.lib);
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
+}
+
+#[cfg(not(feature = "tch"))]
+fn compile_shim(_: &Torch) {}
+
+/// `$LIBTORCH` (its `lib` and `include`, the ABI from `$LIBTORCH_CXX11_ABI`, default 1), else
+/// the `torch` package Python imports.
+fn torch() -> Torch {
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     if let Ok(root) = std::env::var("LIBTORCH") {
-        return format!("{root}/lib");
+        return Torch {
+            lib: format!("{root}/lib"),
+            include: format!("{root}/include"),
+            cxx11_abi: std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into()),
+        };
     }
     let python = if std::env::var_os("VIRTUAL_ENV").is_some() {
         "python"
     } else {
         "python3"
     };
-    let code = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
+    let code = "import os, torch\n\
+                root = os.path.dirname(torch.__file__)\n\
+                print(os.path.join(root, 'lib'))\n\
+                print(os.path.join(root, 'include'))\n\
+                print(int(torch._C._GLIBCXX_USE_CXX11_ABI))";
     let out = std::process::Command::new(python)
         .args(["-c", code])
         .output()
@@ -35,5 +79,17 @@ fn torch_lib() -> String {
         "cannot find PyTorch: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8 path").trim().to_string()
+    let text = String::from_utf8(out.stdout).expect("utf-8 paths");
+    let mut lines = text.lines().map(str::trim);
+    let mut next = || lines.next().expect("python printed three lines").to_string();
+    let (lib, include, cxx11_abi) = (next(), next(), next());
+    assert!(
+        PathBuf::from(&include).join("ATen/ATen.h").exists(),
+        "{include}: no ATen headers"
+    );
+    Torch {
+        lib,
+        include,
+        cxx11_abi,
+    }
 }

@@ -6,7 +6,13 @@ slotcon's Trainer::train_step does: u8 NHWC views to normalised floats, student 
 teacher forward on both views, roi_align alignment, grouping + contrast loss, backward,
 LARS with momentum, the EMA teacher update and the centre update, ending with loss.item().
 
-Usage: train_step.py DIR --warmup W --steps N --threads T [--device cpu|cuda]
+With --amp the forward passes run under torch.autocast(bfloat16), as AMP trains (f32
+weights, optimiser and teacher). With --breakdown each phase (data, forward, loss,
+backward, optimizer, ema) ends with a device sync and is timed, as slotcon's Trainer does
+when profiling.
+
+Usage: train_step.py DIR --warmup W --steps N --threads T [--device cpu|cuda] [--amp]
+                     [--breakdown]
 DIR holds case.json, weights.safetensors and views.u8 ([2, n, s, s, 3]). Prints JSON."""
 import argparse
 import json
@@ -53,6 +59,8 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--breakdown", action="store_true")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -75,41 +83,70 @@ def main():
     center = torch.zeros(1, c["num_prototypes"], device=dev)
     optim = Lars(list(student.parameters()) + list(predictor.parameters()), c["weight_decay"], c["eta"], c["momentum"])
 
-    def step(center):
+    phases = {k: [] for k in ("data", "forward", "loss", "backward", "optimizer", "ema")}
+
+    class Clock:
+        def __init__(self):
+            self.last = time.perf_counter()
+
+        def lap(self, name):
+            if not a.breakdown:
+                return
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            self.times[name] = (now - self.last) * 1000.0
+            self.last = now
+
+    def step(center, clock):
         views = raw.to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255)
         x1, x2 = (views[0] - mean) / std, (views[1] - mean) / std
-        (q1, sq1), (q2, sq2) = student(x1), student(x2)
-        with torch.no_grad():
-            (k1, sk1), (k2, sk2) = teacher(x1), teacher(x2)
+        clock.lap("data")
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp):
+            (q1, sq1), (q2, sq2) = student(x1), student(x2)
+            with torch.no_grad():
+                (k1, sk1), (k2, sk2) = teacher(x1), teacher(x2)
+        q1, sq1, q2, sq2, k1, sk1, k2, sk2 = (t.float() for t in (q1, sq1, q2, sq2, k1, sk1, k2, sk2))
+        clock.lap("forward")
         f = lambda v: [row[v] for row in flips]  # noqa: E731
         qa1, qa2 = ref.invaug(sq1, boxes[:, 0], f(0)), ref.invaug(sq2, boxes[:, 1], f(1))
         ka1, ka2 = ref.invaug(sk1, boxes[:, 0], f(0)), ref.invaug(sk2, boxes[:, 1], f(1))
         group = ref.self_distill(qa1, ka2, center, valid, c) + ref.self_distill(qa2, ka1, center, valid, c)
         tau = c["contrast_temp"]
-        ctr = ref.contrast(q1, k2, sq1, sk2, predictor, tau) + ref.contrast(q2, k1, sq2, sk1, predictor, tau)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp):
+            ctr = ref.contrast(q1, k2, sq1, sk2, predictor, tau) + ref.contrast(q2, k1, sq2, sk1, predictor, tau)
         w = c["group_loss_weight"]
-        total = w * group + (1 - w) * ctr
+        total = w * group + (1 - w) * ctr.float()
+        clock.lap("loss")
         for p in optim.params:
             p.grad = None
         total.backward()
+        clock.lap("backward")
         optim.step(c["lr"])
+        clock.lap("optimizer")
         with torch.no_grad():
             for pt, ps in zip(teacher.parameters(), student.parameters()):
                 pt.mul_(c["ema"]).add_(ps, alpha=1 - c["ema"])
             batch_center = torch.cat([sk1, sk2]).permute(0, 2, 3, 1).flatten(0, 2).mean(0, keepdim=True)
             center = center * c["center_momentum"] + batch_center * (1 - c["center_momentum"])
-        return total.item(), center
+        loss = total.item()
+        clock.lap("ema")
+        return loss, center
 
     times, losses = [], []
     for i in range(a.warmup + a.steps):
         t = time.perf_counter()
-        loss, center = step(center)
+        clock = Clock()
+        clock.times = {}
+        loss, center = step(center, clock)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         losses.append(loss)
         if i >= a.warmup:
             times.append((time.perf_counter() - t) * 1000.0)
-    print(json.dumps({"step_ms": times, "losses": losses, "threads": torch.get_num_threads(),
+            for k, v in clock.times.items():
+                phases[k].append(v)
+    print(json.dumps({"step_ms": times, "losses": losses, "phases_ms": phases if a.breakdown else None, "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "device": str(dev)}))
 
 

@@ -103,9 +103,7 @@ pub(crate) fn checkpoints(out: &Path) -> Vec<Held> {
         .map(|e| e.file_name())
         .collect();
     assert!(leftovers.is_empty(), "leftovers of the swap remain: {leftovers:?}");
-    let device = slotcon_train::device::DeviceChoice::Flex
-        .inference(slotcon_train::Precision::F32)
-        .unwrap();
+    let device = slotcon_train::device::DeviceChoice::Flex.inference().unwrap();
     names
         .into_iter()
         .map(|name| {

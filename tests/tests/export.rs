@@ -7,7 +7,6 @@ use burn::prelude::*;
 use slotcon_eval::inference::load_run;
 use slotcon_tests::{bin, python_script, run, tiny_run};
 use slotcon_train::device::DeviceChoice;
-use slotcon_train::Precision;
 
 fn export(run_dir: &Path, to: &str, out: &Path) -> (i32, String, String) {
     run(bin("slotcon-export")
@@ -32,7 +31,7 @@ fn exports_load_in_torchvision_and_name_detectron2_keys() {
         assert_eq!(sidecar["config"]["arch"], "resnet18");
     }
     // Our teacher backbone's C5 on a deterministic input, in inference mode.
-    let device = DeviceChoice::Flex.inference(Precision::F32).unwrap();
+    let device = DeviceChoice::Flex.inference().unwrap();
     let loaded = load_run(&run_dir, "current", &device).unwrap();
     let (n, s) = (2usize, 64usize);
     let input: Vec<f32> = (0..n * 3 * s * s)
@@ -142,7 +141,7 @@ fn a_checkpoint_with_a_nan_is_never_exported() {
     use burn::store::{BurnpackStore, ModuleSnapshot};
     let tmp = tempfile::tempdir().unwrap();
     let (_, run_dir) = tiny_run(tmp.path(), "1");
-    let device = DeviceChoice::Flex.inference(Precision::F32).unwrap();
+    let device = DeviceChoice::Flex.inference().unwrap();
     let loaded = load_run(&run_dir, "current", &device).unwrap();
     let poisoned = loaded.net.map(&mut Poison(false));
     let current = run_dir.join("checkpoints/current");

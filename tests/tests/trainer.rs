@@ -170,9 +170,7 @@ fn a_diverging_run_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint
             "the checkpoint is newer than the failure"
         );
         // Every tensor kept, BatchNorm statistics included, is finite.
-        let device = slotcon_train::device::DeviceChoice::Flex
-            .inference(slotcon_train::Precision::F32)
-            .unwrap();
+        let device = slotcon_train::device::DeviceChoice::Flex.inference().unwrap();
         let kept = slotcon_eval::inference::load_run(&out, "current", &device).unwrap();
         let bad = slotcon_train::checkpoint::first_non_finite(&kept.net);
         assert_eq!(bad, None, "the kept checkpoint holds a non-finite tensor");
@@ -284,14 +282,33 @@ fn the_step_benchmark_replays_the_same_first_step_in_pytorch() {
             "1",
             "--steps",
             "1",
+            "--repeats",
+            "2",
         ])
-        .args(["--device", device, "--json"]));
+        .args(["--device", device, "--json", "--breakdown"]));
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["slotcon_step_ms"].as_array().unwrap().len(), 1);
+    let repeats = v["repeats"].as_array().unwrap();
+    assert_eq!(repeats.len(), 2);
     assert!(v["ratio"].as_f64().unwrap() > 0.0);
+    for (ours, theirs) in repeats.iter().map(|r| (&r[0], &r[1])) {
+        assert_eq!(ours["step_ms"].as_array().unwrap().len(), 1);
+        assert_eq!(theirs["step_ms"].as_array().unwrap().len(), 1);
+        // --breakdown: every phase timed on both sides, and they add up to at most the step.
+        for side in [ours, theirs] {
+            let phases = &side["phases"][0];
+            let sum: f64 = ["data", "forward", "loss", "backward", "optimizer", "ema"]
+                .iter()
+                .map(|p| phases[p].as_f64().unwrap_or_else(|| panic!("no {p} in {side}")))
+                .sum();
+            assert!(
+                sum > 0.0 && sum <= side["step_ms"][0].as_f64().unwrap() * 1.01,
+                "{side}"
+            );
+        }
+    }
     // Same weights, same batch: the first step's loss is the same computation.
-    let ours = v["slotcon_losses"][0].as_f64().unwrap();
-    let theirs = v["pytorch"]["losses"][0].as_f64().unwrap();
+    let ours = repeats[0][0]["losses"][0].as_f64().unwrap();
+    let theirs = repeats[0][1]["losses"][0].as_f64().unwrap();
     assert!((ours - theirs).abs() < 1e-4 * theirs.abs(), "{ours} vs {theirs}");
 }

@@ -66,9 +66,9 @@ pub enum Precision {
     /// 32-bit floats (the reference).
     #[default]
     F32,
-    /// bfloat16 everywhere (parameters, activations, optimiser state). IEEE half is not
-    /// offered: without loss scaling it overflows (NaN within two steps of a small run)
-    /// and it ran 4-10x slower than f32 on both CPU backends.
+    /// Mixed precision as AMP does it ([`crate::amp`]): convolutions and linear layers in
+    /// bfloat16, while parameters, optimiser state, the teacher EMA, the centre, BatchNorm,
+    /// softmaxes and loss reductions stay f32. IEEE half is not offered (see README).
     Bf16,
 }
 
@@ -94,12 +94,12 @@ impl std::fmt::Display for Precision {
 }
 
 impl Precision {
-    /// Burn's float type for it.
-    pub fn dtype(self) -> burn::tensor::FloatDType {
-        use burn::tensor::FloatDType;
+    /// The float type convolutions and matmuls compute in under [`crate::amp::autocast`]
+    /// (`None`: f32, no casts).
+    pub fn compute(self) -> Option<burn::tensor::FloatDType> {
         match self {
-            Precision::F32 => FloatDType::F32,
-            Precision::Bf16 => FloatDType::BF16,
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::FloatDType::BF16),
         }
     }
 }

@@ -1,10 +1,9 @@
-//! Compute devices by name: `flex`, `libtorch`, `libtorch-cuda:N`, in a chosen precision.
+//! Compute devices by name: `flex`, `libtorch`, `libtorch-cuda:N`.
 
 use std::str::FromStr;
 
 use burn::prelude::Device;
 
-use crate::config::Precision;
 use crate::error::{Error, Result};
 
 /// A device named on a command line.
@@ -50,10 +49,10 @@ impl std::fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The autodiff device, computing in `precision`. Call it before any tensor exists on
-    /// that device: the float type of a device is fixed by its first tensor.
-    pub fn autodiff(self, precision: Precision) -> Result<Device> {
-        Ok(self.inference(precision)?.autodiff())
+    /// The autodiff device. Its tensors are f32 (the master copy); a bf16 run computes its
+    /// convolutions and matmuls in bf16 through [`crate::amp::autocast`].
+    pub fn autodiff(self) -> Result<Device> {
+        Ok(self.inference()?.autodiff())
     }
 
     /// Checks that this build and this machine can provide the device, before any
@@ -98,9 +97,9 @@ impl DeviceChoice {
 
     /// The device without autodiff (BatchNorm uses its running statistics there).
     #[allow(deprecated)] // burn-tch is deprecated upstream but is the LibTorch path DESIGN §7 asks for
-    pub fn inference(self, precision: Precision) -> Result<Device> {
+    pub fn inference(self) -> Result<Device> {
         self.check()?;
-        let mut base = match self {
+        let base = match self {
             DeviceChoice::Flex => Device::flex(),
             #[cfg(feature = "tch")]
             DeviceChoice::Libtorch => Device::libtorch(),
@@ -114,12 +113,6 @@ impl DeviceChoice {
                 })
             }
         };
-        if precision != Precision::F32 {
-            base.configure(precision.dtype()).map_err(|e| Error::Device {
-                device: self.to_string(),
-                reason: format!("cannot compute in {precision}: {e}"),
-            })?;
-        }
         Ok(base)
     }
 }
@@ -145,9 +138,7 @@ mod tests {
         if cfg!(feature = "tch") {
             assert_eq!("libtorch-cuda:1".parse(), Ok(DeviceChoice::LibtorchCuda(1)));
             // No machine has this many GPUs: a clear error, not LibTorch's abort.
-            let e = DeviceChoice::LibtorchCuda(1 << 20)
-                .inference(Precision::F32)
-                .unwrap_err();
+            let e = DeviceChoice::LibtorchCuda(1 << 20).inference().unwrap_err();
             assert!(e.to_string().starts_with("libtorch-cuda:1048576: LibTorch sees"), "{e}");
         } else {
             assert!("libtorch"

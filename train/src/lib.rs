@@ -25,6 +25,8 @@
 //! ```
 
 mod align;
+pub mod alloc;
+pub mod amp;
 pub mod checkpoint;
 mod config;
 pub mod data;

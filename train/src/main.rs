@@ -119,6 +119,7 @@ fn config(cli: &Cli) -> TrainConfig {
 }
 
 fn main() -> ExitCode {
+    slotcon_train::alloc::retain_freed_memory();
     slotcon_cli::exit(run(Cli::parse()))
 }
 
@@ -153,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Err(bad_flag("--batch-size", cfg.batch_size, reason));
         }
     }
-    let device = cli.device.autodiff(cfg.precision)?;
+    let device = cli.device.autodiff()?;
     let workers = cli
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

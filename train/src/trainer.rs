@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use slotcon_augment::TwoViewBatch;
 use slotcon_shards::io_err;
 
+use crate::amp;
 use crate::config::{read_json, Optimizer, TrainConfig};
 use crate::data::{plans, view_tensor};
 use crate::error::{Error, Result};
@@ -50,6 +51,50 @@ pub struct Progress {
     pub center: Vec<f32>,
 }
 
+/// Where one step's time went, in milliseconds, when profiling ([`Trainer::set_profile`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StepTimes {
+    /// Uploading the views and the alignment plans.
+    pub data: f64,
+    /// Student and teacher forward passes, both views.
+    pub forward: f64,
+    /// Alignment, both losses, and reading the total back.
+    pub loss: f64,
+    /// The backward pass.
+    pub backward: f64,
+    /// LARS (or SGD).
+    pub optimizer: f64,
+    /// The teacher EMA and the centre.
+    pub ema: f64,
+}
+
+/// Phase timer: each lap waits for the device first (when profiling), else reads nothing.
+struct Clock<'a> {
+    device: Option<&'a Device>,
+    last: std::time::Instant,
+}
+
+impl<'a> Clock<'a> {
+    fn start(device: Option<&'a Device>) -> Self {
+        Clock {
+            device,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the previous lap (0 when not profiling).
+    fn lap(&mut self) -> f64 {
+        let Some(device) = self.device else {
+            return 0.0;
+        };
+        let _ = device.sync();
+        let now = std::time::Instant::now();
+        let ms = now.duration_since(self.last).as_secs_f64() * 1e3;
+        self.last = now;
+        ms
+    }
+}
+
 /// LARS (the reference) or plain SGD with momentum and weight decay.
 fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     match cfg.optimizer {
@@ -69,6 +114,7 @@ pub struct Trainer {
     /// Steps taken.
     pub step: u64,
     steps_per_epoch: u64,
+    profile: Option<StepTimes>,
 }
 
 impl Trainer {
@@ -86,6 +132,7 @@ impl Trainer {
             center,
             step: 0,
             steps_per_epoch,
+            profile: None,
         }
     }
 
@@ -104,6 +151,17 @@ impl Trainer {
         self.steps_per_epoch * self.cfg.epochs
     }
 
+    /// Times every phase of the following steps (see [`StepTimes`]); each phase then ends
+    /// with a device sync, which a normal step does not pay.
+    pub fn set_profile(&mut self, on: bool) {
+        self.profile = on.then(StepTimes::default);
+    }
+
+    /// The phases of the last step, when [`Trainer::set_profile`] is on.
+    pub fn last_times(&self) -> Option<&StepTimes> {
+        self.profile.as_ref()
+    }
+
     /// One step on `batch`: forward both encoders, loss, backward, LARS, EMA, centre.
     ///
     /// Device→host reads per step: 7, each a sync point.
@@ -114,9 +172,12 @@ impl Trainer {
     /// - 1 here: the total loss, for the divergence check and the metrics (`into_scalar`).
     ///
     /// The forward passes, backward, LARS (the trust ratio stays on the device) and the
-    /// EMA read nothing back.
+    /// EMA read nothing back. With `precision: bf16` the forward passes run under
+    /// [`amp::autocast`]; everything the step keeps is f32.
     pub fn train_step(&mut self, batch: &TwoViewBatch) -> Result<StepMetrics> {
         let cfg = &self.cfg;
+        let mut clock = Clock::start(self.profile.is_some().then_some(&self.device));
+        let mut times = StepTimes::default();
         let warmup = (cfg.warmup_epochs * self.steps_per_epoch as f64).round() as u64;
         let lr = learning_rate(
             self.step,
@@ -129,27 +190,31 @@ impl Trainer {
         let momentum = teacher_momentum(self.step, self.total_steps(), cfg.teacher_momentum);
         let net = self.net.take().expect("network present");
         let views = [view_tensor(batch, 0, &self.device), view_tensor(batch, 1, &self.device)];
-        let student = [
-            net.student.forward(views[0].clone()),
-            net.student.forward(views[1].clone()),
-        ];
-        let teacher = [
-            net.teacher.forward(views[0].clone()),
-            net.teacher.forward(views[1].clone()),
-        ];
-        let map = student[0].1.dims()[2];
-        let [p1, p2] = plans(batch, map);
+        times.data = clock.lap();
+        let autocast = amp::autocast(cfg.precision.compute());
+        let student = views.clone().map(|v| net.student.forward(v));
+        let teacher = views.map(|v| net.teacher.forward(v));
+        drop(autocast);
+        times.forward = clock.lap();
+        let [p1, p2] = plans(batch, student[0].1.dims()[2]);
         let losses = slotcon_loss(&net, student, teacher, [&p1, &p2], self.center.clone(), cfg);
         let loss = losses.total.clone().into_scalar::<f32>() as f64;
+        times.loss = clock.lap();
         if !loss.is_finite() {
             self.net = Some(net);
             return Err(Error::Diverged { step: self.step, loss });
         }
         let grads = GradientsParams::from_grads(losses.total.backward(), &net);
+        times.backward = clock.lap();
         let mut net = self.optim.step(lr, net, grads);
+        times.optimizer = clock.lap();
         net.teacher = ema_update(net.teacher, &net.student, momentum);
         self.net = Some(net);
         self.center = losses.center.detach();
+        times.ema = clock.lap();
+        if let Some(slot) = self.profile.as_mut() {
+            *slot = times;
+        }
         let metrics = StepMetrics {
             step: self.step,
             epoch: self.step / self.steps_per_epoch.max(1),

@@ -104,12 +104,10 @@ pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
     })
 }
 
-/// Reads checkpoint `name` of `run`'s config, makes the inference device `choice` in its
-/// precision, and loads the checkpoint there.
+/// Makes the inference device `choice` and loads checkpoint `name` of `run` there, in f32
+/// (the weights a run keeps in either precision).
 pub fn open_run(run: &Path, name: &str, choice: DeviceChoice) -> Result<(LoadedRun, Device)> {
-    let config = checkpoints(run).join(name).join("config.json");
-    let precision = TrainConfig::load(&config).map(|c| c.precision).unwrap_or_default();
-    let device = choice.inference(precision)?;
+    let device = choice.inference()?;
     Ok((load_run(run, name, &device)?, device))
 }
 

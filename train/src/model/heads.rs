@@ -6,7 +6,9 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
 
+use super::native::conv2d;
 use super::norm::{batch_norm_layer, BatchNorm};
+use crate::amp;
 
 /// DINO-style weight init: N(0, 0.02) (PyTorch's `trunc_normal_(std=.02)` truncates at
 /// ±2, a hundred standard deviations out), biases 0.
@@ -27,6 +29,16 @@ fn linear(cin: usize, cout: usize, device: &Device) -> Linear {
         l.bias = Some(burn::module::Param::from_tensor(b.val().zeros_like()));
     }
     l
+}
+
+/// `layer.forward(x)` in the autocast precision when one is set ([`amp::autocast`]).
+fn dense(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let weight = amp::down(layer.weight.val());
+    let out = amp::up(burn::tensor::module::linear(amp::down(x), weight, None));
+    match &layer.bias {
+        Some(bias) => out + bias.val().unsqueeze_dim(0),
+        None => out,
+    }
 }
 
 trait ZeroBias {
@@ -66,9 +78,9 @@ impl Projector {
 
     /// `[n, cin, h, w]` to `[n, out, h, w]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = gelu(self.bn1.forward(self.conv1.forward(x)));
-        let x = gelu(self.bn2.forward(self.conv2.forward(x)));
-        self.conv3.forward(x)
+        let x = gelu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let x = gelu(self.bn2.forward(conv2d(&self.conv2, x)));
+        conv2d(&self.conv3, x)
     }
 }
 
@@ -96,9 +108,9 @@ impl Predictor {
 
     /// `[n, dim]` to `[n, dim]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = gelu(self.bn1.forward(self.fc1.forward(x)));
-        let x = gelu(self.bn2.forward(self.fc2.forward(x)));
-        self.fc3.forward(x)
+        let x = gelu(self.bn1.forward(dense(&self.fc1, x)));
+        let x = gelu(self.bn2.forward(dense(&self.fc2, x)));
+        dense(&self.fc3, x)
     }
 }
 

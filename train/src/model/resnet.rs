@@ -7,8 +7,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
+use super::native::{conv2d, relu};
 use super::norm::{batch_norm_layer, BatchNorm};
 use crate::config::Arch;
 
@@ -48,7 +48,7 @@ impl Downsample {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        self.bn.forward(conv2d(&self.conv, x))
     }
 }
 
@@ -84,8 +84,8 @@ impl BasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, x.clone());
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let out = self.bn2.forward(conv2d(&self.conv2, out));
         relu(out + identity)
     }
 }
@@ -119,9 +119,9 @@ impl Bottleneck {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, x.clone());
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let out = relu(self.bn2.forward(conv2d(&self.conv2, out)));
+        let out = self.bn3.forward(conv2d(&self.conv3, out));
         relu(out + identity)
     }
 }
@@ -208,7 +208,7 @@ impl ResNet {
 
     /// C5 features.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.maxpool.forward(relu(self.bn1.forward(self.conv1.forward(x))));
+        let x = self.maxpool.forward(relu(self.bn1.forward(conv2d(&self.conv1, x))));
         [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()
             .fold(x, |x, layer| layer.iter().fold(x, |x, block| block.forward(x)))

@@ -72,8 +72,12 @@ impl Lars {
             return grad;
         }
         let grad = grad + param.clone() * self.weight_decay;
-        // The trust ratio stays on the device: no host round trip per parameter.
-        let norm = |t: &Tensor<D>| t.clone().square().sum().sqrt();
+        // The trust ratio stays on the device: no host round trip per parameter. A norm is
+        // one dot product (`[1, n] · [n, 1]`): no squared copy of the tensor is made.
+        let norm = |t: &Tensor<D>| {
+            let flat = t.clone().reshape([1, t.shape().num_elements()]);
+            flat.clone().matmul(flat.transpose()).reshape([1]).sqrt()
+        };
         let (pn, un) = (norm(param), norm(&grad));
         let usable = pn.clone().greater_elem(0.0).bool_and(un.clone().greater_elem(0.0));
         let q = pn.ones_like().mask_where(usable, pn * self.eta / un);

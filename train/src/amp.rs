@@ -1,0 +1,63 @@
+//! Mixed precision as PyTorch's autocast does it: parameters, optimiser state, the teacher
+//! and the centre stay f32 (the master copy); inside an [`autocast`] scope the convolutions
+//! and the linear layers cast their input and weight down and their output back to f32,
+//! and everything else (BatchNorm, softmaxes, the losses, their reductions) computes in
+//! f32. The casts are autodiff ops, so the gradients reach the f32 weights in f32.
+//!
+//! Like `torch.autocast`, the setting belongs to the thread that runs the forward pass;
+//! the backward pass needs none (the casts are in the graph).
+//!
+//! ```
+//! use slotcon_train::amp;
+//! use slotcon_train::burn::prelude::*;
+//! use slotcon_train::burn::tensor::FloatDType;
+//!
+//! let x = Tensor::<1>::from_floats([1.0, 2.0], &Device::flex());
+//! assert_eq!(amp::down(x.clone()).dtype(), x.dtype()); // no scope: unchanged
+//! let _scope = amp::autocast(Some(FloatDType::BF16));
+//! assert_eq!(amp::down(x).dtype(), burn::tensor::DType::BF16);
+//! ```
+
+use std::cell::Cell;
+
+use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
+
+thread_local! {
+    static COMPUTE: Cell<Option<FloatDType>> = const { Cell::new(None) };
+}
+
+/// Restores the previous setting when dropped.
+#[must_use = "the autocast scope ends when this is dropped"]
+pub struct Autocast {
+    previous: Option<FloatDType>,
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        COMPUTE.with(|c| c.set(self.previous));
+    }
+}
+
+/// Until the guard drops, [`down`] casts to `dtype` on this thread (`None`: no casts).
+pub fn autocast(dtype: Option<FloatDType>) -> Autocast {
+    Autocast {
+        previous: COMPUTE.with(|c| c.replace(dtype)),
+    }
+}
+
+/// The input of a convolution or matmul: in the autocast precision when one is set.
+pub fn down<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    match COMPUTE.with(Cell::get) {
+        Some(dtype) if DType::from(dtype) != x.dtype() => x.cast(dtype),
+        _ => x,
+    }
+}
+
+/// The output of a convolution or matmul: back to f32 when an autocast scope is set.
+pub fn up<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    match COMPUTE.with(Cell::get) {
+        Some(_) if x.dtype() != DType::F32 => x.cast(FloatDType::F32),
+        _ => x,
+    }
+}
