@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::*;
-use slotcon_tests::{bin, ingest_coco, run, run_ok, snapshot};
+use slotcon_tests::{bin, floats, ingest_coco, run, run_ok, snapshot};
 
 /// 128 images / batch 32 = 4 steps per epoch; a milestone every epoch.
 const RUN: [&str; 10] = [
@@ -64,27 +62,6 @@ fn an_existing_run_is_refused_without_resume_or_force() {
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
 }
 
-/// Every float tensor of a module (parameters and BatchNorm statistics) as bits, by path.
-#[derive(Default)]
-struct Bits {
-    path: Vec<String>,
-    tensors: Vec<(String, Vec<u32>)>,
-}
-
-impl ModuleVisitor for Bits {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.into());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let v: Vec<f32> = param.val().into_data().convert::<f32>().try_to_vec().unwrap();
-        let bits = v.iter().map(|x| x.to_bits()).collect();
-        self.tensors.push((self.path.join("."), bits));
-    }
-}
-
 /// One checkpoint folder: its name, every tensor's bits by path, `progress.json`.
 pub(crate) type Held = (String, Vec<(String, Vec<u32>)>, String);
 
@@ -108,10 +85,12 @@ pub(crate) fn checkpoints(out: &Path) -> Vec<Held> {
         .into_iter()
         .map(|name| {
             let run = slotcon_eval::inference::load_run(out, &name, &device).unwrap();
-            let mut bits = Bits::default();
-            run.net.visit(&mut bits);
+            let bits = floats(&run.net)
+                .into_iter()
+                .map(|(path, _, v)| (path, v.iter().map(|x| x.to_bits()).collect()))
+                .collect();
             let progress = std::fs::read_to_string(out.join("checkpoints").join(&name).join("progress.json")).unwrap();
-            (name, bits.tensors, progress)
+            (name, bits, progress)
         })
         .collect()
 }

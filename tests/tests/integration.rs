@@ -10,6 +10,7 @@ mod eval;
 mod export;
 mod ingest;
 mod loader;
+mod precision;
 mod resume;
 mod sampler;
 mod store;

@@ -141,6 +141,12 @@ impl Trainer {
         self.net.as_ref().expect("the network is present between steps")
     }
 
+    /// Replaces the network with `f(network)` (same structure), between steps.
+    pub fn map_net(&mut self, f: impl FnOnce(SlotConNet) -> SlotConNet) {
+        let net = self.net.take().expect("the network is present between steps");
+        self.net = Some(f(net));
+    }
+
     /// Steps per epoch.
     pub fn steps_per_epoch(&self) -> u64 {
         self.steps_per_epoch

@@ -1,0 +1,276 @@
+//! Mixed precision as AMP does it: a bf16 run keeps f32 master weights, so its teacher,
+//! its student and its loss follow the f32 run's, where an all-bf16 run's updates round
+//! away (DESIGN §6).
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
+use slotcon_augment::{AugmentConfig, LoaderBuilder};
+use slotcon_shards::ShardReader;
+use slotcon_tests::floats;
+use slotcon_train::optim::{ema_update, Lars};
+use slotcon_train::trainer::Trainer;
+use slotcon_train::{Precision, TrainConfig};
+
+/// The devices the precision tests run on, with the steps each runs (flex, four times
+/// slower with bf16 casts, 30; LibTorch 100).
+fn devices() -> Vec<(Device, usize)> {
+    let mut devices = vec![(Device::flex().autodiff(), 30)];
+    #[cfg(feature = "tch")]
+    #[allow(deprecated)]
+    devices.push((Device::libtorch().autodiff(), 100));
+    devices
+}
+
+/// Every parameter (not the BatchNorm statistics) of `module` whose path starts with
+/// `prefix`, concatenated.
+fn flat<M: burn::module::Module>(module: &M, prefix: &str) -> Vec<f32> {
+    floats(module)
+        .into_iter()
+        .filter(|(path, _, _)| path.starts_with(prefix) && !path.contains(".running_"))
+        .flat_map(|(_, _, v)| v)
+        .collect()
+}
+
+fn distance(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// The runs compared: f32, bf16 (AMP), and the control, an f32 run whose only difference
+/// is that its initial weights were rounded to bf16 once.
+const RUNS: usize = 3;
+
+/// What the runs measured.
+struct Runs {
+    /// Total and grouping loss per step.
+    losses: [Vec<(f64, f64)>; RUNS],
+    teacher0: Vec<f32>,
+    teacher30: [Vec<f32>; RUNS],
+    student0: Vec<f32>,
+    student30: [Vec<f32>; RUNS],
+}
+
+/// Rounds every float of a module to bf16 (kept as f32), keeping what requires gradients.
+struct RoundBf16;
+
+impl burn::module::ModuleMapper for RoundBf16 {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        param.map(|t| {
+            let grad = t.is_require_grad();
+            let rounded = Tensor::from_inner(bf16_stored(t.inner()));
+            if grad {
+                rounded.require_grad()
+            } else {
+                rounded
+            }
+        })
+    }
+}
+
+/// `steps` steps of the tiny preset (64 px, batch 8) on `device` for each of the [`RUNS`],
+/// on the same batches.
+fn run_all(shards: &std::path::Path, device: &Device, steps: usize) -> Runs {
+    let mut cfg = TrainConfig::tiny();
+    (cfg.image_size, cfg.batch_size, cfg.seed) = (64, 8, 3);
+    let mut bf16 = cfg.clone();
+    bf16.precision = Precision::Bf16;
+    // Every run starts from the first one's initial checkpoint (other tests draw from the
+    // same device generator in parallel, so two constructions could differ).
+    let first = Trainer::new(cfg.clone(), device, 100);
+    let init = tempfile::tempdir().unwrap();
+    first.save(init.path()).unwrap();
+    let second = Trainer::new(bf16, device, 100).load(init.path()).unwrap();
+    let mut control = Trainer::new(cfg.clone(), device, 100).load(init.path()).unwrap();
+    control.map_net(|net| burn::module::Module::map(net, &mut RoundBf16));
+    let (teacher0, student0) = (flat(first.net(), "teacher"), flat(first.net(), "student"));
+    assert_eq!(teacher0, flat(second.net(), "teacher"));
+    assert_ne!(teacher0, flat(control.net(), "teacher"));
+    let mut trainers = [first, second, control];
+    let reader = Arc::new(ShardReader::open(shards).unwrap());
+    let aug = AugmentConfig::slotcon().with_size(cfg.image_size);
+    let mut runs = Runs {
+        losses: Default::default(),
+        teacher0,
+        teacher30: Default::default(),
+        student0,
+        student30: Default::default(),
+    };
+    for epoch in 0..7 {
+        let loader = LoaderBuilder::new(Arc::clone(&reader))
+            .augment(aug.clone())
+            .batch_size(cfg.batch_size)
+            .workers(2)
+            .seed(cfg.seed)
+            .epoch(epoch)
+            .build()
+            .unwrap();
+        for batch in loader.take(steps - runs.losses[0].len()) {
+            let batch = batch.unwrap();
+            for (i, trainer) in trainers.iter_mut().enumerate() {
+                let m = trainer.train_step(&batch).unwrap();
+                runs.losses[i].push((m.loss, m.loss_group));
+                if runs.losses[i].len() == 30 {
+                    runs.teacher30[i] = flat(trainer.net(), "teacher");
+                    runs.student30[i] = flat(trainer.net(), "student");
+                }
+            }
+        }
+    }
+    // Everything the bf16 run keeps is f32: parameters, BN statistics, teacher, predictor.
+    for (path, dtype, _) in floats(trainers[1].net()) {
+        assert_eq!(dtype, DType::F32, "{path} is kept in {dtype:?}");
+    }
+    runs
+}
+
+/// The mean of `f(run) / f(f32) - 1` in absolute value over `pairs` (run, f32).
+fn mean_rel(pairs: &[((f64, f64), (f64, f64))], f: impl Fn(&(f64, f64)) -> f64) -> f64 {
+    pairs.iter().map(|(b, a)| (f(b) / f(a) - 1.0).abs()).sum::<f64>() / pairs.len() as f64
+}
+
+/// How run `i` compares with the f32 run: (teacher apart after 30 steps, student moved,
+/// loss per step over 30 steps, grouping loss per step, total per 25-step window).
+fn compare(r: &Runs, i: usize) -> (f64, f64, f64, f64, Vec<f64>) {
+    let apart = distance(&r.teacher30[i], &r.teacher30[0]);
+    let moved = distance(&r.student30[i], &r.student0);
+    let pairs: Vec<_> = r.losses[i].iter().copied().zip(r.losses[0].iter().copied()).collect();
+    let windows = pairs
+        .chunks(25)
+        .map(|w| {
+            let sum = |j: usize| w.iter().map(|p| [p.0 .0, p.1 .0][j]).sum::<f64>();
+            (sum(0) / sum(1) - 1.0).abs()
+        })
+        .collect();
+    (
+        apart,
+        moved,
+        mean_rel(&pairs[..30], |l| l.0),
+        mean_rel(&pairs, |l| l.1),
+        windows,
+    )
+}
+
+#[test]
+fn a_bf16_run_follows_the_f32_run_with_f32_master_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    slotcon_tests::ingest_coco(&shards);
+    for (device, steps) in devices() {
+        let r = run_all(&shards, &device, steps);
+        let travelled = distance(&r.teacher30[0], &r.teacher0);
+        let f32_moved = distance(&r.student30[0], &r.student0);
+        let (apart, moved, total30, group, windows) = compare(&r, 1);
+        let (c_apart, c_moved, c_total30, c_group, c_windows) = compare(&r, 2);
+        eprintln!(
+            "{device:?} ({steps} steps): teacher travelled {travelled:.3e}, bf16 {apart:.3e} from it, \
+             control {c_apart:.3e}; student moved {f32_moved:.3e}, bf16 {moved:.3e}, control {c_moved:.3e}; \
+             loss per step (30) bf16 {total30:.4} control {c_total30:.4}; grouping per step bf16 {group:.4} \
+             control {c_group:.4}; windows bf16 {windows:.4?} control {c_windows:.4?}"
+        );
+        // Judged against the control: 30 steps already amplify one rounding of the start
+        // (the contrast's argmax flips), so that is the noise floor. The bf16 teacher is
+        // no farther from the f32 teacher than the control's, and the losses differ no
+        // more: step by step over 30 steps, for the grouping loss (no argmax) over every
+        // step, and for the total over 25-step windows.
+        let near = |got: f64, control: f64, floor: f64| got < 2.0 * control.max(floor);
+        assert!(
+            near(apart, c_apart, 0.05 * travelled),
+            "{device:?}: teacher {apart} vs control {c_apart}"
+        );
+        // The student: LARS gives every step an update of a fixed size, so the distance
+        // after 30 steps measures how consistent the directions were. bf16 gradients of
+        // the 1-D parameters (BatchNorm's, sums with much cancellation) differ by 5-10 %
+        // per step, so on LibTorch the bf16 student moves ~15 % less (README).
+        assert!(
+            (moved / f32_moved - 1.0).abs() < 0.25,
+            "{device:?}: student moved {moved}, f32 {f32_moved}"
+        );
+        assert!(
+            near(total30, c_total30, 0.005),
+            "{device:?}: losses {:?} vs {:?}",
+            r.losses[1],
+            r.losses[0]
+        );
+        assert!(
+            near(group, c_group, 0.005),
+            "{device:?}: losses {:?} vs {:?}",
+            r.losses[1],
+            r.losses[0]
+        );
+        assert!(windows.iter().all(|w| *w < 0.03), "{device:?}: windows {windows:?}");
+    }
+}
+
+/// `x` stored in bf16 (what a bf16 parameter holds), back as f32.
+fn bf16_stored<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.cast(FloatDType::BF16).cast(FloatDType::F32)
+}
+
+#[test]
+fn two_hundred_ema_steps_move_an_f32_teacher_as_far_as_exact_arithmetic() {
+    let device = Device::flex();
+    let cfg = TrainConfig::tiny();
+    // Two fresh networks: the first's student, the second's teacher (other weights).
+    let student = slotcon_train::model::SlotConNet::new(&cfg, &device).student;
+    let mut teacher = slotcon_train::model::SlotConNet::new(&cfg, &device).teacher;
+    let (s, t0) = (flat(&student, ""), flat(&teacher, ""));
+    let m: f64 = 0.999;
+    for _ in 0..200 {
+        teacher = ema_update(teacher, &student, m);
+    }
+    // Exactly: t200 = s + m^200 (t0 - s), so it covered 1 - m^200 of the gap.
+    let want = (1.0 - m.powi(200)) * distance(&s, &t0);
+    let got = distance(&flat(&teacher, ""), &t0);
+    assert!((got / want - 1.0).abs() < 0.01, "moved {got}, exact {want}");
+    // The same steps with the teacher stored in bf16 go somewhere else (the all-bf16 mode
+    // this replaced): the test can tell.
+    let t = Tensor::<1>::from_floats(t0.as_slice(), &device);
+    let st = Tensor::<1>::from_floats(s.as_slice(), &device);
+    let mut b = bf16_stored(t.clone());
+    for _ in 0..200 {
+        b = bf16_stored(b * m + st.clone() * (1.0 - m));
+    }
+    let bf16_moved = distance(&b.into_data().try_to_vec::<f32>().unwrap(), &t0);
+    assert!(
+        (bf16_moved / want - 1.0).abs() > 0.05,
+        "bf16 storage moved {bf16_moved}, exact {want}"
+    );
+}
+
+#[test]
+fn two_hundred_lars_steps_on_bf16_gradients_change_f32_weights_as_f32_gradients_do() {
+    let device = Device::flex();
+    let cfg = TrainConfig::tiny();
+    let lars = Lars::new(cfg.weight_decay, cfg.lars_eta, cfg.momentum);
+    let lr = cfg.lr();
+    let w0 = Tensor::<2>::random([256, 576], burn::tensor::Distribution::Normal(0.0, 0.05), &device);
+    let grads: Vec<Tensor<2>> = (0..200)
+        .map(|_| Tensor::random([256, 576], burn::tensor::Distribution::Normal(0.0, 1e-3), &device))
+        .collect();
+    let run = |bf16_grads: bool, bf16_weights: bool| {
+        use burn::optim::Optimizer;
+        let (mut w, mut state) = (w0.clone(), None);
+        for g in &grads {
+            let g = if bf16_grads { bf16_stored(g.clone()) } else { g.clone() };
+            let (next, s) = lars.step(lr, w, g, state);
+            (w, state) = (if bf16_weights { bf16_stored(next) } else { next }, s);
+        }
+        let v = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        distance(&v(w), &v(w0.clone()))
+    };
+    let exact = run(false, false);
+    let amp = run(true, false);
+    assert!((amp / exact - 1.0).abs() < 0.03, "AMP moved {amp}, f32 {exact}");
+    // Weights stored in bf16 (the mode this replaced) lose the updates.
+    let all_bf16 = run(true, true);
+    assert!(
+        (all_bf16 / exact - 1.0).abs() > 0.1,
+        "bf16 weights moved {all_bf16}, f32 {exact}"
+    );
+}
