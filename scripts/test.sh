@@ -40,3 +40,11 @@ echo "==> cargo build --release --bins --features slotcon-train/tch,slotcon-test
 cargo build --release --bins --features "$features"
 echo "==> cargo test --release (trainer parity on flex and LibTorch CPU)"
 cargo test --release --workspace --features "$features"
+echo "==> cargo build --profile dist (slotcon-train and slotcon-train-bench with LibTorch, for a GPU machine)"
+cargo build --profile dist --features slotcon-train/tch -p slotcon-train -p slotcon-bench \
+  --bin slotcon-train --bin slotcon-train-bench
+echo "==> scripts/gpu-check.sh --device libtorch --quick (its CPU dry run; the dist binaries' size)"
+gpu_tmp=$(mktemp -d)
+trap 'rm -rf "$gpu_tmp"' EXIT
+target/release/slotcon-ingest "$SLOTCON_COCO128/images" --out "$gpu_tmp/shards" -q
+scripts/gpu-check.sh --device libtorch --quick --bin target/dist --shards "$gpu_tmp/shards" --out "$gpu_tmp/out"

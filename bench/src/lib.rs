@@ -111,8 +111,14 @@ pub fn run_python(script: &str, args: &[String]) -> Result<serde_json::Value> {
     serde_json::from_slice(&out.stdout).map_err(|e| err(format!("unexpected output ({e})")))
 }
 
-/// A script in `bench/python/` (benchmarks run from a checkout).
+/// A script in `bench/python/`: of the checkout in the current folder when there is one
+/// (a binary copied to another machine with a copy of the tree), else of the checkout this
+/// binary was built in.
 fn python_script(name: &str) -> std::path::PathBuf {
+    let here = Path::new("bench").join("python").join(name);
+    if here.is_file() {
+        return here;
+    }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
 }
 

@@ -13,9 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use slotcon_train::burn::module::{Module, ModuleVisitor, Param};
-use slotcon_train::burn::prelude::*;
-use slotcon_train::burn::tensor::DType;
+pub use slotcon_train::model::floats;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -142,33 +140,4 @@ pub fn png_size(path: &Path) -> (u32, u32) {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
     let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
     (be(16), be(20))
-}
-
-/// One float tensor of a module: its path, stored type and values (as f32).
-pub type Floats = (String, DType, Vec<f32>);
-
-/// Every float tensor of `module` (parameters and BatchNorm statistics), in visiting order.
-pub fn floats<M: Module>(module: &M) -> Vec<Floats> {
-    #[derive(Default)]
-    struct Collect {
-        path: Vec<String>,
-        out: Vec<Floats>,
-    }
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.into());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let t = param.val();
-            let dtype = t.dtype();
-            let v = t.into_data().convert::<f32>().try_to_vec().unwrap();
-            self.out.push((self.path.join("."), dtype, v));
-        }
-    }
-    let mut c = Collect::default();
-    module.visit(&mut c);
-    c.out
 }

@@ -113,7 +113,7 @@ fn run_all(shards: &std::path::Path, device: &Device, steps: usize) -> Runs {
         for batch in loader.take(steps - runs.losses[0].len()) {
             let batch = batch.unwrap();
             for (i, trainer) in trainers.iter_mut().enumerate() {
-                let m = trainer.train_step(&batch).unwrap();
+                let m = trainer.train_step_now(&batch).unwrap();
                 runs.losses[i].push((m.loss, m.loss_group));
                 if runs.losses[i].len() == 30 {
                     runs.teacher30[i] = flat(trainer.net(), "teacher");

@@ -47,6 +47,38 @@ pub struct MetricsLine {
     pub data_wait_frac: f64,
 }
 
+/// `metrics.jsonl` as it is written: a step's losses arrive one step after its timing
+/// (see [`Trainer::train_step`]), so the timings wait here for them.
+struct MetricsLog {
+    file: std::fs::File,
+    path: PathBuf,
+    /// `(img_per_sec, data_wait_frac)` of the steps whose metrics have not arrived.
+    timing: std::collections::VecDeque<(f64, f64)>,
+}
+
+impl MetricsLog {
+    /// Writes the line of `done` (a step's metrics, once known) and shows it to `on_step`.
+    fn write(
+        &mut self,
+        done: Option<StepMetrics>,
+        on_step: &mut dyn FnMut(&MetricsLine, u64),
+        last: u64,
+    ) -> Result<()> {
+        let Some(step) = done else {
+            return Ok(());
+        };
+        let (img_per_sec, data_wait_frac) = self.timing.pop_front().unwrap_or((f64::NAN, f64::NAN));
+        let line = MetricsLine {
+            step,
+            img_per_sec,
+            data_wait_frac,
+        };
+        writeln!(self.file, "{}", serde_json::to_string(&line).expect("json")).map_err(io(&self.path))?;
+        on_step(&line, last);
+        Ok(())
+    }
+}
+
 /// Trains on `device` (an autodiff device); `on_step` sees every step's metrics.
 pub fn train(
     cfg: TrainConfig,
@@ -74,11 +106,16 @@ pub fn train(
     let last = opts.max_steps.unwrap_or(u64::MAX).min(trainer.total_steps());
     let metrics_path = opts.out.join("metrics.jsonl");
     truncate_metrics(&metrics_path, trainer.step)?;
-    let mut metrics = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&metrics_path)
         .map_err(io(&metrics_path))?;
+    let mut log = MetricsLog {
+        file,
+        path: metrics_path,
+        timing: Default::default(),
+    };
     let aug = AugmentConfig::slotcon()
         .with_size(cfg.image_size)
         .with_min_scale(cfg.min_scale);
@@ -97,20 +134,18 @@ pub fn train(
             let batch = batch?;
             let waited = wait_start.elapsed().as_secs_f64();
             let t = Instant::now();
-            let step = trainer.train_step(&batch)?;
+            let done = trainer.train_step(&batch)?;
             let busy = t.elapsed().as_secs_f64();
-            let line = MetricsLine {
-                step,
-                img_per_sec: batch.len() as f64 / (waited + busy),
-                data_wait_frac: waited / (waited + busy),
-            };
-            writeln!(metrics, "{}", serde_json::to_string(&line).expect("json")).map_err(io(&metrics_path))?;
-            on_step(&line, last);
+            log.timing
+                .push_back((batch.len() as f64 / (waited + busy), waited / (waited + busy)));
+            log.write(done, on_step, last)?;
             if trainer.step >= last {
                 break;
             }
             wait_start = Instant::now();
         }
+        // The last step's losses, checked finite before anything is saved.
+        log.write(trainer.flush()?, on_step, last)?;
         let epoch_done = trainer.step.is_multiple_of(steps_per_epoch);
         checkpoint::save(
             &trainer,
@@ -118,7 +153,7 @@ pub fn train(
             epoch_done && (trainer.step / steps_per_epoch).is_multiple_of(cfg.save_every_epochs),
         )?;
     }
-    metrics.flush().map_err(io(&metrics_path))?;
+    log.file.flush().map_err(io(&log.path))?;
     Ok(trainer)
 }
 

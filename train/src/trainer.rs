@@ -95,6 +95,43 @@ impl<'a> Clock<'a> {
     }
 }
 
+/// `[total, grouping, contrast]` from the device, in one read.
+fn read_metrics(metrics: Tensor<1>) -> Vec<f64> {
+    metrics
+        .into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .unwrap_or_default()
+}
+
+/// A step whose losses are still on the device.
+struct Pending {
+    /// `[total, grouping, contrast]`.
+    values: Tensor<1>,
+    /// Everything else, known on the host.
+    metrics: StepMetrics,
+}
+
+impl Pending {
+    /// The step's metrics with its losses `values` (read back), or [`Error::Diverged`].
+    fn complete(self, values: &[f64]) -> Result<StepMetrics> {
+        let get = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
+        let loss = get(0);
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                step: self.metrics.step,
+                loss,
+            });
+        }
+        Ok(StepMetrics {
+            loss,
+            loss_group: get(1),
+            loss_contrast: get(2),
+            ..self.metrics
+        })
+    }
+}
+
 /// LARS (the reference) or plain SGD with momentum and weight decay.
 fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     match cfg.optimizer {
@@ -115,6 +152,7 @@ pub struct Trainer {
     pub step: u64,
     steps_per_epoch: u64,
     profile: Option<StepTimes>,
+    pending: Option<Pending>,
 }
 
 impl Trainer {
@@ -133,6 +171,7 @@ impl Trainer {
             step: 0,
             steps_per_epoch,
             profile: None,
+            pending: None,
         }
     }
 
@@ -169,18 +208,22 @@ impl Trainer {
     }
 
     /// One step on `batch`: forward both encoders, loss, backward, LARS, EMA, centre.
+    /// Returns the metrics of the step before (see below), once they are known.
     ///
-    /// Device→host reads per step: 7, each a sync point.
-    /// - 4 in the loss, one per view and encoder: the prototype argmax per pixel of the
-    ///   student's and the teacher's score maps of both views (`active`), which picks the
-    ///   contrast's rows and labels; the teacher's also give `active_slots_per_image`.
-    /// - 2 in the loss: the grouping and contrast losses as metrics (`into_scalar`).
-    /// - 1 here: the total loss, for the divergence check and the metrics (`into_scalar`).
+    /// One device→host read per step, a sync point: the prototype argmax per pixel of the
+    /// student's and the teacher's score maps of both views (`active` in the loss), which
+    /// picks the contrast's rows and labels (the official code syncs there too, with its
+    /// boolean indexing). The previous step's `[total, grouping, contrast]` losses, left on
+    /// the device, come back in the same read: so a step's metrics, and the check that its
+    /// loss is finite, arrive with the next step (or [`Trainer::flush`]), and the device
+    /// never waits for the host at the end of a step. A non-finite loss stops the run at
+    /// the next step or flush, before anything is saved ([`Error::Diverged`] names its
+    /// step); `checkpoint::save` flushes first.
     ///
-    /// The forward passes, backward, LARS (the trust ratio stays on the device) and the
-    /// EMA read nothing back. With `precision: bf16` the forward passes run under
+    /// Nothing else is read back: not per parameter (LARS keeps its trust ratio on the
+    /// device), not for the EMA. With `precision: bf16` the forward passes run under
     /// [`amp::autocast`]; everything the step keeps is f32.
-    pub fn train_step(&mut self, batch: &TwoViewBatch) -> Result<StepMetrics> {
+    pub fn train_step(&mut self, batch: &TwoViewBatch) -> Result<Option<StepMetrics>> {
         let cfg = &self.cfg;
         let mut clock = Clock::start(self.profile.is_some().then_some(&self.device));
         let mut times = StepTimes::default();
@@ -203,13 +246,13 @@ impl Trainer {
         drop(autocast);
         times.forward = clock.lap();
         let [p1, p2] = plans(batch, student[0].1.dims()[2]);
-        let losses = slotcon_loss(&net, student, teacher, [&p1, &p2], self.center.clone(), cfg);
-        let loss = losses.total.clone().into_scalar::<f32>() as f64;
+        let pending = self.pending.take();
+        let carry = pending.as_ref().map(|p| p.values.clone());
+        let losses = slotcon_loss(&net, student, teacher, [&p1, &p2], self.center.clone(), cfg, carry);
         times.loss = clock.lap();
-        if !loss.is_finite() {
-            self.net = Some(net);
-            return Err(Error::Diverged { step: self.step, loss });
-        }
+        self.net = Some(net);
+        let previous = pending.map(|p| p.complete(&losses.carried)).transpose()?;
+        let net = self.net.take().expect("network present");
         let grads = GradientsParams::from_grads(losses.total.backward(), &net);
         times.backward = clock.lap();
         let mut net = self.optim.step(lr, net, grads);
@@ -224,16 +267,41 @@ impl Trainer {
         let metrics = StepMetrics {
             step: self.step,
             epoch: self.step / self.steps_per_epoch.max(1),
-            loss,
-            loss_group: losses.group as f64,
-            loss_contrast: losses.contrast as f64,
+            loss: f64::NAN,
+            loss_group: f64::NAN,
+            loss_contrast: f64::NAN,
             lr,
             momentum,
             active_slots_per_image: losses.active_slots as f64,
             masked_pairs: losses.masked_pairs,
         };
+        self.pending = Some(Pending {
+            values: losses.metrics,
+            metrics,
+        });
         self.step += 1;
-        Ok(metrics)
+        Ok(previous)
+    }
+
+    /// The metrics of the last step, if [`Trainer::train_step`] has not returned them yet
+    /// (one device→host read); [`Error::Diverged`] when its loss is not finite.
+    pub fn flush(&mut self) -> Result<Option<StepMetrics>> {
+        self.pending
+            .take()
+            .map(|p| {
+                let values = read_metrics(p.values.clone());
+                p.complete(&values)
+            })
+            .transpose()
+    }
+
+    /// [`Trainer::train_step`] then [`Trainer::flush`]: this step's metrics now, at the
+    /// cost of a second read (benchmarks and tests that want each step's loss at once).
+    /// A step still pending from a plain `train_step` is checked, not returned.
+    pub fn train_step_now(&mut self, batch: &TwoViewBatch) -> Result<StepMetrics> {
+        self.flush()?;
+        self.train_step(batch)?;
+        Ok(self.flush()?.expect("the step just taken is pending"))
     }
 
     /// Writes `dir/model.bpk` (with parameter ids), `dir/optimizer.bin` and

@@ -8,11 +8,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use slotcon_augment::{AugmentConfig, LoaderBuilder};
+use slotcon_augment::{AugmentConfig, LoaderBuilder, TwoViewBatch};
 use slotcon_bench::{median, run_python};
 use slotcon_cli::{bad_flag, flags};
 use slotcon_shards::ShardReader;
 use slotcon_train::device::DeviceChoice;
+use slotcon_train::model::floats;
 use slotcon_train::trainer::Trainer;
 use slotcon_train::{Arch, Precision, TrainConfig};
 
@@ -76,6 +77,11 @@ struct Cli {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// First check one step here against the same step on LibTorch's CPU (same weights,
+    /// same batch): the loss within 1e-3 and the update of the parameters within 1e-2,
+    /// relative; exit 1 when not. For a GPU: --device libtorch-cuda:N.
+    #[arg(long)]
+    compare_cpu: bool,
 }
 
 fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
@@ -131,6 +137,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?
         .next()
         .context("the store makes no batch")??;
+    let check = if cli.compare_cpu {
+        Some(compare_cpu(&cfg, &device, &batch)?)
+    } else {
+        None
+    };
     let mut trainer = Trainer::new(cfg.clone(), &device, 1000);
     trainer.set_profile(cli.breakdown);
     let tmp = std::env::temp_dir().join(format!("slotcon-train-bench-{}", std::process::id()));
@@ -143,20 +154,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         runs.push((ours, theirs));
     }
     std::fs::remove_dir_all(&tmp).ok();
-    report(&cli, &cfg, threads, runs)
+    report(&cli, &cfg, threads, runs, check)
+}
+
+/// One step on `device` and on LibTorch's CPU from the same initial checkpoint: the two
+/// losses, and per parameter the relative difference of the two updates (which carry the
+/// gradients). Errs when they differ beyond 1e-3 (loss) or 1e-2 (an update).
+fn compare_cpu(
+    cfg: &TrainConfig,
+    device: &slotcon_train::burn::prelude::Device,
+    batch: &TwoViewBatch,
+) -> anyhow::Result<serde_json::Value> {
+    let init = std::env::temp_dir().join(format!("slotcon-compare-cpu-{}", std::process::id()));
+    let mut here = Trainer::new(cfg.clone(), device, 1000);
+    here.save(&init)?;
+    let mut cpu = Trainer::new(cfg.clone(), &DeviceChoice::Libtorch.autodiff()?, 1000).load(&init)?;
+    std::fs::remove_dir_all(&init).ok();
+    let before = floats(here.net());
+    let losses = [here.train_step_now(batch)?.loss, cpu.train_step_now(batch)?.loss];
+    let (after, after_cpu) = (floats(here.net()), floats(cpu.net()));
+    // Per tensor, and over all of them at once (biases in front of a BatchNorm have a
+    // zero gradient in exact arithmetic: their update is rounding noise, whose relative
+    // difference means nothing, so the check is on the whole).
+    let (mut worst, mut sum_apart, mut sum_update) = ((0.0f64, String::new()), 0.0, 0.0);
+    for ((path, _, w0), ((_, _, w1), (_, _, c1))) in before.iter().zip(after.iter().zip(&after_cpu)) {
+        if !(path.starts_with("student.") || path.starts_with("predictor.")) || path.contains(".running_") {
+            continue;
+        }
+        let sq = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>();
+        let update = sq(&mut w0.iter().zip(c1).map(|(a, b)| (*b - *a) as f64));
+        let apart = sq(&mut w1.iter().zip(c1).map(|(a, b)| (*a - *b) as f64));
+        (sum_apart, sum_update) = (sum_apart + apart, sum_update + update);
+        if update > 0.0 && (apart / update).sqrt() > worst.0 {
+            worst = ((apart / update).sqrt(), path.clone());
+        }
+    }
+    let update_rel = (sum_apart / sum_update).sqrt();
+    let loss_rel = (losses[0] - losses[1]).abs() / losses[1].abs();
+    let out = serde_json::json!({
+        "device": losses[0], "cpu": losses[1], "loss_rel": loss_rel, "update_rel": update_rel,
+        "worst_tensor_update_rel": worst.0, "worst_tensor": worst.1,
+    });
+    if loss_rel > 1e-3 || update_rel > 1e-2 {
+        anyhow::bail!("one step here and on the CPU differ: {out}");
+    }
+    Ok(out)
 }
 
 /// Our side of one repeat: `warmup` untimed steps, then `steps` timed ones.
-fn time_ours(
-    trainer: &mut Trainer,
-    batch: &slotcon_augment::TwoViewBatch,
-    warmup: usize,
-    steps: usize,
-) -> anyhow::Result<Side> {
+fn time_ours(trainer: &mut Trainer, batch: &TwoViewBatch, warmup: usize, steps: usize) -> anyhow::Result<Side> {
     let mut side = Side::default();
     for i in 0..warmup + steps {
         let t = Instant::now();
-        side.losses.push(trainer.train_step(batch)?.loss);
+        // The step as training runs it: its losses arrive with the next step's read.
+        side.losses.extend(trainer.train_step(batch)?.map(|m| m.loss));
         if i >= warmup {
             side.step_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             if let Some(times) = trainer.last_times() {
@@ -164,6 +215,7 @@ fn time_ours(
             }
         }
     }
+    side.losses.extend(trainer.flush()?.map(|m| m.loss));
     Ok(side)
 }
 
@@ -238,7 +290,13 @@ fn python(cli: &Cli, dir: &std::path::Path, threads: usize) -> anyhow::Result<Si
     Ok(Side::from_python(&run_python("train_step.py", &args)?))
 }
 
-fn report(cli: &Cli, cfg: &TrainConfig, threads: usize, runs: Vec<(Side, Option<Side>)>) -> anyhow::Result<()> {
+fn report(
+    cli: &Cli,
+    cfg: &TrainConfig,
+    threads: usize,
+    runs: Vec<(Side, Option<Side>)>,
+    check: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
     let ours: Vec<f64> = runs.iter().map(|(o, _)| median(&o.step_ms)).collect();
     let theirs: Vec<f64> = runs
         .iter()
@@ -253,7 +311,7 @@ fn report(cli: &Cli, cfg: &TrainConfig, threads: usize, runs: Vec<(Side, Option<
         "device": cli.device.to_string(), "precision": cfg.precision,
         "reference_precision": cli.reference_precision, "threads": threads, "repeats": runs,
         "slotcon_median_ms": ms, "slotcon_img_per_sec": img_s(ms),
-        "pytorch_median_ms": t, "ratio": ratio, "ratios": ratios,
+        "pytorch_median_ms": t, "ratio": ratio, "ratios": ratios, "compare_cpu": check,
     });
     if cli.json {
         println!("{out}");
@@ -269,6 +327,15 @@ fn report(cli: &Cli, cfg: &TrainConfig, threads: usize, runs: Vec<(Side, Option<
         cli.reference_precision,
         runs.len()
     );
+    if let Some(c) = &check {
+        println!(
+            "one step vs LibTorch CPU: loss {:.2e} relative, update {:.2e} (worst tensor {:.2e}, {})",
+            c["loss_rel"].as_f64().unwrap_or(f64::NAN),
+            c["update_rel"].as_f64().unwrap_or(f64::NAN),
+            c["worst_tensor_update_rel"].as_f64().unwrap_or(f64::NAN),
+            c["worst_tensor"].as_str().unwrap_or("")
+        );
+    }
     println!("slotcon  {ms:8.1} ms/step  {:7.1} img/s", img_s(ms));
     if let (Some(t), Some(r)) = (t, ratio) {
         println!("pytorch  {t:8.1} ms/step  {:7.1} img/s", img_s(t));

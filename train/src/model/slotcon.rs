@@ -85,10 +85,11 @@ impl SlotConNet {
 pub struct Losses {
     /// `w · group + (1 - w) · contrast`, both directions summed (differentiable).
     pub total: Tensor<1>,
-    /// Grouping (self-distillation) loss, both directions.
-    pub group: f32,
-    /// Slot contrast loss, both directions.
-    pub contrast: f32,
+    /// `[total, grouping, contrast]`, detached, on the device (read with the next step's
+    /// argmax: see `Trainer::train_step`).
+    pub metrics: Tensor<1>,
+    /// The values of `carry`, read back with the argmax.
+    pub carried: Vec<f64>,
     /// The centre after this batch's EMA update, `[1, k]`.
     pub center: Tensor<2>,
     /// Mean number of prototypes active (winning some pixel) per view of the teacher.
@@ -152,22 +153,31 @@ fn self_distill(q: Tensor<4>, t: Tensor<4>, center: Tensor<2>, valid: &[bool], c
     (per_pixel * weights).sum().div_scalar(count)
 }
 
-/// Which prototypes win at least one pixel of each image: `[n·k]` flags.
-fn active(scores: &Tensor<4>) -> Vec<bool> {
-    let [n, k, _, _] = scores.dims();
-    let winners = scores
-        .clone()
-        .argmax(1)
+/// Which prototypes win at least one pixel of each image, for several score maps `[n, k,
+/// h, w]`: `[n·k]` flags per map. One host read, which also brings back `carry` (a
+/// caller's values that would otherwise cost a read of their own).
+fn active<const N: usize>(maps: [&Tensor<4>; N], carry: Option<Tensor<1>>) -> ([Vec<bool>; N], Vec<f64>) {
+    let mut parts: Vec<Tensor<1>> = maps
+        .iter()
+        .map(|m| (*m).clone().argmax(1).reshape([-1]).float())
+        .collect();
+    parts.extend(carry);
+    let all = Tensor::cat(parts, 0)
         .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
         .unwrap_or_default();
-    let per_image = winners.len() / n.max(1);
-    let mut flags = vec![false; n * k];
-    for (i, &win) in winners.iter().enumerate() {
-        flags[(i / per_image) * k + win as usize] = true;
-    }
-    flags
+    let mut at = 0;
+    let flags = maps.map(|m| {
+        let [n, k, h, w] = m.dims();
+        let mut flags = vec![false; n * k];
+        for (i, &win) in all[at..at + n * h * w].iter().enumerate() {
+            flags[(i / (h * w)) * k + win as usize] = true;
+        }
+        at += n * h * w;
+        flags
+    });
+    (flags, all[at..].to_vec())
 }
 
 /// The rows of a contrast direction from the active flags of the query's and the key's
@@ -212,7 +222,8 @@ fn contrast(q: Tensor<3>, k: Tensor<3>, mq: &[bool], mk: &[bool], net: &SlotConN
 }
 
 /// The SlotCon loss of one batch: the student's and the teacher's outputs for both views
-/// (teacher outputs are detached here), the alignment of each view, and the centre.
+/// (teacher outputs are detached here), the alignment of each view, and the centre. Its
+/// one host read (the prototype argmax) also brings back `carry` ([`Losses::carried`]).
 pub fn slotcon_loss(
     net: &SlotConNet,
     student: [(Tensor<3>, Tensor<4>); 2],
@@ -220,6 +231,7 @@ pub fn slotcon_loss(
     plans: [&AlignPlan; 2],
     center: Tensor<2>,
     cfg: &TrainConfig,
+    carry: Option<Tensor<1>>,
 ) -> Losses {
     let [(q1, sq1), (q2, sq2)] = student;
     let [(k1, sk1), (k2, sk2)] = teacher.map(|(s, sc)| (s.detach(), sc.detach()));
@@ -235,8 +247,9 @@ pub fn slotcon_loss(
     let (ka1, ka2) = (a1.apply(sk1.clone()), a2.apply(sk2.clone()));
     let group =
         self_distill(qa1, ka2, center.clone(), &valid, cfg) + self_distill(qa2, ka1, center.clone(), &valid, cfg);
-    // One host read per view: the teacher's flags serve both the contrast and the metric.
-    let [mq1, mq2, mk1, mk2] = [&sq1, &sq2, &sk1, &sk2].map(active);
+    // One host read for the four maps (and `carry`): the teacher's flags serve the
+    // contrast and the metric.
+    let ([mq1, mq2, mk1, mk2], carried) = active([&sq1, &sq2, &sk1, &sk2], carry);
     let tau = cfg.contrast_temp;
     let ctr = contrast(q1, k2, &mq1, &mk2, net, tau) + contrast(q2, k1, &mq2, &mk1, net, tau);
     let w = cfg.group_loss_weight;
@@ -245,10 +258,11 @@ pub fn slotcon_loss(
     let center = center * cfg.center_momentum + batch_center * (1.0 - cfg.center_momentum);
     let n_active = [mk1, mk2].iter().flatten().filter(|&&a| a).count();
     let views = 2 * sk1.dims()[0];
+    let metrics = Tensor::cat(vec![total.clone().detach(), group.detach(), ctr.detach()], 0);
     Losses {
         total,
-        group: group.into_scalar::<f32>(),
-        contrast: ctr.into_scalar::<f32>(),
+        metrics,
+        carried,
         center,
         active_slots: n_active as f32 / views as f32,
         masked_pairs: valid.iter().filter(|v| !**v).count(),
