@@ -49,7 +49,7 @@ const RUNS: usize = 3;
 /// What the runs measured.
 struct Runs {
     /// Total and grouping loss per step.
-    losses: [Vec<(f64, f64)>; RUNS],
+    losses: [Vec<StepLoss>; RUNS],
     teacher0: Vec<f32>,
     teacher30: [Vec<f32>; RUNS],
     student0: Vec<f32>,
@@ -129,8 +129,11 @@ fn run_all(shards: &std::path::Path, device: &Device, steps: usize) -> Runs {
     runs
 }
 
+/// One step's (total, grouping) losses.
+type StepLoss = (f64, f64);
+
 /// The mean of `f(run) / f(f32) - 1` in absolute value over `pairs` (run, f32).
-fn mean_rel(pairs: &[((f64, f64), (f64, f64))], f: impl Fn(&(f64, f64)) -> f64) -> f64 {
+fn mean_rel(pairs: &[(StepLoss, StepLoss)], f: impl Fn(&StepLoss) -> f64) -> f64 {
     pairs.iter().map(|(b, a)| (f(b) / f(a) - 1.0).abs()).sum::<f64>() / pairs.len() as f64
 }
 
