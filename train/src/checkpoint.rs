@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use slotcon_shards::format::{read_json, write_atomic};
@@ -116,46 +116,24 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
-/// Collects, per float tensor (parameters and BatchNorm statistics), whether it is all
-/// finite, and its path.
-#[derive(Default)]
-struct Finite {
-    path: Vec<String>,
-    names: Vec<String>,
-    flags: Vec<Tensor<1, Int>>,
-}
-
-impl ModuleVisitor for Finite {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let all = param.val().is_finite().all().int();
-        self.flags.push(all);
-        self.names.push(self.path.join("."));
-    }
-}
-
 /// The first tensor of `module` with a NaN or infinite element, by path; one read from
 /// the device for the whole module.
 pub fn first_non_finite<M: Module>(module: &M) -> Option<String> {
-    let mut finite = Finite::default();
-    module.visit(&mut finite);
-    if finite.flags.is_empty() {
+    let (mut names, mut flags) = (Vec::new(), Vec::new());
+    crate::model::each_float(module, |path, t| {
+        names.push(path.to_string());
+        flags.push(t.is_finite().all().int());
+    });
+    if flags.is_empty() {
         return None;
     }
-    let flags: Vec<i64> = Tensor::cat(finite.flags, 0)
+    let flags: Vec<i64> = Tensor::cat(flags, 0)
         .into_data()
         .convert::<i64>()
         .try_to_vec::<i64>()
         .ok()?;
     let bad = flags.iter().position(|&f| f == 0)?;
-    Some(finite.names.swap_remove(bad))
+    Some(names.swap_remove(bad))
 }
 
 /// Writes `checkpoints/current` (and `epoch-NNNN` when `milestone`) so that a kill at

@@ -3,38 +3,14 @@
 //! passes (it runs in train mode), as in the reference, whose momentum update walks
 //! `parameters()` only.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 
 use crate::model::Encoder;
 
-/// Whether the module path stack ends at a BatchNorm running statistic.
-fn is_running_stat(path: &[String]) -> bool {
-    path.last()
-        .is_some_and(|name| name == "running_mean" || name == "running_var")
-}
-
-/// The student's parameters, flattened, in visiting order.
-#[derive(Default)]
-struct Collect {
-    path: Vec<String>,
-    params: Vec<Tensor<1>>,
-}
-
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if !is_running_stat(&self.path) {
-            self.params.push(param.val().detach().flatten(0, D - 1));
-        }
-    }
+/// Whether a dotted module path ends at a BatchNorm running statistic.
+fn is_running_stat(path: &str) -> bool {
+    path.ends_with(".running_mean") || path.ends_with(".running_var")
 }
 
 struct Blend {
@@ -53,7 +29,7 @@ impl ModuleMapper for Blend {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if is_running_stat(&self.path) {
+        if is_running_stat(&self.path.join(".")) {
             return param;
         }
         let s = self
@@ -70,11 +46,15 @@ impl ModuleMapper for Blend {
 /// `teacher ← m·teacher + (1 − m)·student`, parameter by parameter; the teacher's
 /// BatchNorm running statistics stay its own.
 pub fn ema_update(teacher: Encoder, student: &Encoder, momentum: f64) -> Encoder {
-    let mut collect = Collect::default();
-    student.visit(&mut collect);
+    let mut params = Vec::new();
+    crate::model::each_float(student, |path, t| {
+        if !is_running_stat(path) {
+            params.push(t.detach());
+        }
+    });
     teacher.map(&mut Blend {
         path: Vec::new(),
-        student: collect.params.into_iter(),
+        student: params.into_iter(),
         momentum,
     })
 }
