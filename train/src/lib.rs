@@ -6,7 +6,8 @@
 //! - [`AlignPlan`]: `roi_align(aligned=True)` plus un-flipping as `Ay · X · Axᵀ`;
 //! - [`model`]: ResNet (torchvision layout), projector, grouping, predictor, the loss;
 //! - [`trainer::Trainer`] (one step, checkpoints) and [`run::train`] (the whole run);
-//! - [`device::DeviceChoice`]: flex / LibTorch devices in f32 or bf16;
+//! - [`device::DeviceChoice`]: flex / LibTorch devices; [`amp`]: bf16 mixed precision with
+//!   f32 master weights;
 //! - [`reference::dump_case`]: one step's inputs for the PyTorch reference.
 //!
 //! ```
