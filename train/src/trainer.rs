@@ -54,11 +54,11 @@ pub struct Progress {
 /// Where one step's time went, in milliseconds, when profiling ([`Trainer::set_profile`]).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct StepTimes {
-    /// Uploading the views and the alignment plans.
+    /// Uploading and normalising the views.
     pub data: f64,
     /// Student and teacher forward passes, both views.
     pub forward: f64,
-    /// Alignment, both losses, and reading the total back.
+    /// The alignment plans, both losses, and the step's one read.
     pub loss: f64,
     /// The backward pass.
     pub backward: f64,
@@ -250,9 +250,13 @@ impl Trainer {
         let carry = pending.as_ref().map(|p| p.values.clone());
         let losses = slotcon_loss(&net, student, teacher, [&p1, &p2], self.center.clone(), cfg, carry);
         times.loss = clock.lap();
-        self.net = Some(net);
-        let previous = pending.map(|p| p.complete(&losses.carried)).transpose()?;
-        let net = self.net.take().expect("network present");
+        let previous = match pending.map(|p| p.complete(&losses.carried)).transpose() {
+            Ok(previous) => previous,
+            Err(diverged) => {
+                self.net = Some(net);
+                return Err(diverged);
+            }
+        };
         let grads = GradientsParams::from_grads(losses.total.backward(), &net);
         times.backward = clock.lap();
         let mut net = self.optim.step(lr, net, grads);
