@@ -5,7 +5,11 @@
 //!   (`links = "slotcon_torch"`: they read DEP_SLOTCON_TORCH_LIB), so that no binary needs
 //!   LD_LIBRARY_PATH;
 //! - compiles `native/backward.cpp` (LibTorch's `at::convolution_backward` and
-//!   `at::native_batch_norm_backward` behind a C ABI) against that libtorch's headers, with its C++ ABI.
+//!   `at::native_batch_norm_backward` behind a C ABI) and `native/dist.cpp` (c10d's process
+//!   groups) against that libtorch's headers, with its C++ ABI. c10d's Gloo header includes
+//!   gloo's own headers, which the wheel does not ship (Debian's `libgloo-dev`, installed by
+//!   the scripts). NCCL is compiled in when that libtorch has CUDA and the `nvidia-nccl`
+//!   and `nvidia-cuda-runtime` wheels beside it carry `nccl.h` and the CUDA headers.
 
 use std::path::PathBuf;
 
@@ -21,6 +25,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
     println!("cargo:rerun-if-changed=native/backward.cpp");
+    println!("cargo:rerun-if-changed=native/dist.cpp");
     if std::env::var_os("CARGO_FEATURE_TCH").is_none() {
         return;
     }
@@ -30,20 +35,72 @@ fn main() {
     compile_shim(&torch);
 }
 
-/// `native/backward.cpp` as a static library, linked before libtorch.
+/// `native/backward.cpp` and `native/dist.cpp` as a static library, linked before libtorch.
 #[cfg(feature = "tch")]
 fn compile_shim(torch: &Torch) {
-    cc::Build::new()
+    let gloo = std::path::Path::new("/usr/include/gloo/config.h");
+    assert!(
+        gloo.exists(),
+        "{}: missing; c10d's Gloo header needs gloo's headers (apt-get install libgloo-dev)",
+        gloo.display()
+    );
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .file("native/backward.cpp")
+        .file("native/dist.cpp")
         .include(&torch.include)
+        .include(format!("{}/torch/csrc/api/include", torch.include))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", torch.cxx11_abi))
-        .flag("-w")
-        .compile("slotcon_backward");
+        .define("USE_C10D_GLOO", None)
+        .flag("-w");
+    let nccl = nccl_headers(torch);
+    for dir in &nccl {
+        build.include(dir);
+    }
+    if !nccl.is_empty() {
+        build.define("USE_C10D_NCCL", None).define("SLOTCON_NCCL", None);
+    }
+    build.compile("slotcon_native");
     println!("cargo:rustc-link-search=native={}", torch.lib);
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
+    if !nccl.is_empty() {
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+    }
+    println!("cargo:rustc-env=SLOTCON_NCCL={}", !nccl.is_empty());
+}
+
+/// Every `include` folder of the NVIDIA wheels beside this libtorch, when it has CUDA and
+/// they hold what c10d's NCCL header needs (`nccl.h`, the CUDA runtime, `crt/` from
+/// nvidia-cuda-nvcc, `nv/target` from nvidia-cuda-cccl); else none, and no NCCL
+/// (`$SLOTCON_NO_NCCL` leaves it out too).
+#[cfg(feature = "tch")]
+fn nccl_headers(torch: &Torch) -> Vec<String> {
+    use std::path::Path;
+    println!("cargo:rerun-if-env-changed=SLOTCON_NO_NCCL");
+    let nvidia = Path::new(&torch.lib).join("../../nvidia");
+    let needed = [
+        "nccl/include/nccl.h",
+        "cuda_runtime/include/cuda_runtime.h",
+        "cuda_nvcc/include/crt/host_config.h",
+        "cuda_cccl/include/nv/target",
+    ];
+    let cuda = Path::new(&torch.lib).join("libtorch_cuda.so").exists();
+    if std::env::var_os("SLOTCON_NO_NCCL").is_some() || !cuda || !needed.iter().all(|f| nvidia.join(f).exists()) {
+        return Vec::new();
+    }
+    let Ok(entries) = nvidia.read_dir() else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<String> = entries
+        .filter_map(|e| e.ok().map(|e| e.path().join("include")))
+        .filter(|d| d.is_dir())
+        .map(|d| d.display().to_string())
+        .collect();
+    dirs.sort();
+    dirs
 }
 
 #[cfg(not(feature = "tch"))]

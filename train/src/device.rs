@@ -24,9 +24,15 @@ impl FromStr for DeviceChoice {
         let choice = match s {
             "flex" => DeviceChoice::Flex,
             "libtorch" => DeviceChoice::Libtorch,
+            // One GPU per process: the one a launcher gave this process.
+            "libtorch-cuda" => DeviceChoice::LibtorchCuda(local_rank()),
             _ => match s.strip_prefix("libtorch-cuda:").map(str::parse) {
                 Some(Ok(n)) => DeviceChoice::LibtorchCuda(n),
-                _ => return Err(format!("unknown device {s:?} (flex, libtorch, libtorch-cuda:N)")),
+                _ => {
+                    return Err(format!(
+                        "unknown device {s:?} (flex, libtorch, libtorch-cuda:N, or libtorch-cuda for $LOCAL_RANK)"
+                    ))
+                }
             },
         };
         if choice != DeviceChoice::Flex && !cfg!(feature = "tch") {
@@ -36,6 +42,14 @@ impl FromStr for DeviceChoice {
         }
         Ok(choice)
     }
+}
+
+/// `$LOCAL_RANK` (torchrun's GPU of this process), 0 when unset or not a number.
+fn local_rank() -> usize {
+    std::env::var("LOCAL_RANK")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl std::fmt::Display for DeviceChoice {
@@ -53,6 +67,11 @@ impl DeviceChoice {
     /// convolutions and matmuls in bf16 through [`crate::amp::autocast`].
     pub fn autodiff(self) -> Result<Device> {
         Ok(self.inference()?.autodiff())
+    }
+
+    /// Whether this is a CUDA device.
+    pub fn is_cuda(self) -> bool {
+        matches!(self, DeviceChoice::LibtorchCuda(_))
     }
 
     /// Checks that this build and this machine can provide the device, before any

@@ -34,6 +34,9 @@ pub enum Error {
         "step {step}: {tensor} holds a NaN or an infinity; stopping without saving it (the last checkpoint is kept as it was)"
     )]
     NonFinite { step: u64, tensor: String },
+    /// A distributed launch that cannot start (a bad variable, an unreachable rendezvous).
+    #[error("{0}")]
+    Distributed(String),
     /// Settings that make no sense together.
     #[error("invalid settings: {0}")]
     Invalid(String),

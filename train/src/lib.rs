@@ -8,7 +8,8 @@
 //! - [`trainer::Trainer`] (one step, checkpoints) and [`run::train`] (the whole run);
 //! - [`device::DeviceChoice`]: flex / LibTorch devices; [`amp`]: bf16 mixed precision with
 //!   f32 master weights;
-//! - [`reference::dump_case`]: one step's inputs for the PyTorch reference.
+//! - [`reference::dump_case`]: one step's inputs for the PyTorch reference;
+//! - [`dist`]: several processes on PyTorch's c10d (torchrun), SyncBatchNorm, gradient sums.
 //!
 //! ```
 //! use slotcon_train::{schedule, AlignPlan, TrainConfig};
@@ -32,6 +33,7 @@ pub mod checkpoint;
 mod config;
 pub mod data;
 pub mod device;
+pub mod dist;
 mod error;
 pub mod model;
 pub mod optim;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use slotcon_cli::{bad_flag, flags};
 use slotcon_train::device::DeviceChoice;
+use slotcon_train::dist::{self, DistBackend, Launch};
 use slotcon_train::run::{train, RunOptions};
 use slotcon_train::{Arch, Precision, TrainConfig};
 
@@ -16,6 +17,13 @@ use slotcon_train::{Arch, Precision, TrainConfig};
 /// per step) and checkpoints/ (current, plus one every --save-every epochs).
 ///
 /// Numeric flags are checked before anything starts; a bad value exits with code 2.
+///
+/// Distributed: launch N processes with torchrun, e.g. `torchrun --no-python
+/// --nproc-per-node 8 slotcon-train --device libtorch-cuda --shards S --out RUN`
+/// (or set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT yourself, as a Slurm
+/// script does). --batch-size is then the global batch, split evenly over the ranks;
+/// every BatchNorm is a SyncBatchNorm; rank 0 writes the run directory, which every rank
+/// must be able to read for --resume.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -46,8 +54,9 @@ struct Cli {
     /// Stop after this many steps in all, at least 1 (the schedules still span --epochs).
     #[arg(long, value_parser = flags::at_least(1u64))]
     max_steps: Option<u64>,
-    /// Compute device: flex (pure-Rust CPU), libtorch (LibTorch CPU) or libtorch-cuda:N.
-    /// The LibTorch devices need a build with `--features tch`.
+    /// Compute device: flex (pure-Rust CPU), libtorch (LibTorch CPU), libtorch-cuda:N, or
+    /// libtorch-cuda (the GPU numbered $LOCAL_RANK: one per process under torchrun).
+    /// The LibTorch devices need a build with `--features tch`; flex is single-process.
     #[arg(long, default_value = "flex")]
     device: DeviceChoice,
     /// Loader worker threads (default: every core; at most 4 per core).
@@ -62,8 +71,8 @@ struct Cli {
     /// Optimiser (overrides the preset's LARS).
     #[arg(long, value_enum)]
     optimizer: Option<OptimArg>,
-    /// Float type of the network: f32 (default) or bf16 (parameters, activations and
-    /// optimiser state all in that type).
+    /// Precision: f32 (default), or bf16 mixed precision (convolutions and linear layers
+    /// compute in bf16; parameters, optimiser state, BatchNorm and the loss stay f32).
     #[arg(long)]
     precision: Option<Precision>,
     /// Continue the run in --out from its last checkpoint (finishing or rolling back a
@@ -74,7 +83,15 @@ struct Cli {
     /// --resume or --force, a folder that holds a run is refused.
     #[arg(long)]
     force: bool,
-    /// No progress bar.
+    /// Distributed backend: gloo (CPU tensors) or nccl (CUDA tensors). Default: nccl on a
+    /// CUDA device, gloo otherwise. Only used under a distributed launch.
+    #[arg(long)]
+    dist_backend: Option<DistBackend>,
+    /// Seconds to wait for the rendezvous and for any one collective before giving up
+    /// (a rank that never arrives), 1 to 86400.
+    #[arg(long, default_value_t = 300, value_parser = flags::int(1..=86_400u64))]
+    dist_timeout: u64,
+    /// No progress bar (ranks other than 0 never show one).
     #[arg(long, short)]
     quiet: bool,
 }
@@ -154,6 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Err(bad_flag("--batch-size", cfg.batch_size, reason));
         }
     }
+    join_world(&cli)?;
     let device = cli.device.autodiff()?;
     let workers = cli
         .workers
@@ -166,7 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         resume: cli.resume,
         force: cli.force,
     };
-    let bar = slotcon_cli::bar(0, "steps", cli.quiet);
+    let bar = slotcon_cli::bar(0, "steps", cli.quiet || dist::rank() != 0);
     let on_step = &mut |m: &slotcon_train::run::MetricsLine, last: u64| {
         bar.set_length(last);
         bar.set_position(m.step.step + 1);
@@ -183,6 +201,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let trainer =
         train(cfg, &opts, &device, on_step, note).with_context(|| format!("training into {}", cli.out.display()))?;
     bar.finish_and_clear();
-    println!("{} steps done; run directory {}", trainer.step, cli.out.display());
+    if dist::rank() == 0 {
+        println!("{} steps done; run directory {}", trainer.step, cli.out.display());
+    }
+    Ok(())
+}
+
+/// Joins the distributed world that the launcher's environment describes (nothing
+/// without one), after checking that the device and backend can take part.
+fn join_world(cli: &Cli) -> anyhow::Result<()> {
+    let launch = Launch::from_env()?;
+    let backend = cli
+        .dist_backend
+        .unwrap_or_else(|| DistBackend::default_for(cli.device.is_cuda()));
+    if launch.world_size > 1 {
+        if cli.device == DeviceChoice::Flex {
+            return Err(bad_flag(
+                "--device",
+                cli.device,
+                format!(
+                    "flex is single-process; a distributed launch (WORLD_SIZE={}) needs libtorch or libtorch-cuda",
+                    launch.world_size
+                ),
+            ));
+        }
+        if !backend.available() {
+            return Err(bad_flag(
+                "--dist-backend",
+                backend,
+                "this build has no NCCL (its PyTorch had no CUDA, or nccl.h was missing); use gloo",
+            ));
+        }
+        if backend == DistBackend::Nccl && !cli.device.is_cuda() {
+            return Err(bad_flag(
+                "--dist-backend",
+                backend,
+                "NCCL needs a CUDA device; use gloo",
+            ));
+        }
+    }
+    dist::init(&launch, backend, std::time::Duration::from_secs(cli.dist_timeout))?;
     Ok(())
 }

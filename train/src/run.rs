@@ -1,5 +1,10 @@
 //! A whole training run over a shard store: the loader, the steps, `metrics.jsonl`,
 //! atomic checkpoints and exact resume.
+//!
+//! In a distributed run (`crate::dist`) every rank runs this loop on its share of each
+//! global batch (`batch_size / world` images, the loader's rank share), and rank 0 alone
+//! writes the run folder: config, metrics and checkpoints. Every rank reads the folder to
+//! resume (a folder all ranks see, as the reference's `--resume` needs).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +18,7 @@ use slotcon_shards::ShardReader;
 
 use crate::checkpoint::{self, checkpoints};
 use crate::config::TrainConfig;
+use crate::dist;
 use slotcon_shards::io_err as io;
 
 use crate::error::{Error, Result};
@@ -41,19 +47,25 @@ pub struct MetricsLine {
     /// The step's numbers.
     #[serde(flatten)]
     pub step: StepMetrics,
-    /// Two-view samples per second over this step.
+    /// Two-view samples per second over this step, for the whole world.
     pub img_per_sec: f64,
-    /// Fraction of the step spent waiting for the loader.
+    /// Fraction of the step spent waiting for the loader (rank 0's).
     pub data_wait_frac: f64,
+    /// Processes training together.
+    pub world_size: usize,
+    /// Milliseconds rank 0 spent summing gradients over the ranks (0 in a world of one).
+    pub grad_sync_ms: f64,
 }
 
 /// `metrics.jsonl` as it is written: a step's losses arrive one step after its timing
 /// (see [`Trainer::train_step`]), so the timings wait here for them.
 struct MetricsLog {
-    file: std::fs::File,
+    /// The file (rank 0), or none (the other ranks).
+    file: Option<std::fs::File>,
     path: PathBuf,
-    /// `(img_per_sec, data_wait_frac)` of the steps whose metrics have not arrived.
-    timing: std::collections::VecDeque<(f64, f64)>,
+    /// `(img_per_sec, data_wait_frac, grad_sync_ms)` of the steps whose metrics have not
+    /// arrived.
+    timing: std::collections::VecDeque<(f64, f64, f64)>,
 }
 
 impl MetricsLog {
@@ -67,19 +79,57 @@ impl MetricsLog {
         let Some(step) = done else {
             return Ok(());
         };
-        let (img_per_sec, data_wait_frac) = self.timing.pop_front().unwrap_or((f64::NAN, f64::NAN));
+        let (img_per_sec, data_wait_frac, grad_sync_ms) =
+            self.timing.pop_front().unwrap_or((f64::NAN, f64::NAN, f64::NAN));
         let line = MetricsLine {
             step,
             img_per_sec,
             data_wait_frac,
+            world_size: dist::world_size(),
+            grad_sync_ms,
         };
-        writeln!(self.file, "{}", serde_json::to_string(&line).expect("json")).map_err(io(&self.path))?;
+        if let Some(file) = self.file.as_mut() {
+            writeln!(file, "{}", serde_json::to_string(&line).expect("json")).map_err(io(&self.path))?;
+        }
         on_step(&line, last);
         Ok(())
     }
+
+    /// Opens `out/metrics.jsonl` on rank 0, dropping the lines of steps at or after `step`.
+    fn open(out: &Path, step: u64) -> Result<Self> {
+        let path = out.join("metrics.jsonl");
+        let file = if dist::rank() == 0 {
+            truncate_metrics(&path, step)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            Some(file)
+        } else {
+            None
+        };
+        Ok(MetricsLog {
+            file,
+            path,
+            timing: Default::default(),
+        })
+    }
 }
 
-/// Trains on `device` (an autodiff device); `on_step` sees every step's metrics.
+/// This rank's share of a global batch of `batch` images.
+fn rank_batch(batch: usize) -> Result<usize> {
+    let world = dist::world_size();
+    if !batch.is_multiple_of(world) {
+        return Err(Error::Invalid(format!(
+            "a batch of {batch} does not split evenly over {world} ranks; choose a multiple of {world}"
+        )));
+    }
+    Ok(batch / world)
+}
+
+/// Trains on `device` (an autodiff device); `on_step` sees every step's metrics. In a
+/// distributed run, every rank calls this with the same settings.
 pub fn train(
     cfg: TrainConfig,
     opts: &RunOptions,
@@ -96,26 +146,26 @@ pub fn train(
             reason: format!("{} images make no batch of {}", reader.len(), cfg.batch_size),
         });
     }
-    prepare_out(opts)?;
+    let rank_batch = rank_batch(cfg.batch_size)?;
+    if dist::rank() == 0 {
+        prepare_out(opts)?;
+        if opts.resume {
+            for note in checkpoint::recover(&opts.out)? {
+                on_note(&note);
+            }
+        } else {
+            cfg.save(&opts.out.join("config.json"))?;
+        }
+    }
+    // The other ranks read the folder once rank 0 has made it ready.
+    dist::barrier();
     let mut trainer = Trainer::new(cfg.clone(), device, steps_per_epoch);
     if opts.resume {
-        trainer = resume(trainer, &opts.out, on_note)?;
-    } else {
-        cfg.save(&opts.out.join("config.json"))?;
+        trainer = resume(trainer, &opts.out)?;
     }
+    trainer.broadcast();
     let last = opts.max_steps.unwrap_or(u64::MAX).min(trainer.total_steps());
-    let metrics_path = opts.out.join("metrics.jsonl");
-    truncate_metrics(&metrics_path, trainer.step)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(io(&metrics_path))?;
-    let mut log = MetricsLog {
-        file,
-        path: metrics_path,
-        timing: Default::default(),
-    };
+    let mut log = MetricsLog::open(&opts.out, trainer.step)?;
     let aug = AugmentConfig::slotcon()
         .with_size(cfg.image_size)
         .with_min_scale(cfg.min_scale);
@@ -123,7 +173,8 @@ pub fn train(
         let (epoch, start) = (trainer.step / steps_per_epoch, trainer.step % steps_per_epoch);
         let loader = LoaderBuilder::new(Arc::clone(&reader))
             .augment(aug.clone())
-            .batch_size(cfg.batch_size)
+            .batch_size(rank_batch)
+            .distributed(dist::rank(), dist::world_size())
             .workers(opts.workers)
             .seed(cfg.seed)
             .epoch(epoch)
@@ -136,8 +187,12 @@ pub fn train(
             let t = Instant::now();
             let done = trainer.train_step(&batch)?;
             let busy = t.elapsed().as_secs_f64();
-            log.timing
-                .push_back((batch.len() as f64 / (waited + busy), waited / (waited + busy)));
+            let images = (batch.len() * dist::world_size()) as f64;
+            log.timing.push_back((
+                images / (waited + busy),
+                waited / (waited + busy),
+                trainer.last_grad_sync_ms(),
+            ));
             log.write(done, on_step, last)?;
             if trainer.step >= last {
                 break;
@@ -147,13 +202,19 @@ pub fn train(
         // The last step's losses, checked finite before anything is saved.
         log.write(trainer.flush()?, on_step, last)?;
         let epoch_done = trainer.step.is_multiple_of(steps_per_epoch);
-        checkpoint::save(
-            &trainer,
-            &opts.out,
-            epoch_done && (trainer.step / steps_per_epoch).is_multiple_of(cfg.save_every_epochs),
-        )?;
+        if dist::rank() == 0 {
+            checkpoint::save(
+                &trainer,
+                &opts.out,
+                epoch_done && (trainer.step / steps_per_epoch).is_multiple_of(cfg.save_every_epochs),
+            )?;
+        }
     }
-    log.file.flush().map_err(io(&log.path))?;
+    if let Some(file) = log.file.as_mut() {
+        file.flush().map_err(io(&log.path))?;
+    }
+    // No rank ends before rank 0 has written the last checkpoint.
+    dist::barrier();
     Ok(trainer)
 }
 
@@ -214,10 +275,8 @@ fn prepare_out(opts: &RunOptions) -> Result<()> {
     Ok(())
 }
 
-fn resume(trainer: Trainer, out: &Path, on_note: &mut dyn FnMut(&str)) -> Result<Trainer> {
-    for note in checkpoint::recover(out)? {
-        on_note(&note);
-    }
+/// Loads the run's current checkpoint (which rank 0 has recovered first).
+fn resume(trainer: Trainer, out: &Path) -> Result<Trainer> {
     let dir = checkpoints(out);
     let current = dir.join("current");
     if !current.exists() {

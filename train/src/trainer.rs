@@ -12,6 +12,7 @@ use slotcon_shards::io_err;
 use crate::amp;
 use crate::config::{read_json, Optimizer, TrainConfig};
 use crate::data::{plans, view_tensor};
+use crate::dist;
 use crate::error::{Error, Result};
 use crate::model::{slotcon_loss, SlotConNet};
 use crate::optim::{ema_update, Lars};
@@ -153,6 +154,7 @@ pub struct Trainer {
     steps_per_epoch: u64,
     profile: Option<StepTimes>,
     pending: Option<Pending>,
+    grad_sync_ms: f64,
 }
 
 impl Trainer {
@@ -172,7 +174,21 @@ impl Trainer {
             steps_per_epoch,
             profile: None,
             pending: None,
+            grad_sync_ms: 0.0,
         }
+    }
+
+    /// Makes every rank's network and centre rank 0's (`dist::broadcast_module`); nothing
+    /// in a world of one. The run calls it once, after creating or loading the trainer.
+    pub fn broadcast(&mut self) {
+        self.map_net(dist::broadcast_module);
+        self.center = dist::broadcast(self.center.clone());
+    }
+
+    /// Milliseconds the last step spent summing gradients over the ranks (0 in a world of
+    /// one): the all-reduces and the wait for the slowest rank.
+    pub fn last_grad_sync_ms(&self) -> f64 {
+        self.grad_sync_ms
     }
 
     /// The network.
@@ -259,6 +275,9 @@ impl Trainer {
         };
         let grads = GradientsParams::from_grads(losses.total.backward(), &net);
         times.backward = clock.lap();
+        let sync = std::time::Instant::now();
+        let grads = dist::sum_gradients(grads, &net);
+        self.grad_sync_ms = sync.elapsed().as_secs_f64() * 1e3;
         let mut net = self.optim.step(lr, net, grads);
         times.optimizer = clock.lap();
         net.teacher = ema_update(net.teacher, &net.student, momentum);
@@ -288,12 +307,13 @@ impl Trainer {
     }
 
     /// The metrics of the last step, if [`Trainer::train_step`] has not returned them yet
-    /// (one device→host read); [`Error::Diverged`] when its loss is not finite.
+    /// (one device→host read); [`Error::Diverged`] when its loss is not finite. In a
+    /// distributed run every rank must call it at the same point (it sums the ranks' shares).
     pub fn flush(&mut self) -> Result<Option<StepMetrics>> {
         self.pending
             .take()
             .map(|p| {
-                let values = read_metrics(p.values.clone());
+                let values = read_metrics(dist::all_reduce_sum(p.values.clone()));
                 p.complete(&values)
             })
             .transpose()

@@ -13,6 +13,11 @@
 //! pass copies the input through a transpose), so on LibTorch it runs
 //! `at::native_batch_norm` and, backwards, `at::native_batch_norm_backward`
 //! ([`BatchNormOps`]), the kernels of `torch.nn.BatchNorm2d`; flex keeps Burn's.
+//!
+//! In a distributed run (`crate::dist`) every training-mode batch norm is a SyncBatchNorm,
+//! as the reference converts them all: on LibTorch the statistics cover every rank's batch
+//! (gathered per-rank moments, combined) and the backward all-reduces the two sums that the
+//! input gradient needs (`native/dist.cpp`), as `torch.nn.SyncBatchNorm` does.
 
 // burn-tch's `LibTorch` is deprecated upstream but is the LibTorch path DESIGN §7 asks for;
 // the extension macro names it in generated code.
@@ -21,6 +26,7 @@
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
 use burn::module::{Module, Param, RunningState};
@@ -73,16 +79,16 @@ impl BatchNorm {
     fn forward_train<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let [channels] = self.gamma.dims();
         let n = x.shape().num_elements() / channels.max(1);
-        let (out, mean, variance) = <Dispatch as NativeBatchNorm>::batch_norm_native(
+        let (out, mean, unbiased) = <Dispatch as NativeBatchNorm>::batch_norm_native(
             x.into_dispatch(),
             self.gamma.val().into_dispatch(),
             self.beta.val().into_dispatch(),
             EPSILON,
+            n,
         );
-        let (mean, variance) = (Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(variance));
-        let unbiased = variance.detach() * (n as f64 / n.saturating_sub(1).max(1) as f64);
+        let (mean, unbiased) = (Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(unbiased));
         settle(&self.running_mean, mean.detach());
-        settle(&self.running_var, unbiased);
+        settle(&self.running_var, unbiased.detach());
         Tensor::from_dispatch(out)
     }
 }
@@ -90,39 +96,45 @@ impl BatchNorm {
 /// Training-mode batch normalisation with the backend's own kernels, forward and backward.
 #[backend_extension(Autodiff, Flex, LibTorch: cfg(feature = "tch"))]
 pub trait NativeBatchNorm: Backend {
-    /// `(output, batch mean, biased batch variance)` of `x` `[n, c, ...]`.
+    /// `(output, batch mean, unbiased batch variance)` of `x` `[n, c, ...]`, whose `count`
+    /// values per channel are this rank's (the statistics may cover every rank's).
     fn batch_norm_native(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        count: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// A backend's training-mode batch norm: the forward keeps a statistic of its choice
-/// (`saved`) beside the mean, which its backward and [`BatchNormOps::bn_variance`] read.
-/// By default Burn's generic ops, which save the biased variance.
+/// (`saved`) beside the mean, and says how many values per channel its statistics cover
+/// (`count`: this rank's `local`, or every rank's); its backward and
+/// [`BatchNormOps::bn_running_var`] read both. By default Burn's generic ops, which save the
+/// biased variance of this rank's batch.
 pub trait BatchNormOps: Backend {
-    /// `[output, mean, saved]`.
+    /// `([output, mean, saved], count)` for `x` with `local` values per channel.
     fn bn_forward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
-    ) -> [FloatTensor<Self>; 3] {
+        local: usize,
+    ) -> ([FloatTensor<Self>; 3], usize) {
         let out = Self::batch_norm_train(x, gamma, beta, eps);
-        [out.output, out.mean, out.variance]
+        ([out.output, out.mean, out.variance], local)
     }
 
-    /// The biased variance from `saved`.
-    fn bn_variance(saved: FloatTensor<Self>, _eps: f64) -> FloatTensor<Self> {
-        saved
+    /// The unbiased variance (PyTorch's running statistic) from `saved` over `count` values.
+    fn bn_running_var(saved: FloatTensor<Self>, count: usize, _eps: f64) -> FloatTensor<Self> {
+        unbias::<Self>(saved, count)
     }
 
     /// `[d x, d gamma, d beta]` for the output gradient `grad`.
     fn bn_backward(
         [x, gamma, mean, saved]: [FloatTensor<Self>; 4],
         eps: f64,
+        _count: usize,
         grad: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
         let g = Self::batch_norm_train_backward(x, gamma, mean, saved, eps, grad);
@@ -130,9 +142,16 @@ pub trait BatchNormOps: Backend {
     }
 }
 
+/// `biased · count / (count − 1)` (the biased value itself for a count of one).
+fn unbias<B: Backend>(biased: FloatTensor<B>, count: usize) -> FloatTensor<B> {
+    let factor = count as f64 / count.saturating_sub(1).max(1) as f64;
+    B::float_mul_scalar(biased, factor.into())
+}
+
 impl BatchNormOps for Flex {}
 
-/// LibTorch saves 1/sqrt(var + eps), as `torch.nn.BatchNorm2d` does.
+/// LibTorch saves 1/sqrt(var + eps), as `torch.nn.BatchNorm2d` does; in a distributed
+/// run its statistics are every rank's (SyncBatchNorm, `crate::dist`).
 #[cfg(feature = "tch")]
 impl BatchNormOps for burn::backend::LibTorch {
     fn bn_forward(
@@ -140,22 +159,38 @@ impl BatchNormOps for burn::backend::LibTorch {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
-    ) -> [FloatTensor<Self>; 3] {
-        super::torch_ops::batch_norm_forward(x, gamma, beta, eps)
+        local: usize,
+    ) -> ([FloatTensor<Self>; 3], usize) {
+        let Some(group) = crate::dist::group() else {
+            return (super::torch_ops::batch_norm_forward(x, gamma, beta, eps), local);
+        };
+        let (out, mean, invstd, count) = group.sync_bn_forward(&x.tensor, &gamma.tensor, &beta.tensor, eps);
+        ([out, mean, invstd].map(<FloatTensor<Self>>::new), count.max(0) as usize)
     }
 
-    fn bn_variance(invstd: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-        use burn::backend::ops::FloatTensorOps;
+    fn bn_running_var(invstd: FloatTensor<Self>, count: usize, eps: f64) -> FloatTensor<Self> {
         let var = Self::float_recip(Self::float_mul(invstd.clone(), invstd));
-        Self::float_sub_scalar(var, eps.into())
+        unbias::<Self>(Self::float_sub_scalar(var, eps.into()), count)
     }
 
     fn bn_backward(
         [x, gamma, mean, invstd]: [FloatTensor<Self>; 4],
         eps: f64,
+        count: usize,
         grad: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
-        super::torch_ops::batch_norm_backward([&x, &gamma, &mean, &invstd], eps, &grad)
+        let Some(group) = crate::dist::group() else {
+            return super::torch_ops::batch_norm_backward([&x, &gamma, &mean, &invstd], eps, &grad);
+        };
+        let grads = group.sync_bn_backward(
+            &grad.tensor,
+            &x.tensor,
+            &gamma.tensor,
+            &mean.tensor,
+            &invstd.tensor,
+            count as i64,
+        );
+        grads.map(<FloatTensor<Self>>::new)
     }
 }
 
@@ -164,9 +199,10 @@ fn bn_native<B: BatchNormOps>(
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     eps: f64,
+    local: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let [out, mean, saved] = B::bn_forward(x, gamma, beta, eps);
-    (out, mean, B::bn_variance(saved, eps))
+    let ([out, mean, saved], count) = B::bn_forward(x, gamma, beta, eps, local);
+    (out, mean, B::bn_running_var(saved, count, eps))
 }
 
 impl NativeBatchNorm for Flex {
@@ -175,8 +211,9 @@ impl NativeBatchNorm for Flex {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        count: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        bn_native::<Self>(x, gamma, beta, eps)
+        bn_native::<Self>(x, gamma, beta, eps, count)
     }
 }
 
@@ -187,8 +224,9 @@ impl NativeBatchNorm for burn::backend::LibTorch {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        count: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        bn_native::<Self>(x, gamma, beta, eps)
+        bn_native::<Self>(x, gamma, beta, eps, count)
     }
 }
 
@@ -197,13 +235,13 @@ impl NativeBatchNorm for burn::backend::LibTorch {
 struct BatchNormBackward;
 
 impl<B: BatchNormOps> Backward<B, 3> for BatchNormBackward {
-    /// x, gamma, the mean, the saved statistic, ε.
-    type State = ([FloatTensor<B>; 4], f64);
+    /// x, gamma, the mean, the saved statistic; ε; the count the statistics cover.
+    type State = ([FloatTensor<B>; 4], f64, usize);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let (saved, eps) = ops.state;
-        let dx_dgamma_dbeta = B::bn_backward(saved, eps, grad);
+        let (saved, eps, count) = ops.state;
+        let dx_dgamma_dbeta = B::bn_backward(saved, eps, count, grad);
         for (node, g) in ops.parents.into_iter().zip(dx_dgamma_dbeta) {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
@@ -218,6 +256,7 @@ impl<B: BatchNormOps, C: CheckpointStrategy> NativeBatchNorm for Autodiff<B, C> 
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        local: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let lift = <FloatTensor<Self>>::new;
         let prep = BatchNormBackward
@@ -225,10 +264,16 @@ impl<B: BatchNormOps, C: CheckpointStrategy> NativeBatchNorm for Autodiff<B, C> 
             .compute_bound()
             .stateful();
         let (xp, gp) = (x.primitive().clone(), gamma.primitive().clone());
-        let [out, mean, saved] = B::bn_forward(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), eps);
-        let variance = lift(B::bn_variance(saved.clone(), eps));
+        let ([out, mean, saved], count) = B::bn_forward(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            eps,
+            local,
+        );
+        let variance = lift(B::bn_running_var(saved.clone(), count, eps));
         let out = match prep {
-            OpsKind::Tracked(prep) => prep.finish(([xp, gp, mean.clone(), saved], eps), out),
+            OpsKind::Tracked(prep) => prep.finish(([xp, gp, mean.clone(), saved], eps, count), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         };
         (out, lift(mean), variance)

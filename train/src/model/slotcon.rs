@@ -10,6 +10,7 @@ use super::heads::{l2_normalize, Grouping, Predictor, Projector};
 use super::resnet::ResNet;
 use crate::align::AlignPlan;
 use crate::config::TrainConfig;
+use crate::dist;
 use crate::error::{Error, Result};
 
 /// Backbone, projector and prototypes: the student's or the teacher's.
@@ -136,8 +137,8 @@ fn pixels(x: Tensor<4>) -> Tensor<2> {
     x.permute([0, 2, 3, 1]).reshape([n * h * w, k])
 }
 
-/// Cross-entropy of the sharpened, centred teacher against the student, per pixel,
-/// averaged over the pixels of valid pairs.
+/// Cross-entropy of the sharpened, centred teacher against the student, per pixel, summed
+/// over the pixels of valid pairs (divided by the global count later).
 fn self_distill(q: Tensor<4>, t: Tensor<4>, center: Tensor<2>, valid: &[bool], cfg: &TrainConfig) -> Tensor<1> {
     let [n, _, h, w] = q.dims();
     let device = q.device();
@@ -148,36 +149,70 @@ fn self_distill(q: Tensor<4>, t: Tensor<4>, center: Tensor<2>, valid: &[bool], c
         .iter()
         .flat_map(|&v| std::iter::repeat_n(v as u8 as f32, h * w))
         .collect();
-    let count = weights.iter().sum::<f32>().max(1.0);
     let weights = Tensor::<2>::from_data(TensorData::new(weights, [n * h * w, 1]), &device);
-    (per_pixel * weights).sum().div_scalar(count)
+    (per_pixel * weights).sum()
 }
 
-/// Which prototypes win at least one pixel of each image, for several score maps `[n, k,
-/// h, w]`: `[n·k]` flags per map. One host read, which also brings back `carry` (a
-/// caller's values that would otherwise cost a read of their own).
-fn active<const N: usize>(maps: [&Tensor<4>; N], carry: Option<Tensor<1>>) -> ([Vec<bool>; N], Vec<f64>) {
+/// What a step's one host read brings back, over the global batch (every rank's images,
+/// rank by rank; this rank's alone in a world of one).
+struct Read<const N: usize> {
+    /// Per score map, which prototypes win at least one pixel of each image: `[W·n·k]`.
+    active: [Vec<bool>; N],
+    /// Which pairs of crops overlap: `[W·n]`.
+    valid: Vec<bool>,
+    /// The caller's `carry`, summed over ranks.
+    carried: Vec<f64>,
+}
+
+/// The active prototypes of several score maps `[n, k, h, w]`, the valid pairs and `carry`
+/// (a caller's values that would otherwise cost a read of their own), gathered from every
+/// rank in one all-gather and read back in one host read.
+fn active<const N: usize>(maps: [&Tensor<4>; N], valid: &[bool], carry: Option<Tensor<1>>) -> Read<N> {
+    let device = maps[0].device();
     let mut parts: Vec<Tensor<1>> = maps
         .iter()
         .map(|m| (*m).clone().argmax(1).reshape([-1]).float())
         .collect();
+    let flags: Vec<f32> = valid.iter().map(|&v| v as u8 as f32).collect();
+    parts.push(Tensor::from_data(TensorData::new(flags, [valid.len()]), &device));
     parts.extend(carry);
-    let all = Tensor::cat(parts, 0)
+    let all = dist::all_gather(Tensor::cat(parts, 0))
         .into_data()
         .convert::<f64>()
         .try_to_vec::<f64>()
         .unwrap_or_default();
-    let mut at = 0;
-    let flags = maps.map(|m| {
-        let [n, k, h, w] = m.dims();
-        let mut flags = vec![false; n * k];
-        for (i, &win) in all[at..at + n * h * w].iter().enumerate() {
-            flags[(i / (h * w)) * k + win as usize] = true;
+    let mut read = Read {
+        active: maps.map(|_| Vec::new()),
+        valid: Vec::new(),
+        carried: Vec::new(),
+    };
+    for chunk in all.chunks(all.len() / dist::world_size()) {
+        read.add_rank(&maps, chunk);
+    }
+    read
+}
+
+impl<const N: usize> Read<N> {
+    /// Appends one rank's part of the read (laid out as [`active`] sends it).
+    fn add_rank(&mut self, maps: &[&Tensor<4>; N], chunk: &[f64]) {
+        let mut at = 0;
+        for (flags, m) in self.active.iter_mut().zip(maps) {
+            let [n, k, h, w] = m.dims();
+            let start = flags.len();
+            flags.resize(start + n * k, false);
+            for (i, &win) in chunk[at..at + n * h * w].iter().enumerate() {
+                flags[start + (i / (h * w)) * k + win as usize] = true;
+            }
+            at += n * h * w;
         }
-        at += n * h * w;
-        flags
-    });
-    (flags, all[at..].to_vec())
+        let n = maps[0].dims()[0];
+        self.valid.extend(chunk[at..at + n].iter().map(|&v| v != 0.0));
+        let carry = &chunk[at + n..];
+        self.carried.resize(carry.len(), 0.0);
+        for (sum, v) in self.carried.iter_mut().zip(carry) {
+            *sum += v;
+        }
+    }
 }
 
 /// The rows of a contrast direction from the active flags of the query's and the key's
@@ -199,11 +234,23 @@ fn contrast_indices(mq: &[bool], mk: &[bool]) -> (Vec<i64>, Vec<i64>, Vec<i64>) 
     (idx_q, idx_k, labels)
 }
 
-/// MoCo-v3-style slot contrast: student slots active in both views (`mq`, `mk` from
-/// [`active`], through the predictor) against every active teacher slot; the positive
-/// is the same image and prototype. Scaled by 2τ.
-fn contrast(q: Tensor<3>, k: Tensor<3>, mq: &[bool], mk: &[bool], net: &SlotConNet, tau: f64) -> Tensor<1> {
+/// MoCo-v3-style slot contrast: this rank's student slots active in both views (`mq`, `mk`:
+/// global flags from [`active`]), through the predictor, against every rank's active teacher
+/// slots of the other view (`keys`: every rank's normalised teacher slots of both views as
+/// [`gathered_keys`] lays them out, `view` picking the key view); the positive is the same
+/// image and prototype. This rank's share of the mean over the global batch's queries,
+/// scaled by 2τ.
+fn contrast(
+    q: Tensor<3>,
+    keys: &Tensor<2>,
+    view: usize,
+    mq: &[bool],
+    mk: &[bool],
+    net: &SlotConNet,
+    tau: f64,
+) -> Tensor<1> {
     let [n, kk, d] = q.dims();
+    let nk = n * kk;
     let device = q.device();
     let (idx_q, idx_k, labels) = contrast_indices(mq, mk);
     // The predictor's BatchNorm1d needs two rows: PyTorch refuses one ("Expected more than
@@ -212,18 +259,47 @@ fn contrast(q: Tensor<3>, k: Tensor<3>, mq: &[bool], mk: &[bool], net: &SlotConN
     if idx_q.len() < 2 {
         return Tensor::zeros([1], &device);
     }
+    let mine = dist::rank() * nk..(dist::rank() + 1) * nk;
+    let (local, local_labels): (Vec<i64>, Vec<i64>) = idx_q
+        .iter()
+        .zip(&labels)
+        .filter(|(i, _)| mine.contains(&(**i as usize)))
+        .map(|(i, l)| (*i - mine.start as i64, *l))
+        .unzip();
+    let rows: Vec<i64> = idx_k
+        .iter()
+        .map(|&g| g + (g / nk as i64 + view as i64) * nk as i64)
+        .collect();
     let ints = |v: &[i64]| Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
-    let queries = q.reshape([n * kk, d]).select(0, ints(&idx_q));
-    let keys = l2_normalize(k.reshape([n * kk, d]), 1).select(0, ints(&idx_k));
+    let queries = q.reshape([nk, d]).select(0, ints(&local));
+    let keys = keys.clone().select(0, ints(&rows));
     let logits = l2_normalize(net.predictor.forward(queries), 1).matmul(keys.transpose()) / tau;
     let logp = log_softmax(logits, 1);
-    let picked = logp.gather(1, ints(&labels).reshape([labels.len(), 1]));
-    picked.mean().neg() * (2.0 * tau)
+    let picked = logp.gather(1, ints(&local_labels).reshape([local_labels.len(), 1]));
+    picked.sum().neg() * (2.0 * tau / idx_q.len() as f64)
+}
+
+/// Every rank's normalised teacher slots `[n, k, d]` of both views, `[W·2·n·k, d]`: rank
+/// `s`'s view `v` slot `j` (of its `n·k`) at row `s·2nk + v·nk + j`.
+fn gathered_keys(k1: &Tensor<3>, k2: &Tensor<3>) -> Tensor<2> {
+    let [n, kk, d] = k1.dims();
+    let both = Tensor::cat(
+        vec![k1.clone().reshape([n * kk, d]), k2.clone().reshape([n * kk, d])],
+        0,
+    );
+    dist::all_gather(l2_normalize(both, 1))
 }
 
 /// The SlotCon loss of one batch: the student's and the teacher's outputs for both views
 /// (teacher outputs are detached here), the alignment of each view, and the centre. Its
 /// one host read (the prototype argmax) also brings back `carry` ([`Losses::carried`]).
+///
+/// In a distributed run (`crate::dist`) this is this rank's share of the global batch's
+/// loss: sums over its images divided by counts over every rank's (valid pixels, contrast
+/// queries), so that the ranks' shares add up to the loss of the whole batch whatever the
+/// number of ranks; the contrast's keys and the centre's batch mean are every rank's, and
+/// the metrics ([`Losses::carried`], the active slots, the masked pairs) are the global
+/// batch's.
 pub fn slotcon_loss(
     net: &SlotConNet,
     student: [(Tensor<3>, Tensor<4>); 2],
@@ -245,27 +321,37 @@ pub fn slotcon_loss(
     let [a1, a2] = plans.map(|p| DeviceAlign::new(p, &device));
     let (qa1, qa2) = (a1.apply(sq1.clone()), a2.apply(sq2.clone()));
     let (ka1, ka2) = (a1.apply(sk1.clone()), a2.apply(sk2.clone()));
-    let group =
-        self_distill(qa1, ka2, center.clone(), &valid, cfg) + self_distill(qa2, ka1, center.clone(), &valid, cfg);
-    // One host read for the four maps (and `carry`): the teacher's flags serve the
-    // contrast and the metric.
-    let ([mq1, mq2, mk1, mk2], carried) = active([&sq1, &sq2, &sk1, &sk2], carry);
+    let distill = [
+        self_distill(qa1, ka2, center.clone(), &valid, cfg),
+        self_distill(qa2, ka1, center.clone(), &valid, cfg),
+    ];
+    let keys = gathered_keys(&k1, &k2);
+    // One host read for the four maps, the valid pairs and `carry` (of every rank): the
+    // teacher's flags serve the contrast and the metric.
+    let read = active([&sq1, &sq2, &sk1, &sk2], &valid, carry);
+    let [mq1, mq2, mk1, mk2] = &read.active;
+    let [_, _, h, w] = sq1.dims();
+    let pixels_valid = (read.valid.iter().filter(|v| **v).count() * h * w).max(1);
+    let [d1, d2] = distill.map(|d| d.div_scalar(pixels_valid as f64));
+    let group = d1 + d2;
     let tau = cfg.contrast_temp;
-    let ctr = contrast(q1, k2, &mq1, &mk2, net, tau) + contrast(q2, k1, &mq2, &mk1, net, tau);
+    let ctr = contrast(q1, &keys, 1, mq1, mk2, net, tau) + contrast(q2, &keys, 0, mq2, mk1, net, tau);
     let w = cfg.group_loss_weight;
     let total = group.clone() * w + ctr.clone() * (1.0 - w);
-    let batch_center = pixels(Tensor::cat(vec![sk1.clone(), sk2.clone()], 0)).mean_dim(0);
+    let teacher_pixels = pixels(Tensor::cat(vec![sk1.clone(), sk2.clone()], 0));
+    let count = teacher_pixels.dims()[0] * dist::world_size();
+    let batch_center = dist::all_reduce_sum(teacher_pixels.sum_dim(0)).div_scalar(count as f64);
     let center = center * cfg.center_momentum + batch_center * (1.0 - cfg.center_momentum);
-    let n_active = [mk1, mk2].iter().flatten().filter(|&&a| a).count();
-    let views = 2 * sk1.dims()[0];
+    let n_active = [mk1, mk2].iter().copied().flatten().filter(|&&a| a).count();
+    let views = 2 * read.valid.len();
     let metrics = Tensor::cat(vec![total.clone().detach(), group.detach(), ctr.detach()], 0);
     Losses {
         total,
         metrics,
-        carried,
+        carried: read.carried,
         center,
-        active_slots: n_active as f32 / views as f32,
-        masked_pairs: valid.iter().filter(|v| !**v).count(),
+        active_slots: n_active as f32 / views.max(1) as f32,
+        masked_pairs: read.valid.iter().filter(|v| !**v).count(),
     }
 }
 

@@ -1,0 +1,216 @@
+//! Where a process stands in its world: torchrun's environment, read and checked.
+
+use crate::error::{Error, Result};
+
+/// The most processes one run may have (a bound for the checks, far above any machine).
+const MAX_WORLD: usize = 1 << 16;
+
+/// One process's place in a distributed launch, from the variables torchrun sets (and that
+/// a Slurm script sets the same way).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// `RANK`: this process, 0 to `world_size - 1`.
+    pub rank: usize,
+    /// `WORLD_SIZE`: the number of processes.
+    pub world_size: usize,
+    /// `LOCAL_RANK`: this process on its node (its CUDA device); 0 when unset.
+    pub local_rank: usize,
+    /// `MASTER_ADDR`: the host of the rendezvous store.
+    pub master_addr: String,
+    /// `MASTER_PORT`: its port.
+    pub master_port: u16,
+    /// `TORCHELASTIC_USE_AGENT_STORE=True`: torchrun's agent hosts the store (no rank does).
+    pub agent_store: bool,
+    /// `TORCHELASTIC_RESTART_COUNT`: torchrun's restart, which keeps each attempt's keys
+    /// apart in the agent's store.
+    pub restart: u64,
+}
+
+impl Launch {
+    /// A world of one: no launcher.
+    pub fn single() -> Self {
+        Launch {
+            rank: 0,
+            world_size: 1,
+            local_rank: 0,
+            master_addr: String::new(),
+            master_port: 0,
+            agent_store: false,
+            restart: 0,
+        }
+    }
+
+    /// From this process's environment (see [`Launch::from_vars`]).
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// From the variables `get` returns: a world of one when neither `RANK` nor
+    /// `WORLD_SIZE` is set; otherwise both, and for more than one process `MASTER_ADDR` and
+    /// `MASTER_PORT`, must be set and valid (the error names the variable and its value).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        if get("RANK").is_none() && get("WORLD_SIZE").is_none() {
+            return Ok(Self::single());
+        }
+        let world_size = number(&get, "WORLD_SIZE", 1, MAX_WORLD)?;
+        let rank = number(&get, "RANK", 0, world_size - 1)?;
+        let local_rank = match get("LOCAL_RANK") {
+            None => 0,
+            Some(_) => number(&get, "LOCAL_RANK", 0, MAX_WORLD - 1)?,
+        };
+        let mut launch = Launch {
+            rank,
+            world_size,
+            local_rank,
+            agent_store: get("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True"),
+            restart: get("TORCHELASTIC_RESTART_COUNT")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            ..Self::single()
+        };
+        if world_size > 1 {
+            launch.master_addr = get("MASTER_ADDR")
+                .filter(|a| !a.trim().is_empty())
+                .ok_or_else(|| bad("MASTER_ADDR", "not set; it names the host of rank 0 (the rendezvous)"))?;
+            launch.master_port = number(&get, "MASTER_PORT", 1, u16::MAX as usize)? as u16;
+        }
+        Ok(launch)
+    }
+
+    /// `host:port` of the rendezvous store.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.master_addr, self.master_port)
+    }
+
+    /// The prefix of this run's keys in the store.
+    pub fn store_prefix(&self) -> String {
+        format!("slotcon/{}", self.restart)
+    }
+}
+
+fn bad(var: &str, reason: &str) -> Error {
+    Error::Distributed(format!("{var}: {reason}"))
+}
+
+/// `name`'s value as a whole number in `lo..=hi`.
+fn number(get: &impl Fn(&str) -> Option<String>, name: &str, lo: usize, hi: usize) -> Result<usize> {
+    let value = get(name).ok_or_else(|| bad(name, "not set (a distributed launch sets RANK and WORLD_SIZE)"))?;
+    match value.trim().parse::<usize>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(Error::Distributed(format!(
+            "{name}={value:?}: expected a whole number from {lo} to {hi}"
+        ))),
+    }
+}
+
+/// Which c10d backend carries the collectives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DistBackend {
+    /// Gloo: CPU tensors (CUDA tensors go through host memory).
+    Gloo,
+    /// NCCL: CUDA tensors, GPU to GPU.
+    Nccl,
+}
+
+impl DistBackend {
+    /// NCCL for CUDA devices, Gloo otherwise (as `torch.distributed`'s defaults).
+    pub fn default_for(cuda: bool) -> Self {
+        if cuda {
+            DistBackend::Nccl
+        } else {
+            DistBackend::Gloo
+        }
+    }
+
+    /// Whether this build has the backend (NCCL needs a CUDA PyTorch at build time).
+    pub fn available(self) -> bool {
+        match self {
+            DistBackend::Gloo => cfg!(feature = "tch"),
+            DistBackend::Nccl => option_env!("SLOTCON_NCCL") == Some("true"),
+        }
+    }
+
+    /// c10d's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DistBackend::Gloo => "gloo",
+            DistBackend::Nccl => "nccl",
+        }
+    }
+}
+
+impl std::str::FromStr for DistBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "gloo" => Ok(DistBackend::Gloo),
+            "nccl" => Ok(DistBackend::Nccl),
+            _ => Err(format!("unknown backend {s:?} (gloo, nccl)")),
+        }
+    }
+}
+
+impl std::fmt::Display for DistBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(vars: &[(&str, &str)]) -> Result<Launch> {
+        Launch::from_vars(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn no_variables_is_a_world_of_one() {
+        assert_eq!(launch(&[]).unwrap(), Launch::single());
+        let one = launch(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap();
+        assert_eq!(one.world_size, 1);
+    }
+
+    #[test]
+    fn torchrun_variables_are_read() {
+        let l = launch(&[
+            ("RANK", "3"),
+            ("WORLD_SIZE", "8"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "node0"),
+            ("MASTER_PORT", "29500"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+            ("TORCHELASTIC_RESTART_COUNT", "2"),
+        ])
+        .unwrap();
+        assert_eq!((l.rank, l.world_size, l.local_rank), (3, 8, 1));
+        assert_eq!(l.endpoint(), "node0:29500");
+        assert!(l.agent_store);
+        assert_eq!(l.store_prefix(), "slotcon/2");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("WORLD_SIZE", "2")], "RANK: not set"),
+            (&[("RANK", "2"), ("WORLD_SIZE", "2")], "RANK=\"2\""),
+            (&[("RANK", "0"), ("WORLD_SIZE", "0")], "WORLD_SIZE=\"0\""),
+            (&[("RANK", "x"), ("WORLD_SIZE", "2")], "RANK=\"x\""),
+            (&[("RANK", "0"), ("WORLD_SIZE", "2")], "MASTER_ADDR: not set"),
+            (
+                &[
+                    ("RANK", "0"),
+                    ("WORLD_SIZE", "2"),
+                    ("MASTER_ADDR", "h"),
+                    ("MASTER_PORT", "70000"),
+                ],
+                "MASTER_PORT=\"70000\"",
+            ),
+        ];
+        for (vars, want) in cases {
+            let e = launch(vars).unwrap_err().to_string();
+            assert!(e.contains(want), "{vars:?}: {e}");
+        }
+    }
+}
