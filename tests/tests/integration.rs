@@ -6,6 +6,7 @@
 mod augment;
 mod checkpoint;
 mod cli;
+mod distributed;
 mod eval;
 mod export;
 mod ingest;

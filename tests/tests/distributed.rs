@@ -1,0 +1,395 @@
+//! Distributed training on PyTorch's c10d with Gloo, on the CPU: real processes, launched
+//! by hand (torchrun's variables) and by torchrun itself. N ranks must train as one rank
+//! on the same global batch; a lost rank must end the others with its name; a run resumes
+//! after such a failure, with the same or another number of ranks.
+
+#![cfg(feature = "tch")]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use burn::prelude::*;
+use slotcon_tests::{bin, floats, ingest_coco, run};
+use slotcon_train::trainer::{Progress, Trainer};
+use slotcon_train::TrainConfig;
+
+/// Steps of the runs compared (a checkpoint at step 8, the end of the first epoch).
+const STEPS: &str = "12";
+/// Relative agreement between N ranks and one (DESIGN §8).
+const TOLERANCE: f64 = 1e-4;
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The shared store (the COCO sample), made once.
+fn shards() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shards");
+        ingest_coco(&dir);
+        (tmp, dir)
+    })
+    .1
+}
+
+/// `slotcon-train` on LibTorch CPU, tiny preset at 64 px, global batch 16, into `out`.
+fn train(out: &Path, steps: &str) -> Command {
+    train_on(out, steps, "libtorch", "16")
+}
+
+/// [`train`] on `device` with a global batch of `batch`.
+fn train_on(out: &Path, steps: &str, device: &str, batch: &str) -> Command {
+    let mut cmd = bin("slotcon-train");
+    cmd.arg("--shards").arg(shards()).arg("--out").arg(out);
+    cmd.args(["--device", device, "--image-size", "64", "--batch-size", batch]);
+    cmd.args(["--workers", "1", "-q", "--max-steps", steps]);
+    cmd
+}
+
+/// `cmd` as rank `rank` of `world`, its output in `log`.
+fn as_rank(mut cmd: Command, rank: usize, world: usize, port: u16, log: &Path) -> Child {
+    cmd.env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string());
+    let file = File::create(log).unwrap();
+    cmd.stdout(file.try_clone().unwrap()).stderr(file);
+    cmd.spawn().unwrap_or_else(|e| panic!("cannot start rank {rank}: {e}"))
+}
+
+/// Starts `world` ranks of `make()`, logs beside `out`; returns them with their logs.
+fn launch(world: usize, out: &Path, make: impl Fn() -> Command) -> Vec<(Child, PathBuf)> {
+    let port = free_port();
+    (0..world)
+        .map(|r| {
+            let log = out.with_extension(format!("rank{r}.log"));
+            (as_rank(make(), r, world, port, &log), log)
+        })
+        .collect()
+}
+
+/// Waits for every rank; panics with the logs unless all exit 0.
+fn join_ok(ranks: Vec<(Child, PathBuf)>) {
+    for (mut child, log) in ranks {
+        let status = child.wait().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "{}: {status}\n{text}", log.display());
+    }
+}
+
+/// `[total, grouping, contrast]` and the world size of every line of `run/metrics.jsonl`.
+fn losses(run: &Path) -> Vec<([f64; 3], u64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let f = |k: &str| v[k].as_f64().unwrap();
+            (
+                [f("loss"), f("loss_group"), f("loss_contrast")],
+                v["world_size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every tensor of `run`'s current checkpoint: the network's, then the centre.
+fn checkpoint(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let current = run.join("checkpoints/current");
+    let cfg = TrainConfig::load(&current.join("config.json")).unwrap();
+    let trainer = Trainer::new(cfg, &Device::flex().autodiff(), 1).load(&current).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = floats(trainer.net()).into_iter().map(|(p, _, v)| (p, v)).collect();
+    let progress: Progress = serde_json::from_slice(&std::fs::read(current.join("progress.json")).unwrap()).unwrap();
+    out.push(("center".into(), progress.center));
+    out
+}
+
+/// Asserts that two runs' losses agree within `tol` (relative) at every step.
+fn assert_losses_close(got: &Path, want: &Path, tol: f64) {
+    let (a, b) = (losses(got), losses(want));
+    assert_eq!(a.len(), b.len(), "steps");
+    for (step, ((x, _), (y, _))) in a.iter().zip(&b).enumerate() {
+        for i in 0..3 {
+            let rel = (x[i] - y[i]).abs() / y[i].abs().max(1e-12);
+            assert!(rel <= tol, "step {step}, loss {i}: {} vs {} ({rel:.2e})", x[i], y[i]);
+        }
+    }
+}
+
+/// How far apart two runs' checkpoints are: the largest, over tensors, of a tensor's
+/// largest difference relative to its largest magnitude (at least 1), and that tensor.
+fn tensor_gap(got: &Path, want: &Path) -> (f64, String) {
+    let (a, b) = (checkpoint(got), checkpoint(want));
+    assert_eq!(a.len(), b.len(), "tensors");
+    let mut worst = (0.0f64, String::new());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let scale = y.iter().fold(1.0f32, |m, v| m.max(v.abs())) as f64;
+        let diff = x.iter().zip(y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs())) as f64;
+        if diff / scale > worst.0 {
+            worst = (diff / scale, name.clone());
+        }
+    }
+    eprintln!(
+        "{} vs {}: {} at {:.2e}",
+        got.display(),
+        want.display(),
+        worst.1,
+        worst.0
+    );
+    worst
+}
+
+/// The runs compared: one rank and two ranks on the same global batch, for 3 and for
+/// [`STEPS`] steps, and one rank for [`STEPS`] on one LibTorch thread instead of two.
+struct Runs {
+    _tmp: tempfile::TempDir,
+    one: PathBuf,
+    two: PathBuf,
+    one_short: PathBuf,
+    two_short: PathBuf,
+    one_thread: PathBuf,
+}
+
+fn runs() -> &'static Runs {
+    static RUNS: OnceLock<Runs> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = |name: &str| tmp.path().join(name);
+        let (one, two, one_short, two_short) = (dir("one"), dir("two"), dir("one-short"), dir("two-short"));
+        let one_thread = dir("one-thread");
+        slotcon_tests::run_ok(&mut train(&one, STEPS));
+        join_ok(launch(2, &two, || train(&two, STEPS)));
+        slotcon_tests::run_ok(&mut train(&one_short, "3"));
+        join_ok(launch(2, &two_short, || train(&two_short, "3")));
+        slotcon_tests::run_ok(train(&one_thread, STEPS).env("OMP_NUM_THREADS", "1"));
+        Runs {
+            _tmp: tmp,
+            one,
+            two,
+            one_short,
+            two_short,
+            one_thread,
+        }
+    })
+}
+
+/// How far one rank's run drifts from itself when only LibTorch's thread count changes:
+/// float round-off, amplified over the steps (most in the residual branches' last
+/// BatchNorm, whose γ starts at 0).
+fn noise_floor() -> f64 {
+    let r = runs();
+    tensor_gap(&r.one_thread, &r.one).0
+}
+
+#[test]
+fn two_ranks_train_as_one_rank_on_the_same_global_batch() {
+    let r = runs();
+    // Every loss of every step.
+    assert_losses_close(&r.two, &r.one, TOLERANCE);
+    assert_losses_close(&r.two_short, &r.one_short, TOLERANCE);
+    // Every tensor of the checkpoint after 3 steps.
+    let (gap, tensor) = tensor_gap(&r.two_short, &r.one_short);
+    assert!(gap <= TOLERANCE, "{tensor}: {gap:.2e} apart after 3 steps");
+    // After 12, round-off has grown past 1e-4 in the zero-initialised BatchNorms, in one
+    // process too: two ranks stay closer to one rank than one rank on one thread does.
+    let (gap, tensor) = tensor_gap(&r.two, &r.one);
+    let floor = noise_floor();
+    assert!(
+        gap <= floor,
+        "{tensor}: {gap:.2e} apart, more than one rank on one thread ({floor:.2e})"
+    );
+    assert!(losses(&r.two).iter().all(|(_, w)| *w == 2), "world_size in metrics");
+    // Rank 0 alone wrote the folder: the same files as a one-rank run's.
+    let names = |d: &Path| -> Vec<String> { slotcon_tests::snapshot(d).into_iter().map(|(n, _)| n).collect() };
+    assert_eq!(names(&r.two), names(&r.one));
+}
+
+#[test]
+fn syncbatchnorm_and_the_collectives_match_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let probe = tmp.path().join("probe");
+    let ranks = launch(2, &probe, || bin("slotcon-dist-probe"));
+    let logs: Vec<PathBuf> = ranks.iter().map(|(_, l)| l.clone()).collect();
+    join_ok(ranks);
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("SyncBatchNorm 1-d, empty rank: d input") && !text.contains("OFF"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn torchrun_launches_the_ranks() {
+    let python = slotcon_cli::python(None).unwrap();
+    let torchrun = python.parent().unwrap().join("torchrun");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut cmd = Command::new(&torchrun);
+    cmd.args(["--no-python", "--nproc-per-node", "2", "--master-port"])
+        .arg(free_port().to_string())
+        .arg(bin("slotcon-train").get_program())
+        .args(train(&out, "3").get_args());
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (got, want) = (losses(&out), losses(&runs().one));
+    assert_eq!(got.len(), 3);
+    for ((x, w), (y, _)) in got.iter().zip(&want) {
+        assert_eq!(*w, 2);
+        assert!((x[0] - y[0]).abs() <= TOLERANCE * y[0].abs(), "{x:?} vs {y:?}");
+    }
+}
+
+/// Waits until `run/metrics.jsonl` has a line for `step` (or panics after two minutes).
+fn wait_for_step(run: &Path, step: u64) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+        if text.lines().count() as u64 > step {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{}: step {step} never came", run.display());
+}
+
+/// Kills rank `victim` of a running pair; returns the survivor's exit status, how long it
+/// took to exit, and its log.
+fn kill_rank(ranks: Vec<(Child, PathBuf)>, victim: usize) -> (ExitStatus, Duration, String) {
+    let mut ranks = ranks;
+    ranks[victim].0.kill().unwrap();
+    let _ = ranks[victim].0.wait();
+    let (mut survivor, log) = ranks.remove(1 - victim);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = survivor.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = survivor.kill();
+            panic!("rank {} still running two minutes after its peer died", 1 - victim);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, start.elapsed(), std::fs::read_to_string(log).unwrap())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for (name, bytes) in slotcon_tests::snapshot(from) {
+        let path = to.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+#[test]
+fn a_lost_rank_ends_its_peer_and_the_run_resumes_with_any_number_of_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // Killed after the end-of-epoch checkpoint (step 8), long before its last step; the
+    // schedules span the epochs, not --max-steps, so it resumes into the 12-step runs.
+    let ranks = launch(2, &out, || train(&out, "100"));
+    wait_for_step(&out, 8);
+    let (status, took, log) = kill_rank(ranks, 1);
+    assert!(!status.success(), "rank 0 exited 0 after losing rank 1:\n{log}");
+    assert!(log.contains("lost rank 1"), "{log}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    let r = runs();
+    // Resumed with two ranks: exactly the uninterrupted two-rank run.
+    let other = tmp.path().join("resumed-on-one");
+    copy_dir(&out, &other);
+    let resume = |dir: &Path| {
+        let mut cmd = train(dir, STEPS);
+        cmd.arg("--resume");
+        cmd
+    };
+    join_ok(launch(2, &out, || resume(&out)));
+    assert_losses_close(&out, &r.two, 0.0);
+    assert_eq!(tensor_gap(&out, &r.two).0, 0.0, "a two-rank resume is bit-identical");
+    // Resumed with one rank: the same run within the tolerance (losses) and the noise floor.
+    slotcon_tests::run_ok(&mut resume(&other));
+    assert_losses_close(&other, &r.one, TOLERANCE);
+    let (gap, tensor) = tensor_gap(&other, &r.one);
+    assert!(gap <= noise_floor(), "{tensor}: {gap:.2e}");
+}
+
+#[test]
+fn losing_rank_0_ends_rank_1_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let ranks = launch(2, &out, || train(&out, "100"));
+    wait_for_step(&out, 1);
+    let (status, took, log) = kill_rank(ranks, 0);
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("lost rank 0"), "{log}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+}
+
+#[test]
+fn bad_launches_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let env = |cmd: &mut Command, rank: &str| {
+        cmd.env("RANK", rank)
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", free_port().to_string());
+    };
+    // flex is single-process.
+    let mut cmd = train_on(&out, "1", "flex", "16");
+    env(&mut cmd, "0");
+    let (code, _, stderr) = run(&mut cmd);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("flex is single-process"), "{stderr}");
+    // A variable that is not a rank.
+    let mut cmd = train(&out, "1");
+    env(&mut cmd, "one");
+    let (code, _, stderr) = run(&mut cmd);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("RANK=\"one\""), "{stderr}");
+    // Nobody at the rendezvous: both ranks give up within the timeout, naming the address.
+    for rank in ["0", "1"] {
+        let mut cmd = train(&out, "1");
+        cmd.args(["--dist-timeout", "3"]);
+        env(&mut cmd, rank);
+        let start = Instant::now();
+        let (code, _, stderr) = run(&mut cmd);
+        assert_eq!(code, 1, "rank {rank}: {stderr}");
+        assert!(
+            stderr.contains("127.0.0.1:") && stderr.contains("could not join"),
+            "{stderr}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "rank {rank}: {:?}",
+            start.elapsed()
+        );
+    }
+    assert!(!out.exists(), "a failed launch wrote {}", out.display());
+}
+
+#[test]
+fn a_global_batch_that_does_not_split_over_the_ranks_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let ranks = launch(2, &out, || train_on(&out, "1", "libtorch", "15"));
+    for (mut child, log) in ranks {
+        assert_eq!(child.wait().unwrap().code(), Some(1));
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            text.contains("a batch of 15 does not split evenly over 2 ranks"),
+            "{text}"
+        );
+    }
+}
