@@ -16,6 +16,7 @@ use slotcon_train::{Precision, TrainConfig};
 /// The devices the precision tests run on, with the steps each runs (flex, four times
 /// slower with bf16 casts, 30; LibTorch 100).
 fn devices() -> Vec<(Device, usize)> {
+    #[allow(unused_mut)] // pushed to with the `tch` feature only
     let mut devices = vec![(Device::flex().autodiff(), 30)];
     #[cfg(feature = "tch")]
     #[allow(deprecated)]

@@ -49,7 +49,7 @@ fn bn_case(device: &Device, x: Vec<f32>, w: Vec<f32>, shape: &[usize]) -> [Vec<f
     let shaped: Tensor<3> = x.clone().reshape([shape[0], c, rest]);
     let out = bn.forward(shaped).reshape([shape.iter().product::<usize>()]);
     let grads = (out.clone() * w).sum().backward();
-    let grad = |t: Tensor<1>| t.grad(&grads).map(|g| values(g)).unwrap_or_default();
+    let grad = |t: Tensor<1>| t.grad(&grads).map(values).unwrap_or_default();
     [
         values(out),
         grad(x),

@@ -99,6 +99,7 @@ fn join(launch: &Launch, _: DistBackend, _: Duration) -> Result<()> {
 }
 
 /// How often each rank bumps its heartbeat counter in the rendezvous store.
+#[cfg(feature = "tch")]
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The sum over ranks of `x`, on every rank (`x` itself in a world of one). Not

@@ -26,7 +26,6 @@
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
 use burn::module::{Module, Param, RunningState};
@@ -169,6 +168,7 @@ impl BatchNormOps for burn::backend::LibTorch {
     }
 
     fn bn_running_var(invstd: FloatTensor<Self>, count: usize, eps: f64) -> FloatTensor<Self> {
+        use burn::backend::ops::FloatTensorOps;
         let var = Self::float_recip(Self::float_mul(invstd.clone(), invstd));
         unbias::<Self>(Self::float_sub_scalar(var, eps.into()), count)
     }
