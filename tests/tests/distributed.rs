@@ -299,12 +299,7 @@ fn a_lost_rank_ends_its_peer_and_the_run_resumes_with_any_number_of_ranks() {
     let out = tmp.path().join("run");
     // Killed after the end-of-epoch checkpoint (step 8), long before its last step; the
     // schedules span the epochs, not --max-steps, so it resumes into the 12-step runs.
-    let ranks = launch(2, &out, || train(&out, "100"));
-    wait_for_step(&out, 8);
-    let (status, took, log) = kill_rank(ranks, 1);
-    assert!(!status.success(), "rank 0 exited 0 after losing rank 1:\n{log}");
-    assert!(log.contains("lost rank 1"), "{log}");
-    assert!(took < Duration::from_secs(60), "{took:?}");
+    lose_rank(&out, 8, 1);
     let r = runs();
     // Resumed with two ranks: exactly the uninterrupted two-rank run.
     let other = tmp.path().join("resumed-on-one");
@@ -327,12 +322,20 @@ fn a_lost_rank_ends_its_peer_and_the_run_resumes_with_any_number_of_ranks() {
 #[test]
 fn losing_rank_0_ends_rank_1_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let ranks = launch(2, &out, || train(&out, "100"));
-    wait_for_step(&out, 1);
-    let (status, took, log) = kill_rank(ranks, 0);
-    assert!(!status.success(), "{log}");
-    assert!(log.contains("lost rank 0"), "{log}");
+    lose_rank(&tmp.path().join("run"), 1, 0);
+}
+
+/// Trains a pair towards 100 steps into `out`, kills rank `victim` once step `after` is
+/// logged, and checks that the other exits non-zero within a minute, naming it.
+fn lose_rank(out: &Path, after: u64, victim: usize) {
+    let ranks = launch(2, out, || train(out, "100"));
+    wait_for_step(out, after);
+    let (status, took, log) = kill_rank(ranks, victim);
+    assert!(
+        !status.success(),
+        "the survivor exited 0 after losing rank {victim}:\n{log}"
+    );
+    assert!(log.contains(&format!("lost rank {victim}")), "{log}");
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
 

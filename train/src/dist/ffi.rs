@@ -1,12 +1,13 @@
 //! The process group of `native/dist.cpp`, behind a safe type.
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CString};
 use std::time::Duration;
 
 use tch::Tensor as TchTensor;
 
 use super::{DistBackend, Launch};
 use crate::error::{Error, Result};
+use crate::model::torch_ops::take_message;
 
 extern "C" {
     #[allow(clippy::too_many_arguments)]
@@ -52,19 +53,6 @@ extern "C" {
         grad_weight: *mut *mut c_void,
         grad_bias: *mut *mut c_void,
     ) -> *mut c_char;
-    fn slotcon_free_message(message: *mut c_char);
-}
-
-/// A message the shim returned (null: success), released.
-fn take_message(message: *mut c_char) -> Option<String> {
-    if message.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null message is a NUL-terminated string from strdup, released once here.
-    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
-    // SAFETY: as above; the pointer is not used after this.
-    unsafe { slotcon_free_message(message) };
-    Some(text)
 }
 
 /// Takes ownership of a tensor the shim allocated with `new at::Tensor`.

@@ -7,7 +7,7 @@ pub mod norm;
 pub mod resnet;
 pub mod slotcon;
 #[cfg(feature = "tch")]
-mod torch_ops;
+pub(crate) mod torch_ops;
 pub mod weights;
 
 pub use resnet::ResNet;

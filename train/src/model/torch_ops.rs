@@ -91,14 +91,21 @@ pub fn conv2d_backward(
 /// Panics with LibTorch's message when the shim returned one. Inside a backward pass
 /// there is no error channel; the message says why (a shape or device mismatch, memory).
 fn check(op: &str, message: *mut c_char) {
-    if message.is_null() {
-        return;
+    if let Some(text) = take_message(message) {
+        panic!("{op}: {text}");
     }
-    // SAFETY: a non-null message is a NUL-terminated string from strdup, released once.
+}
+
+/// The message a shim function returned (null: success, `None`), released.
+pub(crate) fn take_message(message: *mut c_char) -> Option<String> {
+    if message.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null message is a NUL-terminated string from strdup, released once here.
     let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
     // SAFETY: as above; the pointer is not used after this.
     unsafe { slotcon_free_message(message) };
-    panic!("{op}: {text}");
+    Some(text)
 }
 
 /// `at::native_batch_norm` in training mode without running statistics:
