@@ -7,7 +7,9 @@
 #   (b) times ResNet-50 with the paper's heads, batch 64 at 224 px, in f32 and bf16 (AMP),
 #       against the same step in PyTorch (f32, and torch.autocast bf16) on the same GPU,
 #       with the phase breakdown;
-#   (c) trains a few steps with the real loader feeding the GPU and reports the data wait.
+#   (c) trains a few steps with the real loader feeding the GPU and reports the data wait;
+#   (d) trains two ranks (two processes, c10d with Gloo, sharing the device) against one
+#       rank on the same global batch: losses within 1e-4 at every step.
 # It also checks that the binaries fit the 64 MiB that such a machine accepts.
 #
 # Build here (DESIGN §7: against the GPU machine's PyTorch, e.g. torch==2.11.0 in a venv):
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --python) python=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --quick) quick=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -90,6 +92,22 @@ echo "==> (c) data wait with the real loader"
 rm -rf "$out/run"
 "$bin/slotcon-train" --shards "$shards" --out "$out/run" --device "$device" "${train[@]}" -q
 
+echo "==> (d) two ranks (gloo) against one rank on the same global batch"
+dist=(--shards "$shards" --device "$device" --preset tiny --batch-size 8 --image-size 64 --max-steps 4 --workers 1 -q)
+rm -rf "$out/dist-1" "$out/dist-2"
+"$bin/slotcon-train" --out "$out/dist-1" "${dist[@]}"
+port=$(( 20000 + RANDOM % 20000 ))
+pids=()
+for r in 0 1; do
+  RANK=$r WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$bin/slotcon-train" --out "$out/dist-2" "${dist[@]}" --dist-backend gloo --dist-timeout 120 \
+    > "$out/dist-rank$r.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do
+  wait "$p" || { cat "$out"/dist-rank*.log >&2; echo "gpu-check: a rank of (d) failed" >&2; exit 1; }
+done
+
 "$python" - "$out" "$device" <<'EOF'
 import json, os, sys
 out, device = sys.argv[1], sys.argv[2]
@@ -100,7 +118,11 @@ lines = [json.loads(l) for l in open(os.path.join(out, "run", "metrics.jsonl"))]
 settled = lines[len(lines) // 4:] or lines
 wait = sum(l["data_wait_frac"] for l in settled) / len(settled)
 img_s = sum(l["img_per_sec"] for l in settled) / len(settled)
+runs = [[json.loads(l) for l in open(os.path.join(out, d, "metrics.jsonl"))] for d in ("dist-1", "dist-2")]
+dist_rel = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(*runs))
+grad_sync = sorted(l["grad_sync_ms"] for l in runs[1])[len(runs[1]) // 2]
 summary = {"device": device, "compare_cpu": compare, "data_wait_frac": wait, "train_img_per_sec": img_s,
+           "two_ranks": {"loss_rel": dist_rel, "grad_sync_ms": grad_sync, "steps": len(runs[1])},
            "steps": {p: {k: s.get(k) for k in ("arch", "batch", "image_size", "slotcon_median_ms",
                                                 "pytorch_median_ms", "ratio", "ratios")}
                      for p, s in steps.items()}}
@@ -111,5 +133,8 @@ for p, s in steps.items():
     theirs = f"PyTorch {s['pytorch_median_ms']:.1f} ms, throughput {1 / ratio:.2f}x PyTorch's" if ratio else "no PyTorch"
     print(f"(b) {p}: {s['arch']} batch {s['batch']} at {s['image_size']} px: {s['slotcon_median_ms']:.1f} ms/step; {theirs}")
 print(f"(c) real loader: {img_s:.1f} img/s, data wait {100 * wait:.1f} % of the step")
+print(f"(d) two ranks vs one: losses within {dist_rel:.2e} relative; gradient all-reduce {grad_sync:.1f} ms/step")
+if dist_rel > 1e-4 or len(runs[1]) != len(runs[0]):
+    sys.exit("gpu-check: two ranks do not train as one rank")
 EOF
 echo "==> wrote $out/gpu-check.json"

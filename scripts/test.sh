@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (a Python venv with Pillow, pyarrow, DuckDB, datasets;
-# jpegtran),
+# jpegtran; gloo's headers for c10d),
 # builds the release binaries, and runs every test. CI runs this and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,9 @@ apt_packages=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 # jpegtran makes the arithmetic-coded JPEGs that an ingest test feeds in.
 command -v jpegtran >/dev/null || apt_packages+=(libjpeg-turbo-progs)
+# c10d's ProcessGroupGloo header includes gloo's own headers, which the torch wheel lacks
+# (train/build.rs compiles native/dist.cpp against them).
+[ -f /usr/include/gloo/config.h ] || apt_packages+=(libgloo-dev)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "==> installing ${apt_packages[*]} (apt-get)"
   $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${apt_packages[@]}"
