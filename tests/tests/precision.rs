@@ -190,10 +190,12 @@ fn a_bf16_run_follows_the_f32_run_with_f32_master_weights() {
         // The student: LARS gives every step an update of a fixed size, so the distance
         // after 30 steps measures how consistent the directions were. bf16 gradients of
         // the 1-D parameters (BatchNorm's, sums with much cancellation) differ by 5-10 %
-        // per step, so on LibTorch the bf16 student moves ~15 % less (README).
+        // per step, so the bf16 student's distance differs by up to half of f32's; as
+        // much as twice the control's difference, which is itself 3-30 % (README).
+        let (gap, c_gap) = ((moved / f32_moved - 1.0).abs(), (c_moved / f32_moved - 1.0).abs());
         assert!(
-            (moved / f32_moved - 1.0).abs() < 0.25,
-            "{device:?}: student moved {moved}, f32 {f32_moved}"
+            gap < 2.0 * c_gap.max(0.125),
+            "{device:?}: student moved {moved}, f32 {f32_moved}, control {c_moved}"
         );
         assert!(
             near(total30, c_total30, 0.005),
