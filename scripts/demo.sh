@@ -17,6 +17,16 @@ done
 out=${DEMO_OUT:-out/demo}
 mkdir -p "$out"
 
+# libjpeg-turbo is built from source (turbojpeg-sys): cmake, and nasm for its SIMD code.
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v nasm >/dev/null || missing+=(nasm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]} (apt-get)"
+  sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${missing[@]}"
+fi
+
 echo "==> building (release)"
 cargo build --release --bins
 echo "==> python venv for the baseline"

@@ -13,6 +13,9 @@ command -v jpegtran >/dev/null || apt_packages+=(libjpeg-turbo-progs)
 # c10d's ProcessGroupGloo header includes gloo's own headers, which the torch wheel lacks
 # (train/build.rs compiles native/dist.cpp against them).
 [ -f /usr/include/gloo/config.h ] || apt_packages+=(libgloo-dev)
+# turbojpeg-sys builds libjpeg-turbo from source with cmake, its SIMD code with nasm.
+command -v cmake >/dev/null || apt_packages+=(cmake)
+command -v nasm >/dev/null || apt_packages+=(nasm)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "==> installing ${apt_packages[*]} (apt-get)"
   $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${apt_packages[@]}"

@@ -1,11 +1,10 @@
 //! Decoding JPEG and PNG files to 8-bit RGB, as PIL's `Image.open(p).convert('RGB')`.
 //!
-//! - JPEG: zune-jpeg in strict mode, so truncated or corrupt data is an error (PIL says
-//!   "image file is truncated"). Grayscale JPEGs are replicated to 3 channels. CMYK and
-//!   YCCK JPEGs are refused ([`Error::Unsupported`]): their conversion is not PIL's.
-//!   Arithmetic-coded JPEGs (SOF9-15) and lossless or hierarchical Huffman ones (SOF3,
-//!   SOF5-7) are refused ([`Error::UnsupportedCoding`]): zune-jpeg does not implement
-//!   them.
+//! - JPEG: libjpeg-turbo, set up as Pillow sets it up (`crate::jpeg`), so the RGB is
+//!   PIL's byte for byte: every coding process libjpeg-turbo decodes (baseline,
+//!   progressive, arithmetic, lossless), any subsampling, grayscale (replicated), CMYK
+//!   and YCCK (converted as PIL converts CMYK). Truncated or corrupt data is an error
+//!   (PIL says "image file is truncated").
 //! - PNG: the `png` crate. Palette, low bit depth, gray, gray+alpha, RGBA and 16-bit
 //!   files are converted as PIL converts them: alpha is dropped (not composited),
 //!   16-bit samples keep their high byte, except 16-bit grayscale (PIL mode `I;16`),
@@ -15,12 +14,6 @@
 //! before any pixel buffer is allocated.
 
 use std::io::Cursor;
-
-use zune_core::bytestream::ZCursor;
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
-use zune_jpeg::errors::DecodeErrors;
-use zune_jpeg::JpegDecoder;
 
 use slotcon_shards::{Sample, StoreKind};
 
@@ -135,89 +128,15 @@ fn check_pixels(width: u32, height: u32, limits: Limits) -> Result<()> {
     Ok(())
 }
 
-fn jpeg_err(e: impl std::fmt::Display) -> Error {
-    Error::Decode {
-        format: "JPEG",
-        reason: e.to_string(),
-    }
-}
-
-/// zune-jpeg's error on `bytes`, with the coding processes it does not implement told
-/// apart (it reports them as unparsable segments or short data).
-fn zune_err(bytes: &[u8], e: DecodeErrors) -> Error {
-    match unsupported_coding(bytes) {
-        Some(what) => Error::UnsupportedCoding {
-            format: "JPEG",
-            what: what.to_string(),
-        },
-        None => jpeg_err(e),
-    }
-}
-
-/// The coding process of the first frame header (or arithmetic-conditioning table)
-/// before the first scan, when zune-jpeg does not implement it.
-fn unsupported_coding(bytes: &[u8]) -> Option<&'static str> {
-    let mut at = 2;
-    while let [0xFF, marker, hi, lo, ..] = *bytes.get(at..)? {
-        match marker {
-            0xFF => at += 1, // fill byte
-            0xC3 | 0xC5..=0xC7 => return Some("lossless or hierarchical Huffman coding (SOF3, SOF5-7)"),
-            0xC9 => return Some("arithmetic coding (sequential, SOF9)"),
-            0xCA => return Some("arithmetic coding (progressive, SOF10)"),
-            0xCB | 0xCD..=0xCF => return Some("arithmetic coding (lossless or hierarchical, SOF11, SOF13-15)"),
-            0xCC => return Some("arithmetic coding (DAC segment)"),
-            0xC0..=0xC2 | 0xD9 | 0xDA => return None,
-            _ => at += 2 + u16::from_be_bytes([hi, lo]) as usize,
-        }
-    }
-    None
-}
-
 fn decode_jpeg(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
-    let options = DecoderOptions::default()
-        .set_strict_mode(true)
-        .set_max_width(u16::MAX as usize)
-        .set_max_height(u16::MAX as usize);
-    let mut probe = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    probe.decode_headers().map_err(|e| zune_err(bytes, e))?;
-    let info = probe.info().ok_or_else(|| jpeg_err("no frame header"))?;
-    let (width, height) = (info.width as u32, info.height as u32);
-    check_pixels(width, height, limits)?;
-    let input = probe.input_colorspace().ok_or_else(|| jpeg_err("no colour space"))?;
-    let gray = match input {
-        ColorSpace::Luma => true,
-        ColorSpace::YCbCr | ColorSpace::RGB => false,
-        other => {
-            return Err(Error::Unsupported {
-                format: "JPEG",
-                what: format!("{other:?}"),
-            })
-        }
-    };
-    let out_space = if gray { ColorSpace::Luma } else { ColorSpace::RGB };
-    let mut dec = JpegDecoder::new_with_options(ZCursor::new(bytes), options.jpeg_set_out_colorspace(out_space));
-    dec.decode_headers().map_err(|e| zune_err(bytes, e))?;
-    let n = width as usize * height as usize;
-    out.resize(n * 3, 0);
-    if gray {
-        dec.decode_into(&mut out[..n]).map_err(|e| zune_err(bytes, e))?;
-        expand_gray_in_place(out, n);
-    } else {
-        dec.decode_into(out).map_err(|e| zune_err(bytes, e))?;
-    }
+    let head = crate::jpeg::header(bytes)?;
+    check_pixels(head.width, head.height, limits)?;
+    crate::jpeg::decode(bytes, head, out)?;
     Ok(Info {
         format: Format::Jpeg,
-        width,
-        height,
+        width: head.width,
+        height: head.height,
     })
-}
-
-/// `out[..n]` holds gray values; spreads them to `out[..3n]` as RGB, back to front.
-fn expand_gray_in_place(out: &mut [u8], n: usize) {
-    for i in (0..n).rev() {
-        let v = out[i];
-        out[3 * i..3 * i + 3].fill(v);
-    }
 }
 
 fn png_err(e: impl std::fmt::Display) -> Error {
@@ -282,36 +201,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn arithmetic_coded_jpegs_are_refused_by_name() {
-        // SOI, an APP0 stub, then a SOF10 (progressive, arithmetic) frame header: 8x8, gray.
-        let sof10 = [
-            0xFF, 0xD8, 0xFF, 0xE0, 0, 2, 0xFF, 0xCA, 0, 11, 8, 0, 8, 0, 8, 1, 1, 0x11, 0,
-        ];
-        let err = decode_rgb(&sof10, Limits::default(), &mut Vec::new()).unwrap_err();
-        let text = err.to_string();
-        assert_eq!(
-            text,
-            "unsupported JPEG coding: arithmetic coding (progressive, SOF10), which zune-jpeg does not decode"
-        );
-        // A baseline frame header is not named, whatever else is wrong with the file.
-        let mut sof0 = sof10;
-        sof0[7] = 0xC0;
-        assert!(unsupported_coding(&sof0).is_none());
-    }
-
-    #[test]
     fn sniffs_and_reports_unknown_bytes() {
         assert!(matches!(sniff(b""), Err(Error::Empty)));
         assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).unwrap(), Format::Jpeg);
         let err = sniff(b"hello world").unwrap_err().to_string();
         assert!(err.contains("68 65 6c 6c"), "{err}");
-    }
-
-    #[test]
-    fn gray_expands_in_place() {
-        let mut v = vec![1, 2, 0, 0, 0, 0];
-        expand_gray_in_place(&mut v, 2);
-        assert_eq!(v, [1, 1, 1, 2, 2, 2]);
     }
 
     #[test]

@@ -18,9 +18,6 @@ pub enum Error {
     /// A colour model we do not convert (for example CMYK JPEG).
     #[error("unsupported {format} colour type: {what}")]
     Unsupported { format: &'static str, what: String },
-    /// A coding process the decoder does not implement (arithmetic-coded JPEG).
-    #[error("unsupported {format} coding: {what}, which zune-jpeg does not decode")]
-    UnsupportedCoding { format: &'static str, what: String },
     /// More pixels than the decompression-bomb limit.
     #[error("{width}x{height} = {pixels} pixels exceeds the limit of {limit} (possible decompression bomb)")]
     TooManyPixels {

@@ -32,6 +32,7 @@ pub mod crop;
 pub mod decode;
 mod error;
 mod image;
+mod jpeg;
 pub mod loader;
 pub mod ops;
 pub mod rng;

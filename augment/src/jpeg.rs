@@ -1,0 +1,203 @@
+//! JPEG to RGB with libjpeg-turbo, configured as Pillow configures it, so that the pixels
+//! equal `Image.open(p).convert('RGB')` byte for byte.
+//!
+//! libjpeg-turbo 3.1.0 is built from source by `turbojpeg-sys` (its vendored copy, with
+//! cmake and nasm: SIMD on); Pillow 12.0 ships 3.1.2, whose changes do not touch this
+//! path (tested bit-exact on the COCO sample and on generated files:
+//! `tests/python/check_jpeg_exact.py`). Through the TurboJPEG 3 API, as PIL's decoder
+//! sets libjpeg up: the accurate integer IDCT (`JDCT_ISLOW`), fancy upsampling, no
+//! scaling, RGB out (grayscale replicated by libjpeg, as PIL's `L` → `RGB`); a warning
+//! (truncated or corrupt data) is an error, as PIL's "image file is truncated". CMYK and
+//! YCCK files come out as CMYK (libjpeg converts YCCK) and go to RGB as PIL's
+//! `CMYK` → `RGB` does, after PIL's inversion of Adobe files (`CMYK;I`).
+//!
+//! One decompressor per thread, made on first use and reused.
+
+use std::cell::RefCell;
+use std::ffi::{c_int, CStr};
+
+use turbojpeg_sys as tj;
+
+use crate::error::{Error, Result};
+
+/// A TurboJPEG decompressor.
+struct Decompressor(tj::tjhandle);
+
+impl Drop for Decompressor {
+    fn drop(&mut self) {
+        // SAFETY: a handle from tj3Init, destroyed once.
+        unsafe { tj::tj3Destroy(self.0) }
+    }
+}
+
+thread_local! {
+    static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
+}
+
+/// What the frame header says.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Header {
+    pub width: u32,
+    pub height: u32,
+    /// CMYK or YCCK (four components).
+    pub cmyk: bool,
+}
+
+fn jpeg_err(reason: impl Into<String>) -> Error {
+    Error::Decode {
+        format: "JPEG",
+        reason: reason.into(),
+    }
+}
+
+/// libjpeg-turbo's message for the last error on `handle`.
+fn last_error(handle: tj::tjhandle) -> Error {
+    // SAFETY: tj3GetErrorStr returns a NUL-terminated string owned by the handle.
+    let text = unsafe { CStr::from_ptr(tj::tj3GetErrorStr(handle)) };
+    jpeg_err(text.to_string_lossy().trim().to_string())
+}
+
+/// Runs `f` with this thread's decompressor, configured as Pillow's.
+fn with_decompressor<T>(f: impl FnOnce(tj::tjhandle) -> Result<T>) -> Result<T> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(new_decompressor()?);
+        }
+        f(slot.as_ref().expect("made above").0)
+    })
+}
+
+fn new_decompressor() -> Result<Decompressor> {
+    // SAFETY: tj3Init has no preconditions; a null handle is checked.
+    let handle = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as c_int) };
+    if handle.is_null() {
+        return Err(jpeg_err("cannot create a libjpeg-turbo decompressor"));
+    }
+    let decompressor = Decompressor(handle);
+    let settings = [
+        (tj::TJPARAM_TJPARAM_STOPONWARNING, 1),
+        (tj::TJPARAM_TJPARAM_FASTDCT, 0),
+        (tj::TJPARAM_TJPARAM_FASTUPSAMPLE, 0),
+        // A progressive file with thousands of scans is a CPU bomb (libjpeg-turbo's advice).
+        (tj::TJPARAM_TJPARAM_SCANLIMIT, 500),
+    ];
+    for (param, value) in settings {
+        // SAFETY: a live handle and one of TurboJPEG's parameters.
+        if unsafe { tj::tj3Set(handle, param as c_int, value) } != 0 {
+            return Err(last_error(handle));
+        }
+    }
+    Ok(decompressor)
+}
+
+/// Reads the frame header of `bytes`.
+pub(crate) fn header(bytes: &[u8]) -> Result<Header> {
+    with_decompressor(|h| {
+        // SAFETY: `bytes` is live for the call; the handle is this thread's.
+        if unsafe { tj::tj3DecompressHeader(h, bytes.as_ptr(), bytes.len() as _) } != 0 {
+            return Err(last_error(h));
+        }
+        // SAFETY: as above.
+        let get = |p: tj::TJPARAM| unsafe { tj::tj3Get(h, p as c_int) };
+        let space = get(tj::TJPARAM_TJPARAM_COLORSPACE);
+        Ok(Header {
+            width: get(tj::TJPARAM_TJPARAM_JPEGWIDTH).max(0) as u32,
+            height: get(tj::TJPARAM_TJPARAM_JPEGHEIGHT).max(0) as u32,
+            cmyk: space == tj::TJCS_TJCS_CMYK as c_int || space == tj::TJCS_TJCS_YCCK as c_int,
+        })
+    })
+}
+
+/// Decodes `bytes` (whose header is `head`) into `out` as RGB, `width * height * 3` bytes.
+pub(crate) fn decode(bytes: &[u8], head: Header, out: &mut Vec<u8>) -> Result<()> {
+    let n = head.width as usize * head.height as usize;
+    let (format, channels) = if head.cmyk {
+        (tj::TJPF_TJPF_CMYK, 4)
+    } else {
+        (tj::TJPF_TJPF_RGB, 3)
+    };
+    out.resize(n * channels, 0);
+    with_decompressor(|h| {
+        // SAFETY: the header was read from the same bytes by this thread's handle just
+        // before; `out` holds width * height * channels bytes, a packed image at pitch 0.
+        let status = unsafe {
+            tj::tj3DecompressHeader(h, bytes.as_ptr(), bytes.len() as _);
+            tj::tj3Decompress8(
+                h,
+                bytes.as_ptr(),
+                bytes.len() as _,
+                out.as_mut_ptr(),
+                0,
+                format as c_int,
+            )
+        };
+        if status != 0 {
+            return Err(last_error(h));
+        }
+        Ok(())
+    })?;
+    if head.cmyk {
+        cmyk_to_rgb_in_place(out, n, adobe_inverted(bytes));
+    }
+    Ok(())
+}
+
+/// Whether the file has an Adobe APP14 segment before its first scan: PIL then reads the
+/// CMYK values inverted (`CMYK;I`), as Adobe writes them.
+fn adobe_inverted(bytes: &[u8]) -> bool {
+    let mut at = 2;
+    while let Some(&[ff, marker, hi, lo]) = bytes.get(at..at + 4) {
+        if ff != 0xFF {
+            return false;
+        }
+        match marker {
+            0xFF => at += 1,
+            0xDA | 0xD9 => return false,
+            0xEE => return bytes.get(at + 4..at + 9) == Some(&b"Adobe"[..]),
+            _ => at += 2 + u16::from_be_bytes([hi, lo]) as usize,
+        }
+    }
+    false
+}
+
+/// PIL's `CMYK` → `RGB` (`cmyk2rgb`): `255 − k` times `1 − c/255`, rounded as its
+/// `MULDIV255`; front to back over `out` (4 bytes read ahead of each 3 written).
+fn cmyk_to_rgb_in_place(out: &mut Vec<u8>, n: usize, inverted: bool) {
+    let flip = if inverted { 255 } else { 0 };
+    for i in 0..n {
+        let p = [out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]].map(|v| v ^ flip);
+        let nk = 255 - p[3] as u32;
+        for c in 0..3 {
+            out[3 * i + c] = (nk - muldiv255(p[c] as u32, nk)) as u8;
+        }
+    }
+    out.truncate(n * 3);
+}
+
+/// `a · b / 255` rounded as PIL's `MULDIV255`.
+fn muldiv255(a: u32, b: u32) -> u32 {
+    let t = a * b + 128;
+    ((t >> 8) + t) >> 8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn muldiv255_rounds_as_pil() {
+        for a in 0..=255u32 {
+            for b in 0..=255u32 {
+                let exact = (a * b) as f64 / 255.0;
+                assert_eq!(muldiv255(a, b), exact.round() as u32, "{a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_crash() {
+        let e = header(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 2, 1]).unwrap_err();
+        assert!(e.to_string().starts_with("JPEG decode failed"), "{e}");
+    }
+}
