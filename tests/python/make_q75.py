@@ -1,5 +1,5 @@
 """Re-encodes a few COCO images with Pillow as ordinary JPEGs: 4:2:0, quality 75, at
-640x480 and 160x120, for measuring zune-jpeg against Pillow on typical files.
+640x480 and 160x120: typical files, where zune-jpeg (used before) differed from Pillow.
 Usage: make_q75.py COCO_IMAGES OUT [COUNT]. Prints the number of files written."""
 import os
 import sys
