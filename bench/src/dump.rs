@@ -1,11 +1,13 @@
 //! `slotcon-bench dump`: the views the loader makes for the first samples, as PNGs plus
-//! their geometry in `samples.json`, for people and outside tools to inspect.
+//! every parameter of each view in `samples.json`, for people and outside tools to
+//! inspect, and to re-render each view with PIL + torchvision from the stored bytes
+//! (`tests/python/check_dump.py` does, and finds them equal byte for byte).
 
 use std::path::Path;
 
 use serde::Serialize;
 use slotcon_augment::decode::{sample_rgb, Limits};
-use slotcon_augment::{two_views, AugmentConfig};
+use slotcon_augment::{two_views, AugmentConfig, ViewParams};
 use slotcon_shards::ShardReader;
 
 use crate::error::{Error, Result};
@@ -27,6 +29,14 @@ pub struct Dumped {
     pub boxes: [[f32; 4]; 2],
     /// Horizontal flips.
     pub flips: [bool; 2],
+    /// The side of each (square) view in pixels.
+    pub size: u32,
+    /// Every parameter of each view, in the order the pipeline applies them: the crop,
+    /// the flip, the colour jitter (its order, indices into brightness, contrast,
+    /// saturation, hue, and its four factors), grayscale, the blur sigma, solarize (at
+    /// 128). Floats are the f32 values the pipeline used, written as the shortest
+    /// decimal that reads back as that f32.
+    pub params: [ViewParams; 2],
 }
 
 /// Writes `OUT/<id>_v1.png`, `OUT/<id>_v2.png` for ids `0..n` (epoch 0 of `seed`, the
@@ -56,6 +66,8 @@ pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>>
             crops: c,
             boxes: sample.meta.boxes,
             flips: sample.meta.flips(),
+            size: cfg.size,
+            params: sample.meta.params,
         });
     }
     let json = out.join("samples.json");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use slotcon_augment::LoaderBuilder;
 use slotcon_shards::ShardReader;
-use slotcon_tests::{bin, coco128, run_ok};
+use slotcon_tests::{bin, coco128, python_script, run_ok};
 
 fn coco_store(dir: &Path) -> Arc<ShardReader> {
     let mut cmd = bin("slotcon-ingest");
@@ -36,7 +36,9 @@ fn dump_writes_the_loaders_views_and_geometry() {
     let samples: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("samples.json")).unwrap()).unwrap();
     assert_eq!(samples.as_array().unwrap().len(), 5);
     let s0 = &samples[0];
-    for key in ["id", "path", "width", "height", "crops", "boxes", "flips"] {
+    for key in [
+        "id", "path", "width", "height", "crops", "boxes", "flips", "size", "params",
+    ] {
         assert!(s0.get(key).is_some(), "samples.json lacks {key}: {s0}");
     }
     // The PNGs hold exactly what the loader yields for the same seed, epoch 0.
@@ -61,6 +63,51 @@ fn dump_writes_the_loaders_views_and_geometry() {
         );
     }
     assert_eq!(samples[2]["flips"], serde_json::json!(batch.flips()[pos]));
+}
+
+/// Dumps every sample of `store` and re-renders each view with PIL + torchvision from the
+/// stored bytes and the recorded parameters; returns `(views, exact, files PIL cannot
+/// decode)`.
+fn rerender(store: &Path, out: &Path, n: &str) -> (u64, u64, Vec<String>) {
+    run_ok(
+        bin("slotcon-bench")
+            .args(["dump", "--n", n, "--seed", "11", "--shards"])
+            .arg(store)
+            .arg("--out")
+            .arg(out),
+    );
+    let got: serde_json::Value = serde_json::from_str(&python_script("check_dump.py", &[store, out])).unwrap();
+    assert_eq!(got["max_abs"], 0, "{got}");
+    let failed = got["pil_failed"].as_array().unwrap().iter();
+    let failed = failed.map(|p| p.as_str().unwrap().to_string()).collect();
+    (got["views"].as_u64().unwrap(), got["exact"].as_u64().unwrap(), failed)
+}
+
+#[test]
+fn every_dumped_view_re_renders_exactly_with_pil_and_torchvision_from_the_stored_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The COCO sample: 256 views.
+    let store = tmp.path().join("coco");
+    coco_store(&store);
+    assert_eq!(
+        rerender(&store, &tmp.path().join("coco-dump"), "128"),
+        (256, 256, vec![])
+    );
+    // JPEGs of every kind (subsamplings, progressive, restart markers, gray, CMYK,
+    // arithmetic, tiny sizes): 300 views, less those of the full-size arithmetic files
+    // that PIL cannot read (README, "Where this differs").
+    let src = tmp.path().join("variants");
+    python_script(
+        "make_jpeg_variants.py",
+        &[&coco128().join("images"), &src, Path::new("3")],
+    );
+    let store = tmp.path().join("variants-store");
+    run_ok(bin("slotcon-ingest").arg(&src).arg("--out").arg(&store).arg("--quiet"));
+    let (views, exact, pil_failed) = rerender(&store, &tmp.path().join("variants-dump"), "150");
+    assert!(pil_failed.iter().all(|p| p.contains("_arith")), "{pil_failed:?}");
+    assert_eq!(views + 2 * pil_failed.len() as u64, 300);
+    assert!(views >= 288, "{views}");
+    assert_eq!(exact, views);
 }
 
 #[test]

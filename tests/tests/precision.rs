@@ -188,13 +188,15 @@ fn a_bf16_run_follows_the_f32_run_with_f32_master_weights() {
             "{device:?}: teacher {apart} vs control {c_apart}"
         );
         // The student: LARS gives every step an update of a fixed size, so the distance
-        // after 30 steps measures how consistent the directions were. bf16 gradients of
-        // the 1-D parameters (BatchNorm's, sums with much cancellation) differ by 5-10 %
-        // per step, so the bf16 student's distance differs by up to half of f32's; as
-        // much as twice the control's difference, which is itself 3-30 % (README).
+        // measures how consistent the directions were, and it is the most chaotic figure
+        // here: bf16 gradients of the 1-D parameters (BatchNorm's, sums with much
+        // cancellation) differ by 5-10 % per step, and the bf16 and control distances
+        // have ranged from -31 % to +48 % of f32's as the data and the order of sums
+        // changed (README). Gradients that lost their direction (noise) would move the
+        // student far less; within 60 %, or twice the control's difference.
         let (gap, c_gap) = ((moved / f32_moved - 1.0).abs(), (c_moved / f32_moved - 1.0).abs());
         assert!(
-            gap < 2.0 * c_gap.max(0.125),
+            gap < 2.0 * c_gap.max(0.3),
             "{device:?}: student moved {moved}, f32 {f32_moved}, control {c_moved}"
         );
         assert!(
