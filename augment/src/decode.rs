@@ -18,7 +18,7 @@ use std::io::Cursor;
 use slotcon_shards::{Sample, StoreKind};
 
 use crate::error::{Error, Result};
-use crate::image::ImageRef;
+use crate::image::{ImageRef, Rect};
 
 /// PIL's `Image.MAX_IMAGE_PIXELS`: `1024 * 1024 * 1024 // 4 // 3`.
 pub const PIL_MAX_IMAGE_PIXELS: u64 = 1024 * 1024 * 1024 / 4 / 3;
@@ -73,9 +73,23 @@ pub fn sniff(bytes: &[u8]) -> Result<Format> {
 
 /// Decodes `bytes` into `out` (resized to `width * height * 3`) as RGB.
 pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
+    let all = Rect::full(usize::MAX, usize::MAX);
+    decode_rgb_region(bytes, limits, all, out).map(|(info, _)| info)
+}
+
+/// Decodes the part of `bytes` that covers `want` (clipped to the image) into `out` as
+/// RGB, and returns the header and the rectangle decoded, which contains `want`; its
+/// pixels equal the same rectangle of [`decode_rgb`]'s. A JPEG is decoded in part, by
+/// libjpeg-turbo's cropping (a few pixels of margin, the left edge on an iMCU column);
+/// a PNG, or a JPEG that cannot be decoded in part (lossless, 12-bit, odd sampling), is
+/// decoded whole.
+pub fn decode_rgb_region(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Result<(Info, Rect)> {
     match sniff(bytes)? {
-        Format::Jpeg => decode_jpeg(bytes, limits, out),
-        Format::Png => decode_png(bytes, limits, out),
+        Format::Jpeg => decode_jpeg(bytes, limits, want, out),
+        Format::Png => {
+            let info = decode_png(bytes, limits, out)?;
+            Ok((info, Rect::full(info.width as usize, info.height as usize)))
+        }
     }
 }
 
@@ -89,27 +103,43 @@ pub fn sample_rgb<'a>(
     limits: Limits,
     buf: &'a mut Vec<u8>,
 ) -> Result<ImageRef<'a>> {
+    let all = Rect::full(sample.width as usize, sample.height as usize);
+    sample_region(store, sample, limits, all, buf).map(|(img, _)| img)
+}
+
+/// [`sample_rgb`] for the part of the image that covers `want`: the pixels of the
+/// returned rectangle (which contains `want`), decoded as [`decode_rgb_region`] does.
+/// A raw payload is borrowed whole.
+pub fn sample_region<'a>(
+    store: StoreKind,
+    sample: &Sample<'a>,
+    limits: Limits,
+    want: Rect,
+    buf: &'a mut Vec<u8>,
+) -> Result<(ImageRef<'a>, Rect)> {
     let (w, h) = (sample.width as usize, sample.height as usize);
-    let data: &'a [u8] = match store {
-        StoreKind::Raw => sample.bytes,
+    let (data, rect): (&'a [u8], Rect) = match store {
+        StoreKind::Raw => (sample.bytes, Rect::full(w, h)),
         StoreKind::Encoded => {
-            let info = decode_rgb(sample.bytes, limits, buf)?;
+            let (info, rect) = decode_rgb_region(sample.bytes, limits, want, buf)?;
             if (info.width, info.height) != (sample.width, sample.height) {
                 return Err(Error::Payload(format!(
                     "decodes to {}x{}, the index says {w}x{h}",
                     info.width, info.height
                 )));
             }
-            buf
+            (buf, rect)
         }
     };
-    if data.len() != w * h * 3 {
+    if data.len() != rect.w * rect.h * 3 {
         return Err(Error::Payload(format!(
-            "{} bytes of pixels are not {w}x{h}x3",
-            data.len()
+            "{} bytes of pixels are not {}x{}x3",
+            data.len(),
+            rect.w,
+            rect.h
         )));
     }
-    Ok(ImageRef::new(data, w, h))
+    Ok((ImageRef::new(data, rect.w, rect.h), rect))
 }
 
 fn check_pixels(width: u32, height: u32, limits: Limits) -> Result<()> {
@@ -128,15 +158,15 @@ fn check_pixels(width: u32, height: u32, limits: Limits) -> Result<()> {
     Ok(())
 }
 
-fn decode_jpeg(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
-    let head = crate::jpeg::header(bytes)?;
-    check_pixels(head.width, head.height, limits)?;
-    crate::jpeg::decode(bytes, head, out)?;
-    Ok(Info {
+fn decode_jpeg(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Result<(Info, Rect)> {
+    let check = |h: &crate::jpeg::Header| check_pixels(h.width, h.height, limits);
+    let (head, rect) = crate::jpeg::decode(bytes, want, check, out)?;
+    let info = Info {
         format: Format::Jpeg,
         width: head.width,
         height: head.height,
-    })
+    };
+    Ok((info, rect))
 }
 
 fn png_err(e: impl std::fmt::Display) -> Error {

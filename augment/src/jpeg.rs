@@ -19,6 +19,7 @@ use std::ffi::{c_int, CStr};
 use turbojpeg_sys as tj;
 
 use crate::error::{Error, Result};
+use crate::image::Rect;
 
 /// A TurboJPEG decompressor.
 struct Decompressor(tj::tjhandle);
@@ -41,7 +42,20 @@ pub(crate) struct Header {
     pub height: u32,
     /// CMYK or YCCK (four components).
     pub cmyk: bool,
+    /// libjpeg-turbo can decode a part of it: 8-bit, lossy, a subsampling TurboJPEG knows.
+    pub croppable: bool,
 }
+
+/// Every iMCU width libjpeg-turbo can have (8 × a sampling factor of 1, 2 or 4) divides
+/// this, so a region's left edge aligned to it is one `jpeg_crop_scanline` keeps.
+const ALIGN: usize = 32;
+
+/// Fancy upsampling computes a pixel from the chroma samples on either side of its own;
+/// at the left and right edges of a partial decode libjpeg-turbo replicates the edge
+/// sample instead, so with horizontal subsampling the outermost column on each side may
+/// differ from a full decode's (measured: exactly those columns, and no row). So one
+/// more column is decoded on each side of the wanted rectangle, and then dropped.
+const MARGIN: usize = 1;
 
 fn jpeg_err(reason: impl Into<String>) -> Error {
     Error::Decode {
@@ -91,38 +105,97 @@ fn new_decompressor() -> Result<Decompressor> {
     Ok(decompressor)
 }
 
-/// Reads the frame header of `bytes`.
-pub(crate) fn header(bytes: &[u8]) -> Result<Header> {
-    with_decompressor(|h| {
-        // SAFETY: `bytes` is live for the call; the handle is this thread's.
-        if unsafe { tj::tj3DecompressHeader(h, bytes.as_ptr(), bytes.len() as _) } != 0 {
-            return Err(last_error(h));
-        }
-        // SAFETY: as above.
-        let get = |p: tj::TJPARAM| unsafe { tj::tj3Get(h, p as c_int) };
-        let space = get(tj::TJPARAM_TJPARAM_COLORSPACE);
-        Ok(Header {
-            width: get(tj::TJPARAM_TJPARAM_JPEGWIDTH).max(0) as u32,
-            height: get(tj::TJPARAM_TJPARAM_JPEGHEIGHT).max(0) as u32,
-            cmyk: space == tj::TJCS_TJCS_CMYK as c_int || space == tj::TJCS_TJCS_YCCK as c_int,
-        })
+/// Reads the frame header of `bytes` into `h`'s state.
+fn read_header(h: tj::tjhandle, bytes: &[u8]) -> Result<Header> {
+    // SAFETY: `bytes` is live for the call; the handle is this thread's.
+    if unsafe { tj::tj3DecompressHeader(h, bytes.as_ptr(), bytes.len() as _) } != 0 {
+        return Err(last_error(h));
+    }
+    // SAFETY: as above.
+    let get = |p: tj::TJPARAM| unsafe { tj::tj3Get(h, p as c_int) };
+    let space = get(tj::TJPARAM_TJPARAM_COLORSPACE);
+    Ok(Header {
+        width: get(tj::TJPARAM_TJPARAM_JPEGWIDTH).max(0) as u32,
+        height: get(tj::TJPARAM_TJPARAM_JPEGHEIGHT).max(0) as u32,
+        cmyk: space == tj::TJCS_TJCS_CMYK as c_int || space == tj::TJCS_TJCS_YCCK as c_int,
+        croppable: get(tj::TJPARAM_TJPARAM_PRECISION) == 8
+            && get(tj::TJPARAM_TJPARAM_LOSSLESS) == 0
+            && get(tj::TJPARAM_TJPARAM_SUBSAMP) != tj::TJSAMP_TJSAMP_UNKNOWN,
     })
 }
 
-/// Decodes `bytes` (whose header is `head`) into `out` as RGB, `width * height * 3` bytes.
-pub(crate) fn decode(bytes: &[u8], head: Header, out: &mut Vec<u8>) -> Result<()> {
-    let n = head.width as usize * head.height as usize;
-    let (format, channels) = if head.cmyk {
-        (tj::TJPF_TJPF_CMYK, 4)
-    } else {
-        (tj::TJPF_TJPF_RGB, 3)
+/// Reads the frame header of `bytes`.
+#[cfg(test)]
+pub(crate) fn header(bytes: &[u8]) -> Result<Header> {
+    with_decompressor(|h| read_header(h, bytes))
+}
+
+/// The rectangle to decode for `want` (clipped to the image) and the part of it that is
+/// exact: `want` widened by [`MARGIN`] columns each side, the left edge aligned down to
+/// [`ALIGN`]; the exact part drops the margin columns that are not the image's edges. The
+/// whole image (all of it exact) when the file cannot be decoded in part or the region
+/// would be all of it.
+pub(crate) fn region(head: &Header, want: Rect) -> (Rect, Rect) {
+    let (w, h) = (head.width as usize, head.height as usize);
+    let x0 = want.x.min(w).saturating_sub(MARGIN) / ALIGN * ALIGN;
+    let x1 = want.x.saturating_add(want.w).saturating_add(MARGIN).min(w);
+    let y0 = want.y.min(h);
+    let y1 = want.y.saturating_add(want.h).min(h);
+    if !head.croppable || x1 <= x0 + 2 * MARGIN || y1 <= y0 {
+        return (Rect::full(w, h), Rect::full(w, h));
+    }
+    let decoded = Rect {
+        x: x0,
+        y: y0,
+        w: x1 - x0,
+        h: y1 - y0,
     };
-    out.resize(n * channels, 0);
-    with_decompressor(|h| {
-        // SAFETY: the header was read from the same bytes by this thread's handle just
-        // before; `out` holds width * height * channels bytes, a packed image at pitch 0.
+    let (left, right) = (usize::from(x0 > 0) * MARGIN, usize::from(x1 < w) * MARGIN);
+    let exact = Rect {
+        x: x0 + left,
+        w: decoded.w - left - right,
+        ..decoded
+    };
+    (decoded, exact)
+}
+
+/// Moves the `exact` part of the `decoded` RGB rectangle in `out` to its front.
+fn keep_exact(out: &mut Vec<u8>, decoded: Rect, exact: Rect) {
+    if exact == decoded {
+        return;
+    }
+    let (dx, dy) = (exact.x - decoded.x, exact.y - decoded.y);
+    for r in 0..exact.h {
+        let from = ((r + dy) * decoded.w + dx) * 3;
+        out.copy_within(from..from + exact.w * 3, r * exact.w * 3);
+    }
+    out.truncate(exact.w * exact.h * 3);
+}
+
+/// Decodes the part of `bytes` that covers `want` into `out` as RGB, and returns the
+/// header and the rectangle `out` holds (`rect.w * rect.h * 3` bytes): a rectangle that
+/// holds `want`, whose pixels are those of a full decode. `check` sees the header first,
+/// before any pixel buffer is sized.
+pub(crate) fn decode(
+    bytes: &[u8],
+    want: Rect,
+    check: impl FnOnce(&Header) -> Result<()>,
+    out: &mut Vec<u8>,
+) -> Result<(Header, Rect)> {
+    let (head, rect, exact) = with_decompressor(|h| {
+        let head = read_header(h, bytes)?;
+        check(&head)?;
+        let (rect, exact) = region(&head, want);
+        let (format, channels) = if head.cmyk {
+            (tj::TJPF_TJPF_CMYK, 4)
+        } else {
+            (tj::TJPF_TJPF_RGB, 3)
+        };
+        out.resize(rect.w * rect.h * channels, 0);
+        set_region(h, &head, rect)?;
+        // SAFETY: the header was just read from the same bytes by this handle; `out` holds
+        // rect.w * rect.h * channels bytes, the packed cropped image at pitch 0.
         let status = unsafe {
-            tj::tj3DecompressHeader(h, bytes.as_ptr(), bytes.len() as _);
             tj::tj3Decompress8(
                 h,
                 bytes.as_ptr(),
@@ -135,10 +208,31 @@ pub(crate) fn decode(bytes: &[u8], head: Header, out: &mut Vec<u8>) -> Result<()
         if status != 0 {
             return Err(last_error(h));
         }
-        Ok(())
+        Ok((head, rect, exact))
     })?;
     if head.cmyk {
-        cmyk_to_rgb_in_place(out, n, adobe_inverted(bytes));
+        cmyk_to_rgb_in_place(out, rect.w * rect.h, adobe_inverted(bytes));
+    }
+    keep_exact(out, rect, exact);
+    Ok((head, exact))
+}
+
+/// Sets (or, for the whole image, clears) the handle's cropping region.
+fn set_region(h: tj::tjhandle, head: &Header, rect: Rect) -> Result<()> {
+    let full = rect == Rect::full(head.width as usize, head.height as usize);
+    let region = if full {
+        tj::tjregion { x: 0, y: 0, w: 0, h: 0 }
+    } else {
+        tj::tjregion {
+            x: rect.x as c_int,
+            y: rect.y as c_int,
+            w: rect.w as c_int,
+            h: rect.h as c_int,
+        }
+    };
+    // SAFETY: a live handle whose header has been read.
+    if unsafe { tj::tj3SetCroppingRegion(h, region) } != 0 {
+        return Err(last_error(h));
     }
     Ok(())
 }

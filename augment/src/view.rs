@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crop::{flip_box, overlap_boxes, Crop, CropSampler};
-use crate::image::ImageRef;
+use crate::image::{ImageRef, Rect};
 use crate::ops::{self, color};
 use crate::rng::{Draws, SampleRng};
 
@@ -271,6 +271,18 @@ impl TwoViewMeta {
     pub fn flips(&self) -> [bool; 2] {
         [self.params[0].flip, self.params[1].flip]
     }
+
+    /// The smallest rectangle holding both crops: the pixels the views are made of.
+    pub fn bounds(&self) -> Rect {
+        let [a, b] = self.crops().map(|c| c.rect());
+        let (x, y) = (a.x.min(b.x), a.y.min(b.y));
+        Rect {
+            x,
+            y,
+            w: (a.x + a.w).max(b.x + b.w) - x,
+            h: (a.y + a.h).max(b.y + b.h) - y,
+        }
+    }
 }
 
 /// Draws both views' parameters for a `width × height` image.
@@ -316,14 +328,65 @@ pub fn two_views_into(
     outs: [&mut [u8]; 2],
     s: &mut Scratch,
 ) -> crate::Result<TwoViewMeta> {
+    let meta = draw_sample(cfg, src.width as u32, src.height as u32, key);
+    render_two_views(src, Rect::full(src.width, src.height), &meta, cfg, outs, s)?;
+    Ok(meta)
+}
+
+/// [`draw_two_views`] with the sample's own draws: `(seed, epoch, index)` and the view.
+pub fn draw_sample(cfg: &AugmentConfig, width: u32, height: u32, key: (u64, u64, u64)) -> TwoViewMeta {
     let (seed, epoch, index) = key;
     let mut d1 = SampleRng::new(seed, epoch, index, 0);
     let mut d2 = SampleRng::new(seed, epoch, index, 1);
-    let meta = draw_two_views(cfg, src.width as u32, src.height as u32, [&mut d1, &mut d2]);
+    draw_two_views(cfg, width, height, [&mut d1, &mut d2])
+}
+
+/// Renders both views of `meta` into `outs` from `src`, the part of the image at `at`
+/// (which must hold [`TwoViewMeta::bounds`]: a partial decode's region, or the whole).
+pub fn render_two_views(
+    src: ImageRef<'_>,
+    at: Rect,
+    meta: &TwoViewMeta,
+    cfg: &AugmentConfig,
+    outs: [&mut [u8]; 2],
+    s: &mut Scratch,
+) -> crate::Result<()> {
+    render_two_views_timed(src, at, meta, cfg, outs, s, &mut StageTimes::default())
+}
+
+/// [`render_two_views`], adding each stage's duration to `t`.
+pub fn render_two_views_timed(
+    src: ImageRef<'_>,
+    at: Rect,
+    meta: &TwoViewMeta,
+    cfg: &AugmentConfig,
+    outs: [&mut [u8]; 2],
+    s: &mut Scratch,
+    t: &mut StageTimes,
+) -> crate::Result<()> {
     for ((p, v), out) in meta.params.iter().zip(&cfg.views).zip(outs) {
-        apply_view(src, p, cfg.size as usize, v.solarize_threshold, out, s)?;
+        let local = ViewParams {
+            crop: local_crop(p.crop, at)?,
+            ..*p
+        };
+        apply_view_timed(src, &local, cfg.size as usize, v.solarize_threshold, out, s, t)?;
     }
-    Ok(meta)
+    Ok(())
+}
+
+/// `crop`, given in the image, relative to the part of it at `at`.
+pub fn local_crop(crop: Crop, at: Rect) -> crate::Result<Crop> {
+    let r = crop.rect();
+    if r.x < at.x || r.y < at.y || r.x + r.w > at.x + at.w || r.y + r.h > at.y + at.h {
+        return Err(crate::Error::Geometry(format!(
+            "crop {r:?} lies outside the decoded part {at:?}"
+        )));
+    }
+    Ok(Crop {
+        i: crop.i - at.y as u32,
+        j: crop.j - at.x as u32,
+        ..crop
+    })
 }
 
 /// [`two_views_into`] with freshly allocated views.

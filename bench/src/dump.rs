@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use serde::Serialize;
-use slotcon_augment::decode::{sample_rgb, Limits};
-use slotcon_augment::{two_views, AugmentConfig, ViewParams};
+use slotcon_augment::decode::{sample_region, Limits};
+use slotcon_augment::{draw_sample, render_two_views, AugmentConfig, Scratch, ViewParams};
 use slotcon_shards::ShardReader;
 
 use crate::error::{Error, Result};
@@ -48,26 +48,29 @@ pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>>
         source,
     })?;
     let cfg = AugmentConfig::slotcon();
-    let mut rgb = Vec::new();
-    let mut all = Vec::new();
+    let (mut rgb, mut scratch, mut all) = (Vec::new(), Scratch::default(), Vec::new());
+    let n_px = cfg.size as usize * cfg.size as usize * 3;
+    let mut views = [vec![0u8; n_px], vec![0u8; n_px]];
     for id in 0..n.min(reader.len()) {
         let s = reader.get(id)?;
-        let img = sample_rgb(reader.store(), &s, Limits::default(), &mut rgb)?;
-        let sample = two_views(img, &cfg, (seed, 0, id))?;
-        for (v, pixels) in sample.views.iter().enumerate() {
+        let meta = draw_sample(&cfg, s.width, s.height, (seed, 0, id));
+        let (img, at) = sample_region(reader.store(), &s, Limits::default(), meta.bounds(), &mut rgb)?;
+        let [a, b] = &mut views;
+        render_two_views(img, at, &meta, &cfg, [a, b], &mut scratch)?;
+        for (v, pixels) in views.iter().enumerate() {
             write_png(&out.join(format!("{id}_v{}.png", v + 1)), pixels, cfg.size)?;
         }
-        let c = sample.meta.crops().map(|c| [c.i, c.j, c.h, c.w]);
+        let c = meta.crops().map(|c| [c.i, c.j, c.h, c.w]);
         all.push(Dumped {
             id,
             path: s.path.into(),
             width: s.width,
             height: s.height,
             crops: c,
-            boxes: sample.meta.boxes,
-            flips: sample.meta.flips(),
+            boxes: meta.boxes,
+            flips: meta.flips(),
             size: cfg.size,
-            params: sample.meta.params,
+            params: meta.params,
         });
     }
     let json = out.join("samples.json");

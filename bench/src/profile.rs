@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use slotcon_augment::decode::{sample_rgb, Limits};
-use slotcon_augment::{apply_view_timed, draw_two_views, AugmentConfig, SampleRng, Scratch, StageTimes};
+use slotcon_augment::decode::{sample_region, Limits};
+use slotcon_augment::{draw_sample, render_two_views_timed, AugmentConfig, Scratch, StageTimes};
 use slotcon_shards::ShardReader;
 
 use crate::error::{Error, Result};
@@ -51,22 +51,20 @@ pub fn profile(shards: &Path, n: u64, seed: u64) -> Result<Profile> {
     let size = cfg.size as usize;
     let (mut rgb, mut scratch, mut times) = (Vec::new(), Scratch::default(), StageTimes::default());
     let (mut read, mut decode, mut draw) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let mut out = vec![0u8; size * size * 3];
+    let mut outs = [vec![0u8; size * size * 3], vec![0u8; size * size * 3]];
     for k in 0..n {
         let id = k % reader.len();
         let t = Instant::now();
         let s = reader.get(id)?;
         read += t.elapsed();
         let t = Instant::now();
-        let img = sample_rgb(reader.store(), &s, Limits::default(), &mut rgb)?;
-        decode += t.elapsed();
-        let t = Instant::now();
-        let [mut d1, mut d2] = [SampleRng::new(seed, 0, id, 0), SampleRng::new(seed, 0, id, 1)];
-        let meta = draw_two_views(&cfg, img.width as u32, img.height as u32, [&mut d1, &mut d2]);
+        let meta = draw_sample(&cfg, s.width, s.height, (seed, 0, id));
         draw += t.elapsed();
-        for (p, v) in meta.params.iter().zip(&cfg.views) {
-            apply_view_timed(img, p, size, v.solarize_threshold, &mut out, &mut scratch, &mut times)?;
-        }
+        let t = Instant::now();
+        let (img, at) = sample_region(reader.store(), &s, Limits::default(), meta.bounds(), &mut rgb)?;
+        decode += t.elapsed();
+        let [a, b] = &mut outs;
+        render_two_views_timed(img, at, &meta, &cfg, [a, b], &mut scratch, &mut times)?;
     }
     let stages = [
         ("read + CRC", read),

@@ -1,7 +1,8 @@
 """Writes JPEGs of every kind libjpeg-turbo and PIL decode, from a few COCO images at
 several sizes (full, 161x121, 37x23, 17x9, 1x1): Pillow at 4:4:4, 4:2:2 and 4:2:0,
-progressive, with restart markers, grayscale and CMYK (Adobe); cjpeg at 4:4:0; jpegtran's
-lossless transcodes to arithmetic coding, sequential and progressive (10 kinds).
+progressive, with restart markers, grayscale and CMYK (Adobe); cjpeg at 4:4:0, 4:1:1,
+4:4:1 and an odd sampling TurboJPEG cannot name (2x2 luma, 2x1 Cb, 1x1 Cr); jpegtran's
+lossless transcodes to arithmetic coding, sequential and progressive (13 kinds).
 Usage: make_jpeg_variants.py COCO_IMAGES OUT [COUNT]. Prints the number of files."""
 import os
 import subprocess
@@ -32,7 +33,8 @@ for i, path in enumerate(files):
         j.convert("CMYK").save(f"{base}_cmyk.jpg", quality=80)
         ppm = f"{base}.ppm"
         j.save(ppm)
-        tool("cjpeg", "-sample", "1x2", "-quality", "80", "-outfile", f"{base}_440.jpg", ppm)
+        for kind, sample in [("440", "1x2"), ("411", "4x1"), ("441", "1x4"), ("odd", "2x2,2x1,1x1")]:
+            tool("cjpeg", "-sample", sample, "-quality", "80", "-outfile", f"{base}_{kind}.jpg", ppm)
         os.remove(ppm)
         tool("jpegtran", "-arithmetic", "-outfile", f"{base}_arith.jpg", f"{base}_420.jpg")
         tool("jpegtran", "-arithmetic", "-progressive", "-outfile", f"{base}_arithprog.jpg", f"{base}_444.jpg")

@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use slotcon_augment::decode::{decode_rgb, Limits};
+use slotcon_augment::decode::{decode_rgb, decode_rgb_region, Limits};
 use slotcon_augment::ops::{self, color};
-use slotcon_augment::{draw_two_views, AugmentConfig, CropSampler, Draws, ImageRef, SampleRng, Scratch, ViewParams};
+use slotcon_augment::{
+    draw_two_views, AugmentConfig, CropSampler, Draws, ImageRef, Rect, SampleRng, Scratch, ViewParams,
+};
 use slotcon_tests::{coco128, python_script};
 
 const SIZE: usize = 224;
@@ -262,4 +264,100 @@ fn whole_views_match_the_reference_pipeline_with_injected_parameters() {
         }
     }
     assert_exact(&cases.run(), "view", 240);
+}
+
+/// The rectangles to decode in part from a `w × h` image: the union of the loader's two
+/// crops for 48 samples, 16 random rectangles, and the corners, edges and single pixels
+/// where partial decoding is hardest.
+fn regions(w: usize, h: usize, file: u64) -> Vec<Rect> {
+    let cfg = AugmentConfig::slotcon();
+    let mut out: Vec<Rect> = (0..48)
+        .map(|k| slotcon_augment::draw_sample(&cfg, w as u32, h as u32, (k, 0, file)).bounds())
+        .collect();
+    let mut d = SampleRng::new(17, 0, file, 0);
+    for _ in 0..16 {
+        let (x, y) = (d.randint(0, w as u32 - 1) as usize, d.randint(0, h as u32 - 1) as usize);
+        let (rw, rh) = (d.randint(1, (w - x) as u32), d.randint(1, (h - y) as u32));
+        out.push(Rect {
+            x,
+            y,
+            w: rw as usize,
+            h: rh as usize,
+        });
+    }
+    let one = |x: usize, y: usize| Rect { x, y, w: 1, h: 1 };
+    out.extend([
+        one(0, 0),
+        one(w - 1, 0),
+        one(0, h - 1),
+        one(w - 1, h - 1),
+        one(w / 2, h / 2),
+    ]);
+    out.extend([
+        Rect {
+            x: w / 3,
+            y: 0,
+            w: w - w / 3,
+            h,
+        },
+        Rect {
+            x: 0,
+            y: h / 3,
+            w,
+            h: h / 2 + 1 - h / 3,
+        },
+    ]);
+    out
+}
+
+/// `region`'s rows of the full decode `full` (`width` wide) equal `part`.
+fn same_region(full: &[u8], width: usize, region: Rect, part: &[u8]) -> bool {
+    (0..region.h).all(|r| {
+        let row = (region.y + r) * width + region.x;
+        full[row * 3..(row + region.w) * 3] == part[r * region.w * 3..(r + 1) * region.w * 3]
+    })
+}
+
+/// libjpeg-turbo's partial decoding has had bugs (libjpeg-turbo #195, #456, #611, #915);
+/// the loader decodes only the two crops' region, so every kind of file and subsampling
+/// is checked here against a full decode on thousands of regions, most of them the
+/// loader's own crop pairs.
+#[test]
+fn jpeg_regions_equal_the_same_region_of_a_full_decode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("variants");
+    python_script(
+        "make_jpeg_variants.py",
+        &[&coco128().join("images"), &src, Path::new("3")],
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let (mut full, mut part, mut checked, mut partial) = (Vec::new(), Vec::new(), 0, 0);
+    for (i, path) in files.iter().enumerate() {
+        let bytes = std::fs::read(path).unwrap();
+        let info = decode_rgb(&bytes, Limits::default(), &mut full).unwrap();
+        let (w, h) = (info.width as usize, info.height as usize);
+        for want in regions(w, h, i as u64) {
+            let (_, got) = decode_rgb_region(&bytes, Limits::default(), want, &mut part).unwrap();
+            let holds = got.x <= want.x && got.y <= want.y && got.x + got.w >= want.x + want.w;
+            assert!(
+                holds && got.y + got.h >= want.y + want.h,
+                "{path:?}: {got:?} misses {want:?}"
+            );
+            assert!(
+                same_region(&full, w, got, &part),
+                "{path:?}: region {got:?} for {want:?}"
+            );
+            checked += 1;
+            partial += usize::from(got != Rect::full(w, h));
+        }
+    }
+    assert_eq!(files.len(), 3 * 5 * 13);
+    assert!(checked >= 195 * 71, "{checked} regions");
+    // The full-size and 161x121 files of every kind but the odd sampling (and lossless,
+    // which the variants do not hold) are decoded in part for most regions.
+    assert!(
+        partial >= 3 * 2 * 12 * 40,
+        "only {partial} of {checked} regions were partial decodes"
+    );
 }

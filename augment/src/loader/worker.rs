@@ -9,9 +9,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::batch::{Outcome, Slot};
 use super::Shared;
-use crate::decode::{sample_rgb, Limits};
+use crate::decode::{sample_region, Limits};
 use crate::error::Error;
-use crate::view::{two_views_into, Scratch, TwoViewMeta};
+use crate::view::{draw_sample, render_two_views, Scratch, TwoViewMeta};
 
 /// One sample to render: position `pos` of batch buffer `slot`.
 #[derive(Clone, Copy, Debug)]
@@ -71,15 +71,20 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Reads, decodes and augments sample `id` into position `pos` of `slot`.
+/// Reads, decodes and augments sample `id` into position `pos` of `slot`. The views'
+/// parameters are drawn first (they need only the size the index records), so that a
+/// JPEG is decoded only where the two crops lie.
 fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState) -> Result<TwoViewMeta, Outcome> {
     let failed = |reason: String| Outcome::Failed {
         path: path_of(shared, id),
         reason,
     };
     let sample = shared.reader.get(id).map_err(|e| failed(e.to_string()))?;
-    let img = match sample_rgb(shared.reader.store(), &sample, Limits::default(), &mut ws.rgb) {
-        Ok(img) => img,
+    let key = (shared.seed, shared.epoch, id);
+    let meta = draw_sample(&shared.cfg, sample.width, sample.height, key);
+    let store = shared.reader.store();
+    let (img, at) = match sample_region(store, &sample, Limits::default(), meta.bounds(), &mut ws.rgb) {
+        Ok(decoded) => decoded,
         Err(e @ Error::Payload(_)) => return Err(failed(e.to_string())),
         Err(e) => {
             return Err(Outcome::Skipped {
@@ -92,6 +97,6 @@ fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState)
     // received, while the batch is being filled; `views` is dropped when `fill` returns
     // (or unwinds), before `run` records the outcome and decrements `remaining`.
     let views = unsafe { slot.views_mut(pos) };
-    let key = (shared.seed, shared.epoch, id);
-    two_views_into(img, &shared.cfg, key, views, &mut ws.scratch).map_err(|e| failed(e.to_string()))
+    render_two_views(img, at, &meta, &shared.cfg, views, &mut ws.scratch).map_err(|e| failed(e.to_string()))?;
+    Ok(meta)
 }
