@@ -52,8 +52,21 @@ pub struct LoaderBench {
     pub p50_batch_ms: f64,
     /// 99th percentile of that wait, ms.
     pub p99_batch_ms: f64,
-    /// Peak resident memory of the process, MiB.
+    /// Peak resident memory of the process, MiB (`VmHWM`): the anonymous memory plus the
+    /// shard pages the memory map has touched.
     pub peak_rss_mib: f64,
+    /// Peak anonymous resident memory (`RssAnon`, sampled at every batch), MiB: the
+    /// loader's own buffers, the workers' decode buffers and scratch, the index.
+    pub peak_anon_mib: f64,
+    /// Peak file-backed resident memory (`RssFile`), MiB: mostly the shard pages read
+    /// through the memory map, which the kernel may drop at will (page cache).
+    pub peak_mapped_mib: f64,
+    /// The batch buffers the loader allocated, MiB.
+    pub buffers_mib: f64,
+    /// DESIGN's bound on the loader's memory: the `prefetch + 2` batch buffers + 200 MB.
+    pub anon_budget_mib: f64,
+    /// `peak_anon_mib <= anon_budget_mib`.
+    pub anon_within_budget: bool,
     /// CRC-32C over ids, views, boxes and flips of the first batches of epoch 0.
     pub checksum: String,
     /// Samples skipped because they do not decode.
@@ -69,6 +82,7 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         .batch_size(run.batch_size)
         .seed(run.seed);
     let (mut waits, mut samples, mut skipped, mut crc, mut summed) = (Vec::new(), 0u64, 0, 0u32, 0);
+    let (mut peak, mut buffers) = (Resident::now(), 0);
     let budget = Duration::try_from_secs_f64(run.seconds)
         .map_err(|e| Error::Data(format!("{} seconds is not a duration to run for: {e}", run.seconds)))?;
     // The clock starts at the first batch (thread start-up excluded), as in baseline.py.
@@ -84,9 +98,11 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
                 run.batch_size
             )));
         }
+        buffers = loader.buffer_bytes();
         loop {
             let t = Instant::now();
             let Some(batch) = loader.next() else { break };
+            peak = peak.max(Resident::now());
             waits.push(t.elapsed().as_secs_f64() * 1e3);
             let batch = batch?;
             if summed < run.checksum_batches {
@@ -107,6 +123,7 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let budget_mib = (buffers as f64 + LOADER_OVERHEAD_BYTES) / MIB;
     Ok(LoaderBench {
         bench: "loader",
         store: format!("{:?}", reader.store()).to_lowercase(),
@@ -120,6 +137,11 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         p50_batch_ms: percentile(&mut waits, 0.5),
         p99_batch_ms: percentile(&mut waits, 0.99),
         peak_rss_mib: peak_rss_mib(),
+        peak_anon_mib: peak.anon_mib,
+        peak_mapped_mib: peak.file_mib,
+        buffers_mib: buffers as f64 / MIB,
+        anon_budget_mib: budget_mib,
+        anon_within_budget: peak.anon_mib <= budget_mib,
         checksum: format!("{crc:08x}"),
         skipped,
     })
@@ -153,12 +175,49 @@ fn percentile(xs: &mut [f64], q: f64) -> f64 {
     xs[((xs.len() - 1) as f64 * q).round() as usize]
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// DESIGN's allowance for everything but the batch buffers: 200 MB.
+const LOADER_OVERHEAD_BYTES: f64 = 200e6;
+
+/// The process's resident memory by kind, from `/proc/self/status` (zeros where it is
+/// missing).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Resident {
+    /// `RssAnon` + `RssShmem`, MiB.
+    pub anon_mib: f64,
+    /// `RssFile`, MiB: file pages mapped in, such as the shards'.
+    pub file_mib: f64,
+}
+
+impl Resident {
+    /// The process's resident memory now.
+    pub fn now() -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| status_kib(&status, key).unwrap_or(0.0) / 1024.0;
+        Resident {
+            anon_mib: kib("RssAnon:") + kib("RssShmem:"),
+            file_mib: kib("RssFile:"),
+        }
+    }
+
+    /// The larger of each kind.
+    pub fn max(self, other: Self) -> Self {
+        Resident {
+            anon_mib: self.anon_mib.max(other.anon_mib),
+            file_mib: self.file_mib.max(other.file_mib),
+        }
+    }
+}
+
+/// The value of `key` (e.g. `VmHWM:`) in `/proc/self/status` text, in kB.
+fn status_kib(status: &str, key: &str) -> Option<f64> {
+    let value = status.lines().find_map(|l| l.strip_prefix(key))?;
+    value.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// The process's peak resident set (`VmHWM`), in MiB; 0 where /proc is missing.
 pub fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-    kb.unwrap_or(0.0) / 1024.0
+    status_kib(&status, "VmHWM:").unwrap_or(0.0) / 1024.0
 }

@@ -139,10 +139,21 @@ fn bench_loader_checksum_does_not_depend_on_workers_and_baseline_runs() {
         "p50_batch_ms",
         "p99_batch_ms",
         "peak_rss_mib",
+        "peak_anon_mib",
+        "peak_mapped_mib",
         "checksum",
         "samples",
     ] {
         assert!(a.get(key).is_some(), "loader JSON lacks {key}: {a}");
+    }
+    // DESIGN's memory bound, on the memory the loader owns (not the shard pages mapped in).
+    for r in [&a, &b] {
+        assert_eq!(r["anon_within_budget"], true, "{r}");
+        let (anon, rss) = (
+            r["peak_anon_mib"].as_f64().unwrap(),
+            r["peak_rss_mib"].as_f64().unwrap(),
+        );
+        assert!(anon > 0.0 && anon <= rss, "{r}");
     }
     assert_eq!(a["checksum"], b["checksum"], "output depends on the worker count");
     assert!(a["samples"].as_u64().unwrap() > 0);

@@ -316,6 +316,13 @@ impl Loader {
         self.shared.slots.len()
     }
 
+    /// The bytes of the batch buffers, allocated once when the loader was built: the
+    /// loader's own memory, besides each worker's decode buffer and scratch.
+    pub fn buffer_bytes(&self) -> usize {
+        let per_sample = Slot::bytes_per_sample(self.shared.cfg.size as usize).expect("checked when built");
+        per_sample * self.shared.batch * self.shared.slots.len()
+    }
+
     /// The step the next batch will have.
     pub fn next_step(&self) -> u64 {
         self.next_out

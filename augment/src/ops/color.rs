@@ -181,7 +181,7 @@ impl HueTables {
                 p[x * 256 + y] = hsv_parts(0, x as u8, y as u8).0;
             }
         }
-        let sector = std::array::from_fn(|h| (h as f32 as f64 * 6.0 / 255.0).floor() as u8);
+        let sector = std::array::from_fn(|h| (h as f32 as f64 * 6.0 / 255.0).floor() as u8 % 6);
         let frac = std::array::from_fn(|h| {
             let hf = h as f32 as f64 * 6.0 / 255.0;
             (hf - hf.floor() as i32 as f32 as f64) as f32
@@ -197,21 +197,22 @@ impl HueTables {
         }
     }
 
-    /// [`rgb_to_hsv`] by lookup.
+    /// [`rgb_to_hsv`] by lookup, without branches (natural images make them
+    /// unpredictable): a gray pixel falls out of the tables as `(0, 0, v)`.
     #[inline(always)]
     pub fn to_hsv(&self, r: u8, g: u8, b: u8) -> (u8, u8, u8) {
         let maxc = r.max(g).max(b);
         let minc = r.min(g).min(b);
-        if maxc == minc {
-            return (0, 0, maxc);
-        }
         let (dr, dg, db) = ((maxc - r) as usize, (maxc - g) as usize, (maxc - b) as usize);
+        let by_r = dg << 8 | db;
+        let by_g = 65536 | dr << 8 | db;
+        let by_b = 131072 | dg << 8 | dr;
         let key = if dr == 0 {
-            dg * 256 + db
+            by_r
         } else if dg == 0 {
-            65536 + dr * 256 + db
+            by_g
         } else {
-            131072 + dg * 256 + dr
+            by_b
         };
         (
             self.hue[key],
@@ -220,19 +221,23 @@ impl HueTables {
         )
     }
 
-    /// [`hsv_to_rgb`] with table lookups for everything but `q` and `t`.
+    /// [`hsv_to_rgb`] with table lookups for everything but `q` and `t`, without
+    /// branches: at `s = 0`, `p`, `q` and `t` are all `v`.
     #[inline(always)]
     pub fn to_rgb(&self, h: u8, s: u8, v: u8) -> (u8, u8, u8) {
-        if s == 0 {
-            return (v, v, v);
-        }
         let (f, fs, vf) = (self.frac[h as usize], self.fs[s as usize], v as f32 as f64);
         let p = self.p[s as usize * 256 + v as usize];
         let q = clip_round(vf * (1.0 - (fs * f) as f64));
         let t = clip_round(vf * (1.0 - fs as f64 * (1.0 - f as f64)));
-        sector_rgb(self.sector[h as usize] as i32, v, p, q, t)
+        let values = [v, p, q, t];
+        let [a, b, c] = SECTORS[self.sector[h as usize] as usize];
+        (values[a as usize], values[b as usize], values[c as usize])
     }
 }
+
+/// Pillow's channel order for each of the six hue sectors, as indices into `[v, p, q, t]`
+/// (see [`sector_rgb`]).
+const SECTORS: [[u8; 3]; 6] = [[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]];
 
 #[inline(always)]
 fn clip_round(x: f64) -> u8 {
