@@ -8,15 +8,43 @@ pub fn transpose(src: &[u8], dst: &mut [u8], w: usize, h: usize) {
 
 /// Writes the transpose of the `rw × rh` rectangle at `(x, y)` of an RGB image with
 /// `stride_px` pixels per row into `dst` (`rw` rows of `rh` pixels).
+///
+/// Panics if the rectangle is not inside `src` or `dst` is too small; past that check,
+/// each pixel moves as one 4-byte word where the word's fourth byte is the first byte of
+/// a destination pixel written later (the next along its row), else as 3 bytes.
 pub fn transpose_rect(src: &[u8], stride_px: usize, (x, y, rw, rh): (usize, usize, usize, usize), dst: &mut [u8]) {
     const TILE: usize = 16;
+    if rw == 0 || rh == 0 {
+        return;
+    }
+    assert!(
+        x + rw <= stride_px && ((y + rh - 1) * stride_px + x + rw) * 3 <= src.len(),
+        "rectangle outside the image"
+    );
+    assert!(rw * rh * 3 <= dst.len(), "destination too small");
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
     for y0 in (0..rh).step_by(TILE) {
         for x0 in (0..rw).step_by(TILE) {
             for yy in y0..(y0 + TILE).min(rh) {
                 let row = ((y + yy) * stride_px + x) * 3;
+                // A word may be read past a source pixel unless it is the image's last.
+                let wide = yy + 1 < rh && row + (x0 + TILE).min(rw) * 3 < src.len();
                 for xx in x0..(x0 + TILE).min(rw) {
                     let (s, d) = (row + xx * 3, (xx * rh + yy) * 3);
-                    dst[d..d + 3].copy_from_slice(&src[s..s + 3]);
+                    // SAFETY: s + 3 <= src.len() and d + 3 <= rw * rh * 3 <= dst.len() by
+                    // the checks above; with `wide`, s + 4 <= src.len() and d + 4 <=
+                    // (xx * rh + yy + 1) * 3 + 1 <= dst.len(), and byte d + 3 belongs to
+                    // destination pixel (xx, yy + 1), written after this one (tiles run
+                    // down `yy`), so the extra byte read or written is in bounds and the
+                    // extra byte written is overwritten.
+                    unsafe {
+                        if wide {
+                            let word = (sp.add(s) as *const u32).read_unaligned();
+                            (dp.add(d) as *mut u32).write_unaligned(word);
+                        } else {
+                            std::ptr::copy_nonoverlapping(sp.add(s), dp.add(d), 3);
+                        }
+                    }
                 }
             }
         }
