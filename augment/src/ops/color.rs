@@ -122,7 +122,11 @@ pub fn adjust_hue(rgb: &mut [u8], hue_factor: f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn hue_avx2(rgb: &mut [u8], shift: u8) {
-    hue_generic(rgb, shift)
+    let whole = rgb.len() / 24 * 24;
+    let (blocks, rest) = rgb.split_at_mut(whole);
+    // SAFETY: AVX2 is this function's promise.
+    unsafe { super::hue_avx2::hue_blocks(blocks, shift, HueTables::get()) };
+    hue_generic(rest, shift)
 }
 
 #[inline(always)]
@@ -143,15 +147,21 @@ fn hue_generic(rgb: &mut [u8], shift: u8) {
 /// `(S, V)`; `q` and `t` are computed per pixel with Pillow's float/double maths.
 pub struct HueTables {
     /// `hue[branch][d1][d2]`: branch 0 (R max) keyed by (max-G, max-B), 1 (G max) by
-    /// (max-R, max-B), 2 (B max) by (max-G, max-R).
-    hue: Vec<u8>,
+    /// (max-R, max-B), 2 (B max) by (max-G, max-R). Three bytes of padding follow, so
+    /// that a 4-byte gather at any key stays inside (as in `sat` and `p`).
+    pub(crate) hue: Vec<u8>,
     /// `sat[cr][max]`.
-    sat: Vec<u8>,
+    pub(crate) sat: Vec<u8>,
     /// `p[s][v]`.
-    p: Vec<u8>,
-    sector: [u8; 256],
-    frac: [f32; 256],
-    fs: [f32; 256],
+    pub(crate) p: Vec<u8>,
+    /// The sector `0..6` of each H.
+    pub(crate) sector: [u8; 256],
+    /// `sector` as words, for gathers.
+    pub(crate) sector32: [i32; 256],
+    /// The fraction of each H within its sector.
+    pub(crate) frac: [f32; 256],
+    /// S as a fraction of 255.
+    pub(crate) fs: [f32; 256],
 }
 
 impl HueTables {
@@ -162,7 +172,7 @@ impl HueTables {
     }
 
     fn build() -> Self {
-        let mut hue = vec![0u8; 3 * 256 * 256];
+        let mut hue = vec![0u8; 3 * 256 * 256 + 3];
         for d1 in 0..256usize {
             for d2 in 0..256usize {
                 let (a, b) = (255 - d1 as u8, 255 - d2 as u8);
@@ -171,8 +181,8 @@ impl HueTables {
                 hue[131072 + d1 * 256 + d2] = if d1 == 0 || d2 == 0 { 0 } else { rgb_to_hsv(b, a, 255).0 };
             }
         }
-        let mut sat = vec![0u8; 256 * 256];
-        let mut p = vec![0u8; 256 * 256];
+        let mut sat = vec![0u8; 256 * 256 + 3];
+        let mut p = vec![0u8; 256 * 256 + 3];
         for x in 0..256usize {
             for y in 0..256usize {
                 if x <= y {
@@ -187,11 +197,13 @@ impl HueTables {
             (hf - hf.floor() as i32 as f32 as f64) as f32
         });
         let fs = std::array::from_fn(|s| (s as f32 as f64 / 255.0) as f32);
+        let sector32 = sector.map(i32::from);
         HueTables {
             hue,
             sat,
             p,
             sector,
+            sector32,
             frac,
             fs,
         }
@@ -237,7 +249,7 @@ impl HueTables {
 
 /// Pillow's channel order for each of the six hue sectors, as indices into `[v, p, q, t]`
 /// (see [`sector_rgb`]).
-const SECTORS: [[u8; 3]; 6] = [[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]];
+pub(crate) const SECTORS: [[u8; 3]; 6] = [[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]];
 
 #[inline(always)]
 fn clip_round(x: f64) -> u8 {

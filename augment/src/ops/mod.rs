@@ -4,6 +4,8 @@
 pub mod blur;
 pub mod color;
 pub mod flip;
+#[cfg(target_arch = "x86_64")]
+mod hue_avx2;
 pub mod normalize;
 pub mod resize;
 pub mod transpose;
