@@ -48,13 +48,22 @@ pub fn adjust_contrast(rgb: &mut [u8], factor: f32) {
     if factor == 1.0 {
         return;
     }
-    let mut sum = 0u64;
-    for p in rgb.chunks_exact(3) {
-        sum += luma(p[0], p[1], p[2]) as u64;
-    }
+    let sum = luma_sum(rgb);
     let n = (rgb.len() / 3).max(1) as f64;
     let mean = (sum as f64 / n + 0.5) as u8;
     apply_table(rgb, &blend_table(mean, factor));
+}
+
+/// The sum of the luma of every pixel.
+fn luma_sum(rgb: &[u8]) -> u64 {
+    let plain = |px: &[u8]| px.chunks_exact(3).map(|p| luma(p[0], p[1], p[2]) as u64).sum::<u64>();
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        let (blocks, rest) = rgb.split_at(rgb.len() / 24 * 24);
+        // SAFETY: `is_x86_feature_detected!` has just confirmed AVX2.
+        return unsafe { super::avx2::luma_sum_blocks(blocks) } + plain(rest);
+    }
+    plain(rgb)
 }
 
 /// `ImageEnhance.Color(img).enhance(factor)`: a blend with the luma image.
@@ -78,7 +87,11 @@ pub fn adjust_saturation(rgb: &mut [u8], factor: f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn saturation_avx2(rgb: &mut [u8], factor: f32) {
-    saturation_generic(rgb, factor)
+    let whole = rgb.len() / 24 * 24;
+    let (blocks, rest) = rgb.split_at_mut(whole);
+    // SAFETY: AVX2 is this function's promise.
+    unsafe { super::avx2::saturation_blocks(blocks, factor) };
+    saturation_generic(rest, factor)
 }
 
 #[inline(always)]
@@ -125,7 +138,7 @@ unsafe fn hue_avx2(rgb: &mut [u8], shift: u8) {
     let whole = rgb.len() / 24 * 24;
     let (blocks, rest) = rgb.split_at_mut(whole);
     // SAFETY: AVX2 is this function's promise.
-    unsafe { super::hue_avx2::hue_blocks(blocks, shift, HueTables::get()) };
+    unsafe { super::avx2::hue_blocks(blocks, shift, HueTables::get()) };
     hue_generic(rest, shift)
 }
 

@@ -1,11 +1,11 @@
 //! Pixel operations on 8-bit interleaved RGB, each bit-exact with PIL's code path and
 //! each writing into a buffer the caller provides (or working in place).
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 pub mod blur;
 pub mod color;
 pub mod flip;
-#[cfg(target_arch = "x86_64")]
-mod hue_avx2;
 pub mod normalize;
 pub mod resize;
 pub mod transpose;
