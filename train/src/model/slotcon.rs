@@ -186,7 +186,8 @@ fn active<const N: usize>(maps: [&Tensor<4>; N], valid: &[bool], carry: Option<T
         valid: Vec::new(),
         carried: Vec::new(),
     };
-    for chunk in all.chunks(all.len() / dist::world_size()) {
+    // Every rank sends the same layout; an empty read (nothing to send) has no chunks.
+    for chunk in all.chunks((all.len() / dist::world_size()).max(1)) {
         read.add_rank(&maps, chunk);
     }
     read
