@@ -149,6 +149,31 @@ fn batches_are_identical_for_any_worker_count_and_resume_exactly() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 10 * 12);
+    // The next epoch built after this one (its buffers taken over, even mid-epoch or with
+    // other settings) is that epoch's batches, as if built afresh.
+    let mut first = base.clone().workers(2).epoch(0).build().unwrap();
+    let _ = first.next();
+    let after = base.clone().workers(3).build_after(first).unwrap();
+    let again: Vec<_> = after.map(|b| fingerprint(&b.unwrap())).collect();
+    assert_eq!(again, one);
+    // A batch still held, or buffers of another size: fresh buffers, the same batches.
+    let mut busy = base.clone().epoch(0).build().unwrap();
+    let held = busy.next().unwrap().unwrap();
+    let rest: Vec<_> = base
+        .clone()
+        .build_after(busy)
+        .unwrap()
+        .map(|b| fingerprint(&b.unwrap()))
+        .collect();
+    assert_eq!(rest, one);
+    drop(held);
+    let small = base
+        .clone()
+        .batch_size(7)
+        .build_after(base.clone().build().unwrap())
+        .unwrap();
+    let small: Vec<_> = small.map(|b| fingerprint(&b.unwrap())).collect();
+    assert_eq!(small, epoch(base.clone().batch_size(7)));
 }
 
 #[test]

@@ -88,8 +88,14 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
     // The clock starts at the first batch (thread start-up excluded), as in baseline.py.
     let mut start = Instant::now();
     let mut first = true;
+    let mut previous = None;
     'epochs: for epoch in 0.. {
-        let mut loader = builder.clone().epoch(epoch).build()?;
+        // Each epoch takes over the last one's buffers, as a trainer does.
+        let next = builder.clone().epoch(epoch);
+        let mut loader = match previous.take() {
+            Some(last) => next.build_after(last)?,
+            None => next.build()?,
+        };
         if loader.steps_per_epoch() == 0 {
             return Err(Error::Data(format!(
                 "{}: {} images make no batch of {}",
@@ -121,6 +127,7 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
                 break 'epochs;
             }
         }
+        previous = Some(loader);
     }
     let seconds = start.elapsed().as_secs_f64();
     let budget_mib = (buffers as f64 + LOADER_OVERHEAD_BYTES) / MIB;

@@ -169,19 +169,24 @@ pub fn train(
     let aug = AugmentConfig::slotcon()
         .with_size(cfg.image_size)
         .with_min_scale(cfg.min_scale);
+    let mut previous = None;
     while trainer.step < last {
         let (epoch, start) = (trainer.step / steps_per_epoch, trainer.step % steps_per_epoch);
-        let loader = LoaderBuilder::new(Arc::clone(&reader))
+        let builder = LoaderBuilder::new(Arc::clone(&reader))
             .augment(aug.clone())
             .batch_size(rank_batch)
             .distributed(dist::rank(), dist::world_size())
             .workers(opts.workers)
             .seed(cfg.seed)
             .epoch(epoch)
-            .start_step(start)
-            .build()?;
+            .start_step(start);
+        // Each epoch takes over the last one's batch buffers.
+        let mut loader = match previous.take() {
+            Some(last) => builder.build_after(last)?,
+            None => builder.build()?,
+        };
         let mut wait_start = Instant::now();
-        for batch in loader {
+        for batch in loader.by_ref() {
             let batch = batch?;
             let waited = wait_start.elapsed().as_secs_f64();
             let t = Instant::now();
@@ -199,6 +204,7 @@ pub fn train(
             }
             wait_start = Instant::now();
         }
+        previous = Some(loader);
         // The last step's losses, checked finite before anything is saved.
         log.write(trainer.flush()?, on_step, last)?;
         let epoch_done = trainer.step.is_multiple_of(steps_per_epoch);

@@ -59,6 +59,11 @@ impl Slot {
         views.checked_add(meta)
     }
 
+    /// Whether this buffer holds `batch` positions of `size × size` views.
+    pub(crate) fn fits(&self, batch: usize, size: usize) -> bool {
+        self.view_len == size * size * 3 && self.ids.len() == batch
+    }
+
     /// A buffer of `batch` positions; the caller has checked that its size fits
     /// ([`Slot::bytes_per_sample`]), an allocation failure is returned, not an abort.
     pub(crate) fn new(batch: usize, size: usize) -> Result<Self, std::collections::TryReserveError> {

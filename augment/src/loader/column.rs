@@ -44,6 +44,11 @@ impl<T: Clone> Column<T> {
 }
 
 impl<T> Column<T> {
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// A mutable view of `range`.
     ///
     /// # Safety

@@ -189,6 +189,23 @@ impl LoaderBuilder {
     /// Checks the settings (the batch against the store and the memory), allocates the
     /// batch buffers and starts the workers.
     pub fn build(self) -> Result<Loader> {
+        self.build_with(None)
+    }
+
+    /// [`build`](Self::build) for the next epoch (or any other settings) after
+    /// `previous`, which is stopped first: its batch buffers are taken over when they fit
+    /// (same batch size, view size and count) and none of its batches is still held, so
+    /// that epochs follow one another without allocating and touching fresh memory, as
+    /// PyTorch's `persistent_workers` do; otherwise fresh buffers are allocated.
+    pub fn build_after(self, previous: Loader) -> Result<Loader> {
+        let size = self.cfg.size as usize;
+        let slots = previous
+            .into_slots()
+            .filter(|slots| slots.len() == self.prefetch + 2 && slots.iter().all(|s| s.fits(self.batch_size, size)));
+        self.build_with(slots)
+    }
+
+    fn build_with(self, reuse: Option<Vec<Slot>>) -> Result<Loader> {
         self.validate()?;
         let order = order::epoch_order(self.reader.len(), self.seed, self.epoch);
         let share = order::rank_share(&order, self.rank, self.world_size);
@@ -216,15 +233,17 @@ impl LoaderBuilder {
         for slot in 0..buffers {
             free.0.send(slot).expect("receiver is alive");
         }
-        let slots = (0..buffers)
-            .map(|_| Slot::new(self.batch_size, self.cfg.size as usize))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| {
-                Error::Config(format!(
-                    "cannot allocate the {buffers} batch buffers ({:.1} GiB): {e}",
-                    bytes as f64 / GIB
-                ))
-            })?;
+        let fresh = || {
+            (0..buffers)
+                .map(|_| Slot::new(self.batch_size, self.cfg.size as usize))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        };
+        let slots = reuse.map_or_else(fresh, Ok).map_err(|e| {
+            Error::Config(format!(
+                "cannot allocate the {buffers} batch buffers ({:.1} GiB): {e}",
+                bytes as f64 / GIB
+            ))
+        })?;
         let shared = Arc::new(Shared {
             reader: self.reader,
             cfg: self.cfg,
@@ -403,12 +422,27 @@ impl Iterator for Loader {
     }
 }
 
-impl Drop for Loader {
-    fn drop(&mut self) {
+impl Loader {
+    /// Stops the workers and joins them.
+    fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.tasks = None; // workers see the channel close once the queue is drained
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+    }
+
+    /// Stops the loader and hands back its batch buffers, unless a batch still holds them.
+    fn into_slots(mut self) -> Option<Vec<Slot>> {
+        self.stop();
+        let shared = Arc::clone(&self.shared);
+        drop(self);
+        Arc::try_unwrap(shared).ok().map(|s| s.slots)
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
