@@ -2,14 +2,18 @@
 //! equal `Image.open(p).convert('RGB')` byte for byte.
 //!
 //! libjpeg-turbo 3.1.0 is built from source by `turbojpeg-sys` (its vendored copy, with
-//! cmake and nasm: SIMD on); Pillow 12.0 ships 3.1.2, whose changes do not touch this
-//! path (tested bit-exact on the COCO sample and on generated files:
-//! `tests/python/check_jpeg_exact.py`). Through the TurboJPEG 3 API, as PIL's decoder
-//! sets libjpeg up: the accurate integer IDCT (`JDCT_ISLOW`), fancy upsampling, no
-//! scaling, RGB out (grayscale replicated by libjpeg, as PIL's `L` → `RGB`); a warning
+//! cmake and nasm: SIMD on); Pillow 12.0 ships 3.1.2, whose ChangeLog changes no
+//! decompressed pixel (README, "Where this differs"; tested bit-exact on the COCO sample
+//! and on generated files of every kind: `tests/python/compare_raw.py`). Through the
+//! TurboJPEG 3 API, as PIL's decoder sets libjpeg up: the accurate integer IDCT
+//! (`JDCT_ISLOW`), fancy upsampling, no scaling, RGB out (grayscale replicated by
+//! libjpeg, as PIL's `L` → `RGB`); a warning
 //! (truncated or corrupt data) is an error, as PIL's "image file is truncated". CMYK and
 //! YCCK files come out as CMYK (libjpeg converts YCCK) and go to RGB as PIL's
 //! `CMYK` → `RGB` does, after PIL's inversion of Adobe files (`CMYK;I`).
+//!
+//! A region is decoded with TurboJPEG's cropping ([`region`]): the same pixels as a full
+//! decode, for the rows and columns the two crops need.
 //!
 //! One decompressor per thread, made on first use and reused.
 
