@@ -80,7 +80,7 @@ pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Inf
 /// Decodes the part of `bytes` that covers `want` (clipped to the image) into `out` as
 /// RGB, and returns the header and the rectangle decoded, which contains `want`; its
 /// pixels equal the same rectangle of [`decode_rgb`]'s. A JPEG is decoded in part, by
-/// libjpeg-turbo's cropping (a few pixels of margin, the left edge on an iMCU column);
+/// libjpeg-turbo's cropping (a margin column each side, the left edge on an iMCU column);
 /// a PNG, or a JPEG that cannot be decoded in part (lossless, 12-bit, odd sampling), is
 /// decoded whole.
 pub fn decode_rgb_region(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Result<(Info, Rect)> {

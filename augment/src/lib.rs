@@ -44,7 +44,7 @@ pub use image::{ImageRef, Rect};
 pub use loader::{Loader, LoaderBuilder, SkippedSample, TwoViewBatch};
 pub use rng::{Draws, Replay, SampleRng};
 pub use view::{
-    apply_jitter, apply_view, apply_view_timed, draw_sample, draw_two_views, draw_view, local_crop, render_two_views,
-    render_two_views_timed, two_views, two_views_into, AugmentConfig, Jitter, Scratch, StageTimes, TwoViewMeta,
-    TwoViewSample, ViewConfig, ViewParams, JITTER_OPS,
+    apply_jitter, apply_view, apply_view_timed, draw_sample, draw_two_views, draw_view, render_two_views, two_views,
+    two_views_into, AugmentConfig, Jitter, Scratch, StageTimes, TwoViewMeta, TwoViewSample, ViewConfig, ViewParams,
+    JITTER_OPS,
 };

@@ -329,7 +329,8 @@ pub fn two_views_into(
     s: &mut Scratch,
 ) -> crate::Result<TwoViewMeta> {
     let meta = draw_sample(cfg, src.width as u32, src.height as u32, key);
-    render_two_views(src, Rect::full(src.width, src.height), &meta, cfg, outs, s)?;
+    let all = Rect::full(src.width, src.height);
+    render_two_views(src, all, &meta, cfg, outs, s, &mut StageTimes::default())?;
     Ok(meta)
 }
 
@@ -342,20 +343,9 @@ pub fn draw_sample(cfg: &AugmentConfig, width: u32, height: u32, key: (u64, u64,
 }
 
 /// Renders both views of `meta` into `outs` from `src`, the part of the image at `at`
-/// (which must hold [`TwoViewMeta::bounds`]: a partial decode's region, or the whole).
+/// (which must hold [`TwoViewMeta::bounds`]: a partial decode's region, or the whole),
+/// adding each stage's duration to `t`.
 pub fn render_two_views(
-    src: ImageRef<'_>,
-    at: Rect,
-    meta: &TwoViewMeta,
-    cfg: &AugmentConfig,
-    outs: [&mut [u8]; 2],
-    s: &mut Scratch,
-) -> crate::Result<()> {
-    render_two_views_timed(src, at, meta, cfg, outs, s, &mut StageTimes::default())
-}
-
-/// [`render_two_views`], adding each stage's duration to `t`.
-pub fn render_two_views_timed(
     src: ImageRef<'_>,
     at: Rect,
     meta: &TwoViewMeta,
@@ -375,7 +365,7 @@ pub fn render_two_views_timed(
 }
 
 /// `crop`, given in the image, relative to the part of it at `at`.
-pub fn local_crop(crop: Crop, at: Rect) -> crate::Result<Crop> {
+fn local_crop(crop: Crop, at: Rect) -> crate::Result<Crop> {
     let r = crop.rect();
     if r.x < at.x || r.y < at.y || r.x + r.w > at.x + at.w || r.y + r.h > at.y + at.h {
         return Err(crate::Error::Geometry(format!(

@@ -153,7 +153,7 @@ fn batches_are_identical_for_any_worker_count_and_resume_exactly() {
     // other settings) is that epoch's batches, as if built afresh.
     let mut first = base.clone().workers(2).epoch(0).build().unwrap();
     let _ = first.next();
-    let after = base.clone().workers(3).build_after(first).unwrap();
+    let after = base.clone().workers(3).build_after(Some(first)).unwrap();
     let again: Vec<_> = after.map(|b| fingerprint(&b.unwrap())).collect();
     assert_eq!(again, one);
     // A batch still held, or buffers of another size: fresh buffers, the same batches.
@@ -161,7 +161,7 @@ fn batches_are_identical_for_any_worker_count_and_resume_exactly() {
     let held = busy.next().unwrap().unwrap();
     let rest: Vec<_> = base
         .clone()
-        .build_after(busy)
+        .build_after(Some(busy))
         .unwrap()
         .map(|b| fingerprint(&b.unwrap()))
         .collect();
@@ -170,7 +170,7 @@ fn batches_are_identical_for_any_worker_count_and_resume_exactly() {
     let small = base
         .clone()
         .batch_size(7)
-        .build_after(base.clone().build().unwrap())
+        .build_after(Some(base.clone().build().unwrap()))
         .unwrap();
     let small: Vec<_> = small.map(|b| fingerprint(&b.unwrap())).collect();
     assert_eq!(small, epoch(base.clone().batch_size(7)));

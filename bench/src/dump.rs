@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use slotcon_augment::decode::{sample_region, Limits};
-use slotcon_augment::{draw_sample, render_two_views, AugmentConfig, Scratch, ViewParams};
+use slotcon_augment::{draw_sample, render_two_views, AugmentConfig, Scratch, StageTimes, ViewParams};
 use slotcon_shards::ShardReader;
 
 use crate::error::{Error, Result};
@@ -56,7 +56,7 @@ pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>>
         let meta = draw_sample(&cfg, s.width, s.height, (seed, 0, id));
         let (img, at) = sample_region(reader.store(), &s, Limits::default(), meta.bounds(), &mut rgb)?;
         let [a, b] = &mut views;
-        render_two_views(img, at, &meta, &cfg, [a, b], &mut scratch)?;
+        render_two_views(img, at, &meta, &cfg, [a, b], &mut scratch, &mut StageTimes::default())?;
         for (v, pixels) in views.iter().enumerate() {
             write_png(&out.join(format!("{id}_v{}.png", v + 1)), pixels, cfg.size)?;
         }

@@ -91,11 +91,7 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
     let mut previous = None;
     'epochs: for epoch in 0.. {
         // Each epoch takes over the last one's buffers, as a trainer does.
-        let next = builder.clone().epoch(epoch);
-        let mut loader = match previous.take() {
-            Some(last) => next.build_after(last)?,
-            None => next.build()?,
-        };
+        let mut loader = builder.clone().epoch(epoch).build_after(previous.take())?;
         if loader.steps_per_epoch() == 0 {
             return Err(Error::Data(format!(
                 "{}: {} images make no batch of {}",

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use slotcon_augment::decode::{sample_region, Limits};
-use slotcon_augment::{draw_sample, render_two_views_timed, AugmentConfig, Scratch, StageTimes};
+use slotcon_augment::{draw_sample, render_two_views, AugmentConfig, Scratch, StageTimes};
 use slotcon_shards::ShardReader;
 
 use crate::error::{Error, Result};
@@ -64,7 +64,7 @@ pub fn profile(shards: &Path, n: u64, seed: u64) -> Result<Profile> {
         let (img, at) = sample_region(reader.store(), &s, Limits::default(), meta.bounds(), &mut rgb)?;
         decode += t.elapsed();
         let [a, b] = &mut outs;
-        render_two_views_timed(img, at, &meta, &cfg, [a, b], &mut scratch, &mut times)?;
+        render_two_views(img, at, &meta, &cfg, [a, b], &mut scratch, &mut times)?;
     }
     let stages = [
         ("read + CRC", read),

@@ -172,19 +172,16 @@ pub fn train(
     let mut previous = None;
     while trainer.step < last {
         let (epoch, start) = (trainer.step / steps_per_epoch, trainer.step % steps_per_epoch);
-        let builder = LoaderBuilder::new(Arc::clone(&reader))
+        // Each epoch takes over the last one's batch buffers.
+        let mut loader = LoaderBuilder::new(Arc::clone(&reader))
             .augment(aug.clone())
             .batch_size(rank_batch)
             .distributed(dist::rank(), dist::world_size())
             .workers(opts.workers)
             .seed(cfg.seed)
             .epoch(epoch)
-            .start_step(start);
-        // Each epoch takes over the last one's batch buffers.
-        let mut loader = match previous.take() {
-            Some(last) => builder.build_after(last)?,
-            None => builder.build()?,
-        };
+            .start_step(start)
+            .build_after(previous.take())?;
         let mut wait_start = Instant::now();
         for batch in loader.by_ref() {
             let batch = batch?;

@@ -193,14 +193,14 @@ impl LoaderBuilder {
     }
 
     /// [`build`](Self::build) for the next epoch (or any other settings) after
-    /// `previous`, which is stopped first: its batch buffers are taken over when they fit
-    /// (same batch size, view size and count) and none of its batches is still held, so
-    /// that epochs follow one another without allocating and touching fresh memory, as
-    /// PyTorch's `persistent_workers` do; otherwise fresh buffers are allocated.
-    pub fn build_after(self, previous: Loader) -> Result<Loader> {
+    /// `previous` (if any), which is stopped first: its batch buffers are taken over when
+    /// they fit (same batch size, view size and count) and none of its batches is still
+    /// held, so that epochs follow one another without allocating and touching fresh
+    /// memory, as PyTorch's `persistent_workers` do; otherwise fresh buffers are allocated.
+    pub fn build_after(self, previous: Option<Loader>) -> Result<Loader> {
         let size = self.cfg.size as usize;
         let slots = previous
-            .into_slots()
+            .and_then(Loader::into_slots)
             .filter(|slots| slots.len() == self.prefetch + 2 && slots.iter().all(|s| s.fits(self.batch_size, size)));
         self.build_with(slots)
     }

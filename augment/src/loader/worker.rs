@@ -11,7 +11,7 @@ use super::batch::{Outcome, Slot};
 use super::Shared;
 use crate::decode::{sample_region, Limits};
 use crate::error::Error;
-use crate::view::{draw_sample, render_two_views, Scratch, TwoViewMeta};
+use crate::view::{draw_sample, render_two_views, Scratch, StageTimes, TwoViewMeta};
 
 /// One sample to render: position `pos` of batch buffer `slot`.
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +97,7 @@ fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState)
     // received, while the batch is being filled; `views` is dropped when `fill` returns
     // (or unwinds), before `run` records the outcome and decrements `remaining`.
     let views = unsafe { slot.views_mut(pos) };
-    render_two_views(img, at, &meta, &shared.cfg, views, &mut ws.scratch).map_err(|e| failed(e.to_string()))?;
+    let times = &mut StageTimes::default();
+    render_two_views(img, at, &meta, &shared.cfg, views, &mut ws.scratch, times).map_err(|e| failed(e.to_string()))?;
     Ok(meta)
 }

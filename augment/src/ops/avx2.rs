@@ -132,7 +132,7 @@ fn to_rgb(t: &HueTables, h: __m256i, s: __m256i, v: __m256i) -> [__m256i; 3] {
         (
             _mm256_i32gather_ps::<4>(t.frac.as_ptr(), h),
             _mm256_i32gather_ps::<4>(t.fs.as_ptr(), s),
-            _mm256_i32gather_epi32::<4>(t.sector32.as_ptr(), h),
+            _mm256_i32gather_epi32::<4>(t.sector.as_ptr(), h),
         )
     };
     let p = gather_u8(&t.p, _mm256_or_si256(_mm256_slli_epi32::<8>(s), v));

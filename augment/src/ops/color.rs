@@ -167,10 +167,8 @@ pub struct HueTables {
     pub(crate) sat: Vec<u8>,
     /// `p[s][v]`.
     pub(crate) p: Vec<u8>,
-    /// The sector `0..6` of each H.
-    pub(crate) sector: [u8; 256],
-    /// `sector` as words, for gathers.
-    pub(crate) sector32: [i32; 256],
+    /// The sector `0..6` of each H (words, for gathers).
+    pub(crate) sector: [i32; 256],
     /// The fraction of each H within its sector.
     pub(crate) frac: [f32; 256],
     /// S as a fraction of 255.
@@ -204,19 +202,17 @@ impl HueTables {
                 p[x * 256 + y] = hsv_parts(0, x as u8, y as u8).0;
             }
         }
-        let sector = std::array::from_fn(|h| (h as f32 as f64 * 6.0 / 255.0).floor() as u8 % 6);
+        let sector = std::array::from_fn(|h| (h as f32 as f64 * 6.0 / 255.0).floor() as i32 % 6);
         let frac = std::array::from_fn(|h| {
             let hf = h as f32 as f64 * 6.0 / 255.0;
             (hf - hf.floor() as i32 as f32 as f64) as f32
         });
         let fs = std::array::from_fn(|s| (s as f32 as f64 / 255.0) as f32);
-        let sector32 = sector.map(i32::from);
         HueTables {
             hue,
             sat,
             p,
             sector,
-            sector32,
             frac,
             fs,
         }
