@@ -11,7 +11,9 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "==> python venv: $venv" >&2
   python3 -m venv "$venv" >&2
   "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet -r "$req" >&2
+  # No wheel cache: PyTorch and its CUDA libraries take ~7 GB installed, and a cached copy
+  # of their wheels would take ~4 GB more on a disk that may be small.
+  "$venv/bin/python" -m pip install --quiet --no-cache-dir -r "$req" >&2
   echo "$want" > "$stamp"
 fi
 echo "$venv/bin/python"

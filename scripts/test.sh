@@ -30,6 +30,9 @@ if [ -z "${SLOTCON_COCO128:-}" ]; then
   done
 fi
 echo "==> COCO sample: ${SLOTCON_COCO128:-not found (tests will say so)}"
+# The venv (~7 GB with PyTorch's CUDA libraries) and a clean build (~8 GB) need ~16 GB.
+free_gb=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
+echo "==> free disk: ${free_gb} GB here (a clean run needs about 16 GB)"
 SLOTCON_PYTHON=$(scripts/python-env.sh | tail -n 1)
 export SLOTCON_PYTHON
 # LibTorch for the `tch` feature comes from the venv's PyTorch 2.9.0 (burn-tch pins it);

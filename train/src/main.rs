@@ -33,7 +33,8 @@ struct Cli {
     /// The run directory.
     #[arg(long)]
     out: PathBuf,
-    /// Named settings to start from.
+    /// Named settings to start from (with --resume, the run's own config.json is the start,
+    /// and flags given must agree with it).
     #[arg(long, value_enum, default_value_t = Preset::Tiny)]
     preset: Preset,
     /// Backbone: resnet18, resnet34 or resnet50 (overrides the preset).
@@ -113,8 +114,10 @@ enum OptimArg {
     Sgd,
 }
 
-fn config(cli: &Cli) -> TrainConfig {
+fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
+    let saved = cli.out.join("config.json");
     let mut cfg = match cli.preset {
+        _ if cli.resume && saved.is_file() => TrainConfig::load(&saved)?,
         Preset::Tiny => TrainConfig::tiny(),
         Preset::CocoR50 => TrainConfig::coco_r50_800ep(),
     };
@@ -132,7 +135,7 @@ fn config(cli: &Cli) -> TrainConfig {
             OptimArg::Sgd => slotcon_train::Optimizer::Sgd,
         };
     }
-    cfg
+    Ok(cfg)
 }
 
 fn main() -> ExitCode {
@@ -159,7 +162,7 @@ fn check(cli: &Cli, cfg: &TrainConfig) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = config(&cli);
+    let cfg = config(&cli)?;
     check(&cli, &cfg)?;
     if let Some(reason) = cli.device.unavailable() {
         return Err(bad_flag("--device", cli.device, reason));

@@ -293,10 +293,42 @@ fn resume(trainer: Trainer, out: &Path) -> Result<Trainer> {
     if saved != trainer.cfg {
         return Err(Error::Checkpoint {
             path: current,
-            reason: "the checkpoint was made with another config".into(),
+            reason: format!(
+                "the checkpoint was made with another config: {}",
+                config_diff(&saved, &trainer.cfg)
+            ),
         });
     }
-    trainer.load(&current)
+    let store_steps = trainer.steps_per_epoch();
+    let trainer = trainer.load(&current)?;
+    if trainer.steps_per_epoch() != store_steps {
+        return Err(Error::Checkpoint {
+            path: current,
+            reason: format!(
+                "the run has {} steps per epoch, this store and batch size make {store_steps}: resume on the \
+                 store it was trained on (an imported run takes its steps per epoch from the official \
+                 checkpoint, or from slotcon-import --steps-per-epoch)",
+                trainer.steps_per_epoch()
+            ),
+        });
+    }
+    Ok(trainer)
+}
+
+/// The fields where `saved` and `asked` differ: `batch_size 32 (asked 16), ...`.
+fn config_diff(saved: &TrainConfig, asked: &TrainConfig) -> String {
+    let (a, b) = (
+        serde_json::to_value(saved).expect("json"),
+        serde_json::to_value(asked).expect("json"),
+    );
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return String::new();
+    };
+    let fields: Vec<String> = (a.iter())
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k} {v} (asked {})", b.get(k).unwrap_or(&serde_json::Value::Null)))
+        .collect();
+    fields.join(", ")
 }
 
 /// Drops `metrics.jsonl` lines of steps at or after `step` (they are redone on resume).

@@ -15,6 +15,7 @@ use crate::data::{plans, view_tensor};
 use crate::dist;
 use crate::error::{Error, Result};
 use crate::model::{slotcon_loss, SlotConNet};
+use crate::optim::lars::{momentum_module, with_momentum};
 use crate::optim::{ema_update, Lars};
 use crate::schedule::{learning_rate, teacher_momentum};
 
@@ -341,18 +342,7 @@ impl Trainer {
         self.optim
             .save(dir.join("optimizer.bin"))
             .map_err(|e| weights(e.to_string()))?;
-        let center = self
-            .center
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .map_err(|e| weights(e.to_string()))?;
-        let progress = Progress {
-            step: self.step,
-            steps_per_epoch: self.steps_per_epoch,
-            center,
-        };
+        let progress = self.progress().map_err(|e| weights(e.to_string()))?;
         let text = serde_json::to_string_pretty(&progress).expect("json");
         let path = dir.join("progress.json");
         Ok(std::fs::write(&path, text).map_err(io_err(&path))?)
@@ -373,16 +363,50 @@ impl Trainer {
             .load(dir.join("optimizer.bin"))
             .map_err(|e| weights(e.to_string()))?;
         let p: Progress = read_json(&dir.join("progress.json"))?;
-        if p.center.len() != self.cfg.num_prototypes {
-            return Err(weights(format!(
-                "checkpoint has {} prototypes, the config {}",
-                p.center.len(),
-                self.cfg.num_prototypes
-            )));
+        self.set_progress(p).map_err(weights)?;
+        Ok(self)
+    }
+
+    /// The step, the steps per epoch and the centre: what a checkpoint keeps besides the
+    /// tensors (one read of the centre).
+    pub fn progress(&self) -> std::result::Result<Progress, String> {
+        let center = self.center.clone().into_data().convert::<f32>();
+        Ok(Progress {
+            step: self.step,
+            steps_per_epoch: self.steps_per_epoch,
+            center: center.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?,
+        })
+    }
+
+    /// Restores what [`Trainer::progress`] returned; the centre must have one value per
+    /// prototype.
+    pub fn set_progress(&mut self, p: Progress) -> std::result::Result<(), String> {
+        let k = self.cfg.num_prototypes;
+        if p.center.len() != k {
+            return Err(format!("the centre has {} prototypes, the config {k}", p.center.len()));
         }
-        self.center = Tensor::<1>::from_floats(p.center.as_slice(), &self.device).reshape([1, self.cfg.num_prototypes]);
+        self.center = Tensor::<1>::from_floats(p.center.as_slice(), &self.device).reshape([1, k]);
         self.step = p.step;
         self.steps_per_epoch = p.steps_per_epoch;
-        Ok(self)
+        Ok(())
+    }
+
+    /// The optimiser's momentum buffers as a network of this one's structure (each
+    /// parameter holds its buffer, or zeros), to be saved under the network's names;
+    /// `None` before the first step.
+    pub fn momentum(&self) -> std::result::Result<Option<SlotConNet>, String> {
+        momentum_module(&self.optim, self.net().clone())
+    }
+
+    /// Sets the momentum buffers of the trained parameters (the student's and the
+    /// predictor's) to the values that `buffers` (a network of the same parameter ids, a
+    /// clone of [`Trainer::net`] given new values) holds for them.
+    pub fn set_momentum(&mut self, buffers: &SlotConNet) -> std::result::Result<(), String> {
+        let optim = std::mem::replace(&mut self.optim, optimizer(&self.cfg));
+        let net = self.net.take().expect("network present");
+        let (optim, net) = with_momentum(optim, net, &[&buffers.student, &buffers.predictor])?;
+        self.optim = optim;
+        self.net = Some(net);
+        Ok(())
     }
 }

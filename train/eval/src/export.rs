@@ -48,16 +48,21 @@ fn weights_error(path: &Path, reason: String) -> Error {
 }
 
 /// bfloat16 bytes to f32 bytes (exports are always f32).
-fn bf16_to_f32(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn bf16_to_f32(bytes: &[u8]) -> Vec<u8> {
     bytes
         .chunks_exact(2)
         .flat_map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16).to_le_bytes())
         .collect()
 }
 
+/// BatchNorm updates per step: the official code (and slotcon) runs each encoder,
+/// projector and the predictor once per view, in training mode, so PyTorch's
+/// `num_batches_tracked` is twice the steps.
+pub const BN_UPDATES_PER_STEP: u64 = 2;
+
 /// The backbone's tensors under torchvision's ResNet names, in f32, plus a
-/// `num_batches_tracked` (set to `steps`) for every BatchNorm, as `resnet50().state_dict()`
-/// has them.
+/// `num_batches_tracked` (`BN_UPDATES_PER_STEP` x `steps`) for every BatchNorm, as
+/// `resnet50().state_dict()` has them.
 pub fn torchvision_tensors(backbone: &ResNet, steps: u64) -> Result<Vec<Exported>> {
     let here = Path::new("<memory>");
     let mut store = SafetensorsStore::from_bytes(None)
@@ -82,7 +87,7 @@ pub fn torchvision_tensors(backbone: &ResNet, steps: u64) -> Result<Vec<Exported
                 name: format!("{bn}.num_batches_tracked"),
                 dtype: Dtype::I64,
                 shape: vec![],
-                data: (steps as i64).to_le_bytes().to_vec(),
+                data: ((steps * BN_UPDATES_PER_STEP) as i64).to_le_bytes().to_vec(),
             });
         }
         out.push(Exported {

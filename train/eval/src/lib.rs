@@ -1,9 +1,10 @@
 //! After training: a finished SlotCon run's teacher loaded for inference ([`inference`]),
 //! exported for torchvision and detectron2 ([`export`]), evaluated on COCO-Stuff-27
 //! ([`segment`]: K-means + Hungarian and majority vote, mIoU, pixel accuracy) and drawn
-//! ([`viz`]: prototype retrieval grid, slot overlays, curves, confusion matrices). It
+//! ([`viz`]: prototype retrieval grid, slot overlays, curves, confusion matrices), and moved
+//! to and from the official SlotCon checkpoint format ([`official`], [`official_run`]). It
 //! depends on `slotcon-train`, never the reverse; binaries `slotcon-eval`,
-//! `slotcon-export` and `slotcon-viz`.
+//! `slotcon-export`, `slotcon-import` and `slotcon-viz`.
 //!
 //! ```
 //! use slotcon_eval::segment::{Confusion, IGNORE};
@@ -23,6 +24,8 @@
 mod error;
 pub mod export;
 pub mod inference;
+pub mod official;
+pub mod official_run;
 pub mod segment;
 pub mod viz;
 

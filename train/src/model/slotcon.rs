@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::{log_softmax, softmax};
 
 use super::heads::{l2_normalize, Grouping, Predictor, Projector};
@@ -78,6 +78,45 @@ impl SlotConNet {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
+    }
+
+    /// The same tensors as [`SlotConNet::save_safetensors`] writes, as safetensors bytes.
+    pub fn to_safetensors(&self) -> std::result::Result<Vec<u8>, String> {
+        let mut store = SafetensorsStore::from_bytes(None)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .skip_enum_variants(true);
+        self.save_into(&mut store).map_err(|e| e.to_string())?;
+        store.get_bytes().map_err(|e| e.to_string())
+    }
+
+    /// Loads safetensors `bytes` named and laid out as [`SlotConNet::save_safetensors`]
+    /// writes them. A tensor the network has no place for, or of another shape, is an
+    /// error; so is a missing one unless `partial` (then it keeps its value).
+    pub fn load_safetensors(&mut self, bytes: Vec<u8>, partial: bool) -> std::result::Result<usize, String> {
+        let mut store = SafetensorsStore::from_bytes(Some(bytes))
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .skip_enum_variants(true)
+            .allow_partial(partial);
+        let result = self.load_from(&mut store).map_err(|e| e.to_string())?;
+        let missing: Vec<&str> = result.missing.iter().map(|(name, _)| name.as_str()).collect();
+        let problems: Vec<String> = (result.errors.iter().map(|e| e.to_string()))
+            .chain(
+                result
+                    .unused
+                    .iter()
+                    .map(|n| format!("{n}: no such tensor in the network")),
+            )
+            .chain(
+                (!partial)
+                    .then(|| missing.iter().map(|n| format!("{n}: missing")))
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect();
+        match problems.first() {
+            None => Ok(result.applied.len()),
+            Some(first) => Err(format!("{} problems, first: {first}", problems.len())),
+        }
     }
 }
 

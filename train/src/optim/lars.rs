@@ -3,7 +3,10 @@
 //! (`μ ← m·μ + g`) and `w ← w − lr·μ`. With the trust ratio off and decay on every
 //! parameter the same rule is SGD with momentum (no dampening).
 
-use burn::optim::{ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::{GradientsParams, ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
 use burn::prelude::*;
 
 /// The momentum buffer of one parameter, kept in the parameter's float type (a state
@@ -108,6 +111,107 @@ impl Optimizer for Lars {
         LarsState {
             velocity: state.velocity.to_device(device),
         }
+    }
+}
+
+/// Sets each parameter's momentum buffer to the "gradient" it is given and leaves the
+/// parameter as it is: how [`with_momentum`] fills an optimiser's state.
+#[derive(Clone, Debug)]
+struct SetMomentum;
+
+impl Optimizer for SetMomentum {
+    type State<const D: usize> = LarsState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        _lr: f64,
+        tensor: Tensor<D>,
+        buffer: Tensor<D>,
+        _state: Option<LarsState<D>>,
+    ) -> (Tensor<D>, Option<LarsState<D>>) {
+        (tensor, Some(LarsState { velocity: buffer }))
+    }
+
+    fn to_device<const D: usize>(state: LarsState<D>, device: &Device) -> LarsState<D> {
+        Lars::to_device(state, device)
+    }
+}
+
+/// The momentum buffers of `optim` as a module shaped like `module`: every parameter that
+/// has a buffer holds it in place of its value, the others hold zeros (LARS and SGD treat
+/// a missing buffer as a zero one). With the module's own names and layout it can be
+/// saved like the module (`SlotConNet::save_safetensors`). `None` when `optim` holds no
+/// state (no step taken).
+pub fn momentum_module<M: Module>(optim: &ModuleOptimizer, module: M) -> Result<Option<M>, String> {
+    let bytes = optim.into_bytes().map_err(|e| e.to_string())?;
+    let reader = burn_pack::Reader::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let mut buffers = HashMap::new();
+    for tensor in reader.into_tensors().map_err(|e| e.to_string())? {
+        let (name, dtype, shape, id, bytes) = tensor.into_parts().map_err(|e| e.to_string())?;
+        match id {
+            Some(id) if name.ends_with(".velocity") => {
+                buffers.insert(ParamId::from(id), TensorData::from_bytes(bytes, shape, dtype));
+            }
+            _ => return Err(format!("unexpected optimiser state {name}")),
+        }
+    }
+    if buffers.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(module.map(&mut Buffers { buffers })))
+}
+
+/// Replaces each parameter by its buffer (or zeros).
+struct Buffers {
+    buffers: HashMap<ParamId, TensorData>,
+}
+
+impl ModuleMapper for Buffers {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let buffer = self.buffers.remove(&param.id);
+        param.map(|t| match buffer {
+            Some(data) => Tensor::<D>::from_data(data, &t.device())
+                .cast(t.dtype())
+                .reshape(t.shape()),
+            None => t.zeros_like(),
+        })
+    }
+}
+
+/// `optim` with its momentum buffers set from `buffers`: modules holding, in place of
+/// their values, the buffers of the parameters of `module` with the same ids (the
+/// student's and the predictor's, say). Returns `module` unchanged beside it.
+pub fn with_momentum<M: Module>(
+    optim: ModuleOptimizer,
+    module: M,
+    buffers: &[&dyn ModuleParams],
+) -> Result<(ModuleOptimizer, M), String> {
+    let mut grads = GradientsParams::new();
+    for b in buffers {
+        b.register_values(&mut grads);
+    }
+    let mut setter = ModuleOptimizer::from(SetMomentum);
+    let module = setter.step(0.0, module, grads);
+    let bytes = setter.into_bytes().map_err(|e| e.to_string())?;
+    Ok((optim.from_bytes(bytes).map_err(|e| e.to_string())?, module))
+}
+
+/// A module whose parameter values can stand for gradients (object-safe, for
+/// [`with_momentum`]).
+pub trait ModuleParams {
+    /// Registers every float parameter's value under its id.
+    fn register_values(&self, grads: &mut GradientsParams);
+}
+
+impl<M: Module> ModuleParams for M {
+    fn register_values(&self, grads: &mut GradientsParams) {
+        struct Register<'a>(&'a mut GradientsParams);
+        impl ModuleVisitor for Register<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.register::<D>(param.id, param.val().detach());
+            }
+        }
+        self.visit(&mut Register(grads));
     }
 }
 

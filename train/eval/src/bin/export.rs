@@ -1,4 +1,5 @@
-//! `slotcon-export`: a run's teacher backbone for torchvision or detectron2.
+//! `slotcon-export`: a run's teacher backbone for torchvision or detectron2, or the whole
+//! run as an official SlotCon checkpoint.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,12 +7,20 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use slotcon_eval::export::{torchvision_tensors, write_detectron2, write_safetensors};
 use slotcon_eval::inference::open_run;
+use slotcon_eval::official_run::export_official;
 use slotcon_shards::format::write_atomic;
 use slotcon_train::device::DeviceChoice;
 
-/// Export the teacher backbone (`encoder_k`) of a SlotCon run.
+/// Export the teacher backbone (`encoder_k`) of a SlotCon run, or the whole run as an
+/// official SlotCon checkpoint.
 ///
 /// FILE.json, written beside it, records the run, checkpoint, step and training config.
+///
+/// slotcon: the `.pth` that CVMI-Lab/SlotCon's main_pretrain.py saves ({'args', 'model'
+/// with DDP's `module.` prefix, 'optimizer' (LARS `mu` / SGD `momentum_buffer` of student
+/// and predictor), 'scheduler', 'epoch'}), for its --resume, viz_slots.py and the
+/// transfer/ conversion scripts; `num_batches_tracked` is 2 x step (two views per step).
+/// Needs a Python with PyTorch (the venv's).
 ///
 /// torchvision: safetensors with torchvision's ResNet names (and `num_batches_tracked`);
 /// `resnet50().load_state_dict(load_file(FILE), strict=False)` then misses only `fc.*`.
@@ -33,7 +42,8 @@ struct Cli {
     /// The file to write (written atomically).
     #[arg(long)]
     out: PathBuf,
-    /// The Python interpreter for --to detectron2 (needs numpy and safetensors).
+    /// The Python interpreter for --to detectron2 (numpy, safetensors) or --to slotcon
+    /// (PyTorch, torchvision, safetensors).
     #[arg(long)]
     python: Option<PathBuf>,
     /// No spinner.
@@ -47,6 +57,8 @@ enum Format {
     Torchvision,
     /// detectron2 pickle (`stem.`, `res2..res5`, `conv*.norm`, `shortcut`).
     Detectron2,
+    /// The official SlotCon checkpoint (.pth): the whole run, optimizer included.
+    Slotcon,
 }
 
 impl Format {
@@ -54,8 +66,14 @@ impl Format {
         match self {
             Format::Torchvision => "torchvision",
             Format::Detectron2 => "detectron2",
+            Format::Slotcon => "slotcon",
         }
     }
+}
+
+/// `FILE.json` beside the exported `FILE`.
+fn sidecar_path(out: &std::path::Path) -> PathBuf {
+    PathBuf::from(format!("{}.json", out.display()))
 }
 
 fn main() -> ExitCode {
@@ -64,10 +82,32 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let python = match cli.to {
-        Format::Detectron2 => Some(slotcon_cli::python(cli.python.as_deref())?),
+        Format::Detectron2 | Format::Slotcon => Some(slotcon_cli::python(cli.python.as_deref())?),
         Format::Torchvision => None,
     };
     let bar = slotcon_cli::spinner(format!("loading {}", cli.run.display()), cli.quiet);
+    if let (Format::Slotcon, Some(python)) = (cli.to, &python) {
+        let moved = export_official(&cli.run, &cli.checkpoint, &cli.out, python)?;
+        let sidecar =
+            serde_json::json!({"run": cli.run, "checkpoint": cli.checkpoint, "to": "slotcon", "moved": moved});
+        write_atomic(
+            &sidecar_path(&cli.out),
+            serde_json::to_string_pretty(&sidecar)?.as_bytes(),
+        )?;
+        bar.finish_and_clear();
+        println!(
+            "{}: {} run at step {} (epoch {}, {} steps/epoch): {} tensors, {} momentum buffers -> {}",
+            cli.run.display(),
+            moved.cfg.arch.name(),
+            moved.step,
+            moved.epoch,
+            moved.steps_per_epoch,
+            moved.tensors,
+            moved.momentum,
+            cli.out.display()
+        );
+        return Ok(());
+    }
     let (run, _) = open_run(&cli.run, &cli.checkpoint, DeviceChoice::Flex)?;
     bar.set_message(format!("writing {}", cli.out.display()));
     let tensors = torchvision_tensors(&run.net.teacher.backbone, run.step)?;
@@ -79,8 +119,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "run": cli.run, "checkpoint": run.dir, "step": run.step, "to": cli.to.name(),
         "tensors": tensors.len(), "config": run.cfg,
     });
-    let sidecar_path = PathBuf::from(format!("{}.json", cli.out.display()));
-    write_atomic(&sidecar_path, serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
+    write_atomic(
+        &sidecar_path(&cli.out),
+        serde_json::to_string_pretty(&sidecar)?.as_bytes(),
+    )?;
     bar.finish_and_clear();
     println!(
         "{}: {} teacher backbone ({}) at step {} from {} -> {}",

@@ -1,0 +1,335 @@
+//! A run to an official SlotCon checkpoint and back ([`export_official`],
+//! [`import_official`]); the names and the pickle are [`crate::official`]'s.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::Dtype;
+use serde::Serialize;
+use slotcon_shards::format::write_atomic;
+use slotcon_train::checkpoint::{self, checkpoints, verify};
+use slotcon_train::device::DeviceChoice;
+use slotcon_train::model::SlotConNet;
+use slotcon_train::run::holds_run;
+use slotcon_train::schedule::learning_rate;
+use slotcon_train::trainer::{Progress, Trainer};
+use slotcon_train::{Optimizer, TrainConfig};
+
+use crate::error::{Error, Result};
+use crate::export::{Exported, BN_UPDATES_PER_STEP};
+use crate::official::{
+    apply_args, f32_values, infer_arch, official_args, our_name, read_pth, steps_per_epoch, to_official, write_pth,
+    Meta, CENTER, MOMENTUM,
+};
+
+/// What an import or an export moved.
+#[derive(Clone, Debug, Serialize)]
+pub struct Moved {
+    /// The run's config.
+    pub cfg: TrainConfig,
+    /// Steps taken.
+    pub step: u64,
+    /// Steps per epoch.
+    pub steps_per_epoch: u64,
+    /// The official `epoch` (epochs finished).
+    pub epoch: u64,
+    /// Model tensors (parameters, BatchNorm statistics and counters, the centre).
+    pub tensors: usize,
+    /// Momentum buffers.
+    pub momentum: usize,
+}
+
+fn weights(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |reason| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Checkpoint `name` of `run` with its optimiser, on the CPU.
+fn load_trainer(run: &Path, name: &str) -> Result<(Trainer, PathBuf)> {
+    let dir = checkpoints(run).join(name);
+    if !dir.join("progress.json").is_file() {
+        let have = crate::inference::checkpoint_names(run);
+        let have = if have.is_empty() {
+            "none".into()
+        } else {
+            have.join(", ")
+        };
+        return Err(Error::NoCheckpoint { path: dir, have });
+    }
+    verify(&dir)?;
+    let cfg = TrainConfig::load(&dir.join("config.json"))?;
+    let device = DeviceChoice::Flex.autodiff()?;
+    let trainer = Trainer::new(cfg, &device, 1).load(&dir)?;
+    Ok((trainer, dir))
+}
+
+/// Writes checkpoint `name` of `run` as the official checkpoint `out` (`python` pickles it).
+pub fn export_official(run: &Path, name: &str, out: &Path, python: &Path) -> Result<Moved> {
+    let (trainer, dir) = load_trainer(run, name)?;
+    let bad = weights(&dir);
+    let progress = trainer.progress().map_err(&bad)?;
+    let (step, spe) = (progress.step, progress.steps_per_epoch.max(1));
+    let mut tensors = to_official(&trainer.net().to_safetensors().map_err(&bad)?, "", |_| true)?;
+    let counters: Vec<Exported> = tensors
+        .iter()
+        .filter_map(|t| t.name.strip_suffix(".running_mean"))
+        .map(|bn| Exported {
+            name: format!("{bn}.num_batches_tracked"),
+            dtype: Dtype::I64,
+            shape: vec![],
+            data: ((step * BN_UPDATES_PER_STEP) as i64).to_le_bytes().to_vec(),
+        })
+        .collect();
+    tensors.extend(counters);
+    tensors.push(Exported {
+        name: CENTER.into(),
+        dtype: Dtype::F32,
+        shape: vec![1, progress.center.len()],
+        data: progress.center.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    });
+    let model = tensors.len();
+    let trained = |n: &str| {
+        (n.starts_with("student.") || n.starts_with("predictor."))
+            && !n.ends_with("running_mean")
+            && !n.ends_with("running_var")
+    };
+    if let Some(buffers) = trainer.momentum().map_err(&bad)? {
+        tensors.extend(to_official(
+            &buffers.to_safetensors().map_err(&bad)?,
+            MOMENTUM,
+            trained,
+        )?);
+    }
+    let cfg = trainer.cfg.clone();
+    let meta = export_meta(&cfg, step, spe);
+    write_pth(&tensors, &meta, out, python)?;
+    Ok(Moved {
+        cfg,
+        step,
+        steps_per_epoch: spe,
+        epoch: step / spe,
+        tensors: model,
+        momentum: tensors.len() - model,
+    })
+}
+
+/// The JSON `official_pth.py write` turns into `args`, `optimizer`, `scheduler`, `epoch`.
+fn export_meta(cfg: &TrainConfig, step: u64, spe: u64) -> serde_json::Value {
+    let warmup = (cfg.warmup_epochs * spe as f64).round() as u64;
+    let total = cfg.epochs * spe;
+    let lr = learning_rate(step, warmup, total, cfg.lr(), cfg.warmup_multiplier, cfg.min_lr);
+    let kind = match cfg.optimizer {
+        Optimizer::Lars => "lars",
+        Optimizer::Sgd => "sgd",
+    };
+    serde_json::json!({
+        "args": official_args(cfg, spe),
+        "epoch": step / spe,
+        "optimizer": {"kind": kind, "lr": lr, "weight_decay": cfg.weight_decay, "momentum": cfg.momentum, "eta": cfg.lars_eta},
+        "scheduler": {"base_lr": cfg.lr(), "t_max": total.saturating_sub(warmup), "eta_min": cfg.min_lr, "steps": step,
+                      "warmup_iters": warmup, "multiplier": cfg.warmup_multiplier},
+    })
+}
+
+/// How to turn an official checkpoint into a run.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// The settings the checkpoint's `args` and shapes start from.
+    pub base: TrainConfig,
+    /// Steps per epoch, when the checkpoint cannot tell (no `args.num_instances`).
+    pub steps_per_epoch: Option<u64>,
+    /// Epochs of the whole run (the schedules' length), over the checkpoint's `args`.
+    pub epochs: Option<u64>,
+    /// The global batch, over the checkpoint's `args`.
+    pub batch_size: Option<usize>,
+    /// The seed of the data order and augmentation, over the checkpoint's `args`.
+    pub seed: Option<u64>,
+    /// Replace a run already in the folder.
+    pub force: bool,
+    /// Let Python's full unpickler read the file (it can run code).
+    pub trust_pickle: bool,
+}
+
+/// Makes the run folder `out` from the official checkpoint `ckpt` (read by `python`);
+/// `on_note` hears what was assumed.
+pub fn import_official(
+    ckpt: &Path,
+    out: &Path,
+    opts: &ImportOptions,
+    python: &Path,
+    on_note: &mut dyn FnMut(&str),
+) -> Result<Moved> {
+    let (tensors, meta) = read_pth(ckpt, python, opts.trust_pickle)?;
+    let bad = weights(ckpt);
+    let cfg = import_config(&tensors, &meta, opts).map_err(&bad)?;
+    let spe = opts.steps_per_epoch.or_else(|| steps_per_epoch(&meta)).ok_or_else(|| {
+        bad("cannot tell the steps per epoch (no args.num_instances, no scheduler): pass --steps-per-epoch".into())
+    })?;
+    let step = meta.scheduler_steps.or(meta.epoch.map(|e| e * spe)).unwrap_or(0);
+    check_counters(&tensors, step, on_note);
+    let device = DeviceChoice::Flex.autodiff()?;
+    let mut trainer = Trainer::new(cfg.clone(), &device, spe);
+    let (model, momentum) = split(&tensors).map_err(&bad)?;
+    let mut loaded = Ok(0);
+    trainer.map_net(|mut net| {
+        loaded = net.load_safetensors(serialize(&model), false);
+        net
+    });
+    loaded.map_err(&bad)?;
+    if !momentum.is_empty() {
+        set_momentum(&mut trainer, &meta, &momentum).map_err(&bad)?;
+    }
+    let center = tensors.get(CENTER).map(f32_values).unwrap_or_else(|| {
+        on_note("no `center` buffer: the centre starts at zero");
+        vec![0.0; cfg.num_prototypes]
+    });
+    let progress = Progress {
+        step,
+        steps_per_epoch: spe,
+        center,
+    };
+    trainer.set_progress(progress).map_err(&bad)?;
+    write_run(&trainer, out, opts.force)?;
+    let record = serde_json::json!({"source": ckpt, "epoch": meta.epoch, "step": step, "steps_per_epoch": spe,
+                                    "args": meta.args, "ddp_prefix": meta.ddp_prefix});
+    write_atomic(
+        &out.join("imported.json"),
+        serde_json::to_string_pretty(&record).expect("json").as_bytes(),
+    )?;
+    Ok(Moved {
+        cfg,
+        step,
+        steps_per_epoch: spe,
+        epoch: step / spe,
+        tensors: tensors.len() - momentum.len(),
+        momentum: momentum.len(),
+    })
+}
+
+/// The run's config: `opts.base`, then the checkpoint's `args`, its shapes, the overrides.
+fn import_config(
+    tensors: &BTreeMap<String, Exported>,
+    meta: &Meta,
+    opts: &ImportOptions,
+) -> std::result::Result<TrainConfig, String> {
+    let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
+    let mut cfg = apply_args(opts.base.clone(), meta)?;
+    cfg.arch = infer_arch(&names)?;
+    let dim = |key: &str| {
+        tensors
+            .get(key)
+            .map(|t| t.shape[0])
+            .ok_or_else(|| format!("{key}: missing (every official checkpoint has it)"))
+    };
+    cfg.dim_hidden = dim("projector_q.mlp.0.weight")?;
+    cfg.dim_out = dim("projector_q.mlp.6.weight")?;
+    cfg.num_prototypes = dim("grouping_q.slot_embed.weight")?;
+    if let Some(arch) = meta.args.get("arch").and_then(|v| v.as_str()) {
+        if arch != cfg.arch.name() {
+            return Err(format!(
+                "args.arch is {arch}, but the encoder's tensors are a {}",
+                cfg.arch.name()
+            ));
+        }
+    }
+    cfg.epochs = opts.epochs.unwrap_or(cfg.epochs);
+    cfg.batch_size = opts.batch_size.unwrap_or(cfg.batch_size);
+    cfg.seed = opts.seed.unwrap_or(cfg.seed);
+    cfg.check().map_err(|e| format!("the imported config: {e}"))?;
+    Ok(cfg)
+}
+
+/// Notes `num_batches_tracked` counters that are not twice the step (they are not kept:
+/// an export writes twice the step).
+fn check_counters(tensors: &BTreeMap<String, Exported>, step: u64, on_note: &mut dyn FnMut(&str)) {
+    let want = (step * BN_UPDATES_PER_STEP) as i64;
+    let odd = tensors.values().find(|t| {
+        t.name.ends_with("num_batches_tracked")
+            && t.data.len() == 8
+            && i64::from_le_bytes(t.data[..8].try_into().unwrap()) != want
+    });
+    if let Some(t) = odd {
+        on_note(&format!(
+            "{} is {}, not {want} (2 x step {step}); slotcon keeps no counter and writes 2 x step back",
+            t.name,
+            i64::from_le_bytes(t.data[..8].try_into().unwrap())
+        ));
+    }
+}
+
+/// The model's tensors and the momentum buffers, under our names (counters dropped).
+fn split(tensors: &BTreeMap<String, Exported>) -> std::result::Result<(Vec<Exported>, Vec<Exported>), String> {
+    let (mut model, mut momentum) = (Vec::new(), Vec::new());
+    for (name, t) in tensors {
+        if name == CENTER || name.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let (official, into) = match name.strip_prefix(MOMENTUM) {
+            Some(n) => (n, &mut momentum),
+            None => (name.as_str(), &mut model),
+        };
+        let ours =
+            our_name(official).ok_or_else(|| format!("{official}: no place for it in slotcon's SlotCon network"))?;
+        if t.dtype != Dtype::F32 {
+            return Err(format!("{official}: {:?}, not a float tensor", t.dtype));
+        }
+        into.push(Exported {
+            name: ours,
+            ..t.clone()
+        });
+    }
+    Ok((model, momentum))
+}
+
+fn serialize(tensors: &[Exported]) -> Vec<u8> {
+    let pairs: Vec<(&str, &Exported)> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    safetensors::serialize(pairs, None).expect("tensors of known sizes serialize")
+}
+
+/// The optimiser's buffers from `momentum` (our names): the trained parameters only.
+fn set_momentum(trainer: &mut Trainer, meta: &Meta, momentum: &[Exported]) -> std::result::Result<(), String> {
+    let kind = match trainer.cfg.optimizer {
+        Optimizer::Lars => "lars",
+        Optimizer::Sgd => "sgd",
+    };
+    if meta.optimizer.as_deref() != Some(kind) {
+        return Err(format!(
+            "the optimizer state is {:?}, the config's optimizer {kind}",
+            meta.optimizer
+        ));
+    }
+    if let Some(t) = momentum.iter().find(|t| t.name.starts_with("teacher.")) {
+        return Err(format!(
+            "{}: the teacher has a momentum buffer, but it is not trained by gradients",
+            t.name
+        ));
+    }
+    let mut buffers: SlotConNet = trainer.net().clone();
+    buffers.load_safetensors(serialize(momentum), true)?;
+    trainer.set_momentum(&buffers)
+}
+
+/// Writes `trainer` as a new run in `out`: `config.json` and `checkpoints/current`.
+fn write_run(trainer: &Trainer, out: &Path, force: bool) -> Result<()> {
+    let refuse = |reason: &str| {
+        Error::Train(slotcon_train::Error::Checkpoint {
+            path: out.to_path_buf(),
+            reason: reason.into(),
+        })
+    };
+    if holds_run(out) && !force {
+        return Err(refuse("already holds a run; pass --force to replace it"));
+    }
+    if !holds_run(out) && out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        return Err(refuse("is not empty and holds no run; choose a new or empty folder"));
+    }
+    if holds_run(out) {
+        std::fs::remove_dir_all(out).map_err(slotcon_shards::io_err(out))?;
+    }
+    std::fs::create_dir_all(out).map_err(slotcon_shards::io_err(out))?;
+    trainer.cfg.save(&out.join("config.json"))?;
+    checkpoint::save(trainer, out, false)?;
+    Ok(())
+}
