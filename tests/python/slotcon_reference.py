@@ -84,19 +84,19 @@ def load(module, weights, prefix):
     assert not missing and not unexpected, (prefix, missing, unexpected)
 
 
+def rust_name(k):
+    """The Rust module's name of one of this reference's tensor names."""
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    if k.startswith("backbone."):
+        index, rest = k[len("backbone."):].split(".", 1)
+        k = f"backbone.{names[int(index)]}.{rest}"
+    return k.replace("downsample.0.", "downsample.conv.").replace("downsample.1.", "downsample.bn.")
+
+
 def export(module, prefix):
     """The inverse of `load`: this module's tensors under the Rust module's names."""
-    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-    out = {}
-    for k, v in module.state_dict().items():
-        if k.endswith("num_batches_tracked"):
-            continue
-        if k.startswith("backbone."):
-            index, rest = k[len("backbone."):].split(".", 1)
-            k = f"backbone.{names[int(index)]}.{rest}"
-        k = k.replace("downsample.0.", "downsample.conv.").replace("downsample.1.", "downsample.bn.")
-        out[f"{prefix}.{k}"] = v.detach().clone().contiguous()
-    return out
+    return {f"{prefix}.{rust_name(k)}": v.detach().clone().contiguous()
+            for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
 def lars_step(params, lr, weight_decay, eta, momentum):

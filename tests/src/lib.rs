@@ -134,6 +134,46 @@ pub fn tiny_run(tmp: &Path, steps: &str) -> (PathBuf, PathBuf) {
     (shards, out)
 }
 
+/// Every f32 tensor of the safetensors file `path`, by name.
+pub fn safetensors_f32(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.tensors()
+        .into_iter()
+        .filter(|(_, view)| view.dtype() == safetensors::Dtype::F32)
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()));
+            (name, values.collect())
+        })
+        .collect()
+}
+
+/// Every tensor of `reference` (but those whose name ends with one of `skip`) equals the
+/// one of the same name in `ours` within `tol` of its largest magnitude (or 1e-6
+/// absolute); returns `(tensors compared, BatchNorm statistics among them)`.
+pub fn compare_safetensors(ours: &Path, reference: &Path, skip: &[&str], tol: f64) -> (usize, usize) {
+    let (ours, reference) = (safetensors_f32(ours), safetensors_f32(reference));
+    let (mut compared, mut statistics) = (0, 0);
+    for (name, want) in reference.iter().filter(|(n, _)| !skip.iter().any(|s| n.ends_with(s))) {
+        let got = ours.get(name).unwrap_or_else(|| panic!("{name} is missing from ours"));
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
+        let diff = got
+            .iter()
+            .zip(want)
+            .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
+        assert!(
+            diff / scale < tol || diff < 1e-6,
+            "{name}: error {diff} at scale {scale}"
+        );
+        compared += 1;
+        statistics += usize::from(name.contains("running_"));
+    }
+    (compared, statistics)
+}
+
 /// A PNG's `(width, height)` from its header.
 pub fn png_size(path: &Path) -> (u32, u32) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -217,6 +217,13 @@ fn no_flag_value_panics_aborts_or_hangs() {
     std::fs::create_dir_all(&tiny).unwrap();
     let (_, run_dir) = slotcon_tests::tiny_run(&tiny, "1");
     let image = std::fs::read_dir(&images).unwrap().next().unwrap().unwrap().path();
+    let official = dir.join("official.pth");
+    run_ok(
+        bin("slotcon-export")
+            .arg(&run_dir)
+            .args(["--to", "slotcon", "-q", "--out"])
+            .arg(&official),
+    );
 
     let p = |path: &std::path::Path| path.display().to_string();
     let s = |v: &str| v.to_string();
@@ -333,6 +340,12 @@ fn no_flag_value_panics_aborts_or_hangs() {
             None,
             vec![p(&run_dir)],
             vec![("--to", s("torchvision")), ("--out", s("@OUT")), ("-q", s(""))],
+        ),
+        target(
+            "slotcon-import",
+            None,
+            vec![p(&official)],
+            vec![("--out", s("@OUT")), ("-q", s(""))],
         ),
         target(
             "slotcon-viz",

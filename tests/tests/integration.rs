@@ -11,6 +11,7 @@ mod eval;
 mod export;
 mod ingest;
 mod loader;
+mod official;
 mod precision;
 mod resume;
 mod sampler;

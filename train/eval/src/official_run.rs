@@ -301,9 +301,9 @@ fn set_momentum(trainer: &mut Trainer, meta: &Meta, momentum: &[Exported]) -> st
         ));
     }
     if let Some(t) = momentum.iter().find(|t| t.name.starts_with("teacher.")) {
+        let name = crate::official::official_name(&t.name).unwrap_or_else(|| t.name.clone());
         return Err(format!(
-            "{}: the teacher has a momentum buffer, but it is not trained by gradients",
-            t.name
+            "{name}: the teacher has a momentum buffer, but it is not trained by gradients"
         ));
     }
     let mut buffers: SlotConNet = trainer.net().clone();
