@@ -2,7 +2,8 @@
 # The whole pipeline on the shared COCO sample, from a fresh machine:
 # build, ingest into a shard store, verify it, benchmark ingest, dump views,
 # profile, compare the loader with the PyTorch DataLoader baseline, train briefly, then
-# evaluate the run (COCO-Stuff-27 mIoU), draw its prototypes and export its backbone.
+# evaluate the run (COCO-Stuff-27 mIoU), draw its prototypes, export its backbone, and move
+# it through the official SlotCon checkpoint format and back.
 # Outputs go to out/demo/ (override with DEMO_OUT=...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,6 +83,21 @@ echo "==> pictures: prototype retrieval grid, one image's slots, curves"
 echo "==> exporting the teacher backbone for torchvision and detectron2"
 "$bin/slotcon-export" "$out/run" --to torchvision --out "$out/run/export/resnet18-torchvision.safetensors"
 "$bin/slotcon-export" "$out/run" --to detectron2 --out "$out/run/export/resnet18-detectron2.pkl"
+echo "==> the official SlotCon checkpoint format, both ways: export the run, import it, export again"
+"$bin/slotcon-export" "$out/run" --to slotcon --out "$out/run/export/slotcon-official.pth"
+"$bin/slotcon-import" "$out/run/export/slotcon-official.pth" --out "$out/imported" --preset tiny --force
+"$bin/slotcon-export" "$out/imported" --to slotcon --out "$out/imported/again.pth" -q
+"$SLOTCON_PYTHON" - "$out/run/export/slotcon-official.pth" "$out/imported/again.pth" <<'PY'
+import sys, torch
+a, b = (torch.load(p) for p in sys.argv[1:3])
+same = list(a["model"]) == list(b["model"]) and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+same_opt = sa.keys() == sb.keys() and all(torch.equal(sa[i]["mu"], sb[i]["mu"]) for i in sa)
+print(f"{len(a['model'])} tensors, {len(sa)} LARS buffers, epoch {a['epoch']}: "
+      f"{'identical' if same and same_opt else 'DIFFERENT'} after import and export")
+sys.exit(0 if same and same_opt else 1)
+PY
+"$bin/slotcon-viz" image --run "$out/imported" --image "$coco/images/train2017/000000000009.jpg" --out "$out/imported/slots.png"
 
 echo
 echo "outputs in $out/:"
@@ -89,4 +105,5 @@ echo "  shards/manifest.json, shards/shard-*.parquet, shards/ingest-report.json"
 echo "  bench-ingest.json, views/ (PNGs + samples.json), profile.txt, bench-loader.json"
 echo "  run/ (config.json, metrics.jsonl, curves.png, checkpoints/)"
 echo "  run/eval/ (segment.json, confusion-hungarian.png, confusion-majority.png)"
-echo "  run/prototypes.png, run/slots.png, run/export/ (torchvision .safetensors, detectron2 .pkl)"
+echo "  run/prototypes.png, run/slots.png, run/export/ (torchvision .safetensors, detectron2 .pkl, official .pth)"
+echo "  imported/ (the official .pth made a run again: config.json, checkpoints/, imported.json, slots.png)"

@@ -146,7 +146,11 @@ fn an_official_checkpoint_imports_exports_back_unchanged_and_trains_like_the_ref
     // step by up to ~0.4 % on both sides (measured: slotcon 3.3e-3, PyTorch 3.6e-3).
     let (compared, statistics) = slotcon_tests::compare_safetensors(&after, &case.join("after.safetensors"), &[], 5e-4);
     eprintln!("{compared} tensors after the step equal the reference's ({statistics} BatchNorm statistics)");
-    assert_eq!((compared, statistics), (244, 92), "every tensor of the network, every BatchNorm statistic");
+    assert_eq!(
+        (compared, statistics),
+        (244, 92),
+        "every tensor of the network, every BatchNorm statistic"
+    );
 }
 
 #[test]

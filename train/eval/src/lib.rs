@@ -16,6 +16,12 @@
 //! let scores = conf.scores(conf.hungarian_mapping());
 //! assert_eq!(scores.pixel_accuracy, 1.0);
 //!
+//! // Official SlotCon names, both ways.
+//! use slotcon_eval::official::{official_name, our_name};
+//! assert_eq!(official_name("predictor.fc1.weight").as_deref(), Some("predictor_slot.mlp.0.weight"));
+//! assert_eq!(our_name("encoder_k.layer1.0.downsample.1.bias").as_deref(),
+//!            Some("teacher.backbone.layer1.0.downsample.bn.bias"));
+//!
 //! // Pictures are drawn on an RGB canvas and written as PNG.
 //! let canvas = Canvas::new(8, 8, WHITE);
 //! assert_eq!(canvas.rgb.len(), 8 * 8 * 3);
