@@ -77,7 +77,7 @@ fn an_official_checkpoint_imports_exports_back_unchanged_and_trains_like_the_ref
     let (code, out, err) = import(&ckpt, &run_dir, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("step 8 (epoch 2, 4 steps/epoch), 291 tensors, 81 momentum buffers"),
+        out.contains("step 8 (epoch 2, 4 steps/epoch): 291 tensors, 81 momentum buffers"),
         "{out}"
     );
 

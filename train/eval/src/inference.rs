@@ -46,11 +46,9 @@ pub fn checkpoint_names(run: &Path) -> Vec<String> {
     names
 }
 
-/// Loads checkpoint `name` of `run` onto `device` (an inference device: BatchNorm then
-/// uses its running statistics), after checking its files against `checkpoint.json`;
-/// a checkpoint with a NaN or an infinity in any tensor is refused, so nothing
-/// non-finite is ever exported.
-pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
+/// The folder of checkpoint `name` of `run`, its files checked against `checkpoint.json`,
+/// and its config; a missing checkpoint is an error listing the ones the run has.
+pub fn open_checkpoint(run: &Path, name: &str) -> Result<(PathBuf, TrainConfig)> {
     let dir = checkpoints(run).join(name);
     if !dir.join("progress.json").is_file() {
         let have = checkpoint_names(run);
@@ -63,6 +61,15 @@ pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
     }
     verify(&dir)?;
     let cfg = TrainConfig::load(&dir.join("config.json"))?;
+    Ok((dir, cfg))
+}
+
+/// Loads checkpoint `name` of `run` onto `device` (an inference device: BatchNorm then
+/// uses its running statistics), after checking its files against `checkpoint.json`;
+/// a checkpoint with a NaN or an infinity in any tensor is refused, so nothing
+/// non-finite is ever exported.
+pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
+    let (dir, cfg) = open_checkpoint(run, name)?;
     let mut net = SlotConNet::new(&cfg, device);
     let path = dir.join("model.bpk");
     let mut store = BurnpackStore::from_file(&path);

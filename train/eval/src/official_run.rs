@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use safetensors::Dtype;
 use serde::Serialize;
 use slotcon_shards::format::write_atomic;
-use slotcon_train::checkpoint::{self, checkpoints, verify};
+use slotcon_train::checkpoint;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::SlotConNet;
 use slotcon_train::run::holds_run;
@@ -39,6 +39,21 @@ pub struct Moved {
     pub momentum: usize,
 }
 
+impl std::fmt::Display for Moved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} run at step {} (epoch {}, {} steps/epoch): {} tensors, {} momentum buffers",
+            self.cfg.arch.name(),
+            self.step,
+            self.epoch,
+            self.steps_per_epoch,
+            self.tensors,
+            self.momentum
+        )
+    }
+}
+
 fn weights(path: &Path) -> impl Fn(String) -> Error + '_ {
     move |reason| Error::Weights {
         path: path.to_path_buf(),
@@ -48,18 +63,7 @@ fn weights(path: &Path) -> impl Fn(String) -> Error + '_ {
 
 /// Checkpoint `name` of `run` with its optimiser, on the CPU.
 fn load_trainer(run: &Path, name: &str) -> Result<(Trainer, PathBuf)> {
-    let dir = checkpoints(run).join(name);
-    if !dir.join("progress.json").is_file() {
-        let have = crate::inference::checkpoint_names(run);
-        let have = if have.is_empty() {
-            "none".into()
-        } else {
-            have.join(", ")
-        };
-        return Err(Error::NoCheckpoint { path: dir, have });
-    }
-    verify(&dir)?;
-    let cfg = TrainConfig::load(&dir.join("config.json"))?;
+    let (dir, cfg) = crate::inference::open_checkpoint(run, name)?;
     let device = DeviceChoice::Flex.autodiff()?;
     let trainer = Trainer::new(cfg, &device, 1).load(&dir)?;
     Ok((trainer, dir))

@@ -71,9 +71,10 @@ impl Format {
     }
 }
 
-/// `FILE.json` beside the exported `FILE`.
-fn sidecar_path(out: &std::path::Path) -> PathBuf {
-    PathBuf::from(format!("{}.json", out.display()))
+/// Writes `FILE.json` beside the exported `FILE`.
+fn write_sidecar(out: &std::path::Path, sidecar: &serde_json::Value) -> anyhow::Result<()> {
+    let path = PathBuf::from(format!("{}.json", out.display()));
+    Ok(write_atomic(&path, serde_json::to_string_pretty(sidecar)?.as_bytes())?)
 }
 
 fn main() -> ExitCode {
@@ -90,22 +91,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let moved = export_official(&cli.run, &cli.checkpoint, &cli.out, python)?;
         let sidecar =
             serde_json::json!({"run": cli.run, "checkpoint": cli.checkpoint, "to": "slotcon", "moved": moved});
-        write_atomic(
-            &sidecar_path(&cli.out),
-            serde_json::to_string_pretty(&sidecar)?.as_bytes(),
-        )?;
+        write_sidecar(&cli.out, &sidecar)?;
         bar.finish_and_clear();
-        println!(
-            "{}: {} run at step {} (epoch {}, {} steps/epoch): {} tensors, {} momentum buffers -> {}",
-            cli.run.display(),
-            moved.cfg.arch.name(),
-            moved.step,
-            moved.epoch,
-            moved.steps_per_epoch,
-            moved.tensors,
-            moved.momentum,
-            cli.out.display()
-        );
+        println!("{}: {moved} -> {}", cli.run.display(), cli.out.display());
         return Ok(());
     }
     let (run, _) = open_run(&cli.run, &cli.checkpoint, DeviceChoice::Flex)?;
@@ -119,10 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "run": cli.run, "checkpoint": run.dir, "step": run.step, "to": cli.to.name(),
         "tensors": tensors.len(), "config": run.cfg,
     });
-    write_atomic(
-        &sidecar_path(&cli.out),
-        serde_json::to_string_pretty(&sidecar)?.as_bytes(),
-    )?;
+    write_sidecar(&cli.out, &sidecar)?;
     bar.finish_and_clear();
     println!(
         "{}: {} teacher backbone ({}) at step {} from {} -> {}",

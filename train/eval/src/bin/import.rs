@@ -89,16 +89,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let note = &mut |text: &str| bar.suspend(|| eprintln!("note: {text}"));
     let moved = import_official(&cli.ckpt, &cli.out, &opts, &python, note)?;
     bar.finish_and_clear();
-    println!(
-        "{}: {} run at step {} (epoch {}, {} steps/epoch), {} tensors, {} momentum buffers -> {}",
-        cli.ckpt.display(),
-        moved.cfg.arch.name(),
-        moved.step,
-        moved.epoch,
-        moved.steps_per_epoch,
-        moved.tensors,
-        moved.momentum,
-        cli.out.display()
-    );
+    println!("{}: {moved} -> {}", cli.ckpt.display(), cli.out.display());
     Ok(())
 }
