@@ -4,7 +4,7 @@
                    --steps S --image-size P
       The reference model (slotcon_reference.py's modules, random weights, perturbed
       BatchNorm statistics) under the official key names, with a random centre, LARS 'mu'
-      buffers for every trained parameter, num_batches_tracked = 2 S, and 'args' (an
+      buffers (--optimizer sgd: SGD's 'momentum_buffer') for every trained parameter, num_batches_tracked = 2 S, and 'args' (an
       argparse.Namespace), 'scheduler', 'epoch' as main_pretrain.py saves them ('module.'
       prefix). Key order: the official module tree (official_pth.skeleton).
   official_ckpt.py compare A.pth B.pth
@@ -91,13 +91,19 @@ def make(a):
     params = [k for k in order if not is_buffer(k)]
     trained = [i for i, k in enumerate(params) if not (k.startswith("encoder_k.") or k.startswith("projector_k.")
                                                        or k.startswith("grouping_k."))]
-    state = {i: {"mu": torch.randn_like(model[params[i]]) * 1e-3} for i in trained}
+    key = "mu" if a.optimizer == "lars" else "momentum_buffer"
+    state = {i: {key: torch.randn_like(model[params[i]]) * 1e-3} for i in trained}
     lr = a.batch / 256
-    group = {"lr": lr, "weight_decay": 1e-5, "momentum": 0.9, "eta": 0.001, "weight_decay_filter": None,
-             "lars_adaptation_filter": None, "params": list(range(len(params)))}
+    if a.optimizer == "lars":
+        group = {"lr": lr, "weight_decay": 1e-5, "momentum": 0.9, "eta": 0.001, "weight_decay_filter": None,
+                 "lars_adaptation_filter": None}
+    else:
+        sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr, momentum=0.9, weight_decay=1e-5)
+        group = {k: v for k, v in sgd.param_groups[0].items() if k != "params"}
+    group["params"] = list(range(len(params)))
     spe = a.instances // a.batch
     args = argparse.Namespace(arch=a.arch, dim_hidden=a.hidden, dim_out=a.dim, num_prototypes=a.k, batch_size=a.batch,
-                              world_size=1, num_instances=a.instances, optimizer="lars", epochs=a.epochs,
+                              world_size=1, num_instances=a.instances, optimizer=a.optimizer, epochs=a.epochs,
                               warmup_epoch=1, warmup_multiplier=100, base_lr=1.0, weight_decay=1e-5, momentum=0.9,
                               teacher_momentum=0.99, teacher_temp=0.07, student_temp=0.1, center_momentum=0.9,
                               group_loss_weight=0.5, image_size=a.image_size, min_scale=0.08, seed=a.seed, save_freq=5,
@@ -178,7 +184,7 @@ def main():
     ap.add_argument("paths", nargs="+")
     for flag, kind, default in (("--arch", str, "resnet18"), ("--hidden", int, 64), ("--dim", int, 32), ("--k", int, 16),
                                 ("--batch", int, 32), ("--instances", int, 128), ("--steps", int, 8), ("--epochs", int, 20),
-                                ("--image-size", int, 64), ("--seed", int, 0), ("--lr", float, 0.0), ("--ema", float, 0.99)):
+                                ("--image-size", int, 64), ("--seed", int, 0), ("--optimizer", str, "lars"), ("--lr", float, 0.0), ("--ema", float, 0.99)):
         ap.add_argument(flag, type=kind, default=default)
     a = ap.parse_args()
     if a.cmd == "make":

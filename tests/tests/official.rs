@@ -196,6 +196,48 @@ fn a_run_exported_and_imported_back_is_the_same_run_bit_for_bit() {
 }
 
 #[test]
+fn an_sgd_checkpoint_round_trips_and_the_imported_run_works_with_every_tool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ckpt, run_dir, back) = (dir.join("sgd.pth"), dir.join("run"), dir.join("back.pth"));
+    official_ckpt(&["make", path(&ckpt), "--optimizer", "sgd", "--steps", "4"]);
+    let (code, _, err) = import(&ckpt, &run_dir, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(load(&run_dir).cfg.optimizer, slotcon_train::Optimizer::Sgd);
+    export(&run_dir, &back);
+    let same: serde_json::Value = serde_json::from_str(&official_ckpt(&["compare", path(&ckpt), path(&back)])).unwrap();
+    assert_eq!(same["model_equal"], true, "{same}");
+    assert_eq!(same["optimizer_equal"], true, "{same}");
+    assert_eq!(same["param_groups"][1]["nesterov"], false, "{same}");
+    // The other tools take the imported run as any run.
+    let image = slotcon_tests::coco128().join("images/train2017/000000000009.jpg");
+    let slots = dir.join("slots.png");
+    run_ok(
+        bin("slotcon-viz")
+            .args(["image", "--size", "64", "--run"])
+            .arg(&run_dir)
+            .arg("--image")
+            .arg(&image)
+            .arg("--out")
+            .arg(&slots),
+    );
+    assert!(slotcon_tests::png_size(&slots).0 > 0);
+    let tv = dir.join("r18.safetensors");
+    run_ok(
+        bin("slotcon-export")
+            .arg(&run_dir)
+            .args(["--to", "torchvision", "-q", "--out"])
+            .arg(&tv),
+    );
+    let exported = slotcon_tests::safetensors_f32(&tv);
+    assert!(
+        exported.contains_key("layer4.1.bn2.running_var"),
+        "{:?}",
+        exported.keys().take(3).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn bad_official_checkpoints_are_clear_errors_naming_the_file_or_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
