@@ -49,6 +49,11 @@ echo "==> cargo build --release --bins --features slotcon-train/tch,slotcon-test
 cargo build --release --bins --features "$features"
 echo "==> cargo test --release (trainer parity on flex and LibTorch CPU)"
 cargo test --release --workspace --features "$features"
+echo "==> the Python package (python/): its wheel with maturin, installed in the venv, pytest"
+rm -f target/wheels/slotcon-*.whl
+maturin build --release -q -m python/Cargo.toml
+pip install -q --no-deps --force-reinstall target/wheels/slotcon-*.whl
+SLOTCON_BIN=$PWD/target/release pytest -q -p no:cacheprovider python/tests
 echo "==> cargo build --profile dist (slotcon-train and slotcon-train-bench with LibTorch, for a GPU machine)"
 cargo build --profile dist --features slotcon-train/tch -p slotcon-train -p slotcon-bench \
   --bin slotcon-train --bin slotcon-train-bench

@@ -1,0 +1,429 @@
+//! `slotcon._native`: slotcon's loader, store and ingest as a Python extension (pyo3),
+//! wrapped by the pure-Python `slotcon` package beside it (`python/slotcon/`).
+//!
+//! ```text
+//! import slotcon
+//! loader = slotcon.Loader("shards/", batch_size=64, workers=8, seed=0, image_size=224)
+//! loader.set_epoch(epoch)
+//! for batch in loader:
+//!     v1, v2 = batch.views        # numpy uint8 [N, 224, 224, 3] each, no copy
+//!     boxes, flips = batch.boxes, batch.flips
+//! ```
+//!
+//! A batch's views stay in the loader's buffer: the arrays keep the batch alive through
+//! NumPy's array interface (`__array_interface__`), and the buffer goes back to the loader
+//! when the last of them is gone. Waiting for a batch releases the GIL; errors are Python
+//! exceptions (`SampleError` names the sample's id and path).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyIndexError, PyKeyboardInterrupt, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use slotcon_augment::{AugmentConfig, LoaderBuilder, TwoViewBatch};
+use slotcon_shards::ShardReader;
+
+create_exception!(_native, SlotconError, PyException, "An error of slotcon's Rust side.");
+create_exception!(
+    _native,
+    SampleError,
+    SlotconError,
+    "A sample could not be read or decoded: `.id` and `.path` name it."
+);
+
+/// A Rust error as a Python exception; a sample's carries its id and path.
+fn to_py(e: slotcon_augment::Error) -> PyErr {
+    match e {
+        slotcon_augment::Error::Sample { id, path, reason } => {
+            let err = SampleError::new_err(format!("sample {id} ({path}): {reason}"));
+            Python::attach(|py| {
+                let value = err.value(py);
+                let _ = value.setattr("id", id);
+                let _ = value.setattr("path", path);
+            });
+            err
+        }
+        other => SlotconError::new_err(other.to_string()),
+    }
+}
+
+fn store_err(e: slotcon_shards::Error) -> PyErr {
+    SlotconError::new_err(e.to_string())
+}
+
+/// A shard store, read-only: `len(store)`, `store[i]` → `(bytes, (width, height), path)`.
+#[pyclass(module = "slotcon._native", frozen)]
+struct Store {
+    reader: Arc<ShardReader>,
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        let reader = ShardReader::open(&path).map_err(store_err)?;
+        Ok(Store {
+            reader: Arc::new(reader),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.reader.len() as usize
+    }
+
+    /// `(payload bytes, (width, height), source path)` of sample `i`; the payload is the
+    /// stored JPEG/PNG, or raw RGB in a raw store.
+    fn __getitem__<'py>(&self, py: Python<'py>, i: i64) -> PyResult<(Bound<'py, PyBytes>, (u32, u32), String)> {
+        let n = self.reader.len() as i64;
+        let id = if i < 0 { i + n } else { i };
+        if !(0..n).contains(&id) {
+            return Err(PyIndexError::new_err(format!(
+                "sample {i} out of range (the store holds {n})"
+            )));
+        }
+        let s = self.reader.get(id as u64).map_err(store_err)?;
+        Ok((PyBytes::new(py, s.bytes), (s.width, s.height), s.path.to_string()))
+    }
+
+    /// `"encoded"` or `"raw"`.
+    #[getter]
+    fn kind(&self) -> String {
+        format!("{:?}", self.reader.store()).to_lowercase()
+    }
+}
+
+/// One epoch's batches of one rank: a Rust `Loader`, built when iteration starts.
+#[pyclass(module = "slotcon._native")]
+struct Loader {
+    reader: Arc<ShardReader>,
+    batch_size: usize,
+    workers: usize,
+    seed: u64,
+    image_size: u32,
+    min_scale: f64,
+    rank: usize,
+    world_size: usize,
+    prefetch: usize,
+    epoch: u64,
+    start_step: u64,
+    steps: u64,
+    /// A loader built for `(epoch, start_step)` and not iterated yet.
+    ready: Option<(u64, u64, slotcon_augment::Loader)>,
+    /// The iteration under way.
+    running: Option<slotcon_augment::Loader>,
+    /// A finished or stopped loader, whose buffers the next one takes over.
+    previous: Option<slotcon_augment::Loader>,
+}
+
+#[pymethods]
+impl Loader {
+    #[new]
+    #[pyo3(signature = (shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0, world_size=1, prefetch=2))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        shards: PathBuf,
+        batch_size: usize,
+        workers: Option<usize>,
+        seed: u64,
+        image_size: u32,
+        min_scale: f64,
+        rank: usize,
+        world_size: usize,
+        prefetch: usize,
+    ) -> PyResult<Self> {
+        let reader = ShardReader::open(&shards).map_err(store_err)?;
+        let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if workers == 0 || world_size == 0 || rank >= world_size {
+            return Err(PyValueError::new_err(format!(
+                "workers {workers}, rank {rank}, world_size {world_size}: need workers >= 1 and 0 <= rank < world_size"
+            )));
+        }
+        let mut loader = Loader {
+            reader: Arc::new(reader),
+            batch_size,
+            workers,
+            seed,
+            image_size,
+            min_scale,
+            rank,
+            world_size,
+            prefetch,
+            epoch: 0,
+            start_step: 0,
+            steps: 0,
+            ready: None,
+            running: None,
+            previous: None,
+        };
+        // Every setting is checked now; the loader serves the first iteration.
+        let first = loader.builder().build().map_err(to_py)?;
+        loader.steps = first.steps_per_epoch();
+        loader.ready = Some((0, 0, first));
+        Ok(loader)
+    }
+
+    /// The epoch the next iteration runs (as `DistributedSampler.set_epoch`); stops one
+    /// that is running.
+    fn set_epoch(&mut self, epoch: u64) {
+        self.retire();
+        self.epoch = epoch;
+    }
+
+    /// The step the next iteration starts at (resuming mid-epoch); stops one that is
+    /// running.
+    fn set_start_step(&mut self, step: u64) {
+        self.retire();
+        self.start_step = step;
+    }
+
+    /// Full batches per epoch for this rank.
+    fn __len__(&self) -> usize {
+        self.steps as usize
+    }
+
+    fn __iter__(mut slf: PyRefMut<'_, Self>) -> PyResult<PyRefMut<'_, Self>> {
+        slf.retire();
+        let loader = slf.take_loader()?;
+        slf.running = Some(loader);
+        Ok(slf)
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Batch>> {
+        let Some(loader) = self.running.as_mut() else {
+            return Ok(None);
+        };
+        let next = py.detach(|| loader.next());
+        match next {
+            None => {
+                self.retire();
+                Ok(None)
+            }
+            Some(Err(e)) => {
+                self.running = None;
+                Err(to_py(e))
+            }
+            Some(Ok(batch)) => {
+                py.check_signals().map_err(|_| PyKeyboardInterrupt::new_err(()))?;
+                Ok(Some(Batch { batch }))
+            }
+        }
+    }
+
+    /// Stops the workers of a running iteration and joins them (also when the loader is
+    /// garbage-collected).
+    fn close(&mut self) {
+        self.running = None;
+        self.ready = None;
+        self.previous = None;
+    }
+
+    /// Whether an iteration's worker threads are running.
+    #[getter]
+    fn running(&self) -> bool {
+        self.running.is_some()
+    }
+}
+
+impl Loader {
+    /// The running iteration becomes the previous one (its buffers serve the next).
+    fn retire(&mut self) {
+        if let Some(loader) = self.running.take() {
+            self.previous = Some(loader);
+        }
+    }
+
+    /// The loader for the next iteration: the one built ahead if it fits, else a new one
+    /// that takes over the previous one's buffers (as persistent DataLoader workers).
+    fn take_loader(&mut self) -> PyResult<slotcon_augment::Loader> {
+        if let Some((epoch, start, loader)) = self.ready.take() {
+            if (epoch, start) == (self.epoch, self.start_step) {
+                return Ok(loader);
+            }
+            self.previous = Some(loader);
+        }
+        self.builder().build_after(self.previous.take()).map_err(to_py)
+    }
+
+    fn builder(&self) -> LoaderBuilder {
+        LoaderBuilder::new(Arc::clone(&self.reader))
+            .augment(
+                AugmentConfig::slotcon()
+                    .with_size(self.image_size)
+                    .with_min_scale(self.min_scale),
+            )
+            .batch_size(self.batch_size)
+            .workers(self.workers)
+            .seed(self.seed)
+            .epoch(self.epoch)
+            .distributed(self.rank, self.world_size)
+            .prefetch(self.prefetch)
+            .start_step(self.start_step)
+    }
+}
+
+/// One batch, lent by the loader: its buffer returns when this object and every array
+/// made from it are gone.
+#[pyclass(module = "slotcon._native", frozen)]
+struct Batch {
+    batch: TwoViewBatch,
+}
+
+#[pymethods]
+impl Batch {
+    fn __len__(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Epoch and step of this batch.
+    #[getter]
+    fn epoch(&self) -> u64 {
+        self.batch.epoch()
+    }
+
+    #[getter]
+    fn step(&self) -> u64 {
+        self.batch.step()
+    }
+
+    /// View size in pixels.
+    #[getter]
+    fn size(&self) -> usize {
+        self.batch.size()
+    }
+
+    /// Sample ids, as bytes of little-endian u64 (the package makes them an array).
+    fn ids_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes: Vec<u8> = self.batch.ids().iter().flat_map(|i| i.to_le_bytes()).collect();
+        PyBytes::new(py, &bytes)
+    }
+
+    /// Boxes `[N, 2, 4]` (f32, each view's normalised `x1, y1, x2, y2` of the overlap,
+    /// after flips) as little-endian bytes.
+    fn boxes_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes: Vec<u8> = self
+            .batch
+            .boxes()
+            .iter()
+            .flatten()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        PyBytes::new(py, &bytes)
+    }
+
+    /// Crops `[N, 2, 4]` (u32 `i, j, h, w`: top, left, height, width in the source
+    /// image, as torchvision's `RandomResizedCrop.get_params`) as little-endian bytes.
+    fn crops_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes: Vec<u8> = (self.batch.crops().iter().flatten())
+            .flat_map(|c| [c.i, c.j, c.h, c.w])
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        PyBytes::new(py, &bytes)
+    }
+
+    /// Flips `[N, 2]` as bytes of 0/1.
+    fn flips_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes: Vec<u8> = self.batch.flips().iter().flatten().map(|f| u8::from(*f)).collect();
+        PyBytes::new(py, &bytes)
+    }
+
+    /// `(id, path, reason)` of each sample left out of this batch.
+    fn skipped(&self) -> Vec<(u64, String, String)> {
+        self.batch
+            .skipped()
+            .iter()
+            .map(|s| (s.id, s.path.clone(), s.reason.clone()))
+            .collect()
+    }
+
+    /// View `v` (0 or 1) without a copy: an object with NumPy's array interface
+    /// (`numpy.asarray(batch.view(0))` is `uint8 [N, S, S, 3]`), keeping the batch alive.
+    fn view(slf: Bound<'_, Self>, v: usize) -> PyResult<View> {
+        if v > 1 {
+            return Err(PyIndexError::new_err(format!("view {v}: a batch has views 0 and 1")));
+        }
+        Ok(View { batch: slf.unbind(), v })
+    }
+}
+
+/// One view of a batch, exposed through `__array_interface__`.
+#[pyclass(module = "slotcon._native", frozen)]
+struct View {
+    batch: Py<Batch>,
+    v: usize,
+}
+
+#[pymethods]
+impl View {
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let batch = &self.batch.get().batch;
+        let data = batch.views()[self.v];
+        let (n, s) = (batch.len(), batch.size());
+        let d = PyDict::new(py);
+        d.set_item("version", 3)?;
+        d.set_item("shape", (n, s, s, 3))?;
+        d.set_item("typestr", "|u1")?;
+        // Writable: the buffer is this batch's alone until the batch and every array made
+        // from it are gone (writes change this batch only); `torch.from_numpy` wants that.
+        d.set_item("data", (data.as_ptr() as usize, false))?;
+        Ok(d)
+    }
+}
+
+/// Ingests the images under `src` into the store `out` (resuming a partial run; `force`
+/// starts over); returns the report as a dict. `progress(done, total)` is called from the
+/// workers, with the GIL.
+#[pyfunction]
+#[pyo3(signature = (src, out, force=false, raw=false, threads=0, progress=None))]
+fn ingest(
+    py: Python<'_>,
+    src: PathBuf,
+    out: PathBuf,
+    force: bool,
+    raw: bool,
+    threads: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let mut cfg = slotcon_ingest::IngestConfig::default().with_threads(threads);
+    if raw {
+        cfg.store = slotcon_shards::StoreKind::Raw;
+    }
+    cfg.validate().map_err(PyValueError::new_err)?;
+    let report = py.detach(|| {
+        let call = |done: u64, total: u64| {
+            if let Some(f) = &progress {
+                Python::attach(|py| {
+                    let _ = f.call1(py, (done, total));
+                });
+            }
+        };
+        slotcon_ingest::ingest(&src, &out, &cfg, force, &call)
+    });
+    let report = report.map_err(|e| SlotconError::new_err(e.to_string()))?;
+    let text = serde_json::to_string(&report).map_err(|e| SlotconError::new_err(e.to_string()))?;
+    let json = py.import("json")?;
+    Ok(json.call_method1("loads", (text,))?.unbind())
+}
+
+/// CRC-32C of `data` appended to `crc` (the checksum `slotcon-bench loader` reports).
+#[pyfunction]
+#[pyo3(name = "crc32c", signature = (data, crc=0))]
+fn crc32c_of(data: &[u8], crc: u32) -> u32 {
+    ::crc32c::crc32c_append(crc, data)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Store>()?;
+    m.add_class::<Loader>()?;
+    m.add_class::<Batch>()?;
+    m.add_class::<View>()?;
+    m.add_function(wrap_pyfunction!(ingest, m)?)?;
+    m.add_function(wrap_pyfunction!(crc32c_of, m)?)?;
+    m.add("SlotconError", m.py().get_type::<SlotconError>())?;
+    m.add("SampleError", m.py().get_type::<SampleError>())?;
+    Ok(())
+}

@@ -1,0 +1,200 @@
+"""The Python package against the Rust loader, the official layout and the reference model.
+
+Run by scripts/test.sh after it installs the wheel: `pytest python/tests`. Needs
+$SLOTCON_COCO128 (the COCO sample) and $SLOTCON_BIN (the folder of the release binaries)."""
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+import slotcon
+import slotcon.torch as slotcon_torch
+
+ROOT = Path(__file__).resolve().parents[2]
+COCO = Path(os.environ.get("SLOTCON_COCO128", ROOT.parent / "shared" / "data" / "coco128"))
+BIN = Path(os.environ.get("SLOTCON_BIN", ROOT / "target" / "release"))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store") / "shards"
+    seen = []
+    report = slotcon.ingest(COCO / "images", out, threads=2, progress=lambda done, total: seen.append((done, total)))
+    assert report["written"] == 128 and not report["skipped"]
+    assert seen and seen[-1][0] == seen[-1][1]
+    return out
+
+
+def rust_checksum(shards, workers):
+    out = subprocess.run([BIN / "slotcon-bench", "loader", "--shards", shards, "--workers", str(workers),
+                          "--batch-size", "32", "--seconds", "0.2", "--json"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["checksum"]
+
+
+def python_checksum(loader, batches=4):
+    crc = 0
+    for i, batch in enumerate(loader):
+        if i == batches:
+            break
+        crc = slotcon.checksum(batch, crc)
+    return f"{crc:08x}"
+
+
+def test_batches_equal_the_rust_loaders(shards):
+    want = rust_checksum(shards, 2)
+    for workers in (1, 2):
+        loader = slotcon.Loader(shards, batch_size=32, workers=workers, seed=0)
+        assert python_checksum(loader) == want, workers
+    batch = next(iter(slotcon.Loader(shards, batch_size=32, workers=1)))
+    v1, v2 = batch.views
+    assert v1.shape == v2.shape == (32, 224, 224, 3) and v1.dtype == np.uint8
+    assert batch.boxes.shape == (32, 2, 4) and batch.flips.shape == (32, 2) and batch.ids.shape == (32,)
+    assert v1.base is not None, "the view is not a copy: it keeps the loader's batch alive"
+
+
+def test_epochs_ranks_and_a_mid_epoch_start_follow_the_rust_loader(shards):
+    loader = slotcon.Loader(shards, batch_size=16, workers=2, seed=3)
+    assert len(loader) == 8
+    loader.set_epoch(1)
+    whole = [(b.step, slotcon.checksum(b)) for b in loader]
+    assert [s for s, _ in whole] == list(range(8))
+    loader.set_start_step(5)
+    assert [(b.step, slotcon.checksum(b)) for b in loader] == whole[5:]
+    loader.set_epoch(2)
+    loader.set_start_step(0)
+    assert [slotcon.checksum(b) for b in loader] != [c for _, c in whole]
+    ranks = [slotcon.Loader(shards, batch_size=8, workers=1, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    ids = [np.concatenate([b.ids for b in r]) for r in ranks]
+    assert len(ranks[0]) == 8 and not set(ids[0]) & set(ids[1]) and len(ids[0]) + len(ids[1]) == 128
+
+
+def official_coords(crops, flips):
+    """The official transforms' coords of two views' crops (i, j, h, w) and flips, with the
+    official arithmetic: `_get_coord` (float32), `_clip_coords` (differences of float32
+    tensors, divided as Python floats by the integer sizes, stored as float32), then
+    `CustomRandomHorizontalFlip` (`1. - x` in float32)."""
+    params = [tuple(int(x) for x in c) for c in crops]
+    coords = [torch.Tensor([j, i, j + w, i + h]) for i, j, h, w in params]
+    x1_n, y1_n = torch.max(coords[0][0], coords[1][0]), torch.max(coords[0][1], coords[1][1])
+    x2_n, y2_n = torch.min(coords[0][2], coords[1][2]), torch.min(coords[0][3], coords[1][3])
+    out = []
+    for (i, j, h, w), c, flip in zip(params, coords, flips):
+        r = torch.Tensor([float(x1_n - c[0]) / w, float(y1_n - c[1]) / h, float(x2_n - c[0]) / w, float(y2_n - c[1]) / h])
+        if flip:
+            flipped = r.clone()
+            flipped[0], flipped[2] = 1. - r[2], 1. - r[0]
+            r = flipped
+        out.append(r)
+    return out
+
+
+def test_the_official_layout_adapter(shards):
+    loader = slotcon_torch.SlotConLoader(shards, batch_size=16, workers=2, image_size=96)
+    assert len(loader) == 8 and len(loader.dataset) == 128
+    plain = slotcon.Loader(shards, batch_size=16, workers=2, image_size=96)
+    (crops, coords, flags), batch = next(iter(loader)), next(iter(plain))
+    assert [c.shape for c in crops] == [torch.Size([16, 3, 96, 96])] * 2 and crops[0].dtype == torch.float32
+    assert [c.shape for c in coords] == [torch.Size([16, 4])] * 2 and [f.dtype for f in flags] == [torch.bool] * 2
+    for n in range(16):
+        want = official_coords(batch.crops[n], batch.flips[n])
+        for v in range(2):
+            assert torch.equal(coords[v][n], want[v]), (n, v)
+            assert bool(flags[v][n]) == bool(batch.flips[n, v])
+            image = Image.fromarray(batch.views[v][n])
+            official = TF.normalize(TF.to_tensor(image), slotcon_torch.MEAN, slotcon_torch.STD)
+            assert torch.equal(crops[v][n], official), (n, v)
+
+
+def test_a_reference_training_step_runs_on_a_batch(shards):
+    sys.path.insert(0, str(ROOT / "tests" / "python"))
+    import slotcon_reference as ref
+
+    c = {"arch": "resnet18", "channels": 512, "dim_hidden": 64, "dim_out": 32, "num_prototypes": 16,
+         "teacher_temp": 0.07, "student_temp": 0.1}
+    torch.manual_seed(0)
+    student, teacher = ref.Encoder(c), ref.Encoder(c)
+    teacher.load_state_dict(student.state_dict())
+    predictor = ref.Predictor(32, 64)
+    opt = torch.optim.SGD(list(student.parameters()) + list(predictor.parameters()), lr=0.1)
+    crops, coords, flags = next(iter(slotcon_torch.SlotConLoader(shards, batch_size=8, workers=2, image_size=64)))
+    (q1, sq1), (q2, sq2) = student(crops[0]), student(crops[1])
+    with torch.no_grad():
+        (k1, sk1), (k2, sk2) = teacher(crops[0]), teacher(crops[1])
+    qa1, qa2 = ref.invaug(sq1, coords[0], flags[0].tolist()), ref.invaug(sq2, coords[1], flags[1].tolist())
+    ka1, ka2 = ref.invaug(sk1, coords[0], flags[0].tolist()), ref.invaug(sk2, coords[1], flags[1].tolist())
+    valid = torch.ones(8, dtype=torch.bool)
+    center = torch.zeros(1, 16)
+    loss = ref.self_distill(qa1, ka2, center, valid, c) + ref.self_distill(qa2, ka1, center, valid, c)
+    loss = loss + ref.contrast(q1, k2, sq1, sk2, predictor, 0.2) + ref.contrast(q2, k1, sq2, sk1, predictor, 0.2)
+    before = student.grouping.slot_embed.weight.detach().clone()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and not torch.equal(before, student.grouping.slot_embed.weight)
+
+
+def test_a_corrupt_sample_is_an_exception_naming_it(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in sorted((COCO / "images" / "train2017").glob("*.jpg"))[:8]:
+        (images / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "shards"
+    slotcon.ingest(images, out)
+    shard = sorted(out.glob("shard-*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside some image's payload: its CRC no longer matches
+    shard.write_bytes(bytes(data))
+    loader = slotcon.Loader(out, batch_size=8, workers=1)
+    with pytest.raises(slotcon.SampleError) as err:
+        list(loader)
+    e = err.value
+    assert isinstance(e.id, int) and e.path.endswith(".jpg") and e.path in str(e), str(e)
+    assert isinstance(e, slotcon.SlotconError)
+    store = slotcon.Store(out)
+    assert len(store) == 8 and store[-1][2].endswith(".jpg")
+    with pytest.raises(IndexError):
+        store[8]
+    with pytest.raises(slotcon.SlotconError):
+        slotcon.Loader(tmp_path / "no-such-store", batch_size=2)
+    with pytest.raises(slotcon.SlotconError):
+        slotcon.Loader(out, batch_size=9)  # more than the store holds
+
+
+def loader_threads():
+    tasks = Path("/proc/self/task")
+    return sum((t / "comm").read_text().startswith("slotcon-loader") for t in tasks.iterdir())
+
+
+def test_dropping_a_loader_mid_epoch_joins_its_threads(shards):
+    base = loader_threads()
+    loader = slotcon.Loader(shards, batch_size=8, workers=3)
+    it = iter(loader)
+    batch = next(it)
+    assert loader.running and loader_threads() >= base + 3
+    view = batch.views[0]
+    del it, batch, loader
+    gc.collect()
+    deadline = time.time() + 10
+    while loader_threads() > base and time.time() < deadline:
+        time.sleep(0.05)
+    assert loader_threads() == base
+    assert view.shape[0] == 8 and int(view[0].sum()) > 0, "a view outlives its loader"
+
+
+def test_the_benchmark_reports_python_against_rust(shards):
+    out = subprocess.run([sys.executable, "-m", "slotcon.bench", "--shards", str(shards), "--seconds", "0.5",
+                          "--rust", str(BIN / "slotcon-bench")], check=True, capture_output=True, text=True)
+    report = json.loads(out.stdout)
+    assert report["img_per_sec"] > 0 and report["rust_img_per_sec"] > 0, report
+    assert report["python_over_rust"] == report["img_per_sec"] / report["rust_img_per_sec"]
+    bad = subprocess.run([sys.executable, "-m", "slotcon.bench", "--shards", str(shards), "--seconds", "0"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--seconds" in bad.stderr
