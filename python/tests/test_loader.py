@@ -59,6 +59,8 @@ def test_batches_equal_the_rust_loaders(shards):
     assert v1.shape == v2.shape == (32, 224, 224, 3) and v1.dtype == np.uint8
     assert batch.boxes.shape == (32, 2, 4) and batch.flips.shape == (32, 2) and batch.ids.shape == (32,)
     assert v1.base is not None, "the view is not a copy: it keeps the loader's batch alive"
+    # torch shares the memory, through NumPy (torch.from_numpy) or DLPack.
+    assert torch.from_numpy(v1).data_ptr() == v1.ctypes.data == torch.from_dlpack(v1).data_ptr()
 
 
 def test_epochs_ranks_and_a_mid_epoch_start_follow_the_rust_loader(shards):
@@ -198,3 +200,23 @@ def test_the_benchmark_reports_python_against_rust(shards):
     bad = subprocess.run([sys.executable, "-m", "slotcon.bench", "--shards", str(shards), "--seconds", "0"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--seconds" in bad.stderr
+
+
+def test_ctrl_c_stops_a_loop_over_the_loader(shards):
+    code = ("import slotcon\n"
+            f"loader = slotcon.Loader({str(shards)!r}, batch_size=8, workers=1)\n"
+            "print('ready', flush=True)\n"
+            "for epoch in range(10**6):\n"
+            "    loader.set_epoch(epoch)\n"
+            "    for batch in loader:\n"
+            "        pass\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    proc.send_signal(2)  # SIGINT, as Ctrl-C
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the loop did not stop on SIGINT")
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, err
