@@ -135,9 +135,17 @@ impl Loader {
     ) -> PyResult<Self> {
         let reader = ShardReader::open(&shards).map_err(store_err)?;
         let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if workers == 0 || world_size == 0 || rank >= world_size {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let most = (4 * cores).min(256);
+        if !(1..=most).contains(&workers) || world_size == 0 || rank >= world_size {
             return Err(PyValueError::new_err(format!(
-                "workers {workers}, rank {rank}, world_size {world_size}: need workers >= 1 and 0 <= rank < world_size"
+                "workers {workers}, rank {rank}, world_size {world_size}: need 1 <= workers <= {most} \
+                 (4 per core, at most 256) and 0 <= rank < world_size"
+            )));
+        }
+        if !(min_scale > 0.0 && min_scale <= 1.0) {
+            return Err(PyValueError::new_err(format!(
+                "min_scale {min_scale}: must be in (0, 1], the smallest crop area as a fraction of the image"
             )));
         }
         let mut loader = Loader {

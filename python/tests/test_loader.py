@@ -168,6 +168,11 @@ def test_a_corrupt_sample_is_an_exception_naming_it(tmp_path):
         slotcon.Loader(tmp_path / "no-such-store", batch_size=2)
     with pytest.raises(slotcon.SlotconError):
         slotcon.Loader(out, batch_size=9)  # more than the store holds
+    for bad in (dict(batch_size=0), dict(batch_size=2, image_size=0), dict(batch_size=2, min_scale=float("nan")),
+                dict(batch_size=2, min_scale=2.0), dict(batch_size=2, workers=100000), dict(batch_size=2, prefetch=10**12),
+                dict(batch_size=2, rank=1, world_size=1)):
+        with pytest.raises((ValueError, slotcon.SlotconError)):
+            slotcon.Loader(out, **bad)
 
 
 def loader_threads():
