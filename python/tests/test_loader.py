@@ -208,7 +208,10 @@ def test_the_benchmark_reports_python_against_rust(shards):
 
 
 def test_ctrl_c_stops_a_loop_over_the_loader(shards):
-    code = ("import slotcon\n"
+    # The child restores Python's own SIGINT handler: a shell that starts this test in the
+    # background passes SIGINT on as ignored, and Python then installs none.
+    code = ("import signal, slotcon\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             f"loader = slotcon.Loader({str(shards)!r}, batch_size=8, workers=1)\n"
             "print('ready', flush=True)\n"
             "for epoch in range(10**6):\n"
