@@ -97,15 +97,8 @@ impl Store {
 /// One epoch's batches of one rank: a Rust `Loader`, built when iteration starts.
 #[pyclass(module = "slotcon._native")]
 struct Loader {
-    reader: Arc<ShardReader>,
-    batch_size: usize,
-    workers: usize,
-    seed: u64,
-    image_size: u32,
-    min_scale: f64,
-    rank: usize,
-    world_size: usize,
-    prefetch: usize,
+    /// The settings, at epoch 0 and step 0.
+    settings: LoaderBuilder,
     epoch: u64,
     start_step: u64,
     steps: u64,
@@ -148,16 +141,15 @@ impl Loader {
                 "min_scale {min_scale}: must be in (0, 1], the smallest crop area as a fraction of the image"
             )));
         }
+        let settings = LoaderBuilder::new(Arc::new(reader))
+            .augment(AugmentConfig::slotcon().with_size(image_size).with_min_scale(min_scale))
+            .batch_size(batch_size)
+            .workers(workers)
+            .seed(seed)
+            .distributed(rank, world_size)
+            .prefetch(prefetch);
         let mut loader = Loader {
-            reader: Arc::new(reader),
-            batch_size,
-            workers,
-            seed,
-            image_size,
-            min_scale,
-            rank,
-            world_size,
-            prefetch,
+            settings,
             epoch: 0,
             start_step: 0,
             steps: 0,
@@ -255,19 +247,7 @@ impl Loader {
     }
 
     fn builder(&self) -> LoaderBuilder {
-        LoaderBuilder::new(Arc::clone(&self.reader))
-            .augment(
-                AugmentConfig::slotcon()
-                    .with_size(self.image_size)
-                    .with_min_scale(self.min_scale),
-            )
-            .batch_size(self.batch_size)
-            .workers(self.workers)
-            .seed(self.seed)
-            .epoch(self.epoch)
-            .distributed(self.rank, self.world_size)
-            .prefetch(self.prefetch)
-            .start_step(self.start_step)
+        self.settings.clone().epoch(self.epoch).start_step(self.start_step)
     }
 }
 

@@ -46,9 +46,14 @@ blen = duckdb.sql(f"select sum(octet_length(image.bytes)) from '{glob}'").fetcho
 assert blen == manifest["total_image_bytes"], (blen, manifest["total_image_bytes"])
 
 # Hugging Face datasets: `image` is an Image feature (encoded store) and decodes.
+import tempfile  # noqa: E402
+
 import datasets  # noqa: E402
 
-ds = datasets.load_dataset("parquet", data_files=files, split="train")
+# Its Arrow cache in a folder of our own (the default, ~/.cache/huggingface, would keep a
+# ~100 MB copy of the store after every run).
+cache = tempfile.TemporaryDirectory(prefix="slotcon-hf-")
+ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=cache.name)
 assert len(ds) == len(rows)
 if not raw:
     assert isinstance(ds.features["image"], datasets.Image), ds.features

@@ -181,3 +181,31 @@ pub fn png_size(path: &Path) -> (u32, u32) {
     let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
     (be(16), be(20))
 }
+
+/// A fresh temporary folder that lasts until the test process exits, then is removed:
+/// for fixtures a test binary shares through a `static`. Statics are never dropped, so a
+/// `tempfile::TempDir` kept in one would be left behind (686 MB a run, for the
+/// distributed runs).
+pub fn process_tempdir() -> PathBuf {
+    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        let dirs = DIRS.lock().map(|d| d.clone()).unwrap_or_default();
+        for dir in dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    unsafe extern "C" {
+        fn atexit(hook: extern "C" fn()) -> std::ffi::c_int;
+    }
+    // SAFETY: `atexit` is the C library's (std links it); `remove_all` is a plain
+    // function that neither unwinds nor calls `exit`.
+    HOOK.call_once(|| assert_eq!(unsafe { atexit(remove_all) }, 0, "atexit"));
+    let dir = tempfile::Builder::new()
+        .prefix("slotcon-test-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    DIRS.lock().unwrap().push(dir.clone());
+    dir
+}

@@ -32,14 +32,12 @@ fn free_port() -> u16 {
 
 /// The shared store (the COCO sample), made once.
 fn shards() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("shards");
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = slotcon_tests::process_tempdir().join("shards");
         ingest_coco(&dir);
-        (tmp, dir)
+        dir
     })
-    .1
 }
 
 /// `slotcon-train` on LibTorch CPU, tiny preset at 64 px, global batch 16, into `out`.
@@ -152,7 +150,6 @@ fn tensor_gap(got: &Path, want: &Path) -> (f64, String) {
 /// The runs compared: one rank and two ranks on the same global batch, for 3 and for
 /// [`STEPS`] steps, and one rank for [`STEPS`] on one LibTorch thread instead of two.
 struct Runs {
-    _tmp: tempfile::TempDir,
     one: PathBuf,
     two: PathBuf,
     one_short: PathBuf,
@@ -163,8 +160,8 @@ struct Runs {
 fn runs() -> &'static Runs {
     static RUNS: OnceLock<Runs> = OnceLock::new();
     RUNS.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = |name: &str| tmp.path().join(name);
+        let tmp = slotcon_tests::process_tempdir();
+        let dir = |name: &str| tmp.join(name);
         let (one, two, one_short, two_short) = (dir("one"), dir("two"), dir("one-short"), dir("two-short"));
         let one_thread = dir("one-thread");
         slotcon_tests::run_ok(&mut train(&one, STEPS));
@@ -173,7 +170,6 @@ fn runs() -> &'static Runs {
         join_ok(launch(2, &two_short, || train(&two_short, "3")));
         slotcon_tests::run_ok(train(&one_thread, STEPS).env("OMP_NUM_THREADS", "1"));
         Runs {
-            _tmp: tmp,
             one,
             two,
             one_short,

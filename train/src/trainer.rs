@@ -401,12 +401,12 @@ impl Trainer {
     /// Sets the momentum buffers of the trained parameters (the student's and the
     /// predictor's) to the values that `buffers` (a network of the same parameter ids, a
     /// clone of [`Trainer::net`] given new values) holds for them.
+    /// On an error the trainer is as it was.
     pub fn set_momentum(&mut self, buffers: &SlotConNet) -> std::result::Result<(), String> {
-        let optim = std::mem::replace(&mut self.optim, optimizer(&self.cfg));
         let net = self.net.take().expect("network present");
-        let (optim, net) = with_momentum(optim, net, &[&buffers.student, &buffers.predictor])?;
-        self.optim = optim;
+        let (net, optim) = with_momentum(optimizer(&self.cfg), net, &[&buffers.student, &buffers.predictor]);
         self.net = Some(net);
+        self.optim = optim?;
         Ok(())
     }
 }

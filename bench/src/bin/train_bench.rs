@@ -145,16 +145,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut trainer = Trainer::new(cfg.clone(), &device, 1000);
     trainer.set_profile(cli.breakdown);
     let tmp = std::env::temp_dir().join(format!("slotcon-train-bench-{}", std::process::id()));
-    slotcon_train::reference::dump_case(&trainer, &batch, &tmp)?;
-    let mut runs = Vec::new();
-    for repeat in 0..cli.repeats {
-        let warmup = if repeat == 0 { cli.warmup } else { 0 };
-        let ours = time_ours(&mut trainer, &batch, warmup, cli.steps)?;
-        let theirs = (!cli.no_python).then(|| python(&cli, &tmp, threads)).transpose()?;
-        runs.push((ours, theirs));
-    }
+    // The case folder goes whether the timing succeeds or not.
+    let timed = (|| -> anyhow::Result<Vec<_>> {
+        slotcon_train::reference::dump_case(&trainer, &batch, &tmp)?;
+        let mut runs = Vec::new();
+        for repeat in 0..cli.repeats {
+            let warmup = if repeat == 0 { cli.warmup } else { 0 };
+            let ours = time_ours(&mut trainer, &batch, warmup, cli.steps)?;
+            let theirs = (!cli.no_python).then(|| python(&cli, &tmp, threads)).transpose()?;
+            runs.push((ours, theirs));
+        }
+        Ok(runs)
+    })();
     std::fs::remove_dir_all(&tmp).ok();
-    report(&cli, &cfg, threads, runs, check)
+    report(&cli, &cfg, threads, timed?, check)
 }
 
 /// One step on `device` and on LibTorch's CPU from the same initial checkpoint: the two

@@ -180,20 +180,24 @@ impl ModuleMapper for Buffers {
 
 /// `optim` with its momentum buffers set from `buffers`: modules holding, in place of
 /// their values, the buffers of the parameters of `module` with the same ids (the
-/// student's and the predictor's, say). Returns `module` unchanged beside it.
+/// student's and the predictor's, say). Returns `module` unchanged, whatever the outcome,
+/// beside the optimiser.
 pub fn with_momentum<M: Module>(
     optim: ModuleOptimizer,
     module: M,
     buffers: &[&dyn ModuleParams],
-) -> Result<(ModuleOptimizer, M), String> {
+) -> (M, Result<ModuleOptimizer, String>) {
     let mut grads = GradientsParams::new();
     for b in buffers {
         b.register_values(&mut grads);
     }
     let mut setter = ModuleOptimizer::from(SetMomentum);
     let module = setter.step(0.0, module, grads);
-    let bytes = setter.into_bytes().map_err(|e| e.to_string())?;
-    Ok((optim.from_bytes(bytes).map_err(|e| e.to_string())?, module))
+    let optim = setter
+        .into_bytes()
+        .and_then(|bytes| optim.from_bytes(bytes))
+        .map_err(|e| e.to_string());
+    (module, optim)
 }
 
 /// A module whose parameter values can stand for gradients (object-safe, for
