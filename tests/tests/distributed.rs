@@ -236,7 +236,9 @@ fn torchrun_launches_the_ranks() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let mut cmd = Command::new(&torchrun);
-    cmd.args(["--no-python", "--nproc-per-node", "2", "--master-port"])
+    // torchrun keeps its per-rank log folders (torchelastic_*) in TMPDIR: ours, removed.
+    cmd.env("TMPDIR", tmp.path())
+        .args(["--no-python", "--nproc-per-node", "2", "--master-port"])
         .arg(free_port().to_string())
         .arg(bin("slotcon-train").get_program())
         .args(train(&out, "3").get_args());
