@@ -128,8 +128,8 @@ impl Loader {
     ) -> PyResult<Self> {
         let reader = ShardReader::open(&shards).map_err(store_err)?;
         let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let most = (4 * cores).min(256);
+        // The bound of the binaries' --workers flags.
+        let most = slotcon_cli::flags::max_threads();
         if !(1..=most).contains(&workers) || world_size == 0 || rank >= world_size {
             return Err(PyValueError::new_err(format!(
                 "workers {workers}, rank {rank}, world_size {world_size}: need 1 <= workers <= {most} \

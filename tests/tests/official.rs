@@ -34,11 +34,12 @@ fn import(ckpt: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
         .args(extra))
 }
 
-fn export(run_dir: &Path, out: &Path) {
+/// `slotcon-export RUN --to FORMAT --out OUT`.
+fn export(run_dir: &Path, format: &str, out: &Path) {
     run_ok(
         bin("slotcon-export")
             .arg(run_dir)
-            .args(["--to", "slotcon", "-q", "--out"])
+            .args(["--to", format, "-q", "--out"])
             .arg(out),
     );
 }
@@ -82,7 +83,7 @@ fn an_official_checkpoint_imports_exports_back_unchanged_and_trains_like_the_ref
     );
 
     // export(import(ckpt)) is the checkpoint: keys in order, shapes, dtypes, values, buffers.
-    export(&run_dir, &back);
+    export(&run_dir, "slotcon", &back);
     let same: serde_json::Value = serde_json::from_str(&official_ckpt(&["compare", path(&ckpt), path(&back)])).unwrap();
     eprintln!("{same}");
     assert_eq!(same["model_equal"], true, "{same}");
@@ -158,7 +159,7 @@ fn a_run_exported_and_imported_back_is_the_same_run_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
     let (shards, first) = tiny_run(tmp.path(), "3");
     let (pth, second) = (tmp.path().join("run.pth"), tmp.path().join("again"));
-    export(&first, &pth);
+    export(&first, "slotcon", &pth);
     let (code, _, err) = import(&pth, &second, &[]);
     assert_eq!(code, 0, "{err}");
     let (a, b) = (load(&first), load(&second));
@@ -204,7 +205,7 @@ fn an_sgd_checkpoint_round_trips_and_the_imported_run_works_with_every_tool() {
     let (code, _, err) = import(&ckpt, &run_dir, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(load(&run_dir).cfg.optimizer, slotcon_train::Optimizer::Sgd);
-    export(&run_dir, &back);
+    export(&run_dir, "slotcon", &back);
     let same: serde_json::Value = serde_json::from_str(&official_ckpt(&["compare", path(&ckpt), path(&back)])).unwrap();
     assert_eq!(same["model_equal"], true, "{same}");
     assert_eq!(same["optimizer_equal"], true, "{same}");
@@ -223,12 +224,7 @@ fn an_sgd_checkpoint_round_trips_and_the_imported_run_works_with_every_tool() {
     );
     assert!(slotcon_tests::png_size(&slots).0 > 0);
     let tv = dir.join("r18.safetensors");
-    run_ok(
-        bin("slotcon-export")
-            .arg(&run_dir)
-            .args(["--to", "torchvision", "-q", "--out"])
-            .arg(&tv),
-    );
+    export(&run_dir, "torchvision", &tv);
     let exported = slotcon_tests::safetensors_f32(&tv);
     assert!(
         exported.contains_key("layer4.1.bn2.running_var"),
