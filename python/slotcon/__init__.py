@@ -56,7 +56,15 @@ class Loader:
     (bit-exact with the official PIL + torchvision pipeline). Like a DataLoader with a
     DistributedSampler: `rank`/`world_size` give this process its share, `set_epoch`
     reshuffles, and every epoch has `len(loader)` full batches. `workers` defaults to
-    every core. The GIL is released while waiting for a batch."""
+    every core. The GIL is released while waiting for a batch.
+
+    A batch's views live in one of the loader's `prefetch + 2` buffers, so at most that
+    many batches can be held at once: asking for one more raises `SlotconError` (so
+    `list(loader)` fails on a longer epoch). Copy what you keep (`np.array(view)`).
+    `set_start_step(s)` applies to the next iteration only. After `os.fork()` the child
+    builds its own worker threads on its next `iter(loader)`; an iteration that was under
+    way in the parent raises `SlotconError` in the child. `close()` and `set_epoch()` may
+    come from another thread: they wait for a `next()` under way."""
 
     def __init__(self, shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0,
                  world_size=1, prefetch=2):
@@ -90,7 +98,10 @@ class Loader:
 def ingest(src, out, force=False, raw=False, threads=0, progress=None):
     """Ingests every JPEG/PNG under `src` into the shard store `out` (resuming a partial
     run; `force` starts over; `raw` stores decoded pixels); returns the report (a dict:
-    written, skipped, ...). `progress(done, total)` is called as files are done."""
+    written, skipped, ...). `progress(done, total)` is called as files are done; an
+    exception it raises ends its calls and is raised when the ingest returns. `threads`
+    is 0 (every core) or at most 4 per core (256 at most). Paths may be str, bytes or
+    os.PathLike."""
     return _native.ingest(os.fspath(src), os.fspath(out), force, raw, threads, progress)
 
 

@@ -16,10 +16,10 @@
 //! exceptions (`SampleError` names the sample's id and path).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyIndexError, PyKeyboardInterrupt, PyValueError};
+use pyo3::exceptions::{PyException, PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use slotcon_augment::{AugmentConfig, LoaderBuilder, TwoViewBatch};
@@ -62,8 +62,8 @@ struct Store {
 #[pymethods]
 impl Store {
     #[new]
-    fn new(path: PathBuf) -> PyResult<Self> {
-        let reader = ShardReader::open(&path).map_err(store_err)?;
+    fn new(path: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let reader = ShardReader::open(&path_arg(path)?).map_err(store_err)?;
         Ok(Store {
             reader: Arc::new(reader),
         })
@@ -95,19 +95,41 @@ impl Store {
 }
 
 /// One epoch's batches of one rank: a Rust `Loader`, built when iteration starts.
-#[pyclass(module = "slotcon._native")]
+///
+/// Its state sits behind a mutex, so `close()`, `set_epoch()` or `len()` from another
+/// thread wait for a `next()` under way (the GIL released) instead of failing. In a child
+/// made by `os.fork()` the worker threads are the parent's, so the child forgets the
+/// parent's loaders (never joins them) and builds its own on its next `iter()`.
+#[pyclass(module = "slotcon._native", frozen)]
 struct Loader {
     /// The settings, at epoch 0 and step 0.
     settings: LoaderBuilder,
-    epoch: u64,
-    start_step: u64,
     steps: u64,
+    state: Mutex<LoaderState>,
+}
+
+/// What a [`Loader`] iterates, and where.
+struct LoaderState {
+    /// The process whose threads these loaders own.
+    pid: u32,
+    epoch: u64,
+    /// Where the next iteration starts; back to 0 once it has started.
+    start_step: u64,
     /// A loader built for `(epoch, start_step)` and not iterated yet.
     ready: Option<(u64, u64, slotcon_augment::Loader)>,
     /// The iteration under way.
     running: Option<slotcon_augment::Loader>,
     /// A finished or stopped loader, whose buffers the next one takes over.
     previous: Option<slotcon_augment::Loader>,
+    /// The process forked while an iteration was under way: its next `next()` says so.
+    forked_mid_epoch: bool,
+}
+
+/// What one `next()` got.
+enum Next {
+    Batch(TwoViewBatch),
+    Done,
+    Forked,
 }
 
 #[pymethods]
@@ -116,7 +138,7 @@ impl Loader {
     #[pyo3(signature = (shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0, world_size=1, prefetch=2))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        shards: PathBuf,
+        shards: &Bound<'_, PyAny>,
         batch_size: usize,
         workers: Option<usize>,
         seed: u64,
@@ -126,7 +148,7 @@ impl Loader {
         world_size: usize,
         prefetch: usize,
     ) -> PyResult<Self> {
-        let reader = ShardReader::open(&shards).map_err(store_err)?;
+        let reader = ShardReader::open(&path_arg(shards)?).map_err(store_err)?;
         let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         // The bound of the binaries' --workers flags.
         let most = slotcon_cli::flags::max_threads();
@@ -148,34 +170,39 @@ impl Loader {
             .seed(seed)
             .distributed(rank, world_size)
             .prefetch(prefetch);
-        let mut loader = Loader {
-            settings,
-            epoch: 0,
-            start_step: 0,
-            steps: 0,
-            ready: None,
-            running: None,
-            previous: None,
-        };
         // Every setting is checked now; the loader serves the first iteration.
-        let first = loader.builder().build().map_err(to_py)?;
-        loader.steps = first.steps_per_epoch();
-        loader.ready = Some((0, 0, first));
-        Ok(loader)
+        let first = settings.clone().build().map_err(to_py)?;
+        Ok(Loader {
+            settings,
+            steps: first.steps_per_epoch(),
+            state: Mutex::new(LoaderState {
+                pid: std::process::id(),
+                epoch: 0,
+                start_step: 0,
+                ready: Some((0, 0, first)),
+                running: None,
+                previous: None,
+                forked_mid_epoch: false,
+            }),
+        })
     }
 
     /// The epoch the next iteration runs (as `DistributedSampler.set_epoch`); stops one
     /// that is running.
-    fn set_epoch(&mut self, epoch: u64) {
-        self.retire();
-        self.epoch = epoch;
+    fn set_epoch(&self, py: Python<'_>, epoch: u64) {
+        self.with_state(py, |s| {
+            s.retire();
+            s.epoch = epoch;
+        })
     }
 
     /// The step the next iteration starts at (resuming mid-epoch); stops one that is
-    /// running.
-    fn set_start_step(&mut self, step: u64) {
-        self.retire();
-        self.start_step = step;
+    /// running. It applies to that one iteration: the ones after it start at step 0.
+    fn set_start_step(&self, py: Python<'_>, step: u64) {
+        self.with_state(py, |s| {
+            s.retire();
+            s.start_step = step;
+        })
     }
 
     /// Full batches per epoch for this rank.
@@ -183,29 +210,51 @@ impl Loader {
         self.steps as usize
     }
 
-    fn __iter__(mut slf: PyRefMut<'_, Self>) -> PyResult<PyRefMut<'_, Self>> {
-        slf.retire();
-        let loader = slf.take_loader()?;
-        slf.running = Some(loader);
+    fn __iter__(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {
+        let this = &*slf;
+        slf.py()
+            .detach(|| {
+                let mut s = this.lock();
+                s.retire();
+                let loader = s.take_loader(&this.settings)?;
+                s.running = Some(loader);
+                s.start_step = 0;
+                Ok(())
+            })
+            .map_err(to_py)?;
         Ok(slf)
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Batch>> {
-        let Some(loader) = self.running.as_mut() else {
-            return Ok(None);
-        };
-        let next = py.detach(|| loader.next());
-        match next {
-            None => {
-                self.retire();
-                Ok(None)
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Batch>> {
+        let next = py.detach(|| {
+            let mut s = self.lock();
+            if std::mem::take(&mut s.forked_mid_epoch) {
+                return Ok(Next::Forked);
             }
-            Some(Err(e)) => {
-                self.running = None;
-                Err(to_py(e))
+            let Some(loader) = s.running.as_mut() else {
+                return Ok(Next::Done);
+            };
+            match loader.next() {
+                None => {
+                    s.retire();
+                    Ok(Next::Done)
+                }
+                Some(Err(e)) => {
+                    s.running = None;
+                    Err(e)
+                }
+                Some(Ok(batch)) => Ok(Next::Batch(batch)),
             }
-            Some(Ok(batch)) => {
-                py.check_signals().map_err(|_| PyKeyboardInterrupt::new_err(()))?;
+        });
+        match next.map_err(to_py)? {
+            Next::Done => Ok(None),
+            Next::Forked => Err(SlotconError::new_err(
+                "this process was forked while the loader was iterating, and its worker threads \
+                 stayed in the parent: start a new iteration (iter(loader)) in the child",
+            )),
+            Next::Batch(batch) => {
+                // A signal handler's own exception (a SIGTERM handler's SystemExit, say).
+                py.check_signals()?;
                 Ok(Some(Batch { batch }))
             }
         }
@@ -213,20 +262,51 @@ impl Loader {
 
     /// Stops the workers of a running iteration and joins them (also when the loader is
     /// garbage-collected).
-    fn close(&mut self) {
-        self.running = None;
-        self.ready = None;
-        self.previous = None;
+    fn close(&self, py: Python<'_>) {
+        self.with_state(py, |s| {
+            s.running = None;
+            s.ready = None;
+            s.previous = None;
+        })
     }
 
     /// Whether an iteration's worker threads are running.
     #[getter]
-    fn running(&self) -> bool {
-        self.running.is_some()
+    fn running(&self, py: Python<'_>) -> bool {
+        self.with_state(py, |s| s.running.is_some())
     }
 }
 
 impl Loader {
+    /// The state, for this process: in a child made by `fork`, without the parent's loaders.
+    fn lock(&self) -> std::sync::MutexGuard<'_, LoaderState> {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.adopt();
+        s
+    }
+
+    /// Runs `f` on the state with the GIL released (waiting for a `next()` under way in
+    /// another thread, or joining worker threads, never holds it).
+    fn with_state<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut LoaderState) -> T + Send) -> T {
+        py.detach(|| f(&mut self.lock()))
+    }
+}
+
+impl LoaderState {
+    /// After a `fork`, forgets the parent's loaders: their threads are not in this process,
+    /// and dropping them would wait for those threads forever.
+    fn adopt(&mut self) {
+        let pid = std::process::id();
+        if self.pid == pid {
+            return;
+        }
+        self.pid = pid;
+        self.forked_mid_epoch = self.running.is_some();
+        std::mem::forget(self.ready.take());
+        std::mem::forget(self.running.take());
+        std::mem::forget(self.previous.take());
+    }
+
     /// The running iteration becomes the previous one (its buffers serve the next).
     fn retire(&mut self) {
         if let Some(loader) = self.running.take() {
@@ -236,19 +316,32 @@ impl Loader {
 
     /// The loader for the next iteration: the one built ahead if it fits, else a new one
     /// that takes over the previous one's buffers (as persistent DataLoader workers).
-    fn take_loader(&mut self) -> PyResult<slotcon_augment::Loader> {
+    fn take_loader(&mut self, settings: &LoaderBuilder) -> slotcon_augment::Result<slotcon_augment::Loader> {
         if let Some((epoch, start, loader)) = self.ready.take() {
             if (epoch, start) == (self.epoch, self.start_step) {
                 return Ok(loader);
             }
             self.previous = Some(loader);
         }
-        self.builder().build_after(self.previous.take()).map_err(to_py)
+        let builder = settings.clone().epoch(self.epoch).start_step(self.start_step);
+        builder.build_after(self.previous.take())
     }
+}
 
-    fn builder(&self) -> LoaderBuilder {
-        self.settings.clone().epoch(self.epoch).start_step(self.start_step)
+impl Drop for LoaderState {
+    fn drop(&mut self) {
+        // In a forked child: forget, never join, the parent's threads.
+        self.adopt();
     }
+}
+
+/// A path argument: `str`, `bytes` (the file system's own bytes) or `os.PathLike`.
+fn path_arg(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    if let Ok(bytes) = obj.cast::<PyBytes>() {
+        use std::os::unix::ffi::OsStrExt;
+        return Ok(PathBuf::from(std::ffi::OsStr::from_bytes(bytes.as_bytes())));
+    }
+    obj.extract::<PathBuf>()
 }
 
 /// One batch, lent by the loader: its buffer returns when this object and every array
@@ -363,33 +456,46 @@ impl View {
 
 /// Ingests the images under `src` into the store `out` (resuming a partial run; `force`
 /// starts over); returns the report as a dict. `progress(done, total)` is called from the
-/// workers, with the GIL.
+/// workers, with the GIL; the first exception it raises ends its calls and is raised when
+/// the ingest returns (the store is then complete, or resumable as any interrupted run).
+/// `threads` is 0 (every core) or at most the binaries' bound (4 per core, at most 256).
 #[pyfunction]
 #[pyo3(signature = (src, out, force=false, raw=false, threads=0, progress=None))]
 fn ingest(
     py: Python<'_>,
-    src: PathBuf,
-    out: PathBuf,
+    src: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
     force: bool,
     raw: bool,
     threads: usize,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Py<PyAny>> {
+    let (src, out) = (path_arg(src)?, path_arg(out)?);
+    let most = slotcon_cli::flags::max_threads();
+    if threads > most {
+        return Err(PyValueError::new_err(format!(
+            "threads {threads}: need 0 (every core) to {most} (4 per core, at most 256)"
+        )));
+    }
     let mut cfg = slotcon_ingest::IngestConfig::default().with_threads(threads);
     if raw {
         cfg.store = slotcon_shards::StoreKind::Raw;
     }
     cfg.validate().map_err(PyValueError::new_err)?;
+    let raised: Mutex<Option<PyErr>> = Mutex::new(None);
     let report = py.detach(|| {
         let call = |done: u64, total: u64| {
-            if let Some(f) = &progress {
-                Python::attach(|py| {
-                    let _ = f.call1(py, (done, total));
-                });
+            let Some(f) = &progress else { return };
+            let mut raised = raised.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if raised.is_none() {
+                *raised = Python::attach(|py| f.call1(py, (done, total)).err());
             }
         };
         slotcon_ingest::ingest(&src, &out, &cfg, force, &call)
     });
+    if let Some(e) = raised.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        return Err(e);
+    }
     let report = report.map_err(|e| SlotconError::new_err(e.to_string()))?;
     let text = serde_json::to_string(&report).map_err(|e| SlotconError::new_err(e.to_string()))?;
     let json = py.import("json")?;

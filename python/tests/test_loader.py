@@ -228,3 +228,140 @@ def test_ctrl_c_stops_a_loop_over_the_loader(shards):
         proc.kill()
         raise AssertionError("the loop did not stop on SIGINT")
     assert proc.returncode != 0 and "KeyboardInterrupt" in err, err
+
+
+def test_set_start_step_is_not_sticky_a_resumed_loader_yields_whole_later_epochs(shards):
+    loader = slotcon.Loader(shards, batch_size=16, workers=2, seed=4)
+    loader.set_epoch(3)
+    loader.set_start_step(5)
+    assert [b.step for b in loader] == [5, 6, 7]
+    for epoch in (3, 4):
+        loader.set_epoch(epoch)
+        assert [b.step for b in loader] == list(range(8)), epoch
+    # The order of the two calls does not matter.
+    loader.set_start_step(6)
+    loader.set_epoch(5)
+    assert [b.step for b in loader] == [6, 7]
+
+
+def wait_child(pid, seconds=60):
+    """The exit code of child `pid`, killing it after `seconds` (a hang)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"forked child {pid} hung")
+
+
+def test_fork_with_a_live_loader_a_child_neither_hangs_nor_panics(shards):
+    live = slotcon.Loader(shards, batch_size=8, workers=2, seed=5)
+    it = iter(live)
+    first = next(it)
+    fresh = slotcon.Loader(shards, batch_size=8, workers=2, seed=5)  # never iterated
+    want = [slotcon.checksum(b) for b in slotcon.Loader(shards, batch_size=8, workers=1, seed=5)]
+    del first
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit code, never return into pytest
+        code = 10
+        try:
+            try:
+                next(it)
+                code = 11
+            except slotcon.SlotconError as e:
+                code = 12 if "fork" in str(e) else 13
+            if code == 12 and [slotcon.checksum(b) for b in live] == want:
+                code = 14
+            if code == 14 and [slotcon.checksum(b) for b in fresh] == want:
+                code = 0
+        except BaseException:
+            code = 15
+        os._exit(code)
+    assert wait_child(pid) == 0
+    # The parent's iteration goes on.
+    assert sum(1 for _ in it) == len(live) - 1
+
+
+def test_a_signal_handlers_own_exception_ends_the_loop_not_keyboard_interrupt(shards):
+    code = ("import os, signal, sys, slotcon\n"
+            "class Stop(Exception): pass\n"
+            "def on_term(*_): sys.exit(0)\n"
+            "def on_usr1(*_): raise Stop('from the handler')\n"
+            "signal.signal(signal.SIGTERM, on_term)\n"
+            "signal.signal(signal.SIGUSR1, on_usr1)\n"
+            f"loader = slotcon.Loader({str(shards)!r}, batch_size=8, workers=1)\n"
+            "print('ready', flush=True)\n"
+            "for epoch in range(10**6):\n"
+            "    loader.set_epoch(epoch)\n"
+            "    for batch in loader:\n"
+            "        pass\n")
+    for sig, want_code, want_text in ((15, 0, ""), (10, 1, "Stop: from the handler")):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(0.5)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == want_code and want_text in err and "KeyboardInterrupt" not in err, (sig, err)
+
+
+def test_ingest_bounds_threads_and_raises_the_progress_callbacks_exception(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in sorted((COCO / "images" / "train2017").glob("*.jpg"))[:4]:
+        (images / p.name).write_bytes(p.read_bytes())
+    for threads in (10**6, 2**63):
+        with pytest.raises((ValueError, OverflowError)):
+            slotcon.ingest(images, tmp_path / "never", threads=threads)
+    assert not (tmp_path / "never").exists()
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        raise ZeroDivisionError("the callback's own")
+
+    with pytest.raises(ZeroDivisionError, match="the callback's own"):
+        slotcon.ingest(images, tmp_path / "shards", threads=2, progress=progress)
+    assert len(calls) == 1, calls
+    # The store was written all the same (or resumes): a second call completes it.
+    assert slotcon.ingest(images, tmp_path / "shards")["skipped"] == []
+
+
+def test_close_and_set_epoch_from_another_thread_wait_instead_of_already_borrowed(shards):
+    import threading
+    loader = slotcon.Loader(shards, batch_size=8, workers=1)
+    errors, stop = [], threading.Event()
+
+    def consume():
+        try:
+            while not stop.is_set():
+                for _ in loader:
+                    pass
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    try:
+        for epoch in range(20):
+            loader.set_epoch(epoch)
+            assert isinstance(loader.running, bool)
+            loader.close()
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive() and not errors, errors
+
+
+def test_paths_may_be_bytes(shards):
+    raw = os.fsencode(str(shards))
+    assert len(slotcon.Store(raw)) == 128
+    assert len(slotcon.Loader(raw, batch_size=16, workers=1)) == 8

@@ -211,7 +211,15 @@ fn a_bf16_run_follows_the_f32_run_with_f32_master_weights() {
             r.losses[1],
             r.losses[0]
         );
-        assert!(windows.iter().all(|w| *w < 0.03), "{device:?}: windows {windows:?}");
+        // The windows, against the control's: the largest bf16 window within twice the
+        // largest control window (or 1 %, a floor for a control that happens to track f32
+        // closely). A fixed bound (3 %) failed on an AVX-512 machine where the control's own
+        // window reached 3.25 %: how far these chaotic runs drift is the CPU's round-off.
+        let worst = |w: &[f64]| w.iter().copied().fold(0.0, f64::max);
+        assert!(
+            near(worst(&windows), worst(&c_windows), 0.01),
+            "{device:?}: windows {windows:?}, control {c_windows:?}"
+        );
     }
 }
 
