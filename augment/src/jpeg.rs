@@ -75,14 +75,23 @@ fn last_error(handle: tj::tjhandle) -> Error {
     jpeg_err(text.to_string_lossy().trim().to_string())
 }
 
-/// Runs `f` with this thread's decompressor, configured as Pillow's.
+/// Runs `f` with this thread's decompressor, configured as Pillow's. A decompressor that
+/// has failed is dropped, and the next call makes a fresh one: after some header errors
+/// (a bad DHT class or index, bad Huffman counts, a 0x0 frame) libjpeg-turbo 3.1.0 leaves
+/// the handle in a state in which every later file fails with the same error, so one bad
+/// file would cost every good file after it on the thread.
 fn with_decompressor<T>(f: impl FnOnce(tj::tjhandle) -> Result<T>) -> Result<T> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(new_decompressor()?);
+        let handle = match slot.as_ref() {
+            Some(d) => d.0,
+            None => slot.insert(new_decompressor()?).0,
+        };
+        let result = f(handle);
+        if result.is_err() {
+            *slot = None;
         }
-        f(slot.as_ref().expect("made above").0)
+        result
     })
 }
 

@@ -35,6 +35,10 @@ impl Default for IngestConfig {
     }
 }
 
+/// The largest `--shard-size`: a shard is the unit of writing, resuming and (later)
+/// fetching; a larger one only makes those coarser.
+pub const MAX_SHARD_SIZE: u64 = 16 << 30;
+
 impl IngestConfig {
     /// Sets the number of worker threads (0 = every core).
     pub fn with_threads(mut self, threads: usize) -> Self {
@@ -55,8 +59,8 @@ impl IngestConfig {
 
     /// Checks values that would make no sense.
     pub fn validate(&self) -> Result<(), String> {
-        if self.shard_size == 0 {
-            return Err("--shard-size must be positive".into());
+        if !(1..=MAX_SHARD_SIZE).contains(&self.shard_size) {
+            return Err(format!("--shard-size {} is outside 1 byte..=16GiB", self.shard_size));
         }
         if !(1..=100).contains(&self.quality) {
             return Err(format!("--quality {} is outside 1..=100", self.quality));

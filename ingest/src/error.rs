@@ -23,13 +23,6 @@ pub enum Error {
     /// A finished store or a partial ingest in the output was made differently.
     #[error("{}: {reason}", path.display())]
     Conflict { path: PathBuf, reason: String },
-    /// Another `slotcon-ingest` holds the output folder's lock.
-    #[error(
-        "{}: another slotcon-ingest ({}) is writing this store; wait for it or stop it",
-        path.display(),
-        holder(*pid)
-    )]
-    Locked { path: PathBuf, pid: Option<u32> },
     /// The output has a manifest, but its files are not the ones the manifest lists.
     #[error(
         "{}: the store is incomplete: {}; pass --force to rebuild it",
@@ -58,13 +51,6 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-fn holder(pid: Option<u32>) -> String {
-    match pid {
-        Some(pid) => format!("pid {pid}"),
-        None => "pid unknown".to_string(),
-    }
-}
 
 /// `: ` and one line per skipped file, or nothing.
 fn skip_reasons(report: &IngestReport) -> String {

@@ -5,7 +5,7 @@
 //! - [`ingest`] runs the whole thing in parallel, writes shards atomically, skips and
 //!   reports bad files, and resumes an interrupted run to a byte-identical result;
 //! - [`verify`] checks a store's checksums and decodes every image;
-//! - [`lock`] keeps a second ingest out of an output folder that one is writing.
+//! - [`STORE_LOCK`] keeps a second ingest out of an output folder that one is writing.
 //!
 //! ```
 //! use slotcon_ingest::{ingest, IngestConfig};
@@ -38,16 +38,15 @@
 
 mod config;
 mod error;
-pub mod lock;
 pub mod prepare;
 pub mod resume;
 mod run;
 pub mod scan;
 mod verify;
 
-pub use config::IngestConfig;
+pub use config::{IngestConfig, MAX_SHARD_SIZE};
 pub use error::{Error, Result};
-pub use run::{ingest, IngestReport, REPORT_FILE};
+pub use run::{ingest, IngestReport, REPORT_FILE, STORE_LOCK};
 pub use verify::{verify, VerifyReport};
 
 /// Progress of a long operation, `(done, total)`, called from any worker thread.

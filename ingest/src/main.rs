@@ -55,7 +55,7 @@ struct IngestArgs {
     /// decompression-bomb limit).
     #[arg(long, default_value_t = slotcon_augment::decode::PIL_MAX_IMAGE_PIXELS, value_parser = flags::at_least(1u64))]
     max_pixels: u64,
-    /// Target shard size, e.g. 256MiB, 1GB, 500000 (bytes).
+    /// Target shard size, e.g. 256MiB, 1GB, 500000 (bytes); at most 16GiB.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     shard_size: u64,
     /// Decoding threads (default 0: every core; at most 4 per core).
@@ -210,11 +210,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB)")),
     };
-    let bytes = (n * mult as f64) as u64;
-    if bytes == 0 {
-        return Err("size must be positive".into());
+    let bytes = n * mult as f64;
+    let max = slotcon_ingest::MAX_SHARD_SIZE;
+    if !(1.0..=max as f64).contains(&bytes) {
+        return Err(format!("{s:?} is outside 1 byte..=16GiB"));
     }
-    Ok(bytes)
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -228,6 +229,10 @@ mod tests {
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("0").is_err());
+        assert_eq!(parse_size("16GiB"), Ok(16 << 30));
+        for huge in ["99999999999999999999", "17GiB", "1e400", "0.1"] {
+            assert!(parse_size(huge).is_err(), "{huge}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use slotcon_augment::decode::{decode_rgb, Limits};
 use slotcon_augment::ops::resize_bicubic;
 use slotcon_augment::{ImageRef, Rect};
+use slotcon_shards::input::{read_bounded, MAX_IMAGE_FILE};
 use slotcon_shards::StoreKind;
 
 use crate::config::IngestConfig;
@@ -49,11 +50,13 @@ pub fn fit_within(width: u32, height: u32, max_side: Option<u32>) -> Option<(u32
 
 /// Reads, validates and converts one file. `Err` is the reason it is skipped.
 pub fn prepare(file: &SourceFile, cfg: &IngestConfig, s: &mut Scratch) -> Result<Prepared, String> {
-    let meta = std::fs::metadata(&file.abs).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let bytes = std::fs::read(&file.abs).map_err(|e| e.to_string())?;
+    // A FIFO, a device or a read that would block is refused, never waited on; the
+    // message drops the path, which the report gives beside it.
+    let bytes = read_bounded(&file.abs, MAX_IMAGE_FILE).map_err(|e| match e {
+        slotcon_shards::Error::Invalid { reason, .. } => reason,
+        slotcon_shards::Error::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    })?;
     let bytes_in = bytes.len() as u64;
     let info = decode_rgb(
         &bytes,

@@ -12,7 +12,6 @@ use crate::config::IngestConfig;
 use slotcon_shards::io_err;
 
 use crate::error::{Error, Result};
-use crate::lock::StoreLock;
 use crate::prepare::{prepare, Prepared, Scratch};
 use crate::resume::{remove_leftovers, Committed, Journal, RunKey, PARTIAL_DIR};
 use crate::scan::{scan, Skipped, SourceFile};
@@ -41,22 +40,47 @@ pub struct IngestReport {
     /// True when this run found the store already complete and did nothing.
     #[serde(default)]
     pub already_complete: bool,
+    /// What the source folder held (the files' paths and sizes, as a checksum): a rerun
+    /// on a complete store compares it with the folder now. Absent in older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceKey>,
 }
+
+/// The source listing a store was made from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceKey {
+    /// Candidate files found.
+    pub files: usize,
+    /// CRC-32C over the sorted relative paths and sizes.
+    pub listing: String,
+}
+
+/// The lock an ingest holds on its output folder (`OUT/.ingest.lock`).
+pub const STORE_LOCK: slotcon_shards::LockKind = slotcon_shards::LockKind {
+    file: ".ingest.lock",
+    tool: "slotcon-ingest",
+    what: "store",
+};
 
 /// Ingests every image under `src` into the store `out`, resuming a partial run.
 ///
 /// `force` discards an existing store or partial run in `out` first. The folder is
-/// locked for the whole run ([`crate::lock`]): a second ingest into it fails with
-/// [`Error::Locked`].
+/// locked for the whole run ([`STORE_LOCK`]): a second ingest into it fails with
+/// [`slotcon_shards::Error::Locked`].
 pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress: Progress<'_>) -> Result<IngestReport> {
     let start = Instant::now();
     check_source(src)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let _lock = StoreLock::acquire(out)?;
+    let _lock = slotcon_shards::FolderLock::acquire(out, STORE_LOCK)?;
     if force {
+        check_owned(out)?;
         clear(out)?;
     } else if out.join(slotcon_shards::format::MANIFEST_FILE).exists() {
-        return already_complete(out, cfg);
+        return already_complete(src, out, cfg);
+    }
+    let marker = out.join(slotcon_shards::format::STORE_MARKER);
+    if !marker.exists() {
+        write_atomic(&marker, b"a slotcon shard store\n")?;
     }
     let (files, scan_skipped) = scan(src);
     let key = RunKey::new(cfg.to_json(), &files);
@@ -65,6 +89,10 @@ pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress:
     run.write_all(&files, progress)?;
     let mut report = run.report(scan_skipped);
     report.seconds = start.elapsed().as_secs_f64();
+    report.source = Some(SourceKey {
+        files: key.files,
+        listing: key.listing.clone(),
+    });
     let text = serde_json::to_vec_pretty(&report).expect("json");
     write_atomic(&out.join(REPORT_FILE), &text)?;
     if report.written == 0 {
@@ -95,6 +123,30 @@ fn check_source(src: &Path) -> Result<()> {
 }
 
 /// Removes a previous store or partial run from `out` (only files we own).
+/// `--force` clears only a store slotcon made: one with the marker, or a slotcon manifest
+/// (a store from before the marker), or a folder with nothing in it but our lock.
+fn check_owned(out: &Path) -> Result<()> {
+    let marked = out.join(slotcon_shards::format::STORE_MARKER).is_file();
+    if marked || Manifest::load(out).is_ok() {
+        return Ok(());
+    }
+    let others = std::fs::read_dir(out)
+        .map_err(io_err(out))?
+        .flatten()
+        .any(|e| e.file_name() != STORE_LOCK.file);
+    if !others {
+        return Ok(());
+    }
+    Err(Error::Conflict {
+        path: out.to_path_buf(),
+        reason: format!(
+            "holds files but no {} marker or slotcon manifest, so slotcon did not make it; --force deletes \
+             only a store slotcon made: choose another folder, or empty it by hand",
+            slotcon_shards::format::STORE_MARKER
+        ),
+    })
+}
+
 fn clear(out: &Path) -> Result<()> {
     remove_leftovers(out, 0)?;
     for name in [slotcon_shards::format::MANIFEST_FILE, REPORT_FILE] {
@@ -110,9 +162,10 @@ fn clear(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A rerun on a finished store: check the settings and the files, tidy up, and return
-/// its report.
-fn already_complete(out: &Path, cfg: &IngestConfig) -> Result<IngestReport> {
+/// A rerun on a finished store: check the settings, the files and the source folder
+/// (its listing of paths and sizes against the one the store was made from), tidy up,
+/// and return its report.
+fn already_complete(src: &Path, out: &Path, cfg: &IngestConfig) -> Result<IngestReport> {
     let manifest = Manifest::load(out)?;
     if manifest.ingest != cfg.to_json() {
         let reason = format!(
@@ -131,11 +184,28 @@ fn already_complete(out: &Path, cfg: &IngestConfig) -> Result<IngestReport> {
             problems,
         });
     }
+    let report = saved_report(out)?;
+    if let Some(then) = &report.source {
+        let now = RunKey::new(cfg.to_json(), &scan(src).0);
+        if (now.files, &now.listing) != (then.files, &then.listing) {
+            let reason = format!(
+                "holds a store made from other source files ({} then, {} in {} now, or their names or \
+                 sizes changed); pass --force to rebuild it",
+                then.files,
+                now.files,
+                src.display()
+            );
+            return Err(Error::Conflict {
+                path: out.to_path_buf(),
+                reason,
+            });
+        }
+    }
     let partial = out.join(PARTIAL_DIR);
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
     }
-    saved_report(out)
+    Ok(report)
 }
 
 fn saved_report(out: &Path) -> Result<IngestReport> {
@@ -260,6 +330,7 @@ impl<'a> Run<'a> {
             seconds: 0.0,
             shards: self.committed.len(),
             already_complete: false,
+            source: None,
         }
     }
 

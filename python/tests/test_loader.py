@@ -365,3 +365,22 @@ def test_paths_may_be_bytes(shards):
     raw = os.fsencode(str(shards))
     assert len(slotcon.Store(raw)) == 128
     assert len(slotcon.Loader(raw, batch_size=16, workers=1)) == 8
+
+
+def test_a_shard_truncated_under_an_open_store_or_loader_is_an_exception_not_a_bus_error(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in sorted((COCO / "images" / "train2017").glob("*.jpg"))[:8]:
+        (images / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "shards"
+    slotcon.ingest(images, out)
+    store = slotcon.Store(out)
+    loader = slotcon.Loader(out, batch_size=4, workers=1)
+    assert store[0][2].endswith(".jpg")
+    shard = sorted(out.glob("shard-*.parquet"))[0]
+    os.truncate(shard, shard.stat().st_size // 3)
+    with pytest.raises(slotcon.SlotconError, match="changed while open") as err:
+        store[7]
+    assert shard.name in str(err.value)
+    with pytest.raises(slotcon.SlotconError, match="changed while open"):
+        list(loader)

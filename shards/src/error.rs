@@ -66,6 +66,18 @@ pub enum Error {
     /// A sample id outside `0..len`.
     #[error("{}: sample id {id} is out of range (the store holds {len})", path.display())]
     OutOfRange { path: PathBuf, id: u64, len: u64 },
+    /// Another process holds the folder's lock ([`crate::lock`]).
+    #[error(
+        "{}: another {tool} ({}) is writing this {what}; wait for it or stop it",
+        path.display(),
+        match pid { Some(pid) => format!("pid {pid}"), None => "pid unknown".to_string() }
+    )]
+    Locked {
+        path: PathBuf,
+        tool: &'static str,
+        what: &'static str,
+        pid: Option<u32>,
+    },
     /// The caller broke a writer invariant (for example an empty image).
     #[error("{}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },

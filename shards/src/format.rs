@@ -52,6 +52,10 @@ pub const OLDEST_VERSION: u32 = 1;
 pub const FORMAT_NAME: &str = "slotcon-shards";
 /// The manifest's file name inside a store directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The marker `slotcon-ingest` writes into a store folder before anything else:
+/// `--force` deletes only in a folder that holds it (or a readable slotcon manifest, for a
+/// store made before the marker).
+pub const STORE_MARKER: &str = ".slotcon-store";
 /// Magic bytes at the start of every index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"SLCIDX\0\0";
 /// Size in bytes of the index header.
@@ -143,8 +147,8 @@ impl Manifest {
     /// Reads and checks `DIR/manifest.json`; a newer version is refused.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&path, e))?;
+        let bytes = crate::read_bounded(&path, crate::input::MAX_JSON_FILE)?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(&path, e))?;
         check_version(&path, &value)?;
         let manifest: Manifest = serde_json::from_value(value).map_err(|e| bad(&path, e))?;
         manifest.check_consistent(&path)?;
@@ -168,7 +172,10 @@ impl Manifest {
                     reason,
                 });
             }
-            next += s.rows;
+            next = next.checked_add(s.rows).ok_or_else(|| Error::Manifest {
+                path: path.into(),
+                reason: format!("{} holds {} rows: the ids pass 2^64", s.file, s.rows),
+            })?;
         }
         if next != self.total_rows {
             let reason = format!("shards hold {next} rows, total_rows says {}", self.total_rows);
@@ -244,7 +251,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Reads the JSON file `path` as a `T`.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let bytes = crate::read_bounded(path, crate::input::MAX_JSON_FILE)?;
     serde_json::from_slice(&bytes).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         source,

@@ -108,9 +108,14 @@ impl<'a> IndexView<'a> {
             )));
         }
         let (rows, first_id) = (header(16), header(24));
-        let end = INDEX_HEADER_LEN as u64 + rows * INDEX_ENTRY_LEN as u64;
-        if end > body.len() as u64 {
+        let end = rows
+            .checked_mul(INDEX_ENTRY_LEN as u64)
+            .and_then(|n| n.checked_add(INDEX_HEADER_LEN as u64));
+        let Some(end) = end.filter(|&end| end <= body.len() as u64) else {
             return Err(corrupt(format!("index claims {rows} rows but is too short")));
+        };
+        if first_id.checked_add(rows).is_none() {
+            return Err(corrupt(format!("ids {first_id}+{rows} pass 2^64")));
         }
         let paths = &body[end as usize..];
         let view = IndexView {

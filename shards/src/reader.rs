@@ -8,6 +8,7 @@ use memmap2::Mmap;
 use crate::checksum::crc32c;
 use crate::error::{io_err, Error, Result};
 use crate::format::{Manifest, ShardInfo, StoreKind};
+use crate::guard::Guard;
 use crate::index::{Entry, IndexView};
 
 /// Memory-maps a whole file read-only.
@@ -15,14 +16,18 @@ use crate::index::{Entry, IndexView};
 /// The file must not be modified or truncated while the map is alive; a store's files
 /// never are once written.
 pub fn map_file(path: &Path) -> Result<Mmap> {
-    let file = File::open(path).map_err(io_err(path))?;
+    map_open(&File::open(path).map_err(io_err(path))?, path)
+}
+
+/// Memory-maps the whole open `file` (at `path`) read-only; see [`map_file`].
+fn map_open(file: &File, path: &Path) -> Result<Mmap> {
     // SAFETY: `Mmap::map` is unsafe because the slices handed out from the map would change
     // (or fault) if the file were modified or truncated while mapped. slotcon never does
     // that: shards and indexes are written under temporary names, synced, and renamed into
     // place, then never written again (the writer maps its temporary file only after
     // finishing it). Modifying a store's files while it is open is outside the contract
     // stated on this function and on `ShardReader`.
-    unsafe { Mmap::map(&file) }.map_err(io_err(path))
+    unsafe { Mmap::map(file) }.map_err(io_err(path))
 }
 
 /// One image as stored: a zero-copy slice of the shard's memory map plus its metadata.
@@ -44,6 +49,10 @@ pub struct Sample<'a> {
 
 struct Shard {
     path: PathBuf,
+    /// The open shard file, whose size [`ShardReader::get`] checks before each read.
+    file: File,
+    // The guards unregister the mappings before they are unmapped (fields drop in order).
+    _guards: [Guard; 2],
     data: Mmap,
     index: Mmap,
 }
@@ -51,7 +60,10 @@ struct Shard {
 /// Read-only access to a store directory. Cheap to share between threads (`Sync`).
 ///
 /// The store's files are memory-mapped: they must not be modified or truncated while a
-/// reader has them open.
+/// reader has them open. If one is, the reader fails loudly rather than with a bare
+/// signal: [`get`](Self::get) returns [`Error::Corrupt`] naming the shard when its file no
+/// longer has the size it was opened with, and a read that the change overtakes ends the
+/// process with a message that names the file and exit status 1 ([`crate::guard`]).
 ///
 /// Opening reads `manifest.json`, maps every shard and its index, and checks each
 /// index's checksum and bounds; no Parquet decoding happens, at open or per sample.
@@ -103,7 +115,9 @@ impl ShardReader {
     pub fn get(&self, id: u64) -> Result<Sample<'_>> {
         let (shard, entry) = self.locate(id)?;
         let s = &self.shards[shard];
-        let bytes = &s.data[entry.offset as usize..(entry.offset + entry.len as u64) as usize];
+        s.check_size()?;
+        // In bounds: `check_index` checked every entry against the file's size at open.
+        let bytes = &s.data[entry.offset as usize..][..entry.len as usize];
         let actual = crc32c(bytes);
         if actual != entry.crc {
             return Err(Error::SampleChecksum {
@@ -154,9 +168,30 @@ impl ShardReader {
     }
 }
 
+impl Shard {
+    /// The shard file still has the size it was mapped with (one `fstat`): a file that
+    /// something truncated or rewrote under the reader is an error naming it, not a SIGBUS.
+    fn check_size(&self) -> Result<()> {
+        let now = self.file.metadata().map_err(io_err(&self.path))?.len();
+        if now != self.data.len() as u64 {
+            let reason = format!(
+                "the file is now {now} bytes, {} when the store was opened: it changed \
+                 while open (a store's files must not be modified while it is read)",
+                self.data.len()
+            );
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                reason,
+            });
+        }
+        Ok(())
+    }
+}
+
 fn open_shard(dir: &Path, info: &ShardInfo) -> Result<Shard> {
     let path = dir.join(&info.file);
-    let data = map_file(&path)?;
+    let file = File::open(&path).map_err(io_err(&path))?;
+    let data = map_open(&file, &path)?;
     if data.len() as u64 != info.bytes {
         let reason = format!("{} bytes, manifest says {}", data.len(), info.bytes);
         return Err(Error::Corrupt { path, reason });
@@ -165,7 +200,14 @@ fn open_shard(dir: &Path, info: &ShardInfo) -> Result<Shard> {
     let index = map_file(&index_path)?;
     let view = IndexView::parse(&index_path, &index)?;
     check_index(&path, info, &view, data.len() as u64)?;
-    Ok(Shard { path, data, index })
+    let _guards = [Guard::new(&data, &path), Guard::new(&index, &index_path)];
+    Ok(Shard {
+        path,
+        file,
+        _guards,
+        data,
+        index,
+    })
 }
 
 fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u64) -> Result<()> {
@@ -184,7 +226,7 @@ fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u6
     }
     for row in 0..view.rows() {
         let e = view.entry(row);
-        if e.offset + e.len as u64 > file_len {
+        if e.offset.checked_add(e.len as u64).is_none_or(|end| end > file_len) {
             return Err(corrupt(format!(
                 "id {}: payload lies past the end of the file",
                 info.first_id + row

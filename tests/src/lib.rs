@@ -13,6 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod poison;
+pub use poison::poisoned_jpegs;
+
 pub use slotcon_train::model::floats;
 
 /// The workspace root.

@@ -397,3 +397,77 @@ fn a_global_batch_that_does_not_split_over_the_ranks_is_refused() {
         );
     }
 }
+
+#[test]
+fn ranks_started_with_different_settings_are_refused_naming_the_setting() {
+    for (field, a, b) in [("batch_size", "16", "32"), ("seed", "0", "1")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("run");
+        let port = free_port();
+        let ranks: Vec<(Child, PathBuf)> = [a, b]
+            .iter()
+            .enumerate()
+            .map(|(r, value)| {
+                let mut cmd = if field == "batch_size" {
+                    train_on(&out, "2", "libtorch", value)
+                } else {
+                    let mut cmd = train(&out, "2");
+                    cmd.args(["--seed", value]);
+                    cmd
+                };
+                cmd.args(["--dist-timeout", "60"]);
+                let log = out.with_extension(format!("rank{r}.log"));
+                (as_rank(cmd, r, 2, port, &log), log)
+            })
+            .collect();
+        let start = Instant::now();
+        for (mut child, log) in ranks {
+            let status = child.wait().unwrap();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert_eq!(status.code(), Some(1), "{field}: {}: {status}\n{text}", log.display());
+            assert!(
+                text.contains(&format!("{field} differs between ranks [0] and ranks [1]")),
+                "{field}: {text}"
+            );
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{:?}", start.elapsed());
+        assert!(!out.join("metrics.jsonl").exists(), "{field}: a refused world trained");
+    }
+}
+
+#[test]
+fn a_port_held_by_a_program_that_is_not_c10d_is_given_up_within_the_timeout() {
+    // A listener that accepts every connection and never answers, for at most 120 s.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut held, start) = (Vec::new(), Instant::now());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+                if let Ok((conn, _)) = listener.accept() {
+                    held.push(conn);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut cmd = train(&out, "1");
+    cmd.args(["--dist-timeout", "5"])
+        .env("RANK", "1")
+        .env("WORLD_SIZE", "2")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string());
+    let start = Instant::now();
+    let (code, _, stderr) = run(&mut cmd);
+    let took = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    holder.join().unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(took < Duration::from_secs(60), "{took:?}: {stderr}");
+}

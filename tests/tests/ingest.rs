@@ -208,7 +208,11 @@ fn a_folder_of_only_bad_files_prints_the_reasons_writes_the_report_and_leaves_no
     assert_eq!(saved["written"], 0, "{saved}");
     assert_eq!(saved["skipped"].as_array().unwrap().len(), 2, "{saved}");
     let names: Vec<String> = slotcon_tests::snapshot(&out).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["ingest-report.json"], "only the report is left");
+    assert_eq!(
+        names,
+        [".slotcon-store", "ingest-report.json"],
+        "only the marker and the report are left"
+    );
 
     // --json prints the same report on stdout, and still exits 1.
     let (code, stdout, _) = slotcon_tests::run(cmd.arg("--json"));
@@ -316,4 +320,43 @@ fn a_lock_file_left_by_a_killed_ingest_does_not_block() {
     let report = ingest(&coco128().join("images"), &out, &[]);
     assert_eq!(report["written"], 128);
     assert!(!out.join(".ingest.lock").exists());
+}
+
+#[test]
+fn a_rerun_after_the_source_files_changed_is_refused_unless_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("shards"));
+    std::fs::create_dir(&src).unwrap();
+    let mut coco: Vec<_> = std::fs::read_dir(coco128().join("images/train2017"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    coco.sort();
+    for p in &coco[..6] {
+        std::fs::copy(p, src.join(p.file_name().unwrap())).unwrap();
+    }
+    ingest(&src, &out, &[]);
+    assert_eq!(ingest(&src, &out, &[])["already_complete"], true);
+    let refused = |what: &str| {
+        let mut cmd = bin("slotcon-ingest");
+        cmd.arg(&src).arg("--out").arg(&out).arg("-q");
+        let (code, _, err) = slotcon_tests::run(&mut cmd);
+        assert_eq!(code, 1, "{what}: {err}");
+        assert!(err.contains("made from other source files"), "{what}: {err}");
+    };
+    // A file added.
+    std::fs::copy(&coco[6], src.join("added.jpg")).unwrap();
+    refused("a file added");
+    std::fs::remove_file(src.join("added.jpg")).unwrap();
+    assert_eq!(ingest(&src, &out, &[])["already_complete"], true);
+    // A file replaced by another of another size.
+    let first = src.join(coco[0].file_name().unwrap());
+    std::fs::copy(&coco[7], &first).unwrap();
+    refused("a file changed");
+    let report = ingest(&src, &out, &["--force"]);
+    assert_eq!(
+        (report["written"].as_u64(), &report["already_complete"]),
+        (Some(6), &Value::Bool(false))
+    );
+    assert_eq!(ingest(&src, &out, &[])["already_complete"], true);
 }

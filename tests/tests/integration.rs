@@ -6,6 +6,7 @@
 mod augment;
 mod checkpoint;
 mod cli;
+mod decoder_state;
 mod distributed;
 mod eval;
 mod export;
@@ -14,6 +15,7 @@ mod loader;
 mod official;
 mod precision;
 mod resume;
+mod run_folder;
 mod sampler;
 mod store;
 mod train;

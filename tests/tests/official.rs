@@ -289,3 +289,53 @@ fn bad_official_checkpoints_are_clear_errors_naming_the_file_or_the_key() {
     let (code, _, err) = import(&ckpt, &dir.join("bare-run"), &["--force"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn an_import_of_non_finite_or_out_of_range_values_is_refused_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ckpt = dir.join("official.pth");
+    official_ckpt(&["make", path(&ckpt), "--steps", "4"]);
+    let variant = |name: &str, edit: &str| {
+        let out = dir.join(name);
+        let code = format!(
+            "import argparse, torch\nwith torch.serialization.safe_globals([argparse.Namespace]):\n    c = torch.load({:?}, weights_only=True)\n{edit}\ntorch.save(c, {:?})",
+            path(&ckpt),
+            path(&out)
+        );
+        run_ok(python().args(["-c", &code]));
+        out
+    };
+    let cases = [
+        (
+            "inf-momentum.pth",
+            "s = next(iter(c['optimizer']['state'].values()))\nnext(iter(s.values())).view(-1)[0] = float('inf')",
+            "holds inf",
+        ),
+        (
+            "nan-weight.pth",
+            "next(v for v in c['model'].values() if v.is_floating_point() and v.numel() > 1).view(-1)[0] = float('nan')",
+            "holds NaN",
+        ),
+        ("epoch.pth", "c['scheduler']['last_epoch'] = 2**62", "lies past the run's"),
+        (
+            "expanded.pth",
+            "k = next(k for k, v in c['model'].items() if v.dim() == 4)\nc['model'][k] = torch.zeros(1).expand(c['model'][k].shape)",
+            "claims more than its 4 bytes",
+        ),
+    ];
+    let out = dir.join("run");
+    for (name, edit, want) in cases {
+        let bad = variant(name, edit);
+        let (code, _, err) = import(&bad, &out, &[]);
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains(want),
+            "{name}: {want:?} not in: {err}"
+        );
+        assert!(!out.exists(), "{name}: a refused import left {}", out.display());
+    }
+    // Nothing blocks the retry.
+    let (code, _, err) = import(&ckpt, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+}

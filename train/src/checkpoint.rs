@@ -193,6 +193,32 @@ fn remove_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether the run in `out` has a checkpoint to resume from: `current`, or one that
+/// [`recover`] makes current (a sealed new one, or the previous one, of a cut-short swap).
+pub fn exists(out: &Path) -> bool {
+    let dir = checkpoints(out);
+    dir.join("current").exists() || dir.join(OLD).exists() || verify(&dir.join(TMP)).is_ok()
+}
+
+/// The folder that holds checkpoint `name` of the run in `out` for a reader (export,
+/// evaluation), changing nothing: `checkpoints/NAME`, except that while a swap is under
+/// way (between steps 3 and 4 of [`save`], when there is no `current`) `current` is the
+/// sealed new checkpoint, or else the previous one.
+pub fn resolve(out: &Path, name: &str) -> PathBuf {
+    let dir = checkpoints(out);
+    let (named, tmp, old) = (dir.join(name), dir.join(TMP), dir.join(OLD));
+    if name != "current" || named.exists() {
+        return named;
+    }
+    if verify(&tmp).is_ok() {
+        return tmp;
+    }
+    if old.exists() {
+        return old;
+    }
+    named
+}
+
 /// Puts right what a kill during [`save`] left in `out/checkpoints`, and says what it
 /// did: an unfinished new checkpoint is removed, a sealed one whose swap was cut short
 /// becomes `current`, and without one the previous checkpoint is restored.
@@ -246,6 +272,28 @@ fn remove_unfinished_milestones(dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_during_a_swap_finds_current_in_the_new_or_the_previous_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = checkpoints(tmp.path());
+        let (new, old) = (dir.join(TMP), dir.join(OLD));
+        for d in [&new, &old] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("model.bpk"), b"weights").unwrap();
+        }
+        // Between steps 3 and 4 of the swap: no `current`, a sealed new one, the old one.
+        seal(&new, 8).unwrap();
+        assert_eq!(resolve(tmp.path(), "current"), new);
+        assert!(exists(tmp.path()));
+        // The new one unsealed (a kill while writing it): the previous one.
+        std::fs::remove_file(new.join(MANIFEST)).unwrap();
+        assert_eq!(resolve(tmp.path(), "current"), old);
+        // Once swapped, `current` itself; other names are never redirected.
+        std::fs::rename(&old, dir.join("current")).unwrap();
+        assert_eq!(resolve(tmp.path(), "current"), dir.join("current"));
+        assert_eq!(resolve(tmp.path(), "epoch-0001"), dir.join("epoch-0001"));
+    }
 
     #[test]
     fn a_flipped_byte_is_found_and_named() {

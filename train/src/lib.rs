@@ -39,6 +39,7 @@ pub mod model;
 pub mod optim;
 pub mod reference;
 pub mod run;
+pub mod run_folder;
 pub mod schedule;
 pub mod trainer;
 

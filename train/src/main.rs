@@ -35,8 +35,9 @@ struct Cli {
     out: PathBuf,
     /// Named settings to start from (with --resume, the run's own config.json is the start,
     /// and flags given must agree with it).
-    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
-    preset: Preset,
+    /// Default: tiny.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
     /// Backbone: resnet18, resnet34 or resnet50 (overrides the preset).
     #[arg(long)]
     arch: Option<Arch>,
@@ -114,13 +115,37 @@ enum OptimArg {
     Sgd,
 }
 
+/// The settings: the preset's (or, with --resume, the run's config.json) with the flags
+/// given applied. With --resume a --preset given must agree with the run, field by field.
 fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
     let saved = cli.out.join("config.json");
-    let mut cfg = match cli.preset {
-        _ if cli.resume && saved.is_file() => TrainConfig::load(&saved)?,
+    let preset = |p: Preset| match p {
         Preset::Tiny => TrainConfig::tiny(),
         Preset::CocoR50 => TrainConfig::coco_r50_800ep(),
     };
+    if !(cli.resume && saved.is_file()) {
+        return Ok(with_flags(cli, preset(cli.preset.unwrap_or(Preset::Tiny))));
+    }
+    let cfg = with_flags(cli, TrainConfig::load(&saved)?);
+    if let Some(p) = cli.preset {
+        let asked = with_flags(cli, preset(p));
+        if asked != cfg {
+            let diff = slotcon_train::run::config_diff(&cfg, &asked);
+            let value = p
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string());
+            let reason = format!(
+                "the run in {} was made with other settings ({diff}); leave --preset out to resume it",
+                cli.out.display()
+            );
+            return Err(bad_flag("--preset", value, reason));
+        }
+    }
+    Ok(cfg)
+}
+
+/// `cfg` with every setting flag given applied.
+fn with_flags(cli: &Cli, mut cfg: TrainConfig) -> TrainConfig {
     cfg.arch = cli.arch.unwrap_or(cfg.arch);
     cfg.batch_size = cli.batch_size.unwrap_or(cfg.batch_size);
     cfg.epochs = cli.epochs.unwrap_or(cfg.epochs);
@@ -135,7 +160,7 @@ fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
             OptimArg::Sgd => slotcon_train::Optimizer::Sgd,
         };
     }
-    Ok(cfg)
+    cfg
 }
 
 fn main() -> ExitCode {
@@ -152,7 +177,7 @@ fn check(cli: &Cli, cfg: &TrainConfig) -> anyhow::Result<()> {
         "epochs" | "warmup_epochs" => "--epochs",
         "image_size" => "--image-size",
         "base_lr" => "--base-lr",
-        _ => anyhow::bail!("the {:?} preset's {e}", cli.preset),
+        _ => anyhow::bail!("the {:?} preset's {e}", cli.preset.unwrap_or(Preset::Tiny)),
     };
     let (value, reason) = match e.field {
         "warmup_epochs" => (cfg.epochs.to_string(), format!("the preset's {e}")),

@@ -19,6 +19,7 @@ use slotcon_shards::ShardReader;
 use crate::checkpoint::{self, checkpoints};
 use crate::config::TrainConfig;
 use crate::dist;
+use crate::run_folder::{self, Intent};
 use slotcon_shards::io_err as io;
 
 use crate::error::{Error, Result};
@@ -147,8 +148,16 @@ pub fn train(
         });
     }
     let rank_batch = rank_batch(cfg.batch_size)?;
+    dist::agree(&settings(&cfg, opts, &reader), device)?;
+    // Rank 0 holds the folder's lock until the run ends.
+    let mut _folder = None;
     if dist::rank() == 0 {
-        prepare_out(opts)?;
+        let intent = match (opts.resume, opts.force) {
+            (true, _) => Intent::Resume,
+            (false, true) => Intent::Replace,
+            (false, false) => Intent::Start,
+        };
+        _folder = Some(run_folder::open(&opts.out, intent, true, on_note)?);
         if opts.resume {
             for note in checkpoint::recover(&opts.out)? {
                 on_note(&note);
@@ -221,6 +230,30 @@ pub fn train(
     Ok(trainer)
 }
 
+/// What every rank must share: each config field, the store (its manifest), the run
+/// folder and the run's flags ([`dist::agree`]).
+fn settings(cfg: &TrainConfig, opts: &RunOptions, reader: &ShardReader) -> Vec<dist::Setting> {
+    let setting = |name: &str, value: String| dist::Setting {
+        name: name.to_string(),
+        value,
+    };
+    let fields = serde_json::to_value(cfg).ok();
+    let fields = fields.as_ref().and_then(|v| v.as_object());
+    let mut out: Vec<dist::Setting> = fields
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| setting(k, v.to_string()))
+        .collect();
+    let manifest = serde_json::to_string(reader.manifest()).unwrap_or_default();
+    out.push(setting("the store's manifest", manifest));
+    let folder = std::path::absolute(&opts.out).unwrap_or_else(|_| opts.out.clone());
+    out.push(setting("--out", folder.display().to_string()));
+    out.push(setting("--max-steps", format!("{:?}", opts.max_steps)));
+    out.push(setting("--resume", opts.resume.to_string()));
+    out.push(setting("--force", opts.force.to_string()));
+    out
+}
+
 fn open_store(shards: &Path) -> Result<Arc<ShardReader>> {
     let reader = ShardReader::open(shards).map_err(|source| Error::OpenStore {
         path: shards.to_path_buf(),
@@ -245,37 +278,6 @@ pub fn short_of_a_batch(reader: &ShardReader, shards: &Path, batch: usize) -> Op
             reader.len()
         )
     })
-}
-
-/// Whether `out` holds a run: its config, metrics or checkpoints.
-pub fn holds_run(out: &Path) -> bool {
-    ["config.json", "metrics.jsonl", "checkpoints"]
-        .iter()
-        .any(|f| out.join(f).exists())
-}
-
-/// Makes `out` ready: a new or empty folder, the run to resume, or (with `force`) a run
-/// deleted first. Never writes over a run, or into a folder of other files.
-fn prepare_out(opts: &RunOptions) -> Result<()> {
-    let out = &opts.out;
-    let is_run = holds_run(out);
-    let refuse = |reason: &str| Error::Checkpoint {
-        path: out.clone(),
-        reason: reason.into(),
-    };
-    if is_run && !opts.resume && !opts.force {
-        return Err(refuse(
-            "already holds a run; pass --resume to continue it, or --force to start over (deleting it)",
-        ));
-    }
-    if !is_run && !opts.resume && out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
-        return Err(refuse("is not empty and holds no run; choose a new or empty folder"));
-    }
-    if is_run && opts.force && !opts.resume {
-        std::fs::remove_dir_all(out).map_err(io(out))?;
-    }
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    Ok(())
 }
 
 /// Loads the run's current checkpoint (which rank 0 has recovered first).
@@ -316,7 +318,7 @@ fn resume(trainer: Trainer, out: &Path) -> Result<Trainer> {
 }
 
 /// The fields where `saved` and `asked` differ: `batch_size 32 (asked 16), ...`.
-fn config_diff(saved: &TrainConfig, asked: &TrainConfig) -> String {
+pub fn config_diff(saved: &TrainConfig, asked: &TrainConfig) -> String {
     let (a, b) = (
         serde_json::to_value(saved).expect("json"),
         serde_json::to_value(asked).expect("json"),

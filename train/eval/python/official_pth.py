@@ -63,12 +63,23 @@ def is_buffer(name):
     return name == "center" or name.rsplit(".", 1)[-1] in BUFFERS
 
 
+def torch_load(path, weights_only):
+    """torch.load with the file memory-mapped, so a tensor's bytes are read from the file and
+    never allocated at a size the file merely claims; a legacy (non-zip) file loads as before."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+
+
 def load(path, trust):
     if trust:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch_load(path, False)
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch_load(path, True)
         except Exception as e:  # noqa: BLE001
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             fail(f"{path}: not a checkpoint PyTorch's safe loader accepts ({first}); "
@@ -122,6 +133,13 @@ def read(src, tensors_out, meta_out, trust):
     model = OrderedDict((k[len("module."):] if prefix else k, v) for k, v in model.items())
     params = [k for k in model if not is_buffer(k)]
     kind, group, buffers = optimizer_state(ckpt, params, src)
+    for k, v in list(model.items()) + list(buffers.items()):
+        if not torch.is_tensor(v):
+            fail(f"{src}: {k} is a {type(v).__name__}, not a tensor")
+        # A view that claims more elements than its storage holds (an expanded or crafted
+        # stride) would be materialised at the claimed size by .contiguous().
+        if v.numel() * v.element_size() > v.untyped_storage().nbytes():
+            fail(f"{src}: {k}: shape {list(v.shape)} claims more than its {v.untyped_storage().nbytes()} bytes")
     out = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype).contiguous() for k, v in model.items()}
     out.update({MOMENTUM + k: v.detach().float().contiguous() for k, v in buffers.items()})
     args = ckpt.get("args") if isinstance(ckpt, dict) else None

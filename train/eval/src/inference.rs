@@ -47,9 +47,11 @@ pub fn checkpoint_names(run: &Path) -> Vec<String> {
 }
 
 /// The folder of checkpoint `name` of `run`, its files checked against `checkpoint.json`,
-/// and its config; a missing checkpoint is an error listing the ones the run has.
+/// and its config; a missing checkpoint is an error listing the ones the run has. During
+/// a checkpoint swap `current` is the sealed new checkpoint or the previous one
+/// ([`slotcon_train::checkpoint::resolve`]), never missing.
 pub fn open_checkpoint(run: &Path, name: &str) -> Result<(PathBuf, TrainConfig)> {
-    let dir = checkpoints(run).join(name);
+    let dir = slotcon_train::checkpoint::resolve(run, name);
     if !dir.join("progress.json").is_file() {
         let have = checkpoint_names(run);
         let have = if have.is_empty() {
@@ -147,10 +149,25 @@ impl EvalGeometry {
     }
 }
 
-/// An RGB image resized (Pillow bicubic) and centre-cropped to `size × size`.
+/// The most pixels the evaluation resizes an image to before its centre crop: Pillow's
+/// decompression-bomb limit, as for decoding. Only an image far more elongated than a
+/// photo (100000 × 1, resized to a short side of 320: 10 G pixels) meets it.
+pub const MAX_RESIZED_PIXELS: u64 = slotcon_augment::decode::PIL_MAX_IMAGE_PIXELS;
+
+/// An RGB image resized (Pillow bicubic) and centre-cropped to `size × size`. An image
+/// so elongated that the resized image would hold more than [`MAX_RESIZED_PIXELS`] is an
+/// error, before anything is allocated.
 pub fn center_view(img: ImageRef<'_>, size: usize, scratch: &mut ResizeScratch) -> slotcon_augment::Result<Vec<u8>> {
     let (w, h) = (img.width, img.height);
     let g = EvalGeometry::new(w, h, size);
+    let pixels = (g.resized.0 as u128) * (g.resized.1 as u128);
+    if pixels > MAX_RESIZED_PIXELS as u128 {
+        return Err(slotcon_augment::Error::Geometry(format!(
+            "a {w}x{h} image resized to a short side of {size} would be {}x{} ({pixels} pixels), more than \
+             the {MAX_RESIZED_PIXELS} the evaluation resizes",
+            g.resized.0, g.resized.1
+        )));
+    }
     let mut resized = vec![0u8; g.resized.0 * g.resized.1 * 3];
     resize_bicubic(img, Rect::full(w, h), &mut resized, g.resized.0, g.resized.1, scratch)?;
     let mut out = Vec::with_capacity(size * size * 3);
@@ -214,6 +231,21 @@ pub fn dense(encoder: &Encoder, views: &[u8], n: usize, s: usize, device: &Devic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_too_elongated_to_resize_is_an_error_before_any_allocation() {
+        let thin = vec![7u8; 100_000 * 3];
+        let e = center_view(ImageRef::new(&thin, 100_000, 1), 320, &mut ResizeScratch::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a 100000x1 image resized to a short side of 320 would be 32000000x320"),
+            "{e}"
+        );
+        let photo = vec![7u8; 640 * 480 * 3];
+        let view = center_view(ImageRef::new(&photo, 640, 480), 224, &mut ResizeScratch::default()).unwrap();
+        assert_eq!(view.len(), 224 * 224 * 3);
+    }
 
     #[test]
     fn geometry_follows_torchvision_resize_and_center_crop() {

@@ -10,7 +10,7 @@ use slotcon_shards::format::write_atomic;
 use slotcon_train::checkpoint;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::SlotConNet;
-use slotcon_train::run::holds_run;
+use slotcon_train::run_folder::{self, Intent};
 use slotcon_train::schedule::learning_rate;
 use slotcon_train::trainer::{Progress, Trainer};
 use slotcon_train::{Optimizer, TrainConfig};
@@ -167,11 +167,12 @@ pub fn import_official(
 ) -> Result<Moved> {
     let (tensors, meta) = read_pth(ckpt, python, opts.trust_pickle)?;
     let bad = weights(ckpt);
+    check_finite(&tensors).map_err(&bad)?;
     let cfg = import_config(&tensors, &meta, opts).map_err(&bad)?;
     let spe = opts.steps_per_epoch.or_else(|| steps_per_epoch(&meta)).ok_or_else(|| {
         bad("cannot tell the steps per epoch (no args.num_instances, no scheduler): pass --steps-per-epoch".into())
     })?;
-    let step = meta.scheduler_steps.or(meta.epoch.map(|e| e * spe)).unwrap_or(0);
+    let step = imported_step(&meta, spe, &cfg).map_err(&bad)?;
     check_counters(&tensors, step, on_note);
     let device = DeviceChoice::Flex.autodiff()?;
     let mut trainer = Trainer::new(cfg.clone(), &device, spe);
@@ -315,25 +316,56 @@ fn set_momentum(trainer: &mut Trainer, meta: &Meta, momentum: &[Exported]) -> st
     trainer.set_momentum(&buffers)
 }
 
-/// Writes `trainer` as a new run in `out`: `config.json` and `checkpoints/current`.
+/// Writes `trainer` as a new run in `out`: `config.json` and `checkpoints/current`, in
+/// a folder taken as `slotcon-train` takes one ([`run_folder::open`]: the marker, the
+/// lock; `force` replaces only a run slotcon made). A write that fails leaves nothing.
 fn write_run(trainer: &Trainer, out: &Path, force: bool) -> Result<()> {
-    let refuse = |reason: &str| {
-        Error::Train(slotcon_train::Error::Checkpoint {
-            path: out.to_path_buf(),
-            reason: reason.into(),
-        })
-    };
-    if holds_run(out) && !force {
-        return Err(refuse("already holds a run; pass --force to replace it"));
+    let intent = if force { Intent::Replace } else { Intent::Start };
+    let folder = run_folder::open(out, intent, false, &mut |_| {})?;
+    let written = trainer
+        .cfg
+        .save(&out.join("config.json"))
+        .and_then(|()| checkpoint::save(trainer, out, false));
+    if let Err(e) = written {
+        folder.discard();
+        return Err(e.into());
     }
-    if !holds_run(out) && out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
-        return Err(refuse("is not empty and holds no run; choose a new or empty folder"));
-    }
-    if holds_run(out) {
-        std::fs::remove_dir_all(out).map_err(slotcon_shards::io_err(out))?;
-    }
-    std::fs::create_dir_all(out).map_err(slotcon_shards::io_err(out))?;
-    trainer.cfg.save(&out.join("config.json"))?;
-    checkpoint::save(trainer, out, false)?;
     Ok(())
+}
+
+/// Every tensor of the checkpoint is finite: a run never starts from a NaN or an infinity
+/// (in a weight, a momentum buffer or the centre).
+fn check_finite(tensors: &BTreeMap<String, Exported>) -> std::result::Result<(), String> {
+    for (name, t) in tensors {
+        if t.dtype != Dtype::F32 {
+            continue;
+        }
+        if let Some(v) = f32_values(t).into_iter().find(|v| !v.is_finite()) {
+            return Err(format!(
+                "{name}: holds {v}; a run cannot start from a non-finite tensor"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The step the checkpoint was taken after: the scheduler's count, else epoch x steps per
+/// epoch; within the run's `epochs x steps per epoch` (no overflow, no step past the end).
+fn imported_step(meta: &Meta, spe: u64, cfg: &TrainConfig) -> std::result::Result<u64, String> {
+    let total = cfg
+        .epochs
+        .checked_mul(spe)
+        .ok_or_else(|| format!("{} epochs of {spe} steps overflow a step count", cfg.epochs))?;
+    let step = match (meta.scheduler_steps, meta.epoch) {
+        (Some(s), _) => Some(s),
+        (None, Some(e)) => e.checked_mul(spe),
+        (None, None) => Some(0),
+    };
+    match step {
+        Some(s) if s <= total => Ok(s),
+        _ => Err(format!(
+            "the scheduler's last_epoch {:?} / epoch {:?} lies past the run's {total} steps ({} epochs of {spe})",
+            meta.scheduler_steps, meta.epoch, cfg.epochs
+        )),
+    }
 }

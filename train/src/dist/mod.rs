@@ -16,6 +16,7 @@
 //! message that names the rank that stopped answering ([`fatal`]); there is no error
 //! channel inside a backward pass, and torch's own watchdog does the same.
 
+mod agree;
 mod collective;
 #[cfg(feature = "tch")]
 mod ffi;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use burn::prelude::*;
 
+pub use agree::{agree, Setting};
 pub use collective::Collective;
 pub use grads::{broadcast_module, sum_gradients};
 pub use launch::{DistBackend, Launch};
@@ -76,7 +78,7 @@ pub fn init(launch: &Launch, backend: DistBackend, timeout: Duration) -> Result<
 
 #[cfg(feature = "tch")]
 fn join(launch: &Launch, backend: DistBackend, timeout: Duration) -> Result<()> {
-    let joined = ffi::Group::join(launch, backend, timeout)?;
+    let joined = within(timeout, launch, || ffi::Group::join(launch, backend, timeout))?;
     let _ = GROUP.set(joined);
     std::thread::Builder::new()
         .name("slotcon-heartbeat".into())
@@ -88,6 +90,34 @@ fn join(launch: &Launch, backend: DistBackend, timeout: Duration) -> Result<()> 
         })
         .map_err(|e| Error::Distributed(format!("cannot start the heartbeat thread: {e}")))?;
     Ok(())
+}
+
+/// Runs the rendezvous `f`, ending the process (exit code 1, naming the endpoint) if it
+/// has not returned a few seconds after `timeout`: c10d bounds its own waits, but a
+/// program that is not c10d listening on the port can hold a client's read forever.
+#[cfg(feature = "tch")]
+fn within<T>(timeout: Duration, launch: &Launch, f: impl FnOnce() -> T) -> T {
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let (endpoint, rank) = (launch.endpoint(), launch.rank);
+    let grace = timeout + Duration::from_secs(5);
+    let watchdog = std::thread::Builder::new()
+        .name("slotcon-rendezvous".into())
+        .spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(grace) {
+                eprintln!(
+                    "error: rank {rank}: the rendezvous at {endpoint} did not complete within {} s (--dist-timeout); \
+                     is MASTER_PORT another program's, or did a rank not start?",
+                    timeout.as_secs()
+                );
+                std::process::exit(1);
+            }
+        });
+    let out = f();
+    drop(done);
+    if let Ok(w) = watchdog {
+        let _ = w.join();
+    }
+    out
 }
 
 #[cfg(not(feature = "tch"))]

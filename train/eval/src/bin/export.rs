@@ -81,7 +81,28 @@ fn main() -> ExitCode {
     slotcon_cli::exit(run(Cli::parse()))
 }
 
+/// `--out` may not lie inside the run folder, where it (or its `.json` sidecar) could
+/// overwrite the run's own files (`model.bpk`, `config.json`, ...).
+fn check_out(cli: &Cli) -> anyhow::Result<()> {
+    let (Ok(run), Some(name)) = (cli.run.canonicalize(), cli.out.file_name()) else {
+        return Ok(());
+    };
+    let parent = cli.out.parent().filter(|p| !p.as_os_str().is_empty());
+    let Ok(dir) = parent.map_or_else(std::env::current_dir, |p| p.canonicalize()) else {
+        return Ok(());
+    };
+    if dir.join(name).starts_with(&run) {
+        let reason = format!(
+            "is inside the run folder {}, whose files it could overwrite; write the export elsewhere",
+            cli.run.display()
+        );
+        return Err(slotcon_cli::bad_flag("--out", cli.out.display(), reason));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    check_out(&cli)?;
     let python = match cli.to {
         Format::Detectron2 | Format::Slotcon => Some(slotcon_cli::python(cli.python.as_deref())?),
         Format::Torchvision => None,

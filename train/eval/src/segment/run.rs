@@ -132,7 +132,7 @@ pub fn read_mask(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let bytes = slotcon_shards::read_bounded(path, slotcon_shards::input::MAX_IMAGE_FILE)?;
     let mut reader = png::Decoder::new(Cursor::new(bytes))
         .read_info()
         .map_err(|e| bad(e.to_string()))?;
@@ -160,7 +160,7 @@ struct Prepared {
 }
 
 fn prepare(img: &Path, mask: &Path, coco: &Coco27, size: usize, scratch: &mut ResizeScratch) -> Result<Prepared> {
-    let bytes = std::fs::read(img).map_err(io_err(img))?;
+    let bytes = slotcon_shards::read_bounded(img, slotcon_shards::input::MAX_IMAGE_FILE)?;
     let mut rgb = Vec::new();
     let info = decode_rgb(&bytes, Limits::default(), &mut rgb).map_err(|source| Error::Image {
         path: img.to_path_buf(),

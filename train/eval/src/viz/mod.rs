@@ -18,8 +18,6 @@ use slotcon_augment::ImageRef;
 use slotcon_shards::ShardReader;
 use slotcon_train::model::Encoder;
 
-use slotcon_shards::io_err;
-
 use crate::error::{in_range, Error, Result};
 use crate::inference::{center_view, dense, SIZE};
 use crate::segment::upsample::upsample_argmax;
@@ -168,7 +166,7 @@ pub fn prototype_grid(
 /// The slot overlay of one image file at `size` (short side resized, centre crop).
 pub fn image_overlay(path: &Path, encoder: &Encoder, device: &Device, size: usize) -> Result<Canvas> {
     in_range("size", size, SIZE)?;
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let bytes = slotcon_shards::read_bounded(path, slotcon_shards::input::MAX_IMAGE_FILE)?;
     let image_err = |source| Error::Image {
         path: path.to_path_buf(),
         source,

@@ -1,34 +1,42 @@
-//! The store lock: one `slotcon-ingest` writes an output folder at a time.
+//! Folder locks: one process writes a store (`slotcon-ingest`) or a run folder
+//! (`slotcon-train`, `slotcon-import`) at a time.
 //!
-//! A run holds an OS advisory lock (`flock`) on `OUT/.ingest.lock`, which holds its PID,
-//! from before it looks at the folder until it is done; a second run is refused with
-//! that PID. The OS releases the lock when the process dies, so a lock file left behind
-//! by a killed run never blocks the next one. The holder removes the file as it ends.
+//! A writer holds an OS advisory lock (`flock`) on a lock file in the folder
+//! (`.ingest.lock`, `.train.lock`), which holds its PID, from before it looks at the
+//! folder until it is done; a second writer is refused with that PID. The OS releases the
+//! lock when the process dies, so a lock file left behind by a killed writer never blocks
+//! the next one. The holder removes the file as it ends.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use slotcon_shards::io_err;
+use crate::error::{io_err, Error, Result};
 
-use crate::error::{Error, Result};
+/// Who takes a folder's lock: the lock file's name, and the words of the refusal.
+#[derive(Clone, Copy, Debug)]
+pub struct LockKind {
+    /// The lock file's name inside the folder.
+    pub file: &'static str,
+    /// The program that writes the folder, as the refusal names it.
+    pub tool: &'static str,
+    /// What the folder is, as the refusal names it ("store", "run").
+    pub what: &'static str,
+}
 
-/// The lock file's name inside the output folder.
-pub const LOCK_FILE: &str = ".ingest.lock";
-
-/// A held lock on an output folder; dropping it removes the lock file and releases it.
+/// A held lock on a folder; dropping it removes the lock file and releases it.
 #[derive(Debug)]
-pub struct StoreLock {
+pub struct FolderLock {
     path: PathBuf,
     file: File,
 }
 
-impl StoreLock {
-    /// Locks the output folder `out` (which must exist), or fails with
-    /// [`Error::Locked`] naming the holder's PID.
-    pub fn acquire(out: &Path) -> Result<StoreLock> {
-        let path = out.join(LOCK_FILE);
+impl FolderLock {
+    /// Locks the folder `out` (which must exist), or fails with [`Error::Locked`] naming
+    /// the holder's PID.
+    pub fn acquire(out: &Path, kind: LockKind) -> Result<FolderLock> {
+        let path = out.join(kind.file);
         loop {
             let file = open(&path)?;
             match fs4::FileExt::try_lock(&file) {
@@ -37,15 +45,17 @@ impl StoreLock {
                     let pid = holder(&path);
                     return Err(Error::Locked {
                         path: out.to_path_buf(),
+                        tool: kind.tool,
+                        what: kind.what,
                         pid,
                     });
                 }
-                Err(fs4::TryLockError::Error(e)) => return Err(io_err(&path)(e).into()),
+                Err(fs4::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
             }
             // The holder before us may have removed the file between our open and our
             // lock; then we locked a file nobody else will open, and start over.
             if same_file(&file, &path) {
-                return StoreLock { path, file }.stamped();
+                return FolderLock { path, file }.stamped();
             }
         }
     }
@@ -58,7 +68,7 @@ impl StoreLock {
     }
 }
 
-impl Drop for StoreLock {
+impl Drop for FolderLock {
     fn drop(&mut self) {
         // Removed while still held, then released as the file closes: a run that opened
         // the old file in between finds it gone (`same_file`) and takes a new one.
@@ -67,14 +77,13 @@ impl Drop for StoreLock {
 }
 
 fn open(path: &Path) -> Result<File> {
-    let file = File::options()
+    File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(io_err(path))?;
-    Ok(file)
+        .map_err(io_err(path))
 }
 
 /// The PID in the lock file. The holder writes it just after locking, so an empty file
@@ -109,13 +118,20 @@ fn same_file(_file: &File, _path: &Path) -> bool {
 mod tests {
     use super::*;
 
+    const KIND: LockKind = LockKind {
+        file: ".ingest.lock",
+        tool: "slotcon-ingest",
+        what: "store",
+    };
+    const LOCK_FILE: &str = KIND.file;
+
     #[test]
     fn a_second_lock_is_refused_with_the_holders_pid_and_freed_on_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let held = StoreLock::acquire(dir.path()).unwrap();
+        let held = FolderLock::acquire(dir.path(), KIND).unwrap();
         let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert_eq!(text, format!("{}\n", std::process::id()));
-        let err = StoreLock::acquire(dir.path()).unwrap_err().to_string();
+        let err = FolderLock::acquire(dir.path(), KIND).unwrap_err().to_string();
         let want = format!(
             "{}: another slotcon-ingest (pid {}) is writing this store; wait for it or stop it",
             dir.path().display(),
@@ -124,7 +140,7 @@ mod tests {
         assert_eq!(err, want);
         drop(held);
         assert!(!dir.path().join(LOCK_FILE).exists());
-        drop(StoreLock::acquire(dir.path()).unwrap());
+        drop(FolderLock::acquire(dir.path(), KIND).unwrap());
     }
 
     #[test]
@@ -132,7 +148,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // What a killed run leaves: the file, with a PID, but no lock on it.
         std::fs::write(dir.path().join(LOCK_FILE), "4194304\n").unwrap();
-        let held = StoreLock::acquire(dir.path()).unwrap();
+        let held = FolderLock::acquire(dir.path(), KIND).unwrap();
         let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert_eq!(text.trim(), std::process::id().to_string());
         drop(held);
