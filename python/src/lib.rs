@@ -117,6 +117,8 @@ struct LoaderState {
     start_step: u64,
     /// A loader built for `(epoch, start_step)` and not iterated yet.
     ready: Option<(u64, u64, slotcon_augment::Loader)>,
+    /// The running iteration has not yielded a batch yet.
+    fresh: bool,
     /// The iteration under way.
     running: Option<slotcon_augment::Loader>,
     /// A finished or stopped loader, whose buffers the next one takes over.
@@ -180,6 +182,7 @@ impl Loader {
                 epoch: 0,
                 start_step: 0,
                 ready: Some((0, 0, first)),
+                fresh: false,
                 running: None,
                 previous: None,
                 forked_mid_epoch: false,
@@ -215,9 +218,15 @@ impl Loader {
         slf.py()
             .detach(|| {
                 let mut s = this.lock();
+                // `iter()` of an iteration that has not yielded yet is that iteration
+                // (`for b in iter(loader)` calls it twice), not a new one.
+                if s.running.is_some() && s.fresh {
+                    return Ok(());
+                }
                 s.retire();
                 let loader = s.take_loader(&this.settings)?;
                 s.running = Some(loader);
+                s.fresh = true;
                 s.start_step = 0;
                 Ok(())
             })
@@ -231,6 +240,7 @@ impl Loader {
             if std::mem::take(&mut s.forked_mid_epoch) {
                 return Ok(Next::Forked);
             }
+            s.fresh = false;
             let Some(loader) = s.running.as_mut() else {
                 return Ok(Next::Done);
             };

@@ -87,7 +87,8 @@ fn one_bad_jpeg_costs_ingest_no_good_image_at_one_or_two_threads() {
     for (name, bytes, _) in &corpus {
         std::fs::write(src.join(name), bytes).unwrap();
     }
-    let bad: Vec<&str> = corpus.iter().filter(|c| c.2).map(|c| c.0.as_str()).collect();
+    let mut bad: Vec<&str> = corpus.iter().filter(|c| c.2).map(|c| c.0.as_str()).collect();
+    bad.sort();
     for threads in ["1", "2"] {
         let out = tmp.path().join(format!("shards{threads}"));
         let mut cmd = bin("slotcon-ingest");
@@ -115,17 +116,25 @@ fn one_bad_jpeg_costs_ingest_no_good_image_at_one_or_two_threads() {
 /// or another tool could hold them), in shards of 4 MiB.
 fn store_with_poison(dir: &Path, corpus: &[(String, Vec<u8>, bool)]) -> Arc<ShardReader> {
     let (mut shards, mut writer, mut next) = (Vec::new(), None::<ShardWriter>, 0);
-    for (name, bytes, _) in corpus {
+    let mut rgb = Vec::new();
+    for (name, bytes, poisoned) in corpus {
+        // A bad file gets the size of a COCO image; nothing reads it before decoding.
+        let (width, height) = match poisoned {
+            true => (640, 480),
+            false => {
+                let info = decode_rgb(bytes, Limits::default(), &mut rgb).unwrap();
+                (info.width, info.height)
+            }
+        };
         let w = match &mut writer {
             Some(w) => w,
             None => writer.insert(ShardWriter::create(dir, shards.len(), next, StoreKind::Encoded).unwrap()),
         };
-        // The size is the good image's for a bad file; nothing reads it before decoding.
         w.push(NewSample {
             bytes,
             path: name,
-            width: 640,
-            height: 480,
+            width,
+            height,
         })
         .unwrap();
         next += 1;
