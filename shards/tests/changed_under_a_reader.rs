@@ -108,11 +108,14 @@ fn craft_index(dir: &Path, edit: impl FnOnce(&mut [u8])) {
     std::fs::write(&path, bytes).unwrap();
 }
 
+/// A named edit of an index's bytes.
+type Edit = (&'static str, fn(&mut [u8]));
+
 #[test]
 fn an_index_entry_whose_offset_plus_length_wraps_is_refused_at_open() {
     // Header: magic (8), version (4), entry size (4), rows (8), first id (8); then
     // entries of offset (8), len (4), ...
-    let cases: [(&str, fn(&mut [u8])); 3] = [
+    let cases: [Edit; 3] = [
         ("offset wraps", |b| {
             b[32..40].copy_from_slice(&(u64::MAX - 100).to_le_bytes())
         }),
