@@ -81,15 +81,14 @@ pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Inf
 /// RGB, and returns the header and the rectangle decoded, which contains `want`; its
 /// pixels equal the same rectangle of [`decode_rgb`]'s. A JPEG is decoded in part, by
 /// libjpeg-turbo's cropping (a margin column each side, the left edge on an iMCU column);
-/// a PNG, or a JPEG that cannot be decoded in part (lossless, 12-bit, odd sampling), is
-/// decoded whole.
+/// a PNG row by row, keeping only the rows and columns of `want` (an interlaced PNG is
+/// decoded whole); a JPEG that cannot be decoded in part (lossless, 12-bit, odd
+/// sampling) whole. So the memory a decode takes is the region's, 3 bytes a pixel, plus
+/// one row (or the whole frame, for an interlaced PNG).
 pub fn decode_rgb_region(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Result<(Info, Rect)> {
     match sniff(bytes)? {
         Format::Jpeg => decode_jpeg(bytes, limits, want, out),
-        Format::Png => {
-            let info = decode_png(bytes, limits, out)?;
-            Ok((info, Rect::full(info.width as usize, info.height as usize)))
-        }
+        Format::Png => decode_png(bytes, limits, want, out),
     }
 }
 
@@ -176,7 +175,7 @@ fn png_err(e: impl std::fmt::Display) -> Error {
     }
 }
 
-fn decode_png(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
+fn decode_png(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Result<(Info, Rect)> {
     let mut dec = png::Decoder::new(Cursor::new(bytes));
     dec.set_transformations(png::Transformations::EXPAND);
     dec.set_limits(png::Limits {
@@ -187,24 +186,65 @@ fn decode_png(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
     check_pixels(width, height, limits)?;
     let gray16 = header.color_type == png::ColorType::Grayscale && header.bit_depth == png::BitDepth::Sixteen;
     let mut reader = dec.read_info().map_err(png_err)?;
-    let size = reader.output_buffer_size().ok_or_else(|| png_err("image too large"))?;
-    let mut raw = vec![0u8; size];
-    let frame = reader.next_frame(&mut raw).map_err(png_err)?;
-    let (color, depth) = (frame.color_type, frame.bit_depth);
-    let channels = color.samples();
-    let sample = if depth == png::BitDepth::Sixteen { 2 } else { 1 };
-    out.resize(width as usize * height as usize * 3, 0);
-    let stride = frame.line_size;
-    for y in 0..height as usize {
-        let src = &raw[y * stride..y * stride + width as usize * channels * sample];
-        let dst = &mut out[y * width as usize * 3..(y + 1) * width as usize * 3];
-        convert_png_row(src, dst, channels, sample, gray16);
-    }
-    Ok(Info {
+    let (color, depth) = reader.output_color_type();
+    let px = color.samples() * if depth == png::BitDepth::Sixteen { 2 } else { 1 };
+    let convert = |src: &[u8], dst: &mut [u8]| convert_png_row(src, dst, color.samples(), px / color.samples(), gray16);
+    let (w, h) = (width as usize, height as usize);
+    let info = Info {
         format: Format::Png,
         width,
         height,
-    })
+    };
+    if reader.info().interlaced {
+        // The passes fill the frame out of order: decoded whole.
+        let size = reader.output_buffer_size().ok_or_else(|| png_err("image too large"))?;
+        let mut raw = vec![0u8; size];
+        let frame = reader.next_frame(&mut raw).map_err(png_err)?;
+        out.resize(w * h * 3, 0);
+        for y in 0..h {
+            convert(
+                &raw[y * frame.line_size..][..w * px],
+                &mut out[y * w * 3..(y + 1) * w * 3],
+            );
+        }
+        return Ok((info, Rect::full(w, h)));
+    }
+    let rect = png_region(w, h, want);
+    out.resize(rect.w * rect.h * 3, 0);
+    for y in 0..rect.y + rect.h {
+        let row = reader
+            .next_row()
+            .map_err(png_err)?
+            .ok_or_else(|| png_err("fewer rows than the header says"))?;
+        if y >= rect.y {
+            let src = &row.data()[rect.x * px..(rect.x + rect.w) * px];
+            convert(src, &mut out[(y - rect.y) * rect.w * 3..(y - rect.y + 1) * rect.w * 3]);
+        }
+    }
+    if rect.y + rect.h == h {
+        // Down to the last row: the rest of the image data is read and checked too, as
+        // a whole-frame decode does (a region above the last row stops there).
+        reader.next_row().map_err(png_err)?;
+    }
+    Ok((info, rect))
+}
+
+/// `want` clipped to a `w x h` image; the whole image when nothing of it is left.
+fn png_region(w: usize, h: usize, want: Rect) -> Rect {
+    let (x0, y0) = (want.x.min(w), want.y.min(h));
+    let (x1, y1) = (
+        want.x.saturating_add(want.w).min(w),
+        want.y.saturating_add(want.h).min(h),
+    );
+    if x1 <= x0 || y1 <= y0 {
+        return Rect::full(w, h);
+    }
+    Rect {
+        x: x0,
+        y: y0,
+        w: x1 - x0,
+        h: y1 - y0,
+    }
 }
 
 /// One expanded PNG row to RGB, the way PIL's `convert('RGB')` treats its mode.
@@ -236,6 +276,66 @@ mod tests {
         assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).unwrap(), Format::Jpeg);
         let err = sniff(b"hello world").unwrap_err().to_string();
         assert!(err.contains("68 65 6c 6c"), "{err}");
+    }
+
+    /// A `w x h` PNG of `color` at `depth`, with pixel values from a hash of the position.
+    fn png_file(w: u32, h: u32, color: png::ColorType, depth: png::BitDepth) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        let bytes = color.samples() * if depth == png::BitDepth::Sixteen { 2 } else { 1 };
+        let data: Vec<u8> = (0..w as usize * h as usize * bytes)
+            .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+            .collect();
+        let mut writer = enc.write_header().unwrap();
+        writer.write_image_data(&data).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_png_region_decoded_row_by_row_equals_the_same_rectangle_of_the_whole() {
+        use png::{BitDepth::*, ColorType::*};
+        let cases = [
+            (Rgb, Eight),
+            (Rgba, Sixteen),
+            (GrayscaleAlpha, Eight),
+            (Grayscale, Sixteen),
+        ];
+        for (color, depth) in cases {
+            {
+                let file = png_file(61, 47, color, depth);
+                let (mut whole, mut part) = (Vec::new(), Vec::new());
+                decode_rgb(&file, Limits::default(), &mut whole).unwrap();
+                for want in [
+                    Rect {
+                        x: 5,
+                        y: 9,
+                        w: 30,
+                        h: 20,
+                    },
+                    Rect {
+                        x: 40,
+                        y: 30,
+                        w: 100,
+                        h: 100,
+                    },
+                ] {
+                    let (_, got) = decode_rgb_region(&file, Limits::default(), want, &mut part).unwrap();
+                    assert!(got.x <= want.x && got.y <= want.y, "{color:?} {got:?}");
+                    assert_eq!(part.len(), got.w * got.h * 3);
+                    assert!(got.w < 61 || got.h < 47, "{color:?}: decoded whole");
+                    for r in 0..got.h {
+                        let from = ((got.y + r) * 61 + got.x) * 3;
+                        assert!(
+                            part[r * got.w * 3..(r + 1) * got.w * 3] == whole[from..from + got.w * 3],
+                            "{color:?} {depth:?}: row {r} of {got:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

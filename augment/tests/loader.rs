@@ -375,3 +375,17 @@ fn batches_larger_than_the_store_or_the_memory_are_refused_before_anything_is_al
         .collect();
     assert_eq!(batches.len(), 1);
 }
+
+#[test]
+fn the_memory_bound_counts_each_workers_decode_of_the_largest_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reader = coco_store(tmp.path());
+    let largest = coco_images()
+        .iter()
+        .map(|i| i.width as u64 * i.height as u64)
+        .max()
+        .unwrap();
+    assert_eq!(reader.max_pixels(), largest);
+    let loader = LoaderBuilder::new(reader).batch_size(8).workers(3).build().unwrap();
+    assert_eq!(loader.memory_bytes(), loader.buffer_bytes() as u64 + 3 * largest * 3);
+}

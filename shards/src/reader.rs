@@ -71,6 +71,8 @@ pub struct ShardReader {
     dir: PathBuf,
     manifest: Manifest,
     shards: Vec<Shard>,
+    /// The most pixels (`width x height`) of any image in the store.
+    max_pixels: u64,
 }
 
 impl ShardReader {
@@ -78,12 +80,22 @@ impl ShardReader {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let manifest = Manifest::load(&dir)?;
+        let mut max_pixels = 0;
         let shards = manifest
             .shards
             .iter()
-            .map(|info| open_shard(&dir, info))
+            .map(|info| {
+                let (shard, pixels) = open_shard(&dir, info)?;
+                max_pixels = max_pixels.max(pixels);
+                Ok(shard)
+            })
             .collect::<Result<_>>()?;
-        Ok(ShardReader { dir, manifest, shards })
+        Ok(ShardReader {
+            dir,
+            manifest,
+            shards,
+            max_pixels,
+        })
     }
 
     /// The store directory.
@@ -104,6 +116,12 @@ impl ShardReader {
     /// Number of images.
     pub fn len(&self) -> u64 {
         self.manifest.total_rows
+    }
+
+    /// The most pixels (`width x height`, as the index records) of any image in the store:
+    /// what bounds one decode's memory.
+    pub fn max_pixels(&self) -> u64 {
+        self.max_pixels
     }
 
     /// True when the store holds no image.
@@ -188,7 +206,8 @@ impl Shard {
     }
 }
 
-fn open_shard(dir: &Path, info: &ShardInfo) -> Result<Shard> {
+/// Opens one shard; returns it with the most pixels of its images.
+fn open_shard(dir: &Path, info: &ShardInfo) -> Result<(Shard, u64)> {
     let path = dir.join(&info.file);
     let file = File::open(&path).map_err(io_err(&path))?;
     let data = map_open(&file, &path)?;
@@ -199,18 +218,21 @@ fn open_shard(dir: &Path, info: &ShardInfo) -> Result<Shard> {
     let index_path = dir.join(&info.index);
     let index = map_file(&index_path)?;
     let view = IndexView::parse(&index_path, &index)?;
-    check_index(&path, info, &view, data.len() as u64)?;
+    let max_pixels = check_index(&path, info, &view, data.len() as u64)?;
     let _guards = [Guard::new(&data, &path), Guard::new(&index, &index_path)];
-    Ok(Shard {
+    let shard = Shard {
         path,
         file,
         _guards,
         data,
         index,
-    })
+    };
+    Ok((shard, max_pixels))
 }
 
-fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u64) -> Result<()> {
+/// Checks the index against the manifest and every entry against the file; returns the
+/// most pixels of its images.
+fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u64) -> Result<u64> {
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
         reason,
@@ -224,8 +246,10 @@ fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u6
             info.rows
         )));
     }
+    let mut max_pixels = 0;
     for row in 0..view.rows() {
         let e = view.entry(row);
+        max_pixels = max_pixels.max(e.width as u64 * e.height as u64);
         if e.offset.checked_add(e.len as u64).is_none_or(|end| end > file_len) {
             return Err(corrupt(format!(
                 "id {}: payload lies past the end of the file",
@@ -233,5 +257,5 @@ fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u6
             )));
         }
     }
-    Ok(())
+    Ok(max_pixels)
 }

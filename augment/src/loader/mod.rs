@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use slotcon_shards::ShardReader;
+use slotcon_shards::{ShardReader, StoreKind};
 
 pub use batch::{SkippedSample, TwoViewBatch};
 
@@ -153,8 +153,21 @@ impl LoaderBuilder {
         Ok(())
     }
 
+    /// The most bytes one worker's decode buffer can hold: the RGB of the largest image
+    /// in the store (a JPEG or a non-interlaced PNG is decoded in part, into at most that;
+    /// a raw store is borrowed, not decoded). An interlaced PNG also takes its whole
+    /// frame while it decodes (up to 8 bytes a pixel more).
+    fn decode_bytes(&self) -> u64 {
+        match self.reader.store() {
+            StoreKind::Raw => 0,
+            StoreKind::Encoded => self.reader.max_pixels().saturating_mul(3),
+        }
+    }
+
     /// The bytes of the `prefetch + 2` batch buffers, refused (before anything is
-    /// allocated) when they overflow or exceed the memory this machine has available.
+    /// allocated) when they overflow or when they and the workers' decode buffers
+    /// ([`decode_bytes`](Self::decode_bytes) each) exceed the memory this machine has
+    /// available.
     fn buffer_bytes(&self) -> Result<usize> {
         let size = self.cfg.size as usize;
         let bytes = self.prefetch.checked_add(2).and_then(|buffers| {
@@ -173,12 +186,17 @@ impl LoaderBuilder {
         let Some(bytes) = bytes.filter(|&b| b <= isize::MAX as usize) else {
             return Err(Error::Config(format!("{} larger than the address space", what())));
         };
+        let decode = self.decode_bytes().saturating_mul(self.workers as u64);
         if let Some(available) = available_memory() {
-            if bytes as u64 > available {
+            if (bytes as u64).saturating_add(decode) > available {
                 return Err(Error::Config(format!(
-                    "{} of {:.1} GiB in all, but only {:.1} GiB of memory is available",
+                    "{} of {:.1} GiB in all, and {} workers decoding images of up to {} pixels {:.1} GiB \
+                     more, but only {:.1} GiB of memory is available",
                     what(),
                     bytes as f64 / GIB,
+                    self.workers,
+                    self.reader.max_pixels(),
+                    decode as f64 / GIB,
                     available as f64 / GIB
                 )));
             }
@@ -227,6 +245,7 @@ impl LoaderBuilder {
             )));
         }
         let bytes = self.buffer_bytes()?;
+        let decode_bytes = self.decode_bytes();
         let steps = order::steps_per_epoch(share.len(), self.batch_size);
         let buffers = self.prefetch + 2;
         let free = unbounded();
@@ -265,6 +284,7 @@ impl LoaderBuilder {
         let start = self.start_step.min(steps);
         Ok(Loader {
             shared,
+            decode_bytes,
             tasks: Some(tasks),
             done,
             workers,
@@ -308,6 +328,8 @@ fn spawn_worker(
 /// Yields the epoch's batches in order, as `Result<TwoViewBatch>`. See the module docs.
 pub struct Loader {
     shared: Arc<Shared>,
+    /// The most one worker's decode buffer holds (`LoaderBuilder::decode_bytes`).
+    decode_bytes: u64,
     tasks: Option<Sender<Task>>,
     done: Receiver<(u64, usize)>,
     workers: Vec<JoinHandle<()>>,
@@ -340,6 +362,13 @@ impl Loader {
     pub fn buffer_bytes(&self) -> usize {
         let per_sample = Slot::bytes_per_sample(self.shared.cfg.size as usize).expect("checked when built");
         per_sample * self.shared.batch * self.shared.slots.len()
+    }
+
+    /// The most memory the loader takes: its batch buffers plus each worker's decode
+    /// buffer at its largest (the RGB of the store's largest image; an interlaced PNG
+    /// adds its frame while it decodes). Scratch of a few rows per worker comes on top.
+    pub fn memory_bytes(&self) -> u64 {
+        self.buffer_bytes() as u64 + self.decode_bytes * self.workers.len() as u64
     }
 
     /// The step the next batch will have.
