@@ -387,5 +387,6 @@ fn the_memory_bound_counts_each_workers_decode_of_the_largest_image() {
         .unwrap();
     assert_eq!(reader.max_pixels(), largest);
     let loader = LoaderBuilder::new(reader).batch_size(8).workers(3).build().unwrap();
-    assert_eq!(loader.memory_bytes(), loader.buffer_bytes() as u64 + 3 * largest * 3);
+    // Per worker: the decoded region and the resize's copy of a crop, 3 bytes a pixel each.
+    assert_eq!(loader.memory_bytes(), loader.buffer_bytes() as u64 + 3 * largest * 6);
 }

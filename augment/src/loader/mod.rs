@@ -153,14 +153,16 @@ impl LoaderBuilder {
         Ok(())
     }
 
-    /// The most bytes one worker's decode buffer can hold: the RGB of the largest image
-    /// in the store (a JPEG or a non-interlaced PNG is decoded in part, into at most that;
-    /// a raw store is borrowed, not decoded). An interlaced PNG also takes its whole
-    /// frame while it decodes (up to 8 bytes a pixel more).
+    /// The most bytes one worker's buffers can grow to for one image: the decoded region
+    /// (the RGB of the store's largest image at most: a JPEG or a non-interlaced PNG is
+    /// decoded in part; a raw store is borrowed, not decoded) and the resize's transposed
+    /// copy of a crop as large (`ops::resize`), 3 bytes a pixel each. An interlaced PNG
+    /// also takes its whole frame while it decodes (up to 8 bytes a pixel more).
     fn decode_bytes(&self) -> u64 {
+        let copy = self.reader.max_pixels().saturating_mul(3);
         match self.reader.store() {
-            StoreKind::Raw => 0,
-            StoreKind::Encoded => self.reader.max_pixels().saturating_mul(3),
+            StoreKind::Raw => copy,
+            StoreKind::Encoded => copy.saturating_mul(2),
         }
     }
 
@@ -364,9 +366,10 @@ impl Loader {
         per_sample * self.shared.batch * self.shared.slots.len()
     }
 
-    /// The most memory the loader takes: its batch buffers plus each worker's decode
-    /// buffer at its largest (the RGB of the store's largest image; an interlaced PNG
-    /// adds its frame while it decodes). Scratch of a few rows per worker comes on top.
+    /// The most memory the loader's own buffers take: its batch buffers plus each
+    /// worker's decode and resize buffers at their largest (`decode_bytes`: twice the
+    /// RGB of the store's largest image; an interlaced PNG adds its frame while it
+    /// decodes). The allocator's own overhead comes on top (README: measured).
     pub fn memory_bytes(&self) -> u64 {
         self.buffer_bytes() as u64 + self.decode_bytes * self.workers.len() as u64
     }
