@@ -121,6 +121,34 @@ fn viz_commands_write_pictures_of_the_documented_sizes() {
         .arg(&image));
     assert_ne!(code, 0);
     assert!(err.contains("nope: no such checkpoint"), "{err}");
+    // A FIFO or a device as --image is refused at once (it hung, or read /dev/zero until
+    // memory ran out).
+    let fifo = tmp.path().join("pipe.jpg");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (input, what) in [
+        (fifo.as_path(), "a FIFO"),
+        (std::path::Path::new("/dev/zero"), "a device"),
+    ] {
+        let start = std::time::Instant::now();
+        let (code, _, err) = run(bin("slotcon-viz")
+            .args(["image", "--size", "96", "--run"])
+            .arg(&run_dir)
+            .arg("--image")
+            .arg(input)
+            .arg("--out")
+            .arg(&image));
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&format!("not a regular file ({what})")), "{err}");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{:?}",
+            start.elapsed()
+        );
+    }
 }
 
 #[test]

@@ -360,3 +360,65 @@ fn a_rerun_after_the_source_files_changed_is_refused_unless_force() {
     );
     assert_eq!(ingest(&src, &out, &[])["already_complete"], true);
 }
+
+#[test]
+fn force_refuses_a_folder_that_slotcon_did_not_make_and_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("project"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(coco128().join("images/train2017/000000000009.jpg"), src.join("a.jpg")).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    // Another tool's folder that happens to use slotcon's names.
+    std::fs::write(out.join("manifest.json"), r#"{"name": "my dataset"}"#).unwrap();
+    std::fs::write(out.join("shard-00000.parquet"), b"someone else's data").unwrap();
+    let before = slotcon_tests::snapshot(&out);
+    let mut cmd = bin("slotcon-ingest");
+    cmd.arg(&src).arg("--out").arg(&out).args(["--force", "-q"]);
+    let (code, _, err) = slotcon_tests::run(&mut cmd);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no .slotcon-store marker or slotcon manifest"), "{err}");
+    assert!(
+        slotcon_tests::snapshot(&out) == before,
+        "a refused --force changed the folder"
+    );
+    // A store slotcon made is rebuilt by --force.
+    let store = tmp.path().join("shards");
+    ingest(&src, &store, &[]);
+    assert_eq!(ingest(&src, &store, &["--force"])["written"], 1);
+}
+
+#[test]
+fn a_fifo_or_a_device_among_the_images_is_skipped_without_waiting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out) = (tmp.path().join("src"), tmp.path().join("shards"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(coco128().join("images/train2017/000000000009.jpg"), src.join("a.jpg")).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(src.join("pipe.jpg"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::os::unix::fs::symlink("/dev/zero", src.join("zero.png")).unwrap();
+    let start = std::time::Instant::now();
+    let report = ingest(&src, &out, &[]);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(report["written"], 1, "{report}");
+    let reasons: Vec<String> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}: {}", s["path"].as_str().unwrap(), s["reason"].as_str().unwrap()))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "pipe.jpg: not a regular file (a FIFO)"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "zero.png: not a regular file (a device)"),
+        "{reasons:?}"
+    );
+}
