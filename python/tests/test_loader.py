@@ -143,13 +143,19 @@ def test_a_reference_training_step_runs_on_a_batch(shards):
     assert torch.isfinite(loss) and not torch.equal(before, student.grouping.slot_embed.weight)
 
 
-def test_a_corrupt_sample_is_an_exception_naming_it(tmp_path):
+def small_store(tmp_path):
+    """A store of the first 8 COCO images in tmp_path/shards."""
     images = tmp_path / "images"
     images.mkdir()
     for p in sorted((COCO / "images" / "train2017").glob("*.jpg"))[:8]:
         (images / p.name).write_bytes(p.read_bytes())
     out = tmp_path / "shards"
     slotcon.ingest(images, out)
+    return out
+
+
+def test_a_corrupt_sample_is_an_exception_naming_it(tmp_path):
+    out = small_store(tmp_path)
     shard = sorted(out.glob("shard-*.parquet"))[0]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # inside some image's payload: its CRC no longer matches
@@ -368,12 +374,7 @@ def test_paths_may_be_bytes(shards):
 
 
 def test_a_shard_truncated_under_an_open_store_or_loader_is_an_exception_not_a_bus_error(tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    for p in sorted((COCO / "images" / "train2017").glob("*.jpg"))[:8]:
-        (images / p.name).write_bytes(p.read_bytes())
-    out = tmp_path / "shards"
-    slotcon.ingest(images, out)
+    out = small_store(tmp_path)
     store = slotcon.Store(out)
     loader = slotcon.Loader(out, batch_size=4, workers=1)
     assert store[0][2].endswith(".jpg")

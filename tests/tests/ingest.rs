@@ -361,12 +361,18 @@ fn a_rerun_after_the_source_files_changed_is_refused_unless_force() {
     assert_eq!(ingest(&src, &out, &[])["already_complete"], true);
 }
 
+/// `dir/src` holding one COCO image, `a.jpg`.
+fn one_image_source(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(coco128().join("images/train2017/000000000009.jpg"), src.join("a.jpg")).unwrap();
+    src
+}
+
 #[test]
 fn force_refuses_a_folder_that_slotcon_did_not_make_and_deletes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, out) = (tmp.path().join("src"), tmp.path().join("project"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::copy(coco128().join("images/train2017/000000000009.jpg"), src.join("a.jpg")).unwrap();
+    let (src, out) = (one_image_source(tmp.path()), tmp.path().join("project"));
     std::fs::create_dir_all(&out).unwrap();
     // Another tool's folder that happens to use slotcon's names.
     std::fs::write(out.join("manifest.json"), r#"{"name": "my dataset"}"#).unwrap();
@@ -390,9 +396,7 @@ fn force_refuses_a_folder_that_slotcon_did_not_make_and_deletes_nothing() {
 #[test]
 fn a_fifo_or_a_device_among_the_images_is_skipped_without_waiting() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, out) = (tmp.path().join("src"), tmp.path().join("shards"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::copy(coco128().join("images/train2017/000000000009.jpg"), src.join("a.jpg")).unwrap();
+    let (src, out) = (one_image_source(tmp.path()), tmp.path().join("shards"));
     let status = std::process::Command::new("mkfifo")
         .arg(src.join("pipe.jpg"))
         .status()

@@ -233,22 +233,26 @@ fn an_sgd_checkpoint_round_trips_and_the_imported_run_works_with_every_tool() {
     );
 }
 
+/// `ckpt` loaded in Python, changed by the statements `edit` (on `c`), saved beside it
+/// as `name`.
+fn variant_of(ckpt: &Path, name: &str, edit: &str) -> PathBuf {
+    let out = ckpt.with_file_name(name);
+    let code = format!(
+        "import argparse, torch\nwith torch.serialization.safe_globals([argparse.Namespace]):\n    c = torch.load({:?}, weights_only=True)\n{edit}\ntorch.save(c, {:?})",
+        path(ckpt),
+        path(&out)
+    );
+    run_ok(python().args(["-c", &code]));
+    out
+}
+
 #[test]
 fn bad_official_checkpoints_are_clear_errors_naming_the_file_or_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ckpt = dir.join("official.pth");
     official_ckpt(&["make", path(&ckpt), "--steps", "4"]);
-    let variant = |name: &str, edit: &str| {
-        let out = dir.join(name);
-        let code = format!(
-            "import argparse, torch\nwith torch.serialization.safe_globals([argparse.Namespace]):\n    c = torch.load({:?}, weights_only=True)\n{edit}\ntorch.save(c, {:?})",
-            path(&ckpt),
-            path(&out)
-        );
-        run_ok(python().args(["-c", &code]));
-        out
-    };
+    let variant = |name: &str, edit: &str| variant_of(&ckpt, name, edit);
     let refused = |ckpt: &Path, extra: &[&str], want: &[&str]| {
         let out = dir.join(format!("run-{}", ckpt.file_name().unwrap().to_string_lossy()));
         let (code, _, err) = import(ckpt, &out, extra);
@@ -296,16 +300,7 @@ fn an_import_of_non_finite_or_out_of_range_values_is_refused_and_leaves_nothing(
     let dir = tmp.path();
     let ckpt = dir.join("official.pth");
     official_ckpt(&["make", path(&ckpt), "--steps", "4"]);
-    let variant = |name: &str, edit: &str| {
-        let out = dir.join(name);
-        let code = format!(
-            "import argparse, torch\nwith torch.serialization.safe_globals([argparse.Namespace]):\n    c = torch.load({:?}, weights_only=True)\n{edit}\ntorch.save(c, {:?})",
-            path(&ckpt),
-            path(&out)
-        );
-        run_ok(python().args(["-c", &code]));
-        out
-    };
+    let variant = |name: &str, edit: &str| variant_of(&ckpt, name, edit);
     let cases = [
         (
             "inf-momentum.pth",

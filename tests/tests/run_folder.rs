@@ -2,7 +2,7 @@
 //! killed before its first checkpoint starts over, `--resume` with another preset is
 //! refused by name, and an export never lands inside its run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,16 @@ fn train(shards: &Path, out: &Path, steps: &str, extra: &[&str]) -> Command {
     cmd.args(["--image-size", "64", "--batch-size", "32", "--workers", "2"]);
     cmd.args(["--max-steps", steps, "-q"]).args(extra);
     cmd
+}
+
+/// A temp folder with the COCO store in `shards/` and a one-step run in `run/`.
+fn one_step_run() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    ingest_coco(&shards);
+    let out = tmp.path().join("run");
+    run_ok(&mut train(&shards, &out, "1", &[]));
+    (tmp, shards, out)
 }
 
 #[test]
@@ -53,11 +63,7 @@ impl Drop for Reaped {
 
 #[test]
 fn a_second_trainer_on_a_run_folder_is_refused_naming_the_first() {
-    let tmp = tempfile::tempdir().unwrap();
-    let shards = tmp.path().join("shards");
-    ingest_coco(&shards);
-    let out = tmp.path().join("run");
-    run_ok(&mut train(&shards, &out, "1", &[]));
+    let (_tmp, shards, out) = one_step_run();
     let mut first = train(&shards, &out, "400", &["--resume"]);
     let first = Reaped(first.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     let lock = out.join(".train.lock");
@@ -85,11 +91,7 @@ fn a_second_trainer_on_a_run_folder_is_refused_naming_the_first() {
 
 #[test]
 fn a_run_killed_before_its_first_checkpoint_starts_over_without_force() {
-    let tmp = tempfile::tempdir().unwrap();
-    let shards = tmp.path().join("shards");
-    ingest_coco(&shards);
-    let out = tmp.path().join("run");
-    run_ok(&mut train(&shards, &out, "1", &[]));
+    let (_tmp, shards, out) = one_step_run();
     // What a kill during the first steps leaves: the config, metrics, no checkpoint.
     std::fs::remove_dir_all(out.join("checkpoints")).unwrap();
     let (code, _, err) = run(&mut train(&shards, &out, "2", &[]));
@@ -105,11 +107,7 @@ fn a_run_killed_before_its_first_checkpoint_starts_over_without_force() {
 
 #[test]
 fn resume_with_a_conflicting_preset_is_refused_by_name() {
-    let tmp = tempfile::tempdir().unwrap();
-    let shards = tmp.path().join("shards");
-    ingest_coco(&shards);
-    let out = tmp.path().join("run");
-    run_ok(&mut train(&shards, &out, "1", &[]));
+    let (_tmp, shards, out) = one_step_run();
     let before = snapshot(&out);
     let (code, _, err) = run(&mut train(
         &shards,
@@ -130,11 +128,7 @@ fn resume_with_a_conflicting_preset_is_refused_by_name() {
 
 #[test]
 fn export_out_inside_the_run_folder_is_refused_and_the_run_is_unchanged() {
-    let tmp = tempfile::tempdir().unwrap();
-    let shards = tmp.path().join("shards");
-    ingest_coco(&shards);
-    let out = tmp.path().join("run");
-    run_ok(&mut train(&shards, &out, "1", &[]));
+    let (tmp, shards, out) = one_step_run();
     let before = snapshot(&out);
     let model = out.join("checkpoints/current/model.bpk");
     for target in [model.clone(), out.join("backbone.safetensors")] {
