@@ -128,7 +128,7 @@ fn resume_with_a_conflicting_preset_is_refused_by_name() {
 
 #[test]
 fn export_out_inside_the_run_folder_is_refused_and_the_run_is_unchanged() {
-    let (tmp, shards, out) = one_step_run();
+    let (tmp, _shards, out) = one_step_run();
     let before = snapshot(&out);
     let model = out.join("checkpoints/current/model.bpk");
     for target in [model.clone(), out.join("backbone.safetensors")] {
