@@ -18,7 +18,7 @@ use std::io::Cursor;
 use slotcon_shards::{Sample, StoreKind};
 
 use crate::error::{Error, Result};
-use crate::image::{ImageRef, Rect};
+use crate::image::{resize_exact, ImageRef, Rect};
 
 /// PIL's `Image.MAX_IMAGE_PIXELS`: `1024 * 1024 * 1024 // 4 // 3`.
 pub const PIL_MAX_IMAGE_PIXELS: u64 = 1024 * 1024 * 1024 / 4 / 3;
@@ -200,7 +200,7 @@ fn decode_png(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Re
         let size = reader.output_buffer_size().ok_or_else(|| png_err("image too large"))?;
         let mut raw = vec![0u8; size];
         let frame = reader.next_frame(&mut raw).map_err(png_err)?;
-        out.resize(w * h * 3, 0);
+        resize_exact(out, w * h * 3);
         for y in 0..h {
             convert(
                 &raw[y * frame.line_size..][..w * px],
@@ -210,7 +210,7 @@ fn decode_png(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Re
         return Ok((info, Rect::full(w, h)));
     }
     let rect = png_region(w, h, want);
-    out.resize(rect.w * rect.h * 3, 0);
+    resize_exact(out, rect.w * rect.h * 3);
     for y in 0..rect.y + rect.h {
         let row = reader
             .next_row()

@@ -23,7 +23,7 @@ use std::ffi::{c_int, CStr};
 use turbojpeg_sys as tj;
 
 use crate::error::{Error, Result};
-use crate::image::Rect;
+use crate::image::{resize_exact, Rect};
 
 /// A TurboJPEG decompressor.
 struct Decompressor(tj::tjhandle);
@@ -204,7 +204,7 @@ pub(crate) fn decode(
         } else {
             (tj::TJPF_TJPF_RGB, 3)
         };
-        out.resize(rect.w * rect.h * channels, 0);
+        resize_exact(out, rect.w * rect.h * channels);
         set_region(h, &head, rect)?;
         // SAFETY: the header was just read from the same bytes by this handle; `out` holds
         // rect.w * rect.h * channels bytes, the packed cropped image at pitch 0.

@@ -380,13 +380,17 @@ fn batches_larger_than_the_store_or_the_memory_are_refused_before_anything_is_al
 fn the_memory_bound_counts_each_workers_decode_of_the_largest_image() {
     let tmp = tempfile::tempdir().unwrap();
     let reader = coco_store(tmp.path());
-    let largest = coco_images()
-        .iter()
-        .map(|i| i.width as u64 * i.height as u64)
-        .max()
-        .unwrap();
+    let images = coco_images();
+    let largest = images.iter().map(|i| i.width as u64 * i.height as u64).max().unwrap();
+    let widest = images.iter().map(|i| i.width as u64).max().unwrap();
+    let tallest = images.iter().map(|i| i.height as u64).max().unwrap();
     assert_eq!(reader.max_pixels(), largest);
+    let e = reader.extent();
+    assert_eq!((e.pixels, e.width, e.height), (largest, widest, tallest));
     let loader = LoaderBuilder::new(reader).batch_size(8).workers(3).build().unwrap();
-    // Per worker: the decoded region and the resize's copy of a crop, 3 bytes a pixel each.
-    assert_eq!(loader.memory_bytes(), loader.buffer_bytes() as u64 + 3 * largest * 6);
+    // Per worker: the decoded region (4 bytes a pixel at most, a CMYK JPEG), one band of
+    // a crop transposed and filtered, and the crop's rows resized to 224 columns.
+    let band = 2 * widest * 64 * 3;
+    let per_worker = 4 * largest + band + 224 * tallest * 3;
+    assert_eq!(loader.memory_bytes(), loader.buffer_bytes() as u64 + 3 * per_worker);
 }

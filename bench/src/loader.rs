@@ -63,10 +63,19 @@ pub struct LoaderBench {
     pub peak_mapped_mib: f64,
     /// The batch buffers the loader allocated, MiB.
     pub buffers_mib: f64,
+    /// The loader's own bound on its memory (`Loader::memory_bytes`), MiB: the batch
+    /// buffers and each worker's decode and resize buffers for the store's largest image.
+    pub memory_bound_mib: f64,
+    /// Anonymous resident memory before the first loader was built, MiB: the process
+    /// and the store's index, which the loader's bound does not count.
+    pub start_anon_mib: f64,
     /// DESIGN's bound on the loader's memory: the `prefetch + 2` batch buffers + 200 MB.
     pub anon_budget_mib: f64,
     /// `peak_anon_mib <= anon_budget_mib`.
     pub anon_within_budget: bool,
+    /// `peak_anon_mib - start_anon_mib <= memory_bound_mib`: the loader kept to its own
+    /// bound, whatever the store's images.
+    pub anon_within_bound: bool,
     /// CRC-32C over ids, views, boxes and flips of the first batches of epoch 0.
     pub checksum: String,
     /// Samples skipped because they do not decode.
@@ -82,7 +91,8 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         .batch_size(run.batch_size)
         .seed(run.seed);
     let (mut waits, mut samples, mut skipped, mut crc, mut summed) = (Vec::new(), 0u64, 0, 0u32, 0);
-    let (mut peak, mut buffers) = (Resident::now(), 0);
+    let start_anon = Resident::now().anon_mib;
+    let (mut peak, mut buffers, mut bound) = (Resident::now(), 0, 0);
     let budget = Duration::try_from_secs_f64(run.seconds)
         .map_err(|e| Error::Data(format!("{} seconds is not a duration to run for: {e}", run.seconds)))?;
     // The clock starts at the first batch (thread start-up excluded), as in baseline.py.
@@ -101,6 +111,7 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
             )));
         }
         buffers = loader.buffer_bytes();
+        bound = loader.memory_bytes();
         loop {
             let t = Instant::now();
             let Some(batch) = loader.next() else { break };
@@ -143,8 +154,11 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         peak_anon_mib: peak.anon_mib,
         peak_mapped_mib: peak.file_mib,
         buffers_mib: buffers as f64 / MIB,
+        memory_bound_mib: bound as f64 / MIB,
+        start_anon_mib: start_anon,
         anon_budget_mib: budget_mib,
         anon_within_budget: peak.anon_mib <= budget_mib,
+        anon_within_bound: peak.anon_mib - start_anon <= bound as f64 / MIB,
         checksum: format!("{crc:08x}"),
         skipped,
     })

@@ -71,8 +71,30 @@ pub struct ShardReader {
     dir: PathBuf,
     manifest: Manifest,
     shards: Vec<Shard>,
-    /// The most pixels (`width x height`) of any image in the store.
-    max_pixels: u64,
+    /// The largest image sizes in the store.
+    extent: Extent,
+}
+
+/// The largest image sizes in a store, as its index records them: what bounds one
+/// decode's and one resize's memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extent {
+    /// The most pixels (`width x height`) of any image.
+    pub pixels: u64,
+    /// The widest image's width.
+    pub width: u64,
+    /// The tallest image's height.
+    pub height: u64,
+}
+
+impl Extent {
+    fn max(self, other: Extent) -> Extent {
+        Extent {
+            pixels: self.pixels.max(other.pixels),
+            width: self.width.max(other.width),
+            height: self.height.max(other.height),
+        }
+    }
 }
 
 impl ShardReader {
@@ -80,13 +102,13 @@ impl ShardReader {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let manifest = Manifest::load(&dir)?;
-        let mut max_pixels = 0;
+        let mut extent = Extent::default();
         let shards = manifest
             .shards
             .iter()
             .map(|info| {
-                let (shard, pixels) = open_shard(&dir, info)?;
-                max_pixels = max_pixels.max(pixels);
+                let (shard, largest) = open_shard(&dir, info)?;
+                extent = extent.max(largest);
                 Ok(shard)
             })
             .collect::<Result<_>>()?;
@@ -94,7 +116,7 @@ impl ShardReader {
             dir,
             manifest,
             shards,
-            max_pixels,
+            extent,
         })
     }
 
@@ -121,7 +143,13 @@ impl ShardReader {
     /// The most pixels (`width x height`, as the index records) of any image in the store:
     /// what bounds one decode's memory.
     pub fn max_pixels(&self) -> u64 {
-        self.max_pixels
+        self.extent.pixels
+    }
+
+    /// The largest pixel count, width and height of the store's images (each the most
+    /// of any image, not necessarily of the same one).
+    pub fn extent(&self) -> Extent {
+        self.extent
     }
 
     /// True when the store holds no image.
@@ -207,7 +235,7 @@ impl Shard {
 }
 
 /// Opens one shard; returns it with the most pixels of its images.
-fn open_shard(dir: &Path, info: &ShardInfo) -> Result<(Shard, u64)> {
+fn open_shard(dir: &Path, info: &ShardInfo) -> Result<(Shard, Extent)> {
     let path = dir.join(&info.file);
     let file = File::open(&path).map_err(io_err(&path))?;
     let data = map_open(&file, &path)?;
@@ -218,7 +246,7 @@ fn open_shard(dir: &Path, info: &ShardInfo) -> Result<(Shard, u64)> {
     let index_path = dir.join(&info.index);
     let index = map_file(&index_path)?;
     let view = IndexView::parse(&index_path, &index)?;
-    let max_pixels = check_index(&path, info, &view, data.len() as u64)?;
+    let extent = check_index(&path, info, &view, data.len() as u64)?;
     let _guards = [Guard::new(&data, &path), Guard::new(&index, &index_path)];
     let shard = Shard {
         path,
@@ -227,12 +255,12 @@ fn open_shard(dir: &Path, info: &ShardInfo) -> Result<(Shard, u64)> {
         data,
         index,
     };
-    Ok((shard, max_pixels))
+    Ok((shard, extent))
 }
 
 /// Checks the index against the manifest and every entry against the file; returns the
 /// most pixels of its images.
-fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u64) -> Result<u64> {
+fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u64) -> Result<Extent> {
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
         reason,
@@ -246,10 +274,15 @@ fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u6
             info.rows
         )));
     }
-    let mut max_pixels = 0;
+    let mut extent = Extent::default();
     for row in 0..view.rows() {
         let e = view.entry(row);
-        max_pixels = max_pixels.max(e.width as u64 * e.height as u64);
+        let (width, height) = (e.width as u64, e.height as u64);
+        extent = extent.max(Extent {
+            pixels: width * height,
+            width,
+            height,
+        });
         if e.offset.checked_add(e.len as u64).is_none_or(|end| end > file_len) {
             return Err(corrupt(format!(
                 "id {}: payload lies past the end of the file",
@@ -257,5 +290,5 @@ fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u6
             )));
         }
     }
-    Ok(max_pixels)
+    Ok(extent)
 }

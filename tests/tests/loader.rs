@@ -178,3 +178,56 @@ fn bench_loader_checksum_does_not_depend_on_workers_and_baseline_runs() {
     assert_eq!(base["images"], 128);
     assert!(base["img_per_sec"].as_f64().unwrap() > 0.0, "{base}");
 }
+
+/// A 6000 x 6000 PNG among the COCO images: before, a PNG was decoded whole and the
+/// resize copied each crop whole, which took the loader past its own bound
+/// (`Loader::memory_bytes`). The bench's peak anonymous memory, less what the process
+/// held before the loader was built (LibTorch's own), stays within that bound.
+#[test]
+fn a_huge_png_keeps_the_loader_within_its_memory_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    for e in std::fs::read_dir(coco128().join("images/train2017")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, images.join(p.file_name().unwrap())).unwrap();
+    }
+    let side: u64 = 6000;
+    python_script(
+        "make_huge_png.py",
+        &[&images.join("huge.png"), Path::new(&side.to_string())],
+    );
+    let store = tmp.path().join("store");
+    run_ok(
+        bin("slotcon-ingest")
+            .arg(&images)
+            .arg("--out")
+            .arg(&store)
+            .arg("--quiet"),
+    );
+    let out = run_ok(
+        bin("slotcon-bench")
+            .args([
+                "loader",
+                "--seconds",
+                "6",
+                "--batch-size",
+                "32",
+                "--workers",
+                "1",
+                "--json",
+                "--shards",
+            ])
+            .arg(&store),
+    );
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("no {k}: {r}"));
+    let loader = f("peak_anon_mib") - f("start_anon_mib");
+    let region = (side * side * 3) as f64 / (1 << 20) as f64;
+    // Every epoch decodes the PNG (it is one of 129 images, 128 a epoch), so the peak
+    // holds a region of it; the bound counts 4 bytes a pixel for it, plus the batches.
+    assert!(r["samples"].as_u64().unwrap() >= 256, "{r}");
+    assert!(loader <= f("memory_bound_mib"), "the loader took {loader:.0} MiB: {r}");
+    assert_eq!(r["anon_within_bound"], true, "{r}");
+    assert!(f("memory_bound_mib") >= f("buffers_mib") + region, "{r}");
+}

@@ -154,15 +154,17 @@ impl LoaderBuilder {
     }
 
     /// The most bytes one worker's buffers can grow to for one image: the decoded region
-    /// (the RGB of the store's largest image at most: a JPEG or a non-interlaced PNG is
-    /// decoded in part; a raw store is borrowed, not decoded) and the resize's transposed
-    /// copy of a crop as large (`ops::resize`), 3 bytes a pixel each. An interlaced PNG
-    /// also takes its whole frame while it decodes (up to 8 bytes a pixel more).
+    /// (the store's largest image at most, 4 bytes a pixel for a CMYK JPEG, 3 for the
+    /// rest: a JPEG or a non-interlaced PNG is decoded in part; a raw store is borrowed,
+    /// not decoded) and the resize's scratch ([`ops::resize::scratch_bytes`]: one band of
+    /// a crop transposed, and the crop's rows resized across). An interlaced PNG also
+    /// takes its whole frame while it decodes (up to 8 bytes a pixel more).
     fn decode_bytes(&self) -> u64 {
-        let copy = self.reader.max_pixels().saturating_mul(3);
+        let e = self.reader.extent();
+        let resize = crate::ops::resize::scratch_bytes(e.width, e.height, self.cfg.size as u64);
         match self.reader.store() {
-            StoreKind::Raw => copy,
-            StoreKind::Encoded => copy.saturating_mul(2),
+            StoreKind::Raw => resize,
+            StoreKind::Encoded => e.pixels.saturating_mul(4).saturating_add(resize),
         }
     }
 
@@ -367,9 +369,10 @@ impl Loader {
     }
 
     /// The most memory the loader's own buffers take: its batch buffers plus each
-    /// worker's decode and resize buffers at their largest (`decode_bytes`: twice the
-    /// RGB of the store's largest image; an interlaced PNG adds its frame while it
-    /// decodes). The allocator's own overhead comes on top (README: measured).
+    /// worker's decode and resize buffers at their largest (`decode_bytes`: the decoded
+    /// region of the store's largest image and the resize's scratch; an interlaced PNG
+    /// adds its frame while it decodes). The allocator's own overhead comes on top
+    /// (README: measured).
     pub fn memory_bytes(&self) -> u64 {
         self.buffer_bytes() as u64 + self.decode_bytes * self.workers.len() as u64
     }

@@ -9,7 +9,7 @@
 
 use super::transpose::transpose_rect;
 use crate::error::{Error, Result};
-use crate::image::{ImageRef, Rect};
+use crate::image::{resize_exact, ImageRef, Rect};
 
 /// Pillow's `PRECISION_BITS` for 8-bit images.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -96,12 +96,28 @@ fn clip8(acc: i32) -> u8 {
 
 const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
-/// Reusable buffers for [`resize_bicubic`].
+/// Reusable buffers for [`resize_bicubic`]: one band of the crop transposed and its
+/// filtered form (`BAND` rows each), and the horizontally resized rows.
 #[derive(Clone, Debug, Default)]
 pub struct ResizeScratch {
-    a: Vec<u8>,
-    b: Vec<u8>,
+    band: Vec<u8>,
+    filtered: Vec<u8>,
+    rows: Vec<u8>,
     acc: Vec<i32>,
+}
+
+/// Crop rows per band of the horizontal pass: the transposed copy holds one band
+/// (`crop.w * BAND` pixels), never the whole crop.
+pub const BAND: usize = 64;
+
+/// The most bytes a [`ResizeScratch`] grows to for crops of images at most `width`
+/// wide and `height` tall, resized to at most `out_w` columns: one band transposed and
+/// filtered (`BAND` rows of `max(width, out_w)` pixels each), and the crop's rows
+/// resized across (`height` rows of `out_w`), 3 bytes a pixel (besides `acc`, one row).
+pub fn scratch_bytes(width: u64, height: u64, out_w: u64) -> u64 {
+    let band = width.max(out_w).saturating_mul(BAND as u64 * 3);
+    band.saturating_mul(2)
+        .saturating_add(out_w.saturating_mul(height).saturating_mul(3))
 }
 
 /// Resizes `crop` of `src` to `out_w × out_h` with Pillow's bicubic filter, as
@@ -156,28 +172,48 @@ pub fn resize_with_taps(
     let first = vert.bounds[0].0;
     let last = vert.bounds[out_h - 1].0 + vert.bounds[out_h - 1].1;
     let rows = last - first;
-    let rect = (crop.x, crop.y + first, crop.w, rows);
+    resize_exact(&mut s.rows, rows * out_w * 3);
     if out_w == crop.w {
-        s.b.resize(rows * crop.w * 3, 0);
         for y in 0..rows {
             let row = &src.row(crop.y + first + y)[crop.x * 3..(crop.x + crop.w) * 3];
-            s.b[y * crop.w * 3..(y + 1) * crop.w * 3].copy_from_slice(row);
+            s.rows[y * crop.w * 3..(y + 1) * crop.w * 3].copy_from_slice(row);
         }
     } else {
-        s.a.resize(crop.w * rows * 3, 0);
-        transpose_rect(src.data, src.width, rect, &mut s.a);
-        s.b.resize(out_w * rows * 3, 0);
-        columns(&s.a, rows, 0, &mut s.b, horiz, &mut s.acc);
-        s.a.resize(out_w * rows * 3, 0);
-        transpose_rect(&s.b, rows, (0, 0, rows, out_w), &mut s.a);
-        std::mem::swap(&mut s.a, &mut s.b);
+        for y0 in (0..rows).step_by(BAND) {
+            let n = BAND.min(rows - y0);
+            horizontal_band(src, crop, (first, y0, n), out_w, horiz, s);
+        }
     }
-    // `s.b` now holds rows `first..last`, `out_w` pixels each.
+    // `s.rows` now holds rows `first..last`, `out_w` pixels each.
     if out_h == crop.h {
-        dst.copy_from_slice(&s.b[..out_h * out_w * 3]);
+        dst.copy_from_slice(&s.rows[..out_h * out_w * 3]);
     } else {
-        columns(&s.b, out_w, first, dst, vert, &mut s.acc);
+        columns(&s.rows, out_w, first, dst, vert, &mut s.acc);
     }
+}
+
+/// The horizontal pass over crop rows `first + y0 ..` (`n <= BAND` of them), written
+/// to rows `y0 .. y0 + n` of `s.rows`: the band transposed, filtered down its columns
+/// (the horizontal taps), transposed back.
+fn horizontal_band(
+    src: ImageRef<'_>,
+    crop: Rect,
+    (first, y0, n): (usize, usize, usize),
+    out_w: usize,
+    horiz: &Taps,
+    s: &mut ResizeScratch,
+) {
+    resize_exact(&mut s.band, crop.w * n * 3);
+    transpose_rect(
+        src.data,
+        src.width,
+        (crop.x, crop.y + first + y0, crop.w, n),
+        &mut s.band,
+    );
+    resize_exact(&mut s.filtered, out_w * n * 3);
+    columns(&s.band, n, 0, &mut s.filtered, horiz, &mut s.acc);
+    let rows = &mut s.rows[y0 * out_w * 3..(y0 + n) * out_w * 3];
+    transpose_rect(&s.filtered, n, (0, 0, n, out_w), rows);
 }
 
 /// Filters down the columns: output row `i` of `dst` is the weighted sum of rows
