@@ -55,8 +55,9 @@ const DEVICES: [&str; 2] = ["libtorch-cuda:0", "libtorch-cuda:184467440737095516
 /// takes a value is treated as numeric, so a new numeric flag is covered without
 /// touching this test (and a new path flag is harmlessly tried with numbers, from a
 /// scratch folder).
-const NOT_NUMERIC: [&str; 16] = [
+const NOT_NUMERIC: [&str; 17] = [
     "--out",
+    "--config",
     "--shards",
     "--images",
     "--image",

@@ -17,6 +17,7 @@ mod precision;
 mod resume;
 mod run_folder;
 mod sampler;
+mod settings;
 mod store;
 mod train;
 mod trainer;

@@ -37,6 +37,13 @@ pub enum Error {
     /// A distributed launch that cannot start (a bad variable, an unreachable rendezvous).
     #[error("{0}")]
     Distributed(String),
+    /// A settings file (`--config`) that cannot be read as settings.
+    #[error("{}: {source}", path.display())]
+    Settings {
+        path: PathBuf,
+        #[source]
+        source: crate::settings_file::SettingsError,
+    },
     /// Settings that make no sense together.
     #[error("invalid settings: {0}")]
     Invalid(String),

@@ -41,6 +41,7 @@ pub mod reference;
 pub mod run;
 pub mod run_folder;
 pub mod schedule;
+mod settings_file;
 pub mod trainer;
 
 /// The Burn this crate is built on (its devices and tensors), for the crates above.
@@ -49,3 +50,4 @@ pub use burn;
 pub use align::AlignPlan;
 pub use config::{Arch, InvalidField, Optimizer, Precision, TrainConfig};
 pub use error::{Error, Result};
+pub use settings_file::SettingsError;

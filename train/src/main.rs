@@ -28,16 +28,25 @@ use slotcon_train::{Arch, Precision, TrainConfig};
 #[command(version)]
 struct Cli {
     /// The shard store made by slotcon-ingest.
-    #[arg(long)]
-    shards: PathBuf,
+    #[arg(long, required_unless_present = "print_config")]
+    shards: Option<PathBuf>,
     /// The run directory.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "print_config")]
+    out: Option<PathBuf>,
     /// Named settings to start from (with --resume, the run's own config.json is the start,
     /// and flags given must agree with it).
     /// Default: tiny.
     #[arg(long, value_enum)]
     preset: Option<Preset>,
+    /// A settings file laid over the preset: TOML (as configs/*.toml and --print-config
+    /// write), or JSON when it ends in .json (a run's config.json). It may give any of the
+    /// settings; the flags below override it. With --resume it must agree with the run.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the resolved settings as TOML (preset, then --config, then the flags; with
+    /// --resume, the run's) and exit without training. --shards is not needed.
+    #[arg(long)]
+    print_config: bool,
     /// Backbone: resnet18, resnet34 or resnet50 (overrides the preset).
     #[arg(long)]
     arch: Option<Arch>,
@@ -115,30 +124,49 @@ enum OptimArg {
     Sgd,
 }
 
-/// The settings: the preset's (or, with --resume, the run's config.json) with the flags
-/// given applied. With --resume a --preset given must agree with the run, field by field.
+/// The settings: the preset's with --config laid over it (or, with --resume, the run's
+/// config.json) and the flags given applied. With --resume a --preset or --config given
+/// must agree with the run, field by field.
 fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
-    let saved = cli.out.join("config.json");
-    let preset = |p: Preset| match p {
-        Preset::Tiny => TrainConfig::tiny(),
-        Preset::CocoR50 => TrainConfig::coco_r50_800ep(),
+    let saved = cli.out.as_ref().map(|out| out.join("config.json"));
+    let asked = || -> anyhow::Result<TrainConfig> {
+        let preset = match cli.preset.unwrap_or(Preset::Tiny) {
+            Preset::Tiny => TrainConfig::tiny(),
+            Preset::CocoR50 => TrainConfig::coco_r50_800ep(),
+        };
+        let cfg = match &cli.config {
+            Some(file) => preset.with_file(file).map_err(|e| {
+                let reason = match e {
+                    slotcon_train::Error::Settings { source, .. } => source.to_string(),
+                    e => e.to_string(),
+                };
+                bad_flag("--config", file.display(), reason)
+            })?,
+            None => preset,
+        };
+        Ok(with_flags(cli, cfg))
     };
-    if !(cli.resume && saved.is_file()) {
-        return Ok(with_flags(cli, preset(cli.preset.unwrap_or(Preset::Tiny))));
-    }
+    let Some(saved) = saved.filter(|s| cli.resume && s.is_file()) else {
+        return asked();
+    };
     let cfg = with_flags(cli, TrainConfig::load(&saved)?);
-    if let Some(p) = cli.preset {
-        let asked = with_flags(cli, preset(p));
+    if cli.preset.is_some() || cli.config.is_some() {
+        let asked = asked()?;
         if asked != cfg {
             let diff = slotcon_train::run::config_diff(&cfg, &asked);
-            let value = p
-                .to_possible_value()
-                .map_or_else(String::new, |v| v.get_name().to_string());
+            let (flag, value) = match (&cli.config, cli.preset) {
+                (Some(file), _) => ("--config", file.display().to_string()),
+                (None, p) => (
+                    "--preset",
+                    p.and_then(|p| p.to_possible_value())
+                        .map_or_else(String::new, |v| v.get_name().to_string()),
+                ),
+            };
             let reason = format!(
-                "the run in {} was made with other settings ({diff}); leave --preset out to resume it",
-                cli.out.display()
+                "the run in {} was made with other settings ({diff}); leave {flag} out to resume it",
+                saved.parent().unwrap_or(&saved).display()
             );
-            return Err(bad_flag("--preset", value, reason));
+            return Err(bad_flag(flag, value, reason));
         }
     }
     Ok(cfg)
@@ -177,6 +205,7 @@ fn check(cli: &Cli, cfg: &TrainConfig) -> anyhow::Result<()> {
         "epochs" | "warmup_epochs" => "--epochs",
         "image_size" => "--image-size",
         "base_lr" => "--base-lr",
+        _ if cli.config.is_some() => anyhow::bail!("the settings' {e}"),
         _ => anyhow::bail!("the {:?} preset's {e}", cli.preset.unwrap_or(Preset::Tiny)),
     };
     let (value, reason) = match e.field {
@@ -189,12 +218,20 @@ fn check(cli: &Cli, cfg: &TrainConfig) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(&cli)?;
     check(&cli, &cfg)?;
+    if cli.print_config {
+        let toml = cfg.to_toml().context("--print-config")?;
+        print!("{toml}");
+        return Ok(());
+    }
+    let (Some(shards), Some(out)) = (cli.shards.clone(), cli.out.clone()) else {
+        anyhow::bail!("--shards and --out are needed to train");
+    };
     if let Some(reason) = cli.device.unavailable() {
         return Err(bad_flag("--device", cli.device, reason));
     }
     // The batch against the store (opening it maps its index; errors are train's to report).
-    if let Ok(reader) = slotcon_shards::ShardReader::open(&cli.shards) {
-        let short = slotcon_train::run::short_of_a_batch(&reader, &cli.shards, cfg.batch_size);
+    if let Ok(reader) = slotcon_shards::ShardReader::open(&shards) {
+        let short = slotcon_train::run::short_of_a_batch(&reader, &shards, cfg.batch_size);
         if let Some(reason) = short.filter(|_| cli.batch_size.is_some()) {
             return Err(bad_flag("--batch-size", cfg.batch_size, reason));
         }
@@ -205,8 +242,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = RunOptions {
-        shards: cli.shards.clone(),
-        out: cli.out.clone(),
+        shards,
+        out: out.clone(),
         workers,
         max_steps: cli.max_steps,
         resume: cli.resume,
@@ -227,10 +264,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let note = &mut |text: &str| bar.suspend(|| eprintln!("note: {text}"));
     let trainer =
-        train(cfg, &opts, &device, on_step, note).with_context(|| format!("training into {}", cli.out.display()))?;
+        train(cfg, &opts, &device, on_step, note).with_context(|| format!("training into {}", out.display()))?;
     bar.finish_and_clear();
     if dist::rank() == 0 {
-        println!("{} steps done; run directory {}", trainer.step, cli.out.display());
+        println!("{} steps done; run directory {}", trainer.step, out.display());
     }
     Ok(())
 }
