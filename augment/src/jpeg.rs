@@ -3,7 +3,7 @@
 //!
 //! libjpeg-turbo 3.1.0 is built from source by `turbojpeg-sys` (its vendored copy, with
 //! cmake and nasm: SIMD on); Pillow 12.0 ships 3.1.2, whose ChangeLog changes no
-//! decompressed pixel (README, "Where this differs"; tested bit-exact on the COCO sample
+//! decompressed pixel (docs/differences.md; tested bit-exact on the COCO sample
 //! and on generated files of every kind: `tests/python/compare_raw.py`). Through the
 //! TurboJPEG 3 API, as PIL's decoder sets libjpeg up: the accurate integer IDCT
 //! (`JDCT_ISLOW`), fancy upsampling, no scaling, RGB out (grayscale replicated by

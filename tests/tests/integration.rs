@@ -8,6 +8,7 @@ mod checkpoint;
 mod cli;
 mod decoder_state;
 mod distributed;
+mod docs;
 mod eval;
 mod export;
 mod ingest;

@@ -95,7 +95,7 @@ fn every_dumped_view_re_renders_exactly_with_pil_and_torchvision_from_the_stored
     );
     // JPEGs of every kind (subsamplings, progressive, restart markers, gray, CMYK,
     // arithmetic, tiny sizes): 300 views, less those of the full-size arithmetic files
-    // that PIL cannot read (README, "Where this differs").
+    // that PIL cannot read (docs/differences.md).
     let src = tmp.path().join("variants");
     python_script(
         "make_jpeg_variants.py",

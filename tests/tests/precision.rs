@@ -189,7 +189,7 @@ fn a_bf16_run_follows_the_f32_run_with_f32_master_weights() {
         // here: bf16 gradients of the 1-D parameters (BatchNorm's, sums with much
         // cancellation) differ by 5-10 % per step, and the bf16 and control distances
         // have ranged from -31 % to +48 % of f32's as the data and the order of sums
-        // changed (README). Gradients that lost their direction (noise) would move the
+        // changed (docs/training.md). Gradients that lost their direction (noise) would move the
         // student far less; within 60 %, or twice the control's difference.
         let (gap, c_gap) = ((moved / f32_moved - 1.0).abs(), (c_moved / f32_moved - 1.0).abs());
         assert!(

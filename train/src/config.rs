@@ -68,7 +68,7 @@ pub enum Precision {
     F32,
     /// Mixed precision as AMP does it ([`crate::amp`]): convolutions and linear layers in
     /// bfloat16, while parameters, optimiser state, the teacher EMA, the centre, BatchNorm,
-    /// softmaxes and loss reductions stay f32. IEEE half is not offered (see README).
+    /// softmaxes and loss reductions stay f32. IEEE half is not offered (see docs/training.md).
     Bf16,
 }
 

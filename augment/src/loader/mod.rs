@@ -372,7 +372,7 @@ impl Loader {
     /// worker's decode and resize buffers at their largest (`decode_bytes`: the decoded
     /// region of the store's largest image and the resize's scratch; an interlaced PNG
     /// adds its frame while it decodes). The allocator's own overhead comes on top
-    /// (README: measured).
+    /// (docs/reliability.md: measured).
     pub fn memory_bytes(&self) -> u64 {
         self.buffer_bytes() as u64 + self.decode_bytes * self.workers.len() as u64
     }
