@@ -46,8 +46,10 @@ cargo fmt --all -- --check
 features=slotcon-train/tch,slotcon-tests/tch
 echo "==> cargo clippy --all-targets -- -D warnings (flex and LibTorch)"
 cargo clippy --release --workspace --all-targets --features "$features" -- -D warnings
-echo "==> cargo build --release --bins --features slotcon-train/tch,slotcon-tests/tch (flex and LibTorch)"
-cargo build --release --bins --features "$features"
+# Every target with the features `cargo test --workspace` resolves (dev-dependencies
+# included), so the test step reuses this build instead of compiling Burn a second time.
+echo "==> cargo build --release --workspace --all-targets --features slotcon-train/tch,slotcon-tests/tch (flex and LibTorch)"
+cargo build --release --workspace --all-targets --features "$features"
 echo "==> cargo test --release (trainer parity on flex and LibTorch CPU)"
 cargo test --release --workspace --features "$features"
 echo "==> the Python package (python/): its wheel with maturin, installed in the venv, pytest"
