@@ -54,6 +54,17 @@ pub fn coco128() -> PathBuf {
     dir
 }
 
+/// The files of the workspace folder `dir` whose names end in `.ext`, sorted.
+pub fn files_with_extension(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    files.sort();
+    files
+}
+
 /// The project's Python, found as every slotcon binary finds it ([`slotcon_cli::python`]:
 /// `$SLOTCON_PYTHON`, else the workspace's `.venv`).
 pub fn python() -> Command {

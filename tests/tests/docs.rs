@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use slotcon_tests::{bin, root, run_ok};
+use slotcon_tests::{bin, files_with_extension, root, run_ok};
 
 /// The shell lines of the fenced code blocks of `text` (not those marked as another
 /// language), with `\` continuations joined.
@@ -59,13 +59,7 @@ fn commands(line: &str) -> Vec<(String, Option<String>, Vec<String>)> {
 #[test]
 fn every_documented_command_names_flags_its_binary_has() {
     let mut files = vec![root().join("README.md")];
-    let mut docs: Vec<_> = std::fs::read_dir(root().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
+    files.extend(files_with_extension("docs", "md"));
     let mut helps: BTreeMap<String, String> = BTreeMap::new();
     let mut help = |name: &str, sub: Option<&str>| -> String {
         let key = format!("{name} {}", sub.unwrap_or(""));

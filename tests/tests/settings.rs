@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use slotcon_tests::{bin, ingest_coco, root, run, run_ok};
+use slotcon_tests::{bin, files_with_extension, ingest_coco, run, run_ok};
 
 /// `slotcon-train ARGS --print-config`, parsed as `key = value` lines.
 fn printed(args: &[&str]) -> BTreeMap<String, String> {
@@ -15,19 +15,9 @@ fn printed(args: &[&str]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn config_files() -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(root().join("configs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn every_configs_file_loads_and_the_recipes_match_the_presets() {
-    let files = config_files();
+    let files = files_with_extension("configs", "toml");
     let names: Vec<_> = files
         .iter()
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
