@@ -91,8 +91,8 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         .batch_size(run.batch_size)
         .seed(run.seed);
     let (mut waits, mut samples, mut skipped, mut crc, mut summed) = (Vec::new(), 0u64, 0, 0u32, 0);
-    let start = Resident::now();
-    let (mut peak, mut buffers, mut bound) = (start, 0, 0);
+    let at_start = Resident::now();
+    let (mut peak, mut buffers, mut bound) = (at_start, 0, 0);
     let budget = Duration::try_from_secs_f64(run.seconds)
         .map_err(|e| Error::Data(format!("{} seconds is not a duration to run for: {e}", run.seconds)))?;
     // The clock starts at the first batch (thread start-up excluded), as in baseline.py.
@@ -155,10 +155,10 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         peak_mapped_mib: peak.file_mib,
         buffers_mib: buffers as f64 / MIB,
         memory_bound_mib: bound as f64 / MIB,
-        start_anon_mib: start.anon_mib,
+        start_anon_mib: at_start.anon_mib,
         anon_budget_mib: budget_mib,
         anon_within_budget: peak.anon_mib <= budget_mib,
-        anon_within_bound: peak.anon_mib - start.anon_mib <= bound as f64 / MIB,
+        anon_within_bound: peak.anon_mib - at_start.anon_mib <= bound as f64 / MIB,
         checksum: format!("{crc:08x}"),
         skipped,
     })
