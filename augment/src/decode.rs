@@ -81,10 +81,10 @@ pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Inf
 /// RGB, and returns the header and the rectangle decoded, which contains `want`; its
 /// pixels equal the same rectangle of [`decode_rgb`]'s. A JPEG is decoded in part, by
 /// libjpeg-turbo's cropping (a margin column each side, the left edge on an iMCU column);
-/// a PNG row by row, keeping only the rows and columns of `want` (an interlaced PNG is
-/// decoded whole); a JPEG that cannot be decoded in part (lossless, 12-bit, odd
+/// a PNG row by row, keeping only the rows and columns of `want` (an interlaced PNG pass
+/// row by pass row); a JPEG that cannot be decoded in part (lossless, 12-bit, odd
 /// sampling) whole. So the memory a decode takes is the region's, 3 bytes a pixel, plus
-/// one row (or the whole frame, for an interlaced PNG).
+/// one row.
 pub fn decode_rgb_region(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Result<(Info, Rect)> {
     match sniff(bytes)? {
         Format::Jpeg => decode_jpeg(bytes, limits, want, out),
@@ -195,22 +195,12 @@ fn decode_png(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Re
         width,
         height,
     };
-    if reader.info().interlaced {
-        // The passes fill the frame out of order: decoded whole.
-        let size = reader.output_buffer_size().ok_or_else(|| png_err("image too large"))?;
-        let mut raw = vec![0u8; size];
-        let frame = reader.next_frame(&mut raw).map_err(png_err)?;
-        resize_exact(out, w * h * 3);
-        for y in 0..h {
-            convert(
-                &raw[y * frame.line_size..][..w * px],
-                &mut out[y * w * 3..(y + 1) * w * 3],
-            );
-        }
-        return Ok((info, Rect::full(w, h)));
-    }
     let rect = png_region(w, h, want);
     resize_exact(out, rect.w * rect.h * 3);
+    if reader.info().interlaced {
+        png_interlaced_region(&mut reader, (w, h), rect, px, &convert, out)?;
+        return Ok((info, rect));
+    }
     for y in 0..rect.y + rect.h {
         let row = reader
             .next_row()
@@ -227,6 +217,66 @@ fn decode_png(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Re
         reader.next_row().map_err(png_err)?;
     }
     Ok((info, rect))
+}
+
+/// The seven Adam7 passes as (x step, x offset, y step, y offset), in file order.
+const ADAM7: [(usize, usize, usize, usize); 7] = [
+    (8, 0, 8, 0),
+    (8, 4, 8, 0),
+    (4, 0, 8, 4),
+    (4, 2, 4, 0),
+    (2, 0, 4, 2),
+    (2, 1, 2, 0),
+    (1, 0, 2, 1),
+];
+
+/// The pixels of `rect` from an interlaced PNG, pass row by pass row: each pass row's
+/// samples that fall inside `rect` land at their place in `out`, so the memory is the
+/// region's plus one row, never the frame. The rows come in file order, pass 1 to 7 and
+/// top to bottom within a pass, a pass with no column or no row being absent; the image
+/// data is read to its end and checked, as a whole-frame decode does.
+fn png_interlaced_region<R: std::io::BufRead + std::io::Seek>(
+    reader: &mut png::Reader<R>,
+    (w, h): (usize, usize),
+    rect: Rect,
+    px: usize,
+    convert: &dyn Fn(&[u8], &mut [u8]),
+    out: &mut [u8],
+) -> Result<()> {
+    let passes = ADAM7.iter().flat_map(|&(xs, xo, ys, yo)| {
+        let (cols, rows) = (w.saturating_sub(xo).div_ceil(xs), h.saturating_sub(yo).div_ceil(ys));
+        let rows = if cols == 0 { 0 } else { rows };
+        (0..rows).map(move |line| (xs, xo, line * ys + yo, cols))
+    });
+    for (xs, xo, y, cols) in passes {
+        let row = reader
+            .next_interlaced_row()
+            .map_err(png_err)?
+            .ok_or_else(|| png_err("fewer interlaced rows than the header says"))?;
+        let data = row.data();
+        if data.len() != cols * px {
+            return Err(png_err(format!(
+                "an interlaced row of {} bytes, not {cols} pixels of {px}",
+                data.len()
+            )));
+        }
+        if !(rect.y..rect.y + rect.h).contains(&y) {
+            continue;
+        }
+        // The samples k with rect.x <= k * xs + xo < rect.x + rect.w.
+        let first = rect.x.saturating_sub(xo).div_ceil(xs);
+        let end = (rect.x + rect.w).saturating_sub(xo).div_ceil(xs).min(cols);
+        let dst_row = &mut out[(y - rect.y) * rect.w * 3..][..rect.w * 3];
+        for k in first..end {
+            let x = k * xs + xo - rect.x;
+            convert(&data[k * px..(k + 1) * px], &mut dst_row[x * 3..x * 3 + 3]);
+        }
+    }
+    // Past the last row: the rest of the image data is read and checked.
+    if reader.next_interlaced_row().map_err(png_err)?.is_some() {
+        return Err(png_err("more interlaced rows than the header says"));
+    }
+    Ok(())
 }
 
 /// `want` clipped to a `w x h` image; the whole image when nothing of it is left.

@@ -3,12 +3,12 @@ Usage: make_corpus.py OUT GOOD_JPEG. Prints a JSON object {file: expectation} wh
 expectation is {"ok": true} or {"skip": "substring of the reason"}."""
 import json
 import os
-import struct
 import sys
-import zlib
 
 import numpy as np
 from PIL import Image
+
+from pngwriter import chunk, image_rows, png
 
 out, good = sys.argv[1], sys.argv[2]
 os.makedirs(out, exist_ok=True)
@@ -21,15 +21,6 @@ def put(name, data, expectation):
     with open(os.path.join(out, name), "wb") as f:
         f.write(data)
     expect[name] = expectation
-
-
-def png(width, height, color_type, depth, raw_rows, extra=b""):
-    """A minimal PNG writer for any colour type and bit depth (PIL cannot write all)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
-    body = b"".join(b"\x00" + row for row in raw_rows)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra + chunk(b"IDAT", zlib.compress(body)) + chunk(b"IEND", b"")
 
 
 # Good and odd-but-valid files, converted as PIL's convert('RGB') does.
@@ -51,11 +42,21 @@ la = rng.integers(0, 256, (5, 6, 2), dtype=np.uint8)
 put("gray_alpha.png", png(6, 5, 4, 8, [r.tobytes() for r in la]), {"ok": True})
 bits = rng.integers(0, 256, (8, 2), dtype=np.uint8)  # 1-bit gray, 16 px wide
 put("bilevel.png", png(16, 8, 0, 1, [r.tobytes() for r in bits]), {"ok": True})
-plte = struct.pack(">I", 12) + b"PLTE" + bytes([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
-plte += struct.pack(">I", zlib.crc32(b"PLTE" + plte[8:]) & 0xFFFFFFFF)
-trns = struct.pack(">I", 2) + b"tRNS" + b"\x00\x80" + struct.pack(">I", zlib.crc32(b"tRNS\x00\x80") & 0xFFFFFFFF)
+plte = chunk(b"PLTE", bytes([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9]))
+trns = chunk(b"tRNS", b"\x00\x80")
 idx = rng.integers(0, 4, (4, 8), dtype=np.uint8)
 put("palette_trns.png", png(8, 4, 3, 8, [r.tobytes() for r in idx], plte + trns), {"ok": True})
+# Adam7-interlaced PNGs, decoded pass row by pass row (sizes that leave passes empty).
+for name, (h, w), ctype, depth, top, extra in [
+    ("interlaced_rgb.png", (97, 131), 2, 8, 256, b""),
+    ("interlaced_rgba16.png", (9, 7), 6, 16, 65536, b""),
+    ("interlaced_bilevel.png", (3, 11), 0, 1, 2, b""),
+    ("interlaced_gray4.png", (1, 5), 0, 4, 16, b""),
+    ("interlaced_palette2.png", (6, 1), 3, 2, 4, plte + trns),
+]:
+    channels = {0: 1, 2: 3, 3: 1, 6: 4}[ctype]
+    a = rng.integers(0, top, (h, w, channels)).astype(np.uint16)
+    put(name, png(w, h, ctype, depth, image_rows(a, depth, interlace=True), extra, interlace=True), {"ok": True})
 os.makedirs(os.path.join(out, "Deep/er"), exist_ok=True)
 put("Deep/er/nested.jpeg", src, {"ok": True})
 

@@ -361,3 +361,39 @@ fn jpeg_regions_equal_the_same_region_of_a_full_decode() {
         "only {partial} of {checked} regions were partial decodes"
     );
 }
+
+/// A PNG is decoded row by row into the region, an interlaced one pass row by pass row
+/// (its frame is never held): every PNG of the ingest corpus, interlaced or not, of every
+/// colour type and depth, gives for each region the same pixels as its full decode
+/// (which `ingest::bad_and_odd_files_are_skipped_or_converted_as_pil_does` holds equal
+/// to PIL's), the region clipped to the image and nothing more.
+#[test]
+fn png_regions_equal_the_same_region_of_a_full_decode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("corpus");
+    let good = coco128().join("images/train2017/000000000009.jpg");
+    let expect: Value = serde_json::from_str(&python_script("make_corpus.py", &[&src, &good])).unwrap();
+    let (mut full, mut part, mut interlaced) = (Vec::new(), Vec::new(), 0);
+    for (i, (name, want)) in expect.as_object().unwrap().iter().enumerate() {
+        if !name.to_lowercase().ends_with(".png") || want.get("ok").is_none() {
+            continue;
+        }
+        let bytes = std::fs::read(src.join(name)).unwrap();
+        interlaced += usize::from(bytes[28] == 1); // IHDR's interlace method
+        let info = decode_rgb(&bytes, Limits::default(), &mut full).unwrap();
+        let (w, h) = (info.width as usize, info.height as usize);
+        for want in regions(w, h, i as u64) {
+            let (_, got) = decode_rgb_region(&bytes, Limits::default(), want, &mut part).unwrap();
+            let (x1, y1) = ((want.x + want.w).min(w), (want.y + want.h).min(h));
+            let clipped = Rect {
+                x: want.x,
+                y: want.y,
+                w: x1 - want.x,
+                h: y1 - want.y,
+            };
+            assert_eq!(got, clipped, "{name}: {want:?}");
+            assert!(same_region(&full, w, got, &part), "{name}: region {got:?}");
+        }
+    }
+    assert_eq!(interlaced, 5, "the corpus's interlaced PNGs");
+}

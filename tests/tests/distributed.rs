@@ -400,7 +400,10 @@ fn a_global_batch_that_does_not_split_over_the_ranks_is_refused() {
 
 #[test]
 fn ranks_started_with_different_settings_are_refused_naming_the_setting() {
-    for (field, a, b) in [("batch_size", "16", "32"), ("seed", "0", "1")] {
+    // The job: two jobs' ranks that meet on one port with the same flags, told apart by
+    // the job id their launchers set (here SLOTCON_JOB_ID; torchrun's and Slurm's too).
+    let job = "the job (SLOTCON_JOB_ID, TORCHELASTIC_RUN_ID, SLURM_JOB_ID)";
+    for (field, a, b) in [("batch_size", "16", "32"), ("seed", "0", "1"), (job, "7", "8")] {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("run");
         let port = free_port();
@@ -410,9 +413,13 @@ fn ranks_started_with_different_settings_are_refused_naming_the_setting() {
             .map(|(r, value)| {
                 let mut cmd = if field == "batch_size" {
                     train_on(&out, "2", "libtorch", value)
-                } else {
+                } else if field == "seed" {
                     let mut cmd = train(&out, "2");
                     cmd.args(["--seed", value]);
+                    cmd
+                } else {
+                    let mut cmd = train(&out, "2");
+                    cmd.env("SLOTCON_JOB_ID", value);
                     cmd
                 };
                 cmd.args(["--dist-timeout", "60"]);

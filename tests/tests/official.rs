@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use slotcon_augment::{AugmentConfig, LoaderBuilder};
 use slotcon_shards::ShardReader;
-use slotcon_tests::{bin, floats, ingest_coco, python, root, run, run_ok, tiny_run};
+use slotcon_tests::{bin, floats, ingest_coco, python, python_script, root, run, run_ok, tiny_run};
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::schedule::{learning_rate, teacher_momentum};
 use slotcon_train::trainer::Trainer;
@@ -330,6 +330,17 @@ fn an_import_of_non_finite_or_out_of_range_values_is_refused_and_leaves_nothing(
         );
         assert!(!out.exists(), "{name}: a refused import left {}", out.display());
     }
+    // A storage that claims 8 GB where its record in the file holds a few kB: refused
+    // before torch allocates it (or, memory-mapped, reads past the record).
+    let inflated = dir.join("inflated.pth");
+    python_script("inflate_storage.py", &[&ckpt, &inflated, Path::new("2000000000")]);
+    let (code, _, err) = import(&inflated, &out, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("inflated.pth: storage") && err.contains(" bytes, its record data/"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused import left {}", out.display());
     // Nothing blocks the retry.
     let (code, _, err) = import(&ckpt, &out, &[]);
     assert_eq!(code, 0, "{err}");

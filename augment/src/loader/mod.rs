@@ -155,10 +155,9 @@ impl LoaderBuilder {
 
     /// The most bytes one worker's buffers can grow to for one image: the decoded region
     /// (the store's largest image at most, 4 bytes a pixel for a CMYK JPEG, 3 for the
-    /// rest: a JPEG or a non-interlaced PNG is decoded in part; a raw store is borrowed,
-    /// not decoded) and the resize's scratch ([`ops::resize::scratch_bytes`]: one band of
-    /// a crop transposed, and the crop's rows resized across). An interlaced PNG also
-    /// takes its whole frame while it decodes (up to 8 bytes a pixel more).
+    /// rest: a JPEG or a PNG, interlaced or not, is decoded in part; a raw store is
+    /// borrowed, not decoded) and the resize's scratch ([`ops::resize::scratch_bytes`]:
+    /// one band of a crop transposed, and the crop's rows resized across).
     fn decode_bytes(&self) -> u64 {
         let e = self.reader.extent();
         let resize = crate::ops::resize::scratch_bytes(e.width, e.height, self.cfg.size as u64);
@@ -370,9 +369,8 @@ impl Loader {
 
     /// The most memory the loader's own buffers take: its batch buffers plus each
     /// worker's decode and resize buffers at their largest (`decode_bytes`: the decoded
-    /// region of the store's largest image and the resize's scratch; an interlaced PNG
-    /// adds its frame while it decodes). The allocator's own overhead comes on top
-    /// (docs/reliability.md: measured).
+    /// region of the store's largest image and the resize's scratch). The allocator's
+    /// own overhead comes on top (docs/reliability.md: measured).
     pub fn memory_bytes(&self) -> u64 {
         self.buffer_bytes() as u64 + self.decode_bytes * self.workers.len() as u64
     }

@@ -11,9 +11,12 @@ Usage:
   official_pth.py write IN.safetensors IN.json OUT.pth
       The inverse, with keys in the official model's order (the module tree below)."""
 import argparse
+import io
 import json
 import os
+import pickle
 import sys
+import zipfile
 from collections import OrderedDict
 
 import torch
@@ -63,9 +66,90 @@ def is_buffer(name):
     return name == "center" or name.rsplit(".", 1)[-1] in BUFFERS
 
 
+class _Stub:
+    """What `_StorageClaims` makes of every global and call: an inert object."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _StorageClaims(pickle.Unpickler):
+    """Reads a torch.save pickle without running any of it: every global becomes an inert
+    stub class named after it, and each storage reference is recorded as (type, key,
+    elements), so the storages' claimed sizes can be checked before torch allocates them."""
+
+    def __init__(self, data):
+        super().__init__(io.BytesIO(data))
+        self.claims = []
+
+    def find_class(self, module, name):
+        return type(name, (_Stub,), {"pickled_as": f"{module}.{name}"})
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            fail(f"a storage reference {pid!r:.80} is not ('storage', type, key, location, size)")
+        self.claims.append((getattr(pid[1], "pickled_as", "?"), str(pid[2]), pid[4]))
+        return _Stub()
+
+
+def storage_bytes(kind, elements, path, key):
+    """The bytes `elements` of storage type `kind` ('torch.FloatStorage', ...) take."""
+    module, _, name = kind.rpartition(".")
+    if module != "torch" or not name.endswith("Storage") or not isinstance(elements, int) or elements < 0:
+        fail(f"{path}: storage {key} is {elements!r:.40} of {kind}, not a count of a torch storage type")
+    if name == "UntypedStorage":
+        return elements
+    dtype = getattr(getattr(torch, name, None), "dtype", None)
+    if not isinstance(dtype, torch.dtype):
+        fail(f"{path}: storage {key} has the unknown type {kind}")
+    return elements * dtype.itemsize
+
+
+def check_storages(path):
+    """Refuses a zip checkpoint one of whose storages claims more bytes than its record in
+    the file holds (torch would allocate the claim, or with mmap read past the record into
+    the rest of the file), before torch.load sees it."""
+    with zipfile.ZipFile(path) as z:
+        pickles = [i for i in z.infolist() if i.filename.endswith("data.pkl")]
+        if len(pickles) != 1 or pickles[0].file_size > 1 << 30:
+            fail(f"{path}: not one data.pkl of at most 1 GiB, as torch.save writes")
+        records = {i.filename: i.file_size for i in z.infolist()}
+        prefix = pickles[0].filename[: -len("data.pkl")]
+        claims = _StorageClaims(z.read(pickles[0]))
+        try:
+            claims.load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+            fail(f"{path}: its data.pkl does not unpickle ({type(e).__name__}: {e})")
+    for kind, key, elements in claims.claims:
+        want = storage_bytes(kind, elements, path, key)
+        have = records.get(f"{prefix}data/{key}")
+        if have is None:
+            fail(f"{path}: storage {key} has no record data/{key} in the file")
+        if want > have:
+            fail(f"{path}: storage {key} claims {want} bytes, its record data/{key} holds {have}")
+
+
 def torch_load(path, weights_only):
     """torch.load with the file memory-mapped, so a tensor's bytes are read from the file and
-    never allocated at a size the file merely claims; a legacy (non-zip) file loads as before."""
+    never allocated at a size the file merely claims; a zip file's storages are first checked
+    against their records (`check_storages`); a legacy (non-zip) file loads as before."""
+    if zipfile.is_zipfile(path):
+        check_storages(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except RuntimeError as e:

@@ -5,8 +5,8 @@
 //! a different seed trains silently on other data orders, and a rank of another job that
 //! reaches the same `MASTER_PORT` joins the wrong run. So every rank hashes each of its
 //! settings (every field of the resolved config, the store's manifest, the run folder,
-//! the flags that change what is run) and the ranks all-gather the hashes, in one
-//! collective whose size never depends on them. A disagreement is an error on every rank
+//! the flags that change what is run, the job its launcher names) and the ranks
+//! all-gather the hashes, in one collective whose size never depends on them. A disagreement is an error on every rank
 //! that names the setting and which ranks hold which value.
 
 use burn::prelude::*;

@@ -24,7 +24,16 @@ pub struct Launch {
     /// `TORCHELASTIC_RESTART_COUNT`: torchrun's restart, which keeps each attempt's keys
     /// apart in the agent's store.
     pub restart: u64,
+    /// The job this process belongs to, as its launcher names it ([`JOB_VARIABLES`]);
+    /// `None` when no launcher does. The ranks compare it at the rendezvous, so a rank of
+    /// another job that reaches the same port is refused even with identical settings.
+    pub job: Option<String>,
 }
+
+/// The variables that name a job, first found wins: `SLOTCON_JOB_ID` (set by hand),
+/// torchrun's `TORCHELASTIC_RUN_ID` (its `--rdzv-id`; unless `none`, its default with a
+/// static rendezvous) and Slurm's `SLURM_JOB_ID`.
+pub const JOB_VARIABLES: [&str; 3] = ["SLOTCON_JOB_ID", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"];
 
 impl Launch {
     /// A world of one: no launcher.
@@ -37,6 +46,7 @@ impl Launch {
             master_port: 0,
             agent_store: false,
             restart: 0,
+            job: None,
         }
     }
 
@@ -66,6 +76,10 @@ impl Launch {
             restart: get("TORCHELASTIC_RESTART_COUNT")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            job: JOB_VARIABLES
+                .iter()
+                .filter_map(|v| get(v).map(|id| format!("{v}={}", id.trim())))
+                .find(|id| !id.ends_with('=') && !id.ends_with("=none")),
             ..Self::single()
         };
         if world_size > 1 {
@@ -188,6 +202,23 @@ mod tests {
         assert_eq!(l.endpoint(), "node0:29500");
         assert!(l.agent_store);
         assert_eq!(l.store_prefix(), "slotcon/2");
+        assert_eq!(l.job, None);
+    }
+
+    #[test]
+    fn the_job_is_named_by_the_first_launcher_variable_that_names_one() {
+        let world = [("RANK", "0"), ("WORLD_SIZE", "1")];
+        let job = |extra: &[(&str, &str)]| launch(&[&world[..], extra].concat()).unwrap().job;
+        assert_eq!(job(&[("TORCHELASTIC_RUN_ID", "none")]), None);
+        assert_eq!(job(&[("SLURM_JOB_ID", " ")]), None);
+        let slurm = job(&[("TORCHELASTIC_RUN_ID", "none"), ("SLURM_JOB_ID", "4711")]);
+        assert_eq!(slurm.as_deref(), Some("SLURM_JOB_ID=4711"));
+        let own = job(&[
+            ("SLOTCON_JOB_ID", "a"),
+            ("TORCHELASTIC_RUN_ID", "b"),
+            ("SLURM_JOB_ID", "c"),
+        ]);
+        assert_eq!(own.as_deref(), Some("SLOTCON_JOB_ID=a"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use burn::prelude::*;
 pub use agree::{agree, Setting};
 pub use collective::Collective;
 pub use grads::{broadcast_module, sum_gradients};
-pub use launch::{DistBackend, Launch};
+pub use launch::{DistBackend, Launch, JOB_VARIABLES};
 
 use crate::error::{Error, Result};
 
@@ -55,6 +55,11 @@ pub fn is_distributed() -> bool {
 /// This process's rank (0 in a world of one).
 pub fn rank() -> usize {
     LAUNCH.get().map_or(0, |l| l.rank)
+}
+
+/// The job this process was launched in ([`Launch::job`]), if its launcher names one.
+pub fn job() -> Option<&'static str> {
+    LAUNCH.get().and_then(|l| l.job.as_deref())
 }
 
 /// The number of processes (1 until [`init`] joined a larger world).
