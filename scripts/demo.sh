@@ -103,7 +103,7 @@ echo
 echo "outputs in $out/:"
 echo "  shards/manifest.json, shards/shard-*.parquet, shards/ingest-report.json"
 echo "  bench-ingest.json, views/ (PNGs + samples.json), profile.txt, bench-loader.json"
-echo "  run/ (config.json, metrics.jsonl, curves.png, checkpoints/)"
+echo "  run/ (config.json, metrics.jsonl, tb/, curves.png, checkpoints/)"
 echo "  run/eval/ (segment.json, confusion-hungarian.png, confusion-majority.png)"
 echo "  run/prototypes.png, run/slots.png, run/export/ (torchvision .safetensors, detectron2 .pkl, official .pth)"
 echo "  imported/ (the official .pth made a run again: config.json, checkpoints/, imported.json, slots.png)"

@@ -2,7 +2,8 @@
 //! and the shared COCO sample live, and small wrappers to run them.
 //!
 //! The integration tests (`tests/integration.rs`) drive the release binaries, so build
-//! them first: `cargo build --release --bins` (`scripts/test.sh` does). Python checks
+//! them first: `cargo build --release --workspace` (`scripts/test.sh` does); [`bin`]
+//! refuses a binary older than its sources. Python checks
 //! run in the venv that `scripts/python-env.sh` makes (or `$SLOTCON_PYTHON`).
 //!
 //! ```no_run
@@ -27,6 +28,8 @@ pub fn root() -> PathBuf {
 }
 
 /// The release (or current-profile) binary `name`, as a command ready for arguments.
+/// A binary older than any of its sources is refused, so that a test never passes (or
+/// fails) on a stale build: `cargo test` builds the binaries of the tested package only.
 pub fn bin(name: &str) -> Command {
     // Test executables live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("test executable path");
@@ -34,10 +37,32 @@ pub fn bin(name: &str) -> Command {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --release --bins` first (scripts/test.sh does)",
+        "{} is missing: run `cargo build --release --workspace` first (scripts/test.sh does)",
         path.display()
     );
+    if let Some(newer) = newer_source(&path) {
+        panic!(
+            "{} is older than its source {}: run `cargo build --release --workspace` first (scripts/test.sh does)",
+            path.display(),
+            newer.display()
+        );
+    }
     Command::new(path)
+}
+
+/// A source file of `binary` modified after it was linked, from the dep-info file cargo
+/// writes beside it (`binary.d`: every file the build read); `None` when there is none.
+fn newer_source(binary: &Path) -> Option<PathBuf> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let built = modified(binary)?;
+    let info = std::fs::read_to_string(binary.with_extension("d")).ok()?;
+    let (_, deps) = info.lines().next()?.split_once(": ")?;
+    // Paths are separated by spaces; a space inside a path is escaped with a backslash.
+    let deps = deps.replace("\\ ", "\u{0}");
+    deps.split(' ')
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d.replace('\u{0}', " ")))
+        .find(|d| modified(d).is_none_or(|m| m > built))
 }
 
 /// The shared COCO sample: `$SLOTCON_COCO128`, else `../shared/data/coco128` beside

@@ -90,8 +90,9 @@ const SKIPPED: [(&str, &str, &str); 2] = [
 ];
 /// Values that once panicked, aborted, hung or wrote an empty picture (issue 11): each
 /// must now be a usage error (exit code 2) naming the flag. Run besides [`HOSTILE`].
-const MUST_REFUSE: [(&str, &str, &str); 12] = [
+const MUST_REFUSE: [(&str, &str, &str); 13] = [
     ("slotcon-viz curves", "--panel-width", "40"),
+    ("slotcon-viz curves", "--smoothing", "nan"),
     ("slotcon-viz curves", "--panel-height", "20"),
     ("slotcon-bench loader", "--batch-size", "1000000"),
     ("slotcon-bench loader", "--batch-size", "9"), // the store holds 8 images

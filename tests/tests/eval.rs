@@ -114,6 +114,21 @@ fn viz_commands_write_pictures_of_the_documented_sizes() {
     assert_eq!(png_size(&image), (2 * 96 + 104, 96));
     run_ok(bin("slotcon-viz").args(["curves", "--run"]).arg(&run_dir));
     assert_eq!(png_size(&run_dir.join("curves.png")), (1080, 240));
+    // Two runs on one set of axes, a legend line each under the panels; several runs
+    // need --out.
+    let both = tmp.path().join("both.png");
+    run_ok(
+        bin("slotcon-viz")
+            .arg("curves")
+            .arg(&run_dir)
+            .arg(&run_dir)
+            .arg("--out")
+            .arg(&both),
+    );
+    assert_eq!(png_size(&both), (1080, 240 + 6 + 2 * 12));
+    let (code, _, err) = run(bin("slotcon-viz").arg("curves").arg(&run_dir).arg(&run_dir));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("several runs need --out"), "{err}");
     let (code, _, err) = run(bin("slotcon-viz")
         .args(["image", "--run"])
         .arg(&run_dir)

@@ -20,5 +20,6 @@ mod run_folder;
 mod sampler;
 mod settings;
 mod store;
+mod tensorboard;
 mod train;
 mod trainer;

@@ -42,6 +42,7 @@ pub mod run;
 pub mod run_folder;
 pub mod schedule;
 mod settings_file;
+pub mod tensorboard;
 pub mod trainer;
 
 /// The Burn this crate is built on (its devices and tensors), for the crates above.

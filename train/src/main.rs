@@ -14,7 +14,8 @@ use slotcon_train::{Arch, Precision, TrainConfig};
 /// Pre-train a ResNet with SlotCon (semantic grouping + slot contrast) on a shard store.
 ///
 /// The run directory gets config.json (the resolved settings), metrics.jsonl (one line
-/// per step) and checkpoints/ (current, plus one every --save-every epochs).
+/// per step), tb/ (the same numbers as TensorBoard event files: `tensorboard --logdir
+/// RUN`) and checkpoints/ (current, plus one every --save-every epochs).
 ///
 /// Numeric flags are checked before anything starts; a bad value exits with code 2.
 ///

@@ -20,6 +20,7 @@ use crate::checkpoint::{self, checkpoints};
 use crate::config::TrainConfig;
 use crate::dist;
 use crate::run_folder::{self, Intent};
+use crate::tensorboard::{EventWriter, TB_DIR};
 use slotcon_shards::io_err as io;
 
 use crate::error::{Error, Result};
@@ -58,11 +59,32 @@ pub struct MetricsLine {
     pub grad_sync_ms: f64,
 }
 
+impl MetricsLine {
+    /// The line's numbers as TensorBoard scalars: `(tag, value)`.
+    pub fn scalars(&self) -> [(&'static str, f64); 10] {
+        let s = &self.step;
+        [
+            ("loss/total", s.loss),
+            ("loss/group", s.loss_group),
+            ("loss/contrast", s.loss_contrast),
+            ("optim/lr", s.lr),
+            ("optim/teacher_momentum", s.momentum),
+            ("slots/active_per_image", s.active_slots_per_image),
+            ("slots/masked_pairs", s.masked_pairs as f64),
+            ("speed/img_per_sec", self.img_per_sec),
+            ("speed/data_wait_frac", self.data_wait_frac),
+            ("speed/grad_sync_ms", self.grad_sync_ms),
+        ]
+    }
+}
+
 /// `metrics.jsonl` as it is written: a step's losses arrive one step after its timing
 /// (see [`Trainer::train_step`]), so the timings wait here for them.
 struct MetricsLog {
     /// The file (rank 0), or none (the other ranks).
     file: Option<std::fs::File>,
+    /// The same numbers as TensorBoard scalars, in `out/tb/` (rank 0).
+    tb: Option<EventWriter>,
     path: PathBuf,
     /// `(img_per_sec, data_wait_frac, grad_sync_ms)` of the steps whose metrics have not
     /// arrived.
@@ -92,26 +114,31 @@ impl MetricsLog {
         if let Some(file) = self.file.as_mut() {
             writeln!(file, "{}", serde_json::to_string(&line).expect("json")).map_err(io(&self.path))?;
         }
+        if let Some(tb) = self.tb.as_mut() {
+            tb.scalars(line.step.step, &line.scalars())?;
+        }
         on_step(&line, last);
         Ok(())
     }
 
-    /// Opens `out/metrics.jsonl` on rank 0, dropping the lines of steps at or after `step`.
+    /// Opens `out/metrics.jsonl` on rank 0, dropping the lines of steps at or after `step`,
+    /// and a new TensorBoard event file in `out/tb/` that drops them there too.
     fn open(out: &Path, step: u64) -> Result<Self> {
         let path = out.join("metrics.jsonl");
-        let file = if dist::rank() == 0 {
+        let (file, tb) = if dist::rank() == 0 {
             truncate_metrics(&path, step)?;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .map_err(io(&path))?;
-            Some(file)
+            (Some(file), Some(EventWriter::create(&out.join(TB_DIR), step)?))
         } else {
-            None
+            (None, None)
         };
         Ok(MetricsLog {
             file,
+            tb,
             path,
             timing: Default::default(),
         })
@@ -231,7 +258,7 @@ pub fn train(
 }
 
 /// What every rank must share: each config field, the store (its manifest), the run
-/// folder and the run's flags ([`dist::agree`]).
+/// folder, the run's flags and the job its launcher names ([`dist::agree`]).
 fn settings(cfg: &TrainConfig, opts: &RunOptions, reader: &ShardReader) -> Vec<dist::Setting> {
     let setting = |name: &str, value: String| dist::Setting {
         name: name.to_string(),
@@ -251,6 +278,11 @@ fn settings(cfg: &TrainConfig, opts: &RunOptions, reader: &ShardReader) -> Vec<d
     out.push(setting("--max-steps", format!("{:?}", opts.max_steps)));
     out.push(setting("--resume", opts.resume.to_string()));
     out.push(setting("--force", opts.force.to_string()));
+    let job = dist::job().unwrap_or("no job variable set").to_string();
+    out.push(setting(
+        "the job (SLOTCON_JOB_ID, TORCHELASTIC_RUN_ID, SLURM_JOB_ID)",
+        job,
+    ));
     out
 }
 
@@ -347,9 +379,14 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
                 .is_some_and(|s| s < step)
         })
         .collect();
+    if kept.len() == text.lines().count() && (text.is_empty() || text.ends_with('\n')) {
+        return Ok(()); // nothing to drop
+    }
     let mut out = kept.join("\n");
     if !out.is_empty() {
         out.push('\n');
     }
-    Ok(std::fs::write(path, out).map_err(io(path))?)
+    // A temporary file renamed over the old one: a kill or a full disk here leaves the
+    // old metrics or the new, never a file cut short.
+    Ok(slotcon_shards::format::write_atomic(path, out.as_bytes())?)
 }

@@ -30,7 +30,13 @@ pub const RUN_LOCK: LockKind = LockKind {
 };
 
 /// Everything slotcon writes in a run folder; `--force` deletes these and nothing else.
-pub const RUN_ENTRIES: [&str; 4] = ["config.json", "metrics.jsonl", "checkpoints", OWNER_FILE];
+pub const RUN_ENTRIES: [&str; 5] = [
+    "config.json",
+    "metrics.jsonl",
+    crate::tensorboard::TB_DIR,
+    "checkpoints",
+    OWNER_FILE,
+];
 
 /// How a writer means to use the folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

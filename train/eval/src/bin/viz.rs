@@ -1,13 +1,13 @@
 //! `slotcon-viz`: pictures of a run (prototype retrieval grid, slot overlays, curves).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use slotcon_cli::{bad_flag, flags};
 use slotcon_eval::inference::{open_run, SIZE};
-use slotcon_eval::viz::curves::{curves_png, read_curves, PANEL_HEIGHT, PANEL_WIDTH};
+use slotcon_eval::viz::curves::{curves_png, read_curves, CurvesStyle, PANEL_HEIGHT, PANEL_WIDTH};
 use slotcon_eval::viz::{image_overlay, prototype_grid, GridOptions};
 use slotcon_shards::format::write_atomic;
 use slotcon_shards::ShardReader;
@@ -86,18 +86,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Loss, learning rate and active slots per view from RUN/metrics.jsonl.
+    /// Loss, learning rate and active slots per view from RUN/metrics.jsonl, for one run
+    /// or several on the same axes (`slotcon-viz curves RUN_A RUN_B --out cmp.png`).
     Curves {
-        /// The run directory.
-        #[arg(long)]
-        run: PathBuf,
+        /// The run directories, 1 to 16: each is one colour, named in a legend when there
+        /// are several.
+        #[arg(value_name = "RUN")]
+        runs: Vec<PathBuf>,
+        /// A run directory, as a positional RUN (the flag earlier scripts use).
+        #[arg(long = "run", value_name = "RUN")]
+        run_flags: Vec<PathBuf>,
+        /// TensorBoard's smoothing weight, 0 (raw values only) to 0.999; the raw values
+        /// are drawn faintly behind the smoothed ones.
+        #[arg(long, default_value_t = 0.6)]
+        smoothing: f64,
         /// Panel width, 160 to 4096.
         #[arg(long, default_value_t = 360, value_parser = flags::int(PANEL_WIDTH))]
         panel_width: usize,
         /// Panel height, 80 to 4096.
         #[arg(long, default_value_t = 240, value_parser = flags::int(PANEL_HEIGHT))]
         panel_height: usize,
-        /// The PNG to write (default RUN/curves.png).
+        /// The PNG to write (default RUN/curves.png for one run; needed for several).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -180,17 +189,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {}x{}", out.display(), picture.w, picture.h);
         }
         Command::Curves {
-            run,
+            runs,
+            run_flags,
+            smoothing,
             panel_width,
             panel_height,
             out,
         } => {
-            let curves = read_curves(&run.join("metrics.jsonl"))?;
-            let out = out.unwrap_or_else(|| run.join("curves.png"));
-            let picture = curves_png(&curves, panel_width, panel_height).map_err(flag_error)?;
+            let runs: Vec<PathBuf> = run_flags.into_iter().chain(runs).collect();
+            let out = match (out, &runs[..]) {
+                (Some(out), _) => out,
+                (None, [one]) => one.join("curves.png"),
+                (None, []) => return Err(bad_flag("RUN", "(none)", "name at least one run directory")),
+                (None, _) => return Err(bad_flag("--out", "(none)", "several runs need --out")),
+            };
+            let curves = runs
+                .iter()
+                .map(|run| read_curves(&run_name(run, &runs), &run.join("metrics.jsonl")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let style = CurvesStyle {
+                panel_width,
+                panel_height,
+                smoothing,
+            };
+            let picture = curves_png(&curves, &style).map_err(flag_error)?;
             picture.save_png(&out)?;
             println!("{}: {}x{}", out.display(), picture.w, picture.h);
         }
     }
     Ok(())
+}
+
+/// A run's name in the legend: its folder's name, or the path as given when another run
+/// has the same folder name.
+fn run_name(run: &Path, runs: &[PathBuf]) -> String {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name(run) {
+        Some(n) if runs.iter().filter(|r| name(r).as_deref() == Some(&n)).count() == 1 => n,
+        _ => run.display().to_string(),
+    }
 }
