@@ -33,14 +33,37 @@ pub enum Error {
     #[error("{0}")]
     Geometry(String),
     /// The loader could not produce a sample: a corrupt store entry or a worker panic.
-    #[error("sample {id} ({path}): {reason}")]
-    Sample { id: u64, path: String, reason: String },
+    #[error("sample {id} ({path}): {cause}")]
+    Sample {
+        id: u64,
+        path: String,
+        #[source]
+        cause: Box<SampleFailure>,
+    },
     /// Loader settings that make no sense.
     #[error("loader settings: {0}")]
     Config(String),
     /// The loader's worker threads are gone.
     #[error("loader workers exited unexpectedly")]
     Disconnected,
+}
+
+/// Why the loader could not produce a sample (the cause of an [`Error::Sample`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SampleFailure {
+    /// The store could not give the sample: a checksum or index mismatch, a read error.
+    #[error(transparent)]
+    Store(#[from] slotcon_shards::Error),
+    /// A stored payload that does not match its index, or views that could not be
+    /// rendered from a decoded image.
+    #[error(transparent)]
+    Image(Box<Error>),
+    /// A worker panicked on this sample (the loader goes on with a fresh worker state).
+    #[error("worker panicked: {0}")]
+    Panic(String),
+    /// The loader was stopping when the sample's turn came.
+    #[error("loader stopped")]
+    Stopped,
 }
 
 /// The result type of this crate.

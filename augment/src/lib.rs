@@ -36,10 +36,11 @@ mod jpeg;
 pub mod loader;
 pub mod ops;
 pub mod rng;
+pub mod threads;
 mod view;
 
 pub use crop::{Crop, CropSampler};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SampleFailure};
 pub use image::{ImageRef, Rect};
 pub use loader::{Loader, LoaderBuilder, SkippedSample, TwoViewBatch};
 pub use rng::{Draws, Replay, SampleRng};

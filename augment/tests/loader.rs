@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use slotcon_augment::decode::{decode_rgb, Limits};
-use slotcon_augment::{Error, LoaderBuilder, TwoViewBatch};
+use slotcon_augment::{Error, LoaderBuilder, SampleFailure, TwoViewBatch};
 use slotcon_shards::{Manifest, NewSample, ShardReader, ShardWriter, StoreKind};
 
 /// Payload bytes after which a shard is closed, as `slotcon-ingest --shard-size 4MiB`.
@@ -262,9 +262,16 @@ fn a_corrupt_entry_is_an_error_naming_its_id_and_path_without_hanging() {
         .find_map(|r| r.as_ref().err())
         .expect("the corrupt sample was not reported");
     match err {
-        Error::Sample { id, path: p, reason } => {
+        Error::Sample { id, path: p, cause } => {
             assert_eq!((*id, p.as_str()), (victim, path.as_str()));
-            assert!(reason.contains("checksum"), "{reason}");
+            // The store's own error, kept as the cause.
+            assert!(
+                matches!(
+                    **cause,
+                    SampleFailure::Store(slotcon_shards::Error::SampleChecksum { .. })
+                ),
+                "{cause}"
+            );
         }
         other => panic!("unexpected error {other}"),
     }

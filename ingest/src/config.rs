@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use slotcon_shards::StoreKind;
 
+use crate::Error;
+
 /// Ingest settings. Everything that changes the bytes of the store is serialised into
 /// the manifest; `threads` is not (the output does not depend on it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,15 +60,26 @@ impl IngestConfig {
     }
 
     /// Checks values that would make no sense.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |flag, value: &dyn std::fmt::Display, allowed| {
+            Err(Error::Setting {
+                flag,
+                value: value.to_string(),
+                allowed,
+            })
+        };
         if !(1..=MAX_SHARD_SIZE).contains(&self.shard_size) {
-            return Err(format!("--shard-size {} is outside 1 byte..=16GiB", self.shard_size));
+            return bad("--shard-size", &self.shard_size, "1 byte..=16GiB");
         }
         if !(1..=100).contains(&self.quality) {
-            return Err(format!("--quality {} is outside 1..=100", self.quality));
+            return bad("--quality", &self.quality, "1..=100");
         }
         if self.max_side == Some(0) {
-            return Err("--max-side must be positive".into());
+            return bad("--max-side", &0, "1.. (a positive side)");
+        }
+        let most = slotcon_augment::threads::max_threads();
+        if self.threads > most {
+            return bad("--threads", &self.threads, "0 (every core) to 4 per core, at most 256");
         }
         Ok(())
     }

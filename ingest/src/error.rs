@@ -44,6 +44,13 @@ pub enum Error {
         found: usize,
         report: Box<IngestReport>,
     },
+    /// A setting outside what it accepts (named by its `slotcon-ingest` flag).
+    #[error("{flag} {value} is outside {allowed}")]
+    Setting {
+        flag: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
     /// The worker thread pool could not start.
     #[error("thread pool: {0}")]
     Threads(String),

@@ -23,6 +23,36 @@ pub struct Prepared {
     pub bytes_in: u64,
 }
 
+/// Why one source file is skipped. Its message is the report's reason, which stands
+/// beside the file's path, so it does not repeat the path.
+#[derive(Debug, thiserror::Error)]
+pub enum Skip {
+    /// The file could not be read, or is not a regular file of a bounded size.
+    #[error("{}", read_reason(.0))]
+    Read(#[source] slotcon_shards::Error),
+    /// The file is not an image this decoder accepts, or is corrupt.
+    #[error(transparent)]
+    Decode(slotcon_augment::Error),
+    /// The image could not be resized to `--max-side`.
+    #[error(transparent)]
+    Resize(slotcon_augment::Error),
+    /// The resized image does not fit a JPEG's 65535-pixel sides.
+    #[error("{width}x{height} is too large for JPEG")]
+    TooLargeForJpeg { width: u32, height: u32 },
+    /// The JPEG encoder failed.
+    #[error("JPEG encode failed: {0}")]
+    Encode(#[source] jpeg_encoder::EncodingError),
+}
+
+/// A read error without the path: a refusal's reason, or the operating system's cause.
+fn read_reason(e: &slotcon_shards::Error) -> String {
+    match e {
+        slotcon_shards::Error::Invalid { reason, .. } => reason.clone(),
+        slotcon_shards::Error::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Per-thread buffers reused from one image to the next.
 #[derive(Default)]
 pub struct Scratch {
@@ -48,15 +78,10 @@ pub fn fit_within(width: u32, height: u32, max_side: Option<u32>) -> Option<(u32
     })
 }
 
-/// Reads, validates and converts one file. `Err` is the reason it is skipped.
-pub fn prepare(file: &SourceFile, cfg: &IngestConfig, s: &mut Scratch) -> Result<Prepared, String> {
-    // A FIFO, a device or a read that would block is refused, never waited on; the
-    // message drops the path, which the report gives beside it.
-    let bytes = read_bounded(&file.abs, MAX_IMAGE_FILE).map_err(|e| match e {
-        slotcon_shards::Error::Invalid { reason, .. } => reason,
-        slotcon_shards::Error::Io { source, .. } => source.to_string(),
-        other => other.to_string(),
-    })?;
+/// Reads, validates and converts one file. `Err` is why it is skipped.
+pub fn prepare(file: &SourceFile, cfg: &IngestConfig, s: &mut Scratch) -> Result<Prepared, Skip> {
+    // A FIFO, a device or a read that would block is refused, never waited on.
+    let bytes = read_bounded(&file.abs, MAX_IMAGE_FILE).map_err(Skip::Read)?;
     let bytes_in = bytes.len() as u64;
     let info = decode_rgb(
         &bytes,
@@ -65,7 +90,7 @@ pub fn prepare(file: &SourceFile, cfg: &IngestConfig, s: &mut Scratch) -> Result
         },
         &mut s.rgb,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(Skip::Decode)?;
     let (w, h) = (info.width, info.height);
     let out = |bytes, (width, height)| {
         Ok(Prepared {
@@ -88,23 +113,23 @@ pub fn prepare(file: &SourceFile, cfg: &IngestConfig, s: &mut Scratch) -> Result
     }
 }
 
-fn resize(s: &mut Scratch, (w, h): (u32, u32), (nw, nh): (u32, u32)) -> Result<(), String> {
+fn resize(s: &mut Scratch, (w, h): (u32, u32), (nw, nh): (u32, u32)) -> Result<(), Skip> {
     let src = ImageRef::new(&s.rgb, w as usize, h as usize);
     s.resized.resize(nw as usize * nh as usize * 3, 0);
     let rect = Rect::full(w as usize, h as usize);
-    resize_bicubic(src, rect, &mut s.resized, nw as usize, nh as usize, &mut s.rows).map_err(|e| e.to_string())
+    resize_bicubic(src, rect, &mut s.resized, nw as usize, nh as usize, &mut s.rows).map_err(Skip::Resize)
 }
 
 /// Baseline JPEG, 4:2:0, at `quality`.
-fn encode_jpeg(rgb: &[u8], (w, h): (u32, u32), quality: u8) -> Result<Vec<u8>, String> {
+fn encode_jpeg(rgb: &[u8], (w, h): (u32, u32), quality: u8) -> Result<Vec<u8>, Skip> {
     let mut out = Vec::with_capacity(rgb.len() / 8);
     let enc = jpeg_encoder::Encoder::new(&mut out, quality);
     let (w16, h16) = (u16::try_from(w), u16::try_from(h));
     let (Ok(w16), Ok(h16)) = (w16, h16) else {
-        return Err(format!("{w}x{h} is too large for JPEG"));
+        return Err(Skip::TooLargeForJpeg { width: w, height: h });
     };
     enc.encode(rgb, w16, h16, jpeg_encoder::ColorType::Rgb)
-        .map_err(|e| format!("JPEG encode failed: {e}"))?;
+        .map_err(Skip::Encode)?;
     Ok(out)
 }
 

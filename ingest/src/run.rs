@@ -270,9 +270,9 @@ impl<'a> Run<'a> {
                 self.next_source += 1;
                 match result {
                     Ok(p) => self.push(file, p)?,
-                    Err(reason) => self.pending_skipped.push(Skipped {
+                    Err(skip) => self.pending_skipped.push(Skipped {
                         path: file.rel.clone(),
-                        reason,
+                        reason: skip.to_string(),
                     }),
                 }
                 progress(self.next_source as u64, files.len() as u64);

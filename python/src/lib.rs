@@ -36,8 +36,8 @@ create_exception!(
 /// A Rust error as a Python exception; a sample's carries its id and path.
 fn to_py(e: slotcon_augment::Error) -> PyErr {
     match e {
-        slotcon_augment::Error::Sample { id, path, reason } => {
-            let err = SampleError::new_err(format!("sample {id} ({path}): {reason}"));
+        slotcon_augment::Error::Sample { id, path, cause } => {
+            let err = SampleError::new_err(format!("sample {id} ({path}): {cause}"));
             Python::attach(|py| {
                 let value = err.value(py);
                 let _ = value.setattr("id", id);
@@ -152,8 +152,8 @@ impl Loader {
     ) -> PyResult<Self> {
         let reader = ShardReader::open(&path_arg(shards)?).map_err(store_err)?;
         let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        // The bound of the binaries' --workers flags.
-        let most = slotcon_cli::flags::max_threads();
+        // The loader's bound, checked here to raise a ValueError.
+        let most = slotcon_augment::threads::max_threads();
         if !(1..=most).contains(&workers) || world_size == 0 || rank >= world_size {
             return Err(PyValueError::new_err(format!(
                 "workers {workers}, rank {rank}, world_size {world_size}: need 1 <= workers <= {most} \
@@ -481,17 +481,11 @@ fn ingest(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     let (src, out) = (path_arg(src)?, path_arg(out)?);
-    let most = slotcon_cli::flags::max_threads();
-    if threads > most {
-        return Err(PyValueError::new_err(format!(
-            "threads {threads}: need 0 (every core) to {most} (4 per core, at most 256)"
-        )));
-    }
     let mut cfg = slotcon_ingest::IngestConfig::default().with_threads(threads);
     if raw {
         cfg.store = slotcon_shards::StoreKind::Raw;
     }
-    cfg.validate().map_err(PyValueError::new_err)?;
+    cfg.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
     let raised: Mutex<Option<PyErr>> = Mutex::new(None);
     let report = py.detach(|| {
         let call = |done: u64, total: u64| {

@@ -14,7 +14,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The Parquet writer or footer reader failed.
+    /// The Parquet writer failed.
+    #[cfg(feature = "write")]
     #[error("{}: parquet: {source}", path.display())]
     Parquet {
         path: PathBuf,
@@ -22,6 +23,7 @@ pub enum Error {
         source: parquet::errors::ParquetError,
     },
     /// Arrow refused to build a record batch.
+    #[cfg(feature = "write")]
     #[error("{}: arrow: {source}", path.display())]
     Arrow {
         path: PathBuf,

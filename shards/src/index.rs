@@ -30,6 +30,7 @@ pub struct Entry {
 }
 
 impl Entry {
+    #[cfg(any(feature = "write", test))]
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.offset.to_le_bytes());
         for v in [
@@ -59,6 +60,7 @@ impl Entry {
 }
 
 /// Serialises an index: header, entries, path blob, trailing CRC.
+#[cfg(any(feature = "write", test))]
 pub fn encode(first_id: u64, entries: &[Entry], paths: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN + paths.len() + 4);
     out.extend_from_slice(&INDEX_MAGIC);

@@ -1,7 +1,8 @@
 //! The slotcon shard store: sharded Parquet files with a memory-mapped, zero-copy
 //! random-access index. This crate knows bytes, not pixels.
 //!
-//! - [`ShardWriter`] appends images to one shard and commits it atomically;
+//! - `ShardWriter` appends images to one shard and commits it atomically (feature
+//!   `write`, the only part that needs Parquet and Arrow);
 //! - [`Manifest`] is the store's table of contents (`manifest.json`, versioned);
 //! - [`ShardReader`] maps a store and serves [`Sample`]s as slices of the map;
 //! - [`verify_checksums`] checks every file and sample checksum; [`check_files`] is the
@@ -43,6 +44,7 @@ pub mod input;
 pub mod lock;
 mod reader;
 mod verify;
+#[cfg(feature = "write")]
 mod writer;
 
 pub use checksum::{crc32c, format_checksum};
@@ -52,4 +54,5 @@ pub use input::read_bounded;
 pub use lock::{FolderLock, LockKind};
 pub use reader::{map_file, Extent, Sample, ShardReader};
 pub use verify::{check_files, check_shard_files, verify_checksums, Problem};
+#[cfg(feature = "write")]
 pub use writer::{NewSample, ShardWriter};

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ParseError, Result};
 
 /// The backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,13 +20,17 @@ pub enum Arch {
 }
 
 impl std::str::FromStr for Arch {
-    type Err = String;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, ParseError> {
         [Arch::Resnet18, Arch::Resnet34, Arch::Resnet50]
             .into_iter()
             .find(|a| a.name() == s)
-            .ok_or_else(|| format!("unknown architecture {s:?} (resnet18, resnet34, resnet50)"))
+            .ok_or_else(|| ParseError::Unknown {
+                what: "architecture",
+                name: s.to_string(),
+                accepted: "resnet18, resnet34, resnet50",
+            })
     }
 }
 
@@ -73,13 +77,17 @@ pub enum Precision {
 }
 
 impl std::str::FromStr for Precision {
-    type Err = String;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, ParseError> {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
-            _ => Err(format!("unknown precision {s:?} (f32, bf16)")),
+            _ => Err(ParseError::Unknown {
+                what: "precision",
+                name: s.to_string(),
+                accepted: "f32, bf16",
+            }),
         }
     }
 }
@@ -389,6 +397,19 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_parse_and_unknown_ones_list_the_accepted() {
+        assert_eq!("resnet34".parse::<Arch>(), Ok(Arch::Resnet34));
+        assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
+        let e = "resnet101".parse::<Arch>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"unknown architecture "resnet101" (resnet18, resnet34, resnet50)"#
+        );
+        let e = "f16".parse::<Precision>().unwrap_err();
+        assert_eq!(e.to_string(), r#"unknown precision "f16" (f32, bf16)"#);
+    }
 
     #[test]
     fn presets_validate_and_round_trip() {

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use burn::prelude::Device;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ParseError, Result};
 
 /// A device named on a command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,9 +18,9 @@ pub enum DeviceChoice {
 }
 
 impl FromStr for DeviceChoice {
-    type Err = String;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, ParseError> {
         let choice = match s {
             "flex" => DeviceChoice::Flex,
             "libtorch" => DeviceChoice::Libtorch,
@@ -29,16 +29,16 @@ impl FromStr for DeviceChoice {
             _ => match s.strip_prefix("libtorch-cuda:").map(str::parse) {
                 Some(Ok(n)) => DeviceChoice::LibtorchCuda(n),
                 _ => {
-                    return Err(format!(
-                        "unknown device {s:?} (flex, libtorch, libtorch-cuda:N, or libtorch-cuda for $LOCAL_RANK)"
-                    ))
+                    return Err(ParseError::Unknown {
+                        what: "device",
+                        name: s.to_string(),
+                        accepted: "flex, libtorch, libtorch-cuda:N, or libtorch-cuda for $LOCAL_RANK",
+                    })
                 }
             },
         };
         if choice != DeviceChoice::Flex && !cfg!(feature = "tch") {
-            return Err(format!(
-                "{s}: this build has no LibTorch; rebuild with `cargo build --release --features tch`"
-            ));
+            return Err(ParseError::NoLibtorch { name: s.to_string() });
         }
         Ok(choice)
     }
@@ -153,17 +153,22 @@ mod tests {
     #[test]
     fn names_parse() {
         assert_eq!("flex".parse::<DeviceChoice>(), Ok(DeviceChoice::Flex));
-        assert!("gpu".parse::<DeviceChoice>().unwrap_err().contains("unknown device"));
+        let e = "gpu".parse::<DeviceChoice>().unwrap_err();
+        assert!(e.to_string().starts_with("unknown device \"gpu\" (flex, "), "{e}");
         if cfg!(feature = "tch") {
             assert_eq!("libtorch-cuda:1".parse(), Ok(DeviceChoice::LibtorchCuda(1)));
             // No machine has this many GPUs: a clear error, not LibTorch's abort.
             let e = DeviceChoice::LibtorchCuda(1 << 20).inference().unwrap_err();
             assert!(e.to_string().starts_with("libtorch-cuda:1048576: LibTorch sees"), "{e}");
         } else {
-            assert!("libtorch"
-                .parse::<DeviceChoice>()
-                .unwrap_err()
-                .contains("--features tch"));
+            let e = "libtorch".parse::<DeviceChoice>().unwrap_err();
+            assert_eq!(
+                e,
+                ParseError::NoLibtorch {
+                    name: "libtorch".into()
+                }
+            );
+            assert!(e.to_string().contains("--features tch"), "{e}");
         }
     }
 }

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 /// Why training could not go on.
 ///
-/// Every variant names the file, folder or device first, then the cause.
+/// Every variant names the file, folder or device first, then the cause; the reasons
+/// below [`Error::WithPath`], which need no path or get it from their caller, reach a
+/// file's reader inside it ([`Error::with_path`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A weights, optimizer or checkpoint file does not fit the model.
@@ -53,6 +55,71 @@ pub enum Error {
     /// The loader could not make a batch (a corrupt sample, bad loader settings).
     #[error("loader: {0}")]
     Loader(#[from] slotcon_augment::Error),
+    /// A name (`--arch`, `--precision`, `--device`, `--dist-backend`) that names nothing
+    /// this build offers.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Another error, with the file or folder it concerns (`PATH: cause`).
+    #[error("{}: {err}", path.display())]
+    WithPath {
+        path: PathBuf,
+        #[source]
+        err: Box<Error>,
+    },
+    /// A saved centre with another number of prototypes than the config.
+    #[error("the centre has {have} prototypes, the config {want}")]
+    CentreSize { have: usize, want: usize },
+    /// The centre could not be read back from the device.
+    #[error("reading the centre: {0}")]
+    CentreData(#[source] burn::tensor::DataError),
+    /// Tensors that do not fit the network: names it has no place for, other shapes,
+    /// missing ones; the first of them is named.
+    #[error("{count} problems, first: {first}")]
+    Tensors { count: usize, first: String },
+    /// Tensors could not be written or read as safetensors.
+    #[error(transparent)]
+    Safetensors(#[from] burn::store::SafetensorsStoreError),
+    /// The optimiser's state could not be written or read back.
+    #[error(transparent)]
+    OptimizerRecord(#[from] burn::store::RecordError),
+    /// The optimiser's state (a burnpack record) could not be read.
+    #[error(transparent)]
+    OptimizerPack(#[from] burn_pack::Error),
+    /// The optimiser holds a state other than momentum buffers.
+    #[error("unexpected optimiser state {name}")]
+    OptimizerState { name: String },
+}
+
+impl Error {
+    /// This error with the file or folder it concerns: `PATH: cause`.
+    pub fn with_path(self, path: impl Into<PathBuf>) -> Error {
+        Error::WithPath {
+            path: path.into(),
+            err: Box::new(self),
+        }
+    }
+}
+
+/// A name on a command line (an architecture, a precision, a device, a distributed
+/// backend) that names nothing this build offers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// None of the names accepted (`unknown precision "f16" (f32, bf16)`).
+    #[error("unknown {what} {name:?} ({accepted})")]
+    Unknown {
+        /// What was being named (`architecture`).
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The names accepted, as the message lists them.
+        accepted: &'static str,
+    },
+    /// A LibTorch device, named in a build without LibTorch.
+    #[error("{name}: this build has no LibTorch; rebuild with `cargo build --release --features tch`")]
+    NoLibtorch {
+        /// The device given.
+        name: String,
+    },
 }
 
 /// The result type of this crate.

@@ -50,5 +50,5 @@ pub use burn;
 
 pub use align::AlignPlan;
 pub use config::{Arch, InvalidField, Optimizer, Precision, TrainConfig};
-pub use error::{Error, Result};
+pub use error::{Error, ParseError, Result};
 pub use settings_file::SettingsError;

@@ -342,7 +342,7 @@ impl Trainer {
         self.optim
             .save(dir.join("optimizer.bin"))
             .map_err(|e| weights(e.to_string()))?;
-        let progress = self.progress().map_err(|e| weights(e.to_string()))?;
+        let progress = self.progress().map_err(|e| e.with_path(dir))?;
         let text = serde_json::to_string_pretty(&progress).expect("json");
         let path = dir.join("progress.json");
         Ok(std::fs::write(&path, text).map_err(io_err(&path))?)
@@ -363,27 +363,30 @@ impl Trainer {
             .load(dir.join("optimizer.bin"))
             .map_err(|e| weights(e.to_string()))?;
         let p: Progress = read_json(&dir.join("progress.json"))?;
-        self.set_progress(p).map_err(weights)?;
+        self.set_progress(p).map_err(|e| e.with_path(dir))?;
         Ok(self)
     }
 
     /// The step, the steps per epoch and the centre: what a checkpoint keeps besides the
     /// tensors (one read of the centre).
-    pub fn progress(&self) -> std::result::Result<Progress, String> {
+    pub fn progress(&self) -> Result<Progress> {
         let center = self.center.clone().into_data().convert::<f32>();
         Ok(Progress {
             step: self.step,
             steps_per_epoch: self.steps_per_epoch,
-            center: center.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?,
+            center: center.try_to_vec::<f32>().map_err(Error::CentreData)?,
         })
     }
 
     /// Restores what [`Trainer::progress`] returned; the centre must have one value per
     /// prototype.
-    pub fn set_progress(&mut self, p: Progress) -> std::result::Result<(), String> {
+    pub fn set_progress(&mut self, p: Progress) -> Result<()> {
         let k = self.cfg.num_prototypes;
         if p.center.len() != k {
-            return Err(format!("the centre has {} prototypes, the config {k}", p.center.len()));
+            return Err(Error::CentreSize {
+                have: p.center.len(),
+                want: k,
+            });
         }
         self.center = Tensor::<1>::from_floats(p.center.as_slice(), &self.device).reshape([1, k]);
         self.step = p.step;
@@ -394,7 +397,7 @@ impl Trainer {
     /// The optimiser's momentum buffers as a network of this one's structure (each
     /// parameter holds its buffer, or zeros), to be saved under the network's names;
     /// `None` before the first step.
-    pub fn momentum(&self) -> std::result::Result<Option<SlotConNet>, String> {
+    pub fn momentum(&self) -> Result<Option<SlotConNet>> {
         momentum_module(&self.optim, self.net().clone())
     }
 
@@ -402,7 +405,7 @@ impl Trainer {
     /// predictor's) to the values that `buffers` (a network of the same parameter ids, a
     /// clone of [`Trainer::net`] given new values) holds for them.
     /// On an error the trainer is as it was.
-    pub fn set_momentum(&mut self, buffers: &SlotConNet) -> std::result::Result<(), String> {
+    pub fn set_momentum(&mut self, buffers: &SlotConNet) -> Result<()> {
         let net = self.net.take().expect("network present");
         let (net, optim) = with_momentum(optimizer(&self.cfg), net, &[&buffers.student, &buffers.predictor]);
         self.net = Some(net);

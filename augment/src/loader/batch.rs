@@ -9,10 +9,11 @@ use serde::Serialize;
 use super::column::Column;
 use super::Shared;
 use crate::crop::Crop;
+use crate::error::SampleFailure;
 use crate::view::TwoViewMeta;
 
 /// What happened to one position of a batch.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) enum Outcome {
     /// Filled.
     #[default]
@@ -20,7 +21,7 @@ pub(crate) enum Outcome {
     /// The image does not decode: left out of the batch and reported.
     Skipped { path: String, reason: String },
     /// A broken store or a worker panic: the batch is an error.
-    Failed { path: String, reason: String },
+    Failed { path: String, cause: SampleFailure },
 }
 
 /// A sample that was left out of its batch because its image does not decode.
@@ -71,15 +72,12 @@ impl Slot {
         Ok(Slot {
             step: AtomicU64::new(0),
             remaining: AtomicUsize::new(0),
-            views: [
-                Column::try_new(batch * view_len, 0)?,
-                Column::try_new(batch * view_len, 0)?,
-            ],
-            ids: Column::try_new(batch, 0)?,
-            boxes: Column::try_new(batch, [[0.0; 4]; 2])?,
-            crops: Column::try_new(batch, [Crop::default(); 2])?,
-            flips: Column::try_new(batch, [false; 2])?,
-            outcomes: Column::try_new(batch, Outcome::Ok)?,
+            views: [Column::try_new(batch * view_len)?, Column::try_new(batch * view_len)?],
+            ids: Column::try_new(batch)?,
+            boxes: Column::try_new(batch)?,
+            crops: Column::try_new(batch)?,
+            flips: Column::try_new(batch)?,
+            outcomes: Column::try_new(batch)?,
             view_len,
         })
     }
@@ -133,7 +131,10 @@ impl Slot {
     /// Only the consumer may call this, after `remaining` reached zero (with the last
     /// task's writes visible to it), and while the slot is neither lent as a batch nor
     /// scheduled again, so that it has the whole slot to itself.
-    pub(crate) unsafe fn settle(&self, batch: usize) -> (usize, Vec<SkippedSample>, Option<(u64, String, String)>) {
+    pub(crate) unsafe fn settle(
+        &self,
+        batch: usize,
+    ) -> (usize, Vec<SkippedSample>, Option<(u64, String, SampleFailure)>) {
         let (mut kept, mut skipped, mut failed) = (0, Vec::new(), None);
         for pos in 0..batch {
             // SAFETY: by the contract, nothing else references the slot; both borrows end
@@ -154,8 +155,8 @@ impl Slot {
                     kept += 1;
                 }
                 Outcome::Skipped { path, reason } => skipped.push(SkippedSample { id, path, reason }),
-                Outcome::Failed { path, reason } => {
-                    failed.get_or_insert((id, path, reason));
+                Outcome::Failed { path, cause } => {
+                    failed.get_or_insert((id, path, cause));
                 }
             }
         }

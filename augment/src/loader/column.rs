@@ -24,17 +24,17 @@ unsafe impl<T: Send> Send for Column<T> {}
 // races between threads.
 unsafe impl<T: Send + Sync> Sync for Column<T> {}
 
-impl<T: Clone> Column<T> {
+impl<T: Default> Column<T> {
     #[cfg(test)]
-    pub(crate) fn new(len: usize, fill: T) -> Self {
-        Self::try_new(len, fill).expect("test columns fit in memory")
+    pub(crate) fn new(len: usize) -> Self {
+        Self::try_new(len).expect("test columns fit in memory")
     }
 
-    /// `len` copies of `fill`, or the allocation error (instead of aborting the process).
-    pub(crate) fn try_new(len: usize, fill: T) -> Result<Self, std::collections::TryReserveError> {
+    /// `len` default values, or the allocation error (instead of aborting the process).
+    pub(crate) fn try_new(len: usize) -> Result<Self, std::collections::TryReserveError> {
         let mut v = Vec::new();
         v.try_reserve_exact(len)?;
-        v.resize(len, fill);
+        v.resize_with(len, T::default);
         let boxed: Box<[T]> = v.into_boxed_slice();
         Ok(Column {
             ptr: Box::into_raw(boxed) as *mut T,
@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn disjoint_writes_from_threads() {
-        let c = Column::new(1000, 0u32);
+        let c = Column::<u32>::new(1000);
         std::thread::scope(|s| {
             for t in 0..4 {
                 let c = &c;

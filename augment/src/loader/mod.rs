@@ -144,6 +144,14 @@ impl LoaderBuilder {
                 self.batch_size, self.workers
             ));
         }
+        let most = crate::threads::max_threads();
+        if self.workers > most {
+            return bad(format!(
+                "{} workers: at most {most} (4 per core, never more than {})",
+                self.workers,
+                crate::threads::THREADS_CAP
+            ));
+        }
         if self.world_size == 0 || self.rank >= self.world_size {
             return bad(format!("rank {} is not in a world of {}", self.rank, self.world_size));
         }
@@ -427,9 +435,13 @@ impl Loader {
         let (len, skipped, failed) = unsafe { self.shared.slots[slot].settle(self.shared.batch) };
         let step = self.next_out;
         self.next_out += 1;
-        if let Some((id, path, reason)) = failed {
+        if let Some((id, path, cause)) = failed {
             let _ = self.shared.free.0.send(slot);
-            return Err(Error::Sample { id, path, reason });
+            return Err(Error::Sample {
+                id,
+                path,
+                cause: Box::new(cause),
+            });
         }
         Ok(TwoViewBatch {
             shared: Arc::clone(&self.shared),

@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::batch::{Outcome, Slot};
 use super::Shared;
 use crate::decode::{sample_region, Limits};
-use crate::error::Error;
+use crate::error::{Error, SampleFailure};
 use crate::view::{draw_sample, render_two_views, Scratch, StageTimes, TwoViewMeta};
 
 /// One sample to render: position `pos` of batch buffer `slot`.
@@ -36,14 +36,14 @@ pub(crate) fn run(shared: Arc<Shared>, tasks: Receiver<Task>, done: Sender<(u64,
         let result = if shared.stop.load(Ordering::Relaxed) {
             Err(Outcome::Failed {
                 path: String::new(),
-                reason: "loader stopped".into(),
+                cause: SampleFailure::Stopped,
             })
         } else {
             catch_unwind(AssertUnwindSafe(|| fill(&shared, slot, task.pos, id, &mut ws))).unwrap_or_else(|panic| {
                 ws = WorkerState::default();
                 Err(Outcome::Failed {
                     path: path_of(&shared, id),
-                    reason: format!("worker panicked: {}", panic_text(&*panic)),
+                    cause: SampleFailure::Panic(panic_text(&*panic)),
                 })
             })
         };
@@ -75,17 +75,18 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 /// parameters are drawn first (they need only the size the index records), so that a
 /// JPEG is decoded only where the two crops lie.
 fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState) -> Result<TwoViewMeta, Outcome> {
-    let failed = |reason: String| Outcome::Failed {
+    let failed = |cause: SampleFailure| Outcome::Failed {
         path: path_of(shared, id),
-        reason,
+        cause,
     };
-    let sample = shared.reader.get(id).map_err(|e| failed(e.to_string()))?;
+    let image = |e: Error| failed(SampleFailure::Image(Box::new(e)));
+    let sample = shared.reader.get(id).map_err(|e| failed(SampleFailure::Store(e)))?;
     let key = (shared.seed, shared.epoch, id);
     let meta = draw_sample(&shared.cfg, sample.width, sample.height, key);
     let store = shared.reader.store();
     let (img, at) = match sample_region(store, &sample, Limits::default(), meta.bounds(), &mut ws.rgb) {
         Ok(decoded) => decoded,
-        Err(e @ Error::Payload(_)) => return Err(failed(e.to_string())),
+        Err(e @ Error::Payload(_)) => return Err(image(e)),
         Err(e) => {
             return Err(Outcome::Skipped {
                 path: sample.path.to_string(),
@@ -98,6 +99,6 @@ fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState)
     // (or unwinds), before `run` records the outcome and decrements `remaining`.
     let views = unsafe { slot.views_mut(pos) };
     let times = &mut StageTimes::default();
-    render_two_views(img, at, &meta, &shared.cfg, views, &mut ws.scratch, times).map_err(|e| failed(e.to_string()))?;
+    render_two_views(img, at, &meta, &shared.cfg, views, &mut ws.scratch, times).map_err(image)?;
     Ok(meta)
 }

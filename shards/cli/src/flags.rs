@@ -13,7 +13,7 @@
 //!
 //! let batch = int(1..=65536usize);
 //! assert_eq!(batch("32"), Ok(32));
-//! assert!(batch("0").unwrap_err().contains("1..=65536"));
+//! assert!(batch("0").unwrap_err().to_string().contains("1..=65536"));
 //! assert!(batch("-1").is_err() && batch("1e300").is_err());
 //! let seconds = positive(86400.0);
 //! assert_eq!(seconds("0.5"), Ok(0.5));
@@ -24,100 +24,119 @@ use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-/// No thread or worker count above this is accepted, however many cores there are.
-pub const THREADS_CAP: usize = 256;
+use slotcon_augment::threads::cores;
+pub use slotcon_augment::threads::{max_threads, THREADS_CAP};
 
-/// The largest thread or worker count a flag accepts: 4 × the available cores, at most
-/// [`THREADS_CAP`]. More threads than that only add start-up time and memory (10000
-/// threads took a minute to start), never speed.
-pub fn max_threads() -> usize {
-    cores().saturating_mul(4).min(THREADS_CAP)
+/// What a numeric flag accepts, in the words of its messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// A whole number in `lo..=hi` (with the reason for the bound, for thread counts).
+    Range(String),
+    /// A whole number of at least this.
+    AtLeast(String),
+    /// A finite number in `(0, max]`.
+    Positive(String),
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// Why a numeric flag's value was refused, as clap prints it after the flag and value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadValue {
+    /// The value does not parse as the number the flag takes.
+    #[error("{}", match .0 {
+        Accepted::Range(r) => format!("expected a whole number in {r}"),
+        Accepted::AtLeast(m) => format!("expected a whole number of at least {m}"),
+        Accepted::Positive(max) => format!("expected a number in (0, {max}]"),
+    })]
+    NotANumber(Accepted),
+    /// `nan` or an infinity, where a number in `(0, max]` is expected.
+    #[error("not a finite number (expected one in (0, {max}])")]
+    NotFinite { max: String },
+    /// A number outside what the flag accepts.
+    #[error("must be {}", outside(.0))]
+    Outside(Accepted),
 }
+
+fn outside(a: &Accepted) -> String {
+    match a {
+        Accepted::Range(r) => format!("in {r}"),
+        Accepted::AtLeast(m) => format!("at least {m}"),
+        Accepted::Positive(max) => format!("in (0, {max}]"),
+    }
+}
+
+/// A flag parser's result.
+pub type Parsed<T> = Result<T, BadValue>;
 
 /// A whole number in `range`; for `value_parser`.
-pub fn int<T>(range: RangeInclusive<T>) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+pub fn int<T>(range: RangeInclusive<T>) -> impl Fn(&str) -> Parsed<T> + Clone + Send + Sync + 'static
 where
     T: FromStr + PartialOrd + Display + Clone + Send + Sync + 'static,
 {
     move |s: &str| {
-        let expected = || format!("{}..={}", range.start(), range.end());
-        let v: T = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("expected a whole number in {}", expected()))?;
+        let accepted = || Accepted::Range(format!("{}..={}", range.start(), range.end()));
+        let v: T = s.trim().parse().map_err(|_| BadValue::NotANumber(accepted()))?;
         if range.contains(&v) {
             Ok(v)
         } else {
-            Err(format!("must be in {}", expected()))
+            Err(BadValue::Outside(accepted()))
         }
     }
 }
 
 /// A whole number of at least `min` (any larger value of the type); for `value_parser`.
-pub fn at_least<T>(min: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+pub fn at_least<T>(min: T) -> impl Fn(&str) -> Parsed<T> + Clone + Send + Sync + 'static
 where
     T: FromStr + PartialOrd + Display + Clone + Send + Sync + 'static,
 {
     move |s: &str| {
-        let v: T = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("expected a whole number of at least {min}"))?;
+        let accepted = || Accepted::AtLeast(min.to_string());
+        let v: T = s.trim().parse().map_err(|_| BadValue::NotANumber(accepted()))?;
         if v >= min {
             Ok(v)
         } else {
-            Err(format!("must be at least {min}"))
+            Err(BadValue::Outside(accepted()))
         }
     }
 }
 
 /// A finite number in `(0, max]`; for `value_parser`.
-pub fn positive(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+pub fn positive(max: f64) -> impl Fn(&str) -> Parsed<f64> + Clone + Send + Sync + 'static {
     move |s: &str| {
-        let v: f64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("expected a number in (0, {max}]"))?;
+        let accepted = || Accepted::Positive(max.to_string());
+        let v: f64 = s.trim().parse().map_err(|_| BadValue::NotANumber(accepted()))?;
         if !v.is_finite() {
-            Err(format!("not a finite number (expected one in (0, {max}])"))
+            Err(BadValue::NotFinite { max: max.to_string() })
         } else if v > 0.0 && v <= max {
             Ok(v)
         } else {
-            Err(format!("must be in (0, {max}]"))
+            Err(BadValue::Outside(accepted()))
         }
     }
 }
 
-fn count(s: &str, min: usize) -> Result<usize, String> {
+fn count(s: &str, min: usize) -> Parsed<usize> {
     let max = max_threads();
-    let why = || {
-        format!(
+    let accepted = || {
+        Accepted::Range(format!(
             "{min}..={max} (at most 4 x the {} available core(s), and never more than {THREADS_CAP})",
             cores()
-        )
+        ))
     };
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a whole number in {}", why()))?;
+    let n: usize = s.trim().parse().map_err(|_| BadValue::NotANumber(accepted()))?;
     if (min..=max).contains(&n) {
         Ok(n)
     } else {
-        Err(format!("must be in {}", why()))
+        Err(BadValue::Outside(accepted()))
     }
 }
 
 /// A thread or worker count: 1 to [`max_threads`]; for `value_parser`.
-pub fn threads(s: &str) -> Result<usize, String> {
+pub fn threads(s: &str) -> Parsed<usize> {
     count(s, 1)
 }
 
 /// A thread count where 0 means one per core: 0 to [`max_threads`]; for `value_parser`.
-pub fn threads_or_all(s: &str) -> Result<usize, String> {
+pub fn threads_or_all(s: &str) -> Parsed<usize> {
     count(s, 0)
 }
 
@@ -163,19 +182,20 @@ mod tests {
             assert!(positive(3600.0)(bad).is_err(), "{bad}");
         }
         assert_eq!(
-            int(32..=1024u32)("4294967296").unwrap_err(),
+            int(32..=1024u32)("4294967296").unwrap_err().to_string(),
             "expected a whole number in 32..=1024"
         );
         assert_eq!(at_least(1u64)("18446744073709551615"), Ok(u64::MAX));
-        assert_eq!(at_least(1u64)("0").unwrap_err(), "must be at least 1");
+        assert_eq!(at_least(1u64)("0").unwrap_err().to_string(), "must be at least 1");
         assert_eq!(threads_or_all("0"), Ok(0));
         assert_eq!(threads("1"), Ok(1));
         assert!(threads(&(max_threads() + 1).to_string())
             .unwrap_err()
+            .to_string()
             .contains("available core"));
         assert!((4..=THREADS_CAP).contains(&max_threads()));
         assert_eq!(positive(1.0)("1"), Ok(1.0));
-        assert!(positive(1.0)("1.5").unwrap_err().contains("(0, 1]"));
+        assert!(positive(1.0)("1.5").unwrap_err().to_string().contains("(0, 1]"));
     }
 
     #[test]

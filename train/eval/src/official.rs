@@ -163,8 +163,9 @@ pub fn f32_values(t: &Exported) -> Vec<f32> {
 }
 
 /// The backbone whose tensors `names` (official, `encoder_q.` ones) are: the number of
-/// blocks per stage and whether they are bottlenecks decide.
-pub fn infer_arch(names: &[&str]) -> std::result::Result<slotcon_train::Arch, String> {
+/// blocks per stage and whether they are bottlenecks decide ([`Error::UnknownEncoder`]
+/// when they make none).
+pub fn infer_arch(names: &[&str]) -> Result<slotcon_train::Arch> {
     let blocks = |layer: usize| {
         (0..64)
             .take_while(|b| names.contains(&format!("encoder_q.layer{layer}.{b}.conv1.weight").as_str()))
@@ -177,10 +178,7 @@ pub fn infer_arch(names: &[&str]) -> std::result::Result<slotcon_train::Arch, St
         ([2, 2, 2, 2], false) => Ok(Resnet18),
         ([3, 4, 6, 3], false) => Ok(Resnet34),
         ([3, 4, 6, 3], true) => Ok(Resnet50),
-        _ => Err(format!(
-            "the encoder has {stages:?} {} blocks per stage: not a resnet18, resnet34 or resnet50",
-            if bottleneck { "bottleneck" } else { "basic" }
-        )),
+        _ => Err(Error::UnknownEncoder { stages, bottleneck }),
     }
 }
 
@@ -207,8 +205,9 @@ pub fn official_args(cfg: &TrainConfig, steps_per_epoch: u64) -> serde_json::Val
 }
 
 /// `cfg` with what the official `args` (and the optimizer's group, the scheduler) of `meta`
-/// say; fields they do not name keep their value.
-pub fn apply_args(mut cfg: TrainConfig, meta: &Meta) -> std::result::Result<TrainConfig, String> {
+/// say; fields they do not name keep their value ([`Error::UnknownOptimizer`] for an
+/// `args.optimizer` of neither kind).
+pub fn apply_args(mut cfg: TrainConfig, meta: &Meta) -> Result<TrainConfig> {
     let f = |key: &str, v: &mut f64| {
         if let Some(x) = meta.arg_f64(key) {
             *v = x;
@@ -241,7 +240,11 @@ pub fn apply_args(mut cfg: TrainConfig, meta: &Meta) -> std::result::Result<Trai
         None => cfg.optimizer,
         Some("lars") => slotcon_train::Optimizer::Lars,
         Some("sgd") => slotcon_train::Optimizer::Sgd,
-        Some(other) => return Err(format!("args.optimizer {other:?}: neither lars nor sgd")),
+        Some(other) => {
+            return Err(Error::UnknownOptimizer {
+                name: other.to_string(),
+            })
+        }
     };
     Ok(cfg)
 }

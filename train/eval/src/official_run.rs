@@ -54,11 +54,9 @@ impl std::fmt::Display for Moved {
     }
 }
 
-fn weights(path: &Path) -> impl Fn(String) -> Error + '_ {
-    move |reason| Error::Weights {
-        path: path.to_path_buf(),
-        reason,
-    }
+/// `PATH: cause` for an error of this crate or of `slotcon-train`.
+fn with_path<E: Into<Error>>(path: &Path) -> impl Fn(E) -> Error + '_ {
+    move |e| e.into().with_path(path)
 }
 
 /// Checkpoint `name` of `run` with its optimiser, on the CPU.
@@ -72,7 +70,7 @@ fn load_trainer(run: &Path, name: &str) -> Result<(Trainer, PathBuf)> {
 /// Writes checkpoint `name` of `run` as the official checkpoint `out` (`python` pickles it).
 pub fn export_official(run: &Path, name: &str, out: &Path, python: &Path) -> Result<Moved> {
     let (trainer, dir) = load_trainer(run, name)?;
-    let bad = weights(&dir);
+    let bad = with_path(&dir);
     let progress = trainer.progress().map_err(&bad)?;
     let (step, spe) = (progress.step, progress.steps_per_epoch.max(1));
     let mut tensors = to_official(&trainer.net().to_safetensors().map_err(&bad)?, "", |_| true)?;
@@ -166,12 +164,18 @@ pub fn import_official(
     on_note: &mut dyn FnMut(&str),
 ) -> Result<Moved> {
     let (tensors, meta) = read_pth(ckpt, python, opts.trust_pickle)?;
-    let bad = weights(ckpt);
+    let bad = with_path::<Error>(ckpt);
+    let bad_train = with_path::<slotcon_train::Error>(ckpt);
     check_finite(&tensors).map_err(&bad)?;
     let cfg = import_config(&tensors, &meta, opts).map_err(&bad)?;
-    let spe = opts.steps_per_epoch.or_else(|| steps_per_epoch(&meta)).ok_or_else(|| {
-        bad("cannot tell the steps per epoch (no args.num_instances, no scheduler): pass --steps-per-epoch".into())
-    })?;
+    let spe = opts
+        .steps_per_epoch
+        .or_else(|| steps_per_epoch(&meta))
+        .ok_or_else(|| Error::Weights {
+            path: ckpt.to_path_buf(),
+            reason: "cannot tell the steps per epoch (no args.num_instances, no scheduler): pass --steps-per-epoch"
+                .into(),
+        })?;
     let step = imported_step(&meta, spe, &cfg).map_err(&bad)?;
     check_counters(&tensors, step, on_note);
     let device = DeviceChoice::Flex.autodiff()?;
@@ -182,7 +186,7 @@ pub fn import_official(
         loaded = net.load_safetensors(serialize(&model), false);
         net
     });
-    loaded.map_err(&bad)?;
+    loaded.map_err(&bad_train)?;
     if !momentum.is_empty() {
         set_momentum(&mut trainer, &meta, &momentum).map_err(&bad)?;
     }
@@ -195,7 +199,7 @@ pub fn import_official(
         steps_per_epoch: spe,
         center,
     };
-    trainer.set_progress(progress).map_err(&bad)?;
+    trainer.set_progress(progress).map_err(&bad_train)?;
     write_run(&trainer, out, opts.force)?;
     let record = serde_json::json!({"source": ckpt, "epoch": meta.epoch, "step": step, "steps_per_epoch": spe,
                                     "args": meta.args, "ddp_prefix": meta.ddp_prefix});
@@ -214,11 +218,7 @@ pub fn import_official(
 }
 
 /// The run's config: `opts.base`, then the checkpoint's `args`, its shapes, the overrides.
-fn import_config(
-    tensors: &BTreeMap<String, Exported>,
-    meta: &Meta,
-    opts: &ImportOptions,
-) -> std::result::Result<TrainConfig, String> {
+fn import_config(tensors: &BTreeMap<String, Exported>, meta: &Meta, opts: &ImportOptions) -> Result<TrainConfig> {
     let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
     let mut cfg = apply_args(opts.base.clone(), meta)?;
     cfg.arch = infer_arch(&names)?;
@@ -226,23 +226,23 @@ fn import_config(
         tensors
             .get(key)
             .map(|t| t.shape[0])
-            .ok_or_else(|| format!("{key}: missing (every official checkpoint has it)"))
+            .ok_or_else(|| Error::MissingTensor { name: key.to_string() })
     };
     cfg.dim_hidden = dim("projector_q.mlp.0.weight")?;
     cfg.dim_out = dim("projector_q.mlp.6.weight")?;
     cfg.num_prototypes = dim("grouping_q.slot_embed.weight")?;
     if let Some(arch) = meta.args.get("arch").and_then(|v| v.as_str()) {
         if arch != cfg.arch.name() {
-            return Err(format!(
-                "args.arch is {arch}, but the encoder's tensors are a {}",
-                cfg.arch.name()
-            ));
+            return Err(Error::ArchMismatch {
+                args: arch.to_string(),
+                tensors: cfg.arch.name(),
+            });
         }
     }
     cfg.epochs = opts.epochs.unwrap_or(cfg.epochs);
     cfg.batch_size = opts.batch_size.unwrap_or(cfg.batch_size);
     cfg.seed = opts.seed.unwrap_or(cfg.seed);
-    cfg.check().map_err(|e| format!("the imported config: {e}"))?;
+    cfg.check().map_err(Error::ImportedConfig)?;
     Ok(cfg)
 }
 
@@ -265,7 +265,7 @@ fn check_counters(tensors: &BTreeMap<String, Exported>, step: u64, on_note: &mut
 }
 
 /// The model's tensors and the momentum buffers, under our names (counters dropped).
-fn split(tensors: &BTreeMap<String, Exported>) -> std::result::Result<(Vec<Exported>, Vec<Exported>), String> {
+fn split(tensors: &BTreeMap<String, Exported>) -> Result<(Vec<Exported>, Vec<Exported>)> {
     let (mut model, mut momentum) = (Vec::new(), Vec::new());
     for (name, t) in tensors {
         if name == CENTER || name.ends_with("num_batches_tracked") {
@@ -275,10 +275,14 @@ fn split(tensors: &BTreeMap<String, Exported>) -> std::result::Result<(Vec<Expor
             Some(n) => (n, &mut momentum),
             None => (name.as_str(), &mut model),
         };
-        let ours =
-            our_name(official).ok_or_else(|| format!("{official}: no place for it in slotcon's SlotCon network"))?;
+        let ours = our_name(official).ok_or_else(|| Error::NoPlace {
+            name: official.to_string(),
+        })?;
         if t.dtype != Dtype::F32 {
-            return Err(format!("{official}: {:?}, not a float tensor", t.dtype));
+            return Err(Error::NotFloat {
+                name: official.to_string(),
+                dtype: t.dtype,
+            });
         }
         into.push(Exported {
             name: ours,
@@ -294,26 +298,24 @@ fn serialize(tensors: &[Exported]) -> Vec<u8> {
 }
 
 /// The optimiser's buffers from `momentum` (our names): the trained parameters only.
-fn set_momentum(trainer: &mut Trainer, meta: &Meta, momentum: &[Exported]) -> std::result::Result<(), String> {
+fn set_momentum(trainer: &mut Trainer, meta: &Meta, momentum: &[Exported]) -> Result<()> {
     let kind = match trainer.cfg.optimizer {
         Optimizer::Lars => "lars",
         Optimizer::Sgd => "sgd",
     };
     if meta.optimizer.as_deref() != Some(kind) {
-        return Err(format!(
-            "the optimizer state is {:?}, the config's optimizer {kind}",
-            meta.optimizer
-        ));
+        return Err(Error::OptimizerMismatch {
+            state: meta.optimizer.clone(),
+            config: kind,
+        });
     }
     if let Some(t) = momentum.iter().find(|t| t.name.starts_with("teacher.")) {
         let name = crate::official::official_name(&t.name).unwrap_or_else(|| t.name.clone());
-        return Err(format!(
-            "{name}: the teacher has a momentum buffer, but it is not trained by gradients"
-        ));
+        return Err(Error::TeacherMomentum { name });
     }
     let mut buffers: SlotConNet = trainer.net().clone();
     buffers.load_safetensors(serialize(momentum), true)?;
-    trainer.set_momentum(&buffers)
+    Ok(trainer.set_momentum(&buffers)?)
 }
 
 /// Writes `trainer` as a new run in `out`: `config.json` and `checkpoints/current`, in
@@ -335,15 +337,16 @@ fn write_run(trainer: &Trainer, out: &Path, force: bool) -> Result<()> {
 
 /// Every tensor of the checkpoint is finite: a run never starts from a NaN or an infinity
 /// (in a weight, a momentum buffer or the centre).
-fn check_finite(tensors: &BTreeMap<String, Exported>) -> std::result::Result<(), String> {
+fn check_finite(tensors: &BTreeMap<String, Exported>) -> Result<()> {
     for (name, t) in tensors {
         if t.dtype != Dtype::F32 {
             continue;
         }
         if let Some(v) = f32_values(t).into_iter().find(|v| !v.is_finite()) {
-            return Err(format!(
-                "{name}: holds {v}; a run cannot start from a non-finite tensor"
-            ));
+            return Err(Error::NonFinite {
+                name: name.clone(),
+                value: v,
+            });
         }
     }
     Ok(())
@@ -351,11 +354,11 @@ fn check_finite(tensors: &BTreeMap<String, Exported>) -> std::result::Result<(),
 
 /// The step the checkpoint was taken after: the scheduler's count, else epoch x steps per
 /// epoch; within the run's `epochs x steps per epoch` (no overflow, no step past the end).
-fn imported_step(meta: &Meta, spe: u64, cfg: &TrainConfig) -> std::result::Result<u64, String> {
-    let total = cfg
-        .epochs
-        .checked_mul(spe)
-        .ok_or_else(|| format!("{} epochs of {spe} steps overflow a step count", cfg.epochs))?;
+fn imported_step(meta: &Meta, spe: u64, cfg: &TrainConfig) -> Result<u64> {
+    let total = cfg.epochs.checked_mul(spe).ok_or(Error::StepOverflow {
+        epochs: cfg.epochs,
+        steps_per_epoch: spe,
+    })?;
     let step = match (meta.scheduler_steps, meta.epoch) {
         (Some(s), _) => Some(s),
         (None, Some(e)) => e.checked_mul(spe),
@@ -363,9 +366,12 @@ fn imported_step(meta: &Meta, spe: u64, cfg: &TrainConfig) -> std::result::Resul
     };
     match step {
         Some(s) if s <= total => Ok(s),
-        _ => Err(format!(
-            "the scheduler's last_epoch {:?} / epoch {:?} lies past the run's {total} steps ({} epochs of {spe})",
-            meta.scheduler_steps, meta.epoch, cfg.epochs
-        )),
+        _ => Err(Error::StepPastEnd {
+            scheduler_steps: meta.scheduler_steps,
+            epoch: meta.epoch,
+            total,
+            epochs: cfg.epochs,
+            steps_per_epoch: spe,
+        }),
     }
 }

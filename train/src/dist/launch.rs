@@ -1,6 +1,6 @@
 //! Where a process stands in its world: torchrun's environment, read and checked.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ParseError, Result};
 
 /// The most processes one run may have (a bound for the checks, far above any machine).
 const MAX_WORLD: usize = 1 << 16;
@@ -154,13 +154,17 @@ impl DistBackend {
 }
 
 impl std::str::FromStr for DistBackend {
-    type Err = String;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, ParseError> {
         match s {
             "gloo" => Ok(DistBackend::Gloo),
             "nccl" => Ok(DistBackend::Nccl),
-            _ => Err(format!("unknown backend {s:?} (gloo, nccl)")),
+            _ => Err(ParseError::Unknown {
+                what: "backend",
+                name: s.to_string(),
+                accepted: "gloo, nccl",
+            }),
         }
     }
 }
@@ -177,6 +181,13 @@ mod tests {
 
     fn launch(vars: &[(&str, &str)]) -> Result<Launch> {
         Launch::from_vars(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn backends_parse_and_an_unknown_one_lists_the_accepted() {
+        assert_eq!("nccl".parse::<DistBackend>(), Ok(DistBackend::Nccl));
+        let e = "mpi".parse::<DistBackend>().unwrap_err();
+        assert_eq!(e.to_string(), r#"unknown backend "mpi" (gloo, nccl)"#);
     }
 
     #[test]

@@ -81,23 +81,24 @@ impl SlotConNet {
     }
 
     /// The same tensors as [`SlotConNet::save_safetensors`] writes, as safetensors bytes.
-    pub fn to_safetensors(&self) -> std::result::Result<Vec<u8>, String> {
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         let mut store = SafetensorsStore::from_bytes(None)
             .with_to_adapter(BurnToPyTorchAdapter)
             .skip_enum_variants(true);
-        self.save_into(&mut store).map_err(|e| e.to_string())?;
-        store.get_bytes().map_err(|e| e.to_string())
+        self.save_into(&mut store)?;
+        Ok(store.get_bytes()?)
     }
 
     /// Loads safetensors `bytes` named and laid out as [`SlotConNet::save_safetensors`]
     /// writes them. A tensor the network has no place for, or of another shape, is an
-    /// error; so is a missing one unless `partial` (then it keeps its value).
-    pub fn load_safetensors(&mut self, bytes: Vec<u8>, partial: bool) -> std::result::Result<usize, String> {
+    /// error ([`Error::Tensors`], naming the first); so is a missing one unless `partial`
+    /// (then it keeps its value).
+    pub fn load_safetensors(&mut self, bytes: Vec<u8>, partial: bool) -> Result<usize> {
         let mut store = SafetensorsStore::from_bytes(Some(bytes))
             .with_from_adapter(PyTorchToBurnAdapter)
             .skip_enum_variants(true)
             .allow_partial(partial);
-        let result = self.load_from(&mut store).map_err(|e| e.to_string())?;
+        let result = self.load_from(&mut store)?;
         let missing: Vec<&str> = result.missing.iter().map(|(name, _)| name.as_str()).collect();
         let problems: Vec<String> = (result.errors.iter().map(|e| e.to_string()))
             .chain(
@@ -115,7 +116,10 @@ impl SlotConNet {
             .collect();
         match problems.first() {
             None => Ok(result.applied.len()),
-            Some(first) => Err(format!("{} problems, first: {first}", problems.len())),
+            Some(first) => Err(Error::Tensors {
+                count: problems.len(),
+                first: first.clone(),
+            }),
         }
     }
 }

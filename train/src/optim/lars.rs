@@ -9,6 +9,8 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
 use burn::prelude::*;
 
+use crate::error::{Error, Result};
+
 /// The momentum buffer of one parameter, kept in the parameter's float type (a state
 /// restored from a checkpoint comes back as f32 and is cast on its first use).
 #[derive(Clone)]
@@ -142,17 +144,17 @@ impl Optimizer for SetMomentum {
 /// a missing buffer as a zero one). With the module's own names and layout it can be
 /// saved like the module (`SlotConNet::save_safetensors`). `None` when `optim` holds no
 /// state (no step taken).
-pub fn momentum_module<M: Module>(optim: &ModuleOptimizer, module: M) -> Result<Option<M>, String> {
-    let bytes = optim.into_bytes().map_err(|e| e.to_string())?;
-    let reader = burn_pack::Reader::from_bytes(bytes).map_err(|e| e.to_string())?;
+pub fn momentum_module<M: Module>(optim: &ModuleOptimizer, module: M) -> Result<Option<M>> {
+    let bytes = optim.into_bytes()?;
+    let reader = burn_pack::Reader::from_bytes(bytes)?;
     let mut buffers = HashMap::new();
-    for tensor in reader.into_tensors().map_err(|e| e.to_string())? {
-        let (name, dtype, shape, id, bytes) = tensor.into_parts().map_err(|e| e.to_string())?;
+    for tensor in reader.into_tensors()? {
+        let (name, dtype, shape, id, bytes) = tensor.into_parts()?;
         match id {
             Some(id) if name.ends_with(".velocity") => {
                 buffers.insert(ParamId::from(id), TensorData::from_bytes(bytes, shape, dtype));
             }
-            _ => return Err(format!("unexpected optimiser state {name}")),
+            _ => return Err(Error::OptimizerState { name }),
         }
     }
     if buffers.is_empty() {
@@ -186,7 +188,7 @@ pub fn with_momentum<M: Module>(
     optim: ModuleOptimizer,
     module: M,
     buffers: &[&dyn ModuleParams],
-) -> (M, Result<ModuleOptimizer, String>) {
+) -> (M, Result<ModuleOptimizer>) {
     let mut grads = GradientsParams::new();
     for b in buffers {
         b.register_values(&mut grads);
@@ -196,7 +198,7 @@ pub fn with_momentum<M: Module>(
     let optim = setter
         .into_bytes()
         .and_then(|bytes| optim.from_bytes(bytes))
-        .map_err(|e| e.to_string());
+        .map_err(Error::from);
     (module, optim)
 }
 
