@@ -46,6 +46,6 @@ pub use loader::{Loader, LoaderBuilder, SkippedSample, TwoViewBatch};
 pub use rng::{Draws, Replay, SampleRng};
 pub use view::{
     apply_jitter, apply_view, apply_view_timed, draw_sample, draw_two_views, draw_view, render_two_views, two_views,
-    two_views_into, AugmentConfig, Jitter, Scratch, StageTimes, TwoViewMeta, TwoViewSample, ViewConfig, ViewParams,
-    JITTER_OPS,
+    two_views_into, AugmentConfig, DataConfig, Jitter, Scratch, StageTimes, TwoViewMeta, TwoViewSample, ViewConfig,
+    ViewParams, JITTER_OPS,
 };

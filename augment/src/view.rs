@@ -96,6 +96,28 @@ impl Default for AugmentConfig {
     }
 }
 
+/// What a training run asks of the loader: the batch and the views (the `data` part of
+/// `slotcon_train::TrainConfig`, whose settings files name these fields).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// Batch size over all ranks.
+    pub batch_size: usize,
+    /// Side of the views.
+    pub image_size: u32,
+    /// Smallest crop area fraction.
+    pub min_scale: f64,
+}
+
+impl DataConfig {
+    /// SlotCon's augmentation ([`AugmentConfig::slotcon`]) at these views' size and
+    /// smallest crop: the one place these settings become the loader's.
+    pub fn augment(&self) -> AugmentConfig {
+        AugmentConfig::slotcon()
+            .with_size(self.image_size)
+            .with_min_scale(self.min_scale)
+    }
+}
+
 /// The four jitter operations, numbered as torchvision's `ColorJitter` numbers them.
 pub const JITTER_OPS: [&str; 4] = ["brightness", "contrast", "saturation", "hue"];
 

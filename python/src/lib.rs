@@ -22,7 +22,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use slotcon_augment::{AugmentConfig, LoaderBuilder, TwoViewBatch};
+use slotcon_augment::{DataConfig, LoaderBuilder, TwoViewBatch};
 use slotcon_shards::ShardReader;
 
 create_exception!(_native, SlotconError, PyException, "An error of slotcon's Rust side.");
@@ -165,8 +165,13 @@ impl Loader {
                 "min_scale {min_scale}: must be in (0, 1], the smallest crop area as a fraction of the image"
             )));
         }
+        let data = DataConfig {
+            batch_size,
+            image_size,
+            min_scale,
+        };
         let settings = LoaderBuilder::new(Arc::new(reader))
-            .augment(AugmentConfig::slotcon().with_size(image_size).with_min_scale(min_scale))
+            .augment(data.augment())
             .batch_size(batch_size)
             .workers(workers)
             .seed(seed)

@@ -126,7 +126,9 @@ impl<'a> IndexView<'a> {
             rows,
             first_id,
         };
-        view.check_paths().map_err(corrupt)?;
+        if let Err(row) = view.check_paths() {
+            return Err(corrupt(format!("row {row}: path range out of bounds or not UTF-8")));
+        }
         Ok(view)
     }
 
@@ -145,13 +147,15 @@ impl<'a> IndexView<'a> {
         }
     }
 
-    fn check_paths(&self) -> std::result::Result<(), String> {
+    /// Checks that every row's path range lies in the path blob and is UTF-8; the error
+    /// is the first row whose path is not.
+    fn check_paths(&self) -> std::result::Result<(), u64> {
         for i in 0..self.rows {
             let e = self.entry(i);
             let end = e.path_offset as usize + e.path_len as usize;
             let ok = self.paths.get(e.path_offset as usize..end).map(std::str::from_utf8);
             if !matches!(ok, Some(Ok(_))) {
-                return Err(format!("row {i}: path range out of bounds or not UTF-8"));
+                return Err(i);
             }
         }
         Ok(())

@@ -20,6 +20,42 @@ pub struct Problem {
     pub reason: String,
 }
 
+/// Why one file fails its check against the manifest: the cause alone, since a
+/// [`Problem`] already names the file (its `reason` is this rendered).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FileProblem {
+    /// The file does not exist.
+    #[error("missing")]
+    Missing,
+    /// The file's size is not the one the manifest records.
+    #[error("size is {actual} bytes, manifest says {expected}")]
+    Size {
+        /// The file's size in bytes.
+        actual: u64,
+        /// The size the manifest records.
+        expected: u64,
+    },
+    /// The file's checksum is not the one the manifest records.
+    #[error("checksum mismatch: manifest says {expected}, file has {actual}")]
+    Checksum {
+        /// The checksum the manifest records.
+        expected: String,
+        /// The file's checksum.
+        actual: String,
+    },
+    /// Another operating-system error on the file.
+    #[error("{message}")]
+    Io {
+        /// The kind of the I/O error.
+        kind: std::io::ErrorKind,
+        /// The I/O error as it renders.
+        message: String,
+    },
+    /// Any other error, as it renders (the error itself is not `Clone`).
+    #[error("{0}")]
+    Other(String),
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.id {
@@ -65,10 +101,10 @@ pub fn check_shard_files(dir: &Path, info: &ShardInfo, version: u32, data_checks
     } else {
         check_size(dir, &info.file, info.bytes)
     };
-    let problem = |file: &str, reason| Problem {
+    let problem = |file: &str, reason: FileProblem| Problem {
         file: file.to_string(),
         id: None,
-        reason,
+        reason: reason.to_string(),
     };
     let mut out = Vec::new();
     out.extend(index.err().map(|r| problem(&info.index, r)));
@@ -87,14 +123,14 @@ fn verify_shard(dir: &Path, info: &ShardInfo, version: u32) -> Vec<Problem> {
     let index = match checked_file(dir, &info.index, info.index_bytes, index_sum) {
         Ok(map) => Some(map),
         Err(reason) => {
-            out.push(problem(&info.index, None, reason));
+            out.push(problem(&info.index, None, reason.to_string()));
             None
         }
     };
     let data = match checked_file(dir, &info.file, info.bytes, |b| data_sum(info, b)) {
         Ok(map) => Some(map),
         Err(reason) => {
-            out.push(problem(&info.file, None, reason));
+            out.push(problem(&info.file, None, reason.to_string()));
             map_file(&dir.join(&info.file)).ok()
         }
     };
@@ -111,17 +147,18 @@ fn verify_shard(dir: &Path, info: &ShardInfo, version: u32) -> Vec<Problem> {
     out
 }
 
-fn data_sum(info: &ShardInfo, bytes: &[u8]) -> std::result::Result<(), String> {
+fn data_sum(info: &ShardInfo, bytes: &[u8]) -> Result<(), FileProblem> {
     check_sum(&info.checksum, format_checksum(crc32c(bytes)))
 }
 
-fn check_sum(expected: &str, actual: String) -> std::result::Result<(), String> {
+fn check_sum(expected: &str, actual: String) -> Result<(), FileProblem> {
     if actual == expected {
         return Ok(());
     }
-    Err(format!(
-        "checksum mismatch: manifest says {expected}, file has {actual}"
-    ))
+    Err(FileProblem::Checksum {
+        expected: expected.to_string(),
+        actual,
+    })
 }
 
 /// Maps `name` and checks its size, then its contents with `check`.
@@ -129,8 +166,8 @@ fn checked_file(
     dir: &Path,
     name: &str,
     bytes: u64,
-    check: impl FnOnce(&[u8]) -> std::result::Result<(), String>,
-) -> std::result::Result<memmap2::Mmap, String> {
+    check: impl FnOnce(&[u8]) -> Result<(), FileProblem>,
+) -> Result<memmap2::Mmap, FileProblem> {
     check_size(dir, name, bytes)?;
     let map = map_file(&dir.join(name)).map_err(reason)?;
     check(&map)?;
@@ -138,27 +175,33 @@ fn checked_file(
 }
 
 /// Checks that `name` is a file of `bytes` bytes, without reading it.
-fn check_size(dir: &Path, name: &str, bytes: u64) -> std::result::Result<(), String> {
+fn check_size(dir: &Path, name: &str, bytes: u64) -> Result<(), FileProblem> {
     let path = dir.join(name);
     let len = std::fs::metadata(&path).map_err(|e| io_reason(&e))?.len();
     if len != bytes {
-        return Err(format!("size is {len} bytes, manifest says {bytes}"));
+        return Err(FileProblem::Size {
+            actual: len,
+            expected: bytes,
+        });
     }
     Ok(())
 }
 
 /// The cause alone: a [`Problem`] already names the file.
-fn reason(e: Error) -> String {
+fn reason(e: Error) -> FileProblem {
     match e {
         Error::Io { source, .. } => io_reason(&source),
-        other => other.to_string(),
+        other => FileProblem::Other(other.to_string()),
     }
 }
 
-fn io_reason(e: &std::io::Error) -> String {
+fn io_reason(e: &std::io::Error) -> FileProblem {
     match e.kind() {
-        std::io::ErrorKind::NotFound => "missing".to_string(),
-        _ => e.to_string(),
+        std::io::ErrorKind::NotFound => FileProblem::Missing,
+        kind => FileProblem::Io {
+            kind,
+            message: e.to_string(),
+        },
     }
 }
 
@@ -214,6 +257,22 @@ mod tests {
 
     fn files(problems: &[Problem]) -> Vec<String> {
         problems.iter().map(|p| format!("{p}")).collect()
+    }
+
+    #[test]
+    fn file_problems_render_as_the_cause_alone() {
+        assert_eq!(FileProblem::Missing.to_string(), "missing");
+        let size = FileProblem::Size { actual: 3, expected: 5 };
+        assert_eq!(size.to_string(), "size is 3 bytes, manifest says 5");
+        let sum = check_sum("crc32c:00000001", "crc32c:00000002".to_string()).unwrap_err();
+        assert_eq!(
+            sum.to_string(),
+            "checksum mismatch: manifest says crc32c:00000001, file has crc32c:00000002"
+        );
+        let denied = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        assert_eq!(io_reason(&denied).to_string(), denied.to_string());
+        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(io_reason(&gone), FileProblem::Missing);
     }
 
     #[test]

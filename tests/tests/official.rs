@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use slotcon_augment::{AugmentConfig, LoaderBuilder};
+use slotcon_augment::LoaderBuilder;
 use slotcon_shards::ShardReader;
 use slotcon_tests::{bin, floats, ingest_coco, python, python_script, root, run, run_ok, tiny_run};
 use slotcon_train::device::DeviceChoice;
@@ -100,12 +100,8 @@ fn an_official_checkpoint_imports_exports_back_unchanged_and_trains_like_the_ref
     assert_eq!((step, spe), (8, 4));
     let reader = Arc::new(ShardReader::open(&shards).unwrap());
     let mut loader = LoaderBuilder::new(reader)
-        .augment(
-            AugmentConfig::slotcon()
-                .with_size(cfg.image_size)
-                .with_min_scale(cfg.min_scale),
-        )
-        .batch_size(cfg.batch_size)
+        .augment(cfg.data.augment())
+        .batch_size(cfg.data.batch_size)
         .workers(2)
         .seed(cfg.seed)
         .epoch(step / spe)
@@ -115,9 +111,16 @@ fn an_official_checkpoint_imports_exports_back_unchanged_and_trains_like_the_ref
     let batch = loader.next().unwrap().unwrap();
     let case = dir.join("case");
     slotcon_train::reference::dump_case(&trainer, &batch, &case).unwrap();
-    let (warmup, total) = ((cfg.warmup_epochs * spe as f64).round() as u64, cfg.epochs * spe);
-    let lr = learning_rate(step, warmup, total, cfg.lr(), cfg.warmup_multiplier, cfg.min_lr);
-    let ema = teacher_momentum(step, total, cfg.teacher_momentum);
+    let (warmup, total) = ((cfg.optim.warmup_epochs * spe as f64).round() as u64, cfg.epochs * spe);
+    let lr = learning_rate(
+        step,
+        warmup,
+        total,
+        cfg.lr(),
+        cfg.optim.warmup_multiplier,
+        cfg.optim.min_lr,
+    );
+    let ema = teacher_momentum(step, total, cfg.optim.teacher_momentum);
     let ours = trainer.train_step_now(&batch).unwrap();
     assert_eq!((ours.lr, ours.momentum), (lr, ema));
     let reference: serde_json::Value = serde_json::from_str(&official_ckpt(&[
@@ -204,7 +207,7 @@ fn an_sgd_checkpoint_round_trips_and_the_imported_run_works_with_every_tool() {
     official_ckpt(&["make", path(&ckpt), "--optimizer", "sgd", "--steps", "4"]);
     let (code, _, err) = import(&ckpt, &run_dir, &[]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(load(&run_dir).cfg.optimizer, slotcon_train::Optimizer::Sgd);
+    assert_eq!(load(&run_dir).cfg.optim.optimizer, slotcon_train::Optimizer::Sgd);
     export(&run_dir, "slotcon", &back);
     let same: serde_json::Value = serde_json::from_str(&official_ckpt(&["compare", path(&ckpt), path(&back)])).unwrap();
     assert_eq!(same["model_equal"], true, "{same}");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
-use slotcon_augment::{AugmentConfig, LoaderBuilder};
+use slotcon_augment::LoaderBuilder;
 use slotcon_shards::ShardReader;
 use slotcon_tests::floats;
 use slotcon_train::optim::{ema_update, Lars};
@@ -78,7 +78,7 @@ impl burn::module::ModuleMapper for RoundBf16 {
 /// on the same batches.
 fn run_all(shards: &std::path::Path, device: &Device, steps: usize) -> Runs {
     let mut cfg = TrainConfig::tiny();
-    (cfg.image_size, cfg.batch_size, cfg.seed) = (64, 8, 3);
+    (cfg.data.image_size, cfg.data.batch_size, cfg.seed) = (64, 8, 3);
     let mut bf16 = cfg.clone();
     bf16.precision = Precision::Bf16;
     // Every run starts from the first one's initial checkpoint (other tests draw from the
@@ -94,7 +94,7 @@ fn run_all(shards: &std::path::Path, device: &Device, steps: usize) -> Runs {
     assert_ne!(teacher0, flat(control.net(), "teacher"));
     let mut trainers = [first, second, control];
     let reader = Arc::new(ShardReader::open(shards).unwrap());
-    let aug = AugmentConfig::slotcon().with_size(cfg.image_size);
+    let aug = cfg.data.augment();
     let mut runs = Runs {
         losses: Default::default(),
         teacher0,
@@ -105,7 +105,7 @@ fn run_all(shards: &std::path::Path, device: &Device, steps: usize) -> Runs {
     for epoch in 0..7 {
         let loader = LoaderBuilder::new(Arc::clone(&reader))
             .augment(aug.clone())
-            .batch_size(cfg.batch_size)
+            .batch_size(cfg.data.batch_size)
             .workers(2)
             .seed(cfg.seed)
             .epoch(epoch)
@@ -233,8 +233,8 @@ fn two_hundred_ema_steps_move_an_f32_teacher_as_far_as_exact_arithmetic() {
     let device = Device::flex();
     let cfg = TrainConfig::tiny();
     // Two fresh networks: the first's student, the second's teacher (other weights).
-    let student = slotcon_train::model::SlotConNet::new(&cfg, &device).student;
-    let mut teacher = slotcon_train::model::SlotConNet::new(&cfg, &device).teacher;
+    let student = cfg.model.init(&device).student;
+    let mut teacher = cfg.model.init(&device).teacher;
     let (s, t0) = (flat(&student, ""), flat(&teacher, ""));
     let m: f64 = 0.999;
     for _ in 0..200 {
@@ -263,7 +263,7 @@ fn two_hundred_ema_steps_move_an_f32_teacher_as_far_as_exact_arithmetic() {
 fn two_hundred_lars_steps_on_bf16_gradients_change_f32_weights_as_f32_gradients_do() {
     let device = Device::flex();
     let cfg = TrainConfig::tiny();
-    let lars = Lars::new(cfg.weight_decay, cfg.lars_eta, cfg.momentum);
+    let lars = Lars::new(cfg.optim.weight_decay, cfg.optim.lars_eta, cfg.optim.momentum);
     let lr = cfg.lr();
     let w0 = Tensor::<2>::random([256, 576], burn::tensor::Distribution::Normal(0.0, 0.05), &device);
     let grads: Vec<Tensor<2>> = (0..200)

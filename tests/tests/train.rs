@@ -184,15 +184,11 @@ fn slotcon_loss_matches_a_pytorch_reference_with_the_same_weights_and_batch() {
 
 fn loss_parity(device: burn::prelude::Device) {
     use burn::prelude::*;
-    use slotcon_train::model::{slotcon_loss, SlotConNet};
-    let cfg = slotcon_train::TrainConfig {
-        dim_hidden: 64,
-        dim_out: 32,
-        num_prototypes: 16,
-        image_size: 96,
-        ..slotcon_train::TrainConfig::tiny()
-    };
-    let (n, s) = (4usize, cfg.image_size as usize);
+    use slotcon_train::model::slotcon_loss;
+    let mut cfg = slotcon_train::TrainConfig::tiny();
+    (cfg.model.dim_hidden, cfg.model.dim_out, cfg.model.num_prototypes) = (64, 32, 16);
+    cfg.data.image_size = 96;
+    let (n, s) = (4usize, cfg.data.image_size as usize);
     // Real geometry from the augmentation, and one pair whose crops do not overlap.
     let aug = AugmentConfig::slotcon();
     let (mut boxes, mut flips) = (Vec::new(), Vec::new());
@@ -218,7 +214,7 @@ fn loss_parity(device: burn::prelude::Device) {
     let views: Vec<f32> = (0..2 * n * 3 * s * s)
         .map(|_| slotcon_augment::Draws::uniform(&mut rng, -2.0, 2.0) as f32)
         .collect();
-    let net = SlotConNet::new(&cfg, &device);
+    let net = cfg.model.init(&device);
     let tmp = tempfile::tempdir().unwrap();
     net.save_safetensors(&tmp.path().join("weights.safetensors")).unwrap();
     let half = n * 3 * s * s;
@@ -230,16 +226,16 @@ fn loss_parity(device: burn::prelude::Device) {
     };
     let student = [net.student.forward(view(0)), net.student.forward(view(1))];
     let teacher = [net.teacher.forward(view(0)), net.teacher.forward(view(1))];
-    let center = Tensor::<2>::zeros([1, cfg.num_prototypes], &device);
-    let ours = slotcon_loss(&net, student, teacher, [&p1, &p2], center, &cfg, None);
+    let center = Tensor::<2>::zeros([1, cfg.model.num_prototypes], &device);
+    let ours = slotcon_loss(&net, student, teacher, [&p1, &p2], center, &cfg.loss, None);
     assert_eq!(ours.masked_pairs, 1);
 
     let case = json!({
-        "arch": "resnet18", "channels": 512, "dim_hidden": cfg.dim_hidden, "dim_out": cfg.dim_out,
-        "num_prototypes": cfg.num_prototypes, "teacher_temp": cfg.teacher_temp, "student_temp": cfg.student_temp,
-        "contrast_temp": cfg.contrast_temp, "group_loss_weight": cfg.group_loss_weight,
-        "center_momentum": cfg.center_momentum, "n": n, "size": s, "boxes": boxes, "flips": flips, "valid": valid,
-        "lr": 10.0, "weight_decay": cfg.weight_decay, "eta": cfg.lars_eta, "ema": 0.5,
+        "arch": "resnet18", "channels": 512, "dim_hidden": cfg.model.dim_hidden, "dim_out": cfg.model.dim_out,
+        "num_prototypes": cfg.model.num_prototypes, "teacher_temp": cfg.model.teacher_temp, "student_temp": cfg.loss.student_temp,
+        "contrast_temp": cfg.loss.contrast_temp, "group_loss_weight": cfg.loss.group_loss_weight,
+        "center_momentum": cfg.loss.center_momentum, "n": n, "size": s, "boxes": boxes, "flips": flips, "valid": valid,
+        "lr": 10.0, "weight_decay": cfg.optim.weight_decay, "eta": cfg.optim.lars_eta, "ema": 0.5,
     });
     std::fs::write(tmp.path().join("case.json"), case.to_string()).unwrap();
     std::fs::write(
@@ -316,7 +312,8 @@ fn loss_parity(device: burn::prelude::Device) {
         assert_close(name, &got, &want, 1e-3);
     }
     let gp = burn::optim::GradientsParams::from_grads(grads, &net);
-    let mut optim = slotcon_train::optim::Lars::new(cfg.weight_decay, cfg.lars_eta, cfg.momentum).init();
+    let mut optim =
+        slotcon_train::optim::Lars::new(cfg.optim.weight_decay, cfg.optim.lars_eta, cfg.optim.momentum).init();
     let mut net = optim.step(10.0, net, gp);
     net.teacher = slotcon_train::optim::ema_update(net.teacher, &net.student, 0.5);
     net.save_safetensors(&tmp.path().join("ours_after.safetensors"))

@@ -13,6 +13,8 @@
 //! has all-zero matrices, as torchvision's output is zero there, and is marked invalid:
 //! the trainer masks those pairs out of the grouping loss (DESIGN §6).
 
+use burn::prelude::*;
+
 /// The alignment of a batch of `n` score maps of `h × w`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlignPlan {
@@ -130,6 +132,34 @@ fn reverse_rows(m: &mut [f32], size: usize) {
         for c in 0..size {
             m.swap(r * size + c, (size - 1 - r) * size + c);
         }
+    }
+}
+
+/// An [`AlignPlan`] on the device: `Ay` `[n, h, h]` and `Axᵀ` `[n, w, w]`, uploaded once
+/// and applied to the student's and the teacher's score maps of the same view.
+pub struct DeviceAlign {
+    ay: Tensor<3>,
+    axt: Tensor<3>,
+}
+
+impl DeviceAlign {
+    /// Uploads `plan` to `device`.
+    pub fn new(plan: &AlignPlan, device: &Device) -> Self {
+        let (n, h, w) = (plan.n, plan.h, plan.w);
+        let ay = Tensor::<3>::from_data(TensorData::new(plan.ay.clone(), [n, h, h]), device);
+        let ax = Tensor::<3>::from_data(TensorData::new(plan.ax.clone(), [n, w, w]), device);
+        DeviceAlign {
+            ay,
+            axt: ax.swap_dims(1, 2),
+        }
+    }
+
+    /// `Ay · X · Axᵀ` for score maps `[n, k, h, w]`.
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, k, h, w] = x.dims();
+        let ay = self.ay.clone().unsqueeze_dim::<4>(1).expand([n, k, h, h]);
+        let axt = self.axt.clone().unsqueeze_dim::<4>(1).expand([n, k, w, w]);
+        ay.matmul(x).matmul(axt)
     }
 }
 

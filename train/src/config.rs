@@ -4,8 +4,10 @@ use std::ops::RangeInclusive;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+/// What the loader makes: the batch and the views (`slotcon-augment` owns it).
+pub use slotcon_augment::DataConfig;
 
-use crate::error::{Error, ParseError, Result};
+use crate::error::{ParseError, Result};
 
 /// The backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,9 +114,9 @@ impl Precision {
     }
 }
 
-/// Every setting of a run; saved as `config.json` next to its artifacts.
+/// The network's shape: what [`ModelConfig::init`] builds (DESIGN §6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
+pub struct ModelConfig {
     /// Backbone.
     pub arch: Arch,
     /// Hidden width of the projector and the predictor.
@@ -123,10 +125,14 @@ pub struct TrainConfig {
     pub dim_out: usize,
     /// Number of prototypes K.
     pub num_prototypes: usize,
-    /// Final EMA momentum is 1; this is its start (0.99).
-    pub teacher_momentum: f64,
-    /// Teacher softmax temperature (0.07); also the grouping temperature.
+    /// The teacher's temperature (0.07): its grouping's softmax, and the sharpening of its
+    /// assignments in the loss (as the official code uses one `teacher_temp` for both).
     pub teacher_temp: f64,
+}
+
+/// The loss's weights and temperatures ([`crate::model::slotcon_loss`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossConfig {
     /// Student softmax temperature (0.1).
     pub student_temp: f64,
     /// Weight of the grouping loss; the contrast gets `1 - w`.
@@ -135,8 +141,11 @@ pub struct TrainConfig {
     pub center_momentum: f64,
     /// Slot-contrast temperature τ (0.2).
     pub contrast_temp: f64,
-    /// Batch size over all ranks.
-    pub batch_size: usize,
+}
+
+/// The optimiser, its schedules, and the teacher's EMA.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
     /// Optimiser.
     pub optimizer: Optimizer,
     /// Learning rate per 256 images: `lr = base_lr · batch_size / 256`.
@@ -153,12 +162,30 @@ pub struct TrainConfig {
     pub warmup_multiplier: f64,
     /// Cosine end value of the learning rate.
     pub min_lr: f64,
+    /// Final EMA momentum of the teacher is 1; this is its start (0.99).
+    pub teacher_momentum: f64,
+}
+
+/// Every setting of a run, by component; saved as `config.json` next to its artifacts.
+///
+/// The components are flattened in the files (`config.json`, settings files): each
+/// setting is one top-level name, as in the files of earlier versions, which still load.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The network.
+    #[serde(flatten)]
+    pub model: ModelConfig,
+    /// The loss.
+    #[serde(flatten)]
+    pub loss: LossConfig,
+    /// The optimiser and the schedules.
+    #[serde(flatten)]
+    pub optim: OptimConfig,
+    /// The loader's batch and views.
+    #[serde(flatten)]
+    pub data: DataConfig,
     /// Epochs.
     pub epochs: u64,
-    /// Side of the views.
-    pub image_size: u32,
-    /// Smallest crop area fraction.
-    pub min_scale: f64,
     /// Seed of the data order, the augmentation and the initialisation.
     pub seed: u64,
     /// Save a numbered checkpoint every this many epochs (plus `current` every epoch).
@@ -211,28 +238,36 @@ impl TrainConfig {
     /// base lr 1.0, 800 epochs.
     pub fn coco_r50_800ep() -> Self {
         TrainConfig {
-            arch: Arch::Resnet50,
-            dim_hidden: 4096,
-            dim_out: 256,
-            num_prototypes: 256,
-            teacher_momentum: 0.99,
-            teacher_temp: 0.07,
-            student_temp: 0.1,
-            group_loss_weight: 0.5,
-            center_momentum: 0.9,
-            contrast_temp: 0.2,
-            batch_size: 512,
-            optimizer: Optimizer::Lars,
-            base_lr: 1.0,
-            weight_decay: 1e-5,
-            lars_eta: 0.001,
-            momentum: 0.9,
-            warmup_epochs: 5.0,
-            warmup_multiplier: 100.0,
-            min_lr: 1e-6,
+            model: ModelConfig {
+                arch: Arch::Resnet50,
+                dim_hidden: 4096,
+                dim_out: 256,
+                num_prototypes: 256,
+                teacher_temp: 0.07,
+            },
+            loss: LossConfig {
+                student_temp: 0.1,
+                group_loss_weight: 0.5,
+                center_momentum: 0.9,
+                contrast_temp: 0.2,
+            },
+            optim: OptimConfig {
+                optimizer: Optimizer::Lars,
+                base_lr: 1.0,
+                weight_decay: 1e-5,
+                lars_eta: 0.001,
+                momentum: 0.9,
+                warmup_epochs: 5.0,
+                warmup_multiplier: 100.0,
+                min_lr: 1e-6,
+                teacher_momentum: 0.99,
+            },
+            data: DataConfig {
+                batch_size: 512,
+                image_size: 224,
+                min_scale: 0.08,
+            },
             epochs: 800,
-            image_size: 224,
-            min_scale: 0.08,
             seed: 0,
             save_every_epochs: 50,
             precision: Precision::F32,
@@ -241,17 +276,27 @@ impl TrainConfig {
 
     /// A CPU-sized run: ResNet-18, narrow heads, 64 prototypes, small views and batches.
     pub fn tiny() -> Self {
+        let paper = Self::coco_r50_800ep();
         TrainConfig {
-            arch: Arch::Resnet18,
-            dim_hidden: 512,
-            dim_out: 64,
-            num_prototypes: 64,
-            batch_size: 16,
+            model: ModelConfig {
+                arch: Arch::Resnet18,
+                dim_hidden: 512,
+                dim_out: 64,
+                num_prototypes: 64,
+                ..paper.model
+            },
+            optim: OptimConfig {
+                warmup_epochs: 1.0,
+                ..paper.optim
+            },
+            data: DataConfig {
+                batch_size: 16,
+                image_size: 96,
+                ..paper.data
+            },
             epochs: 20,
-            warmup_epochs: 1.0,
-            image_size: 96,
             save_every_epochs: 5,
-            ..Self::coco_r50_800ep()
+            ..paper
         }
     }
 
@@ -266,7 +311,7 @@ impl TrainConfig {
 
     /// Sets the batch size.
     pub fn with_batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n;
+        self.data.batch_size = n;
         self
     }
 
@@ -278,7 +323,7 @@ impl TrainConfig {
 
     /// Sets the backbone.
     pub fn with_arch(mut self, arch: Arch) -> Self {
-        self.arch = arch;
+        self.model.arch = arch;
         self
     }
 
@@ -290,7 +335,7 @@ impl TrainConfig {
 
     /// The peak learning rate, `base_lr · batch_size / 256`.
     pub fn lr(&self) -> f64 {
-        self.base_lr * self.batch_size as f64 / 256.0
+        self.optim.base_lr * self.data.batch_size as f64 / 256.0
     }
 
     /// Batch sizes a run accepts (the loader also checks the batch against the store and
@@ -310,7 +355,7 @@ impl TrainConfig {
     /// Checks the settings: every numeric field finite and in its range (see
     /// [`TrainConfig::check`]).
     pub fn validate(&self) -> Result<()> {
-        self.check().map_err(|e| Error::Invalid(e.to_string()))
+        Ok(self.check()?)
     }
 
     /// Checks every numeric field; the first one out of range is returned with its name,
@@ -352,32 +397,33 @@ impl TrainConfig {
             Err(InvalidField::new(field, &v, format!("{what} {l}{lo}, {h}")))
         }
         let inf = f64::INFINITY;
-        int("dim_hidden", self.dim_hidden, Self::WIDTH)?;
-        int("dim_out", self.dim_out, Self::WIDTH)?;
-        int("num_prototypes", self.num_prototypes, Self::WIDTH)?;
-        real("teacher_momentum", self.teacher_momentum, 0.0, 1.0, false)?;
-        real("teacher_temp", self.teacher_temp, 0.0, inf, true)?;
-        real("student_temp", self.student_temp, 0.0, inf, true)?;
-        real("group_loss_weight", self.group_loss_weight, 0.0, 1.0, false)?;
-        real("center_momentum", self.center_momentum, 0.0, 1.0, false)?;
-        real("contrast_temp", self.contrast_temp, 0.0, inf, true)?;
-        int("batch_size", self.batch_size, Self::BATCH_SIZE)?;
-        real("base_lr", self.base_lr, 0.0, Self::MAX_BASE_LR, true)?;
-        real("weight_decay", self.weight_decay, 0.0, inf, false)?;
-        real("lars_eta", self.lars_eta, 0.0, inf, true)?;
-        real("momentum", self.momentum, 0.0, 1.0, false)?;
+        let (m, l, o, d) = (&self.model, &self.loss, &self.optim, &self.data);
+        int("dim_hidden", m.dim_hidden, Self::WIDTH)?;
+        int("dim_out", m.dim_out, Self::WIDTH)?;
+        int("num_prototypes", m.num_prototypes, Self::WIDTH)?;
+        real("teacher_momentum", o.teacher_momentum, 0.0, 1.0, false)?;
+        real("teacher_temp", m.teacher_temp, 0.0, inf, true)?;
+        real("student_temp", l.student_temp, 0.0, inf, true)?;
+        real("group_loss_weight", l.group_loss_weight, 0.0, 1.0, false)?;
+        real("center_momentum", l.center_momentum, 0.0, 1.0, false)?;
+        real("contrast_temp", l.contrast_temp, 0.0, inf, true)?;
+        int("batch_size", d.batch_size, Self::BATCH_SIZE)?;
+        real("base_lr", o.base_lr, 0.0, Self::MAX_BASE_LR, true)?;
+        real("weight_decay", o.weight_decay, 0.0, inf, false)?;
+        real("lars_eta", o.lars_eta, 0.0, inf, true)?;
+        real("momentum", o.momentum, 0.0, 1.0, false)?;
         int("epochs", self.epochs, Self::EPOCHS)?;
-        real("warmup_epochs", self.warmup_epochs, 0.0, self.epochs as f64, false).map_err(|mut e| {
+        real("warmup_epochs", o.warmup_epochs, 0.0, self.epochs as f64, false).map_err(|mut e| {
             e.expected = format!(
                 "{} (the warm-up must lie within the {} epochs)",
                 e.expected, self.epochs
             );
             e
         })?;
-        real("warmup_multiplier", self.warmup_multiplier, 1.0, inf, false)?;
-        real("min_lr", self.min_lr, 0.0, inf, false)?;
-        int("image_size", self.image_size, Self::IMAGE_SIZE)?;
-        real("min_scale", self.min_scale, 0.0, 1.0, true)?;
+        real("warmup_multiplier", o.warmup_multiplier, 1.0, inf, false)?;
+        real("min_lr", o.min_lr, 0.0, inf, false)?;
+        int("image_size", d.image_size, Self::IMAGE_SIZE)?;
+        real("min_scale", d.min_scale, 0.0, 1.0, true)?;
         int("save_every_epochs", self.save_every_epochs, 1..=u64::MAX)?;
         Ok(())
     }
@@ -429,73 +475,31 @@ mod tests {
     #[test]
     fn every_numeric_field_is_checked_by_name() {
         let tiny = TrainConfig::tiny;
+        fn with(f: impl FnOnce(&mut TrainConfig)) -> TrainConfig {
+            let mut c = TrainConfig::tiny();
+            f(&mut c);
+            c
+        }
         let field = |c: TrainConfig| c.check().unwrap_err().field;
         assert_eq!(field(tiny().with_batch_size(0)), "batch_size");
         assert_eq!(field(tiny().with_batch_size(1_000_000)), "batch_size");
         assert_eq!(field(tiny().with_epochs(0)), "epochs");
-        assert_eq!(
-            field(TrainConfig {
-                image_size: 0,
-                ..tiny()
-            }),
-            "image_size"
-        );
-        assert_eq!(
-            field(TrainConfig {
-                image_size: 31,
-                ..tiny()
-            }),
-            "image_size"
-        );
+        assert_eq!(field(with(|c| c.data.image_size = 0)), "image_size");
+        assert_eq!(field(with(|c| c.data.image_size = 31)), "image_size");
         for lr in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
-            assert_eq!(field(TrainConfig { base_lr: lr, ..tiny() }), "base_lr", "{lr}");
+            assert_eq!(field(with(|c| c.optim.base_lr = lr)), "base_lr", "{lr}");
         }
-        assert_eq!(
-            field(TrainConfig {
-                teacher_temp: f64::NAN,
-                ..tiny()
-            }),
-            "teacher_temp"
-        );
-        assert_eq!(
-            field(TrainConfig {
-                momentum: 1.5,
-                ..tiny()
-            }),
-            "momentum"
-        );
-        assert_eq!(
-            field(TrainConfig {
-                num_prototypes: 0,
-                ..tiny()
-            }),
-            "num_prototypes"
-        );
-        assert_eq!(
-            field(TrainConfig {
-                min_scale: 0.0,
-                ..tiny()
-            }),
-            "min_scale"
-        );
-        assert_eq!(
-            field(TrainConfig {
-                save_every_epochs: 0,
-                ..tiny()
-            }),
-            "save_every_epochs"
-        );
+        assert_eq!(field(with(|c| c.model.teacher_temp = f64::NAN)), "teacher_temp");
+        assert_eq!(field(with(|c| c.optim.momentum = 1.5)), "momentum");
+        assert_eq!(field(with(|c| c.model.num_prototypes = 0)), "num_prototypes");
+        assert_eq!(field(with(|c| c.data.min_scale = 0.0)), "min_scale");
+        assert_eq!(field(with(|c| c.save_every_epochs = 0)), "save_every_epochs");
         let e = TrainConfig::coco_r50_800ep().with_epochs(2).check().unwrap_err();
         assert_eq!(
             e.to_string(),
             "warmup_epochs 5: must be in [0, 2] (the warm-up must lie within the 2 epochs)"
         );
-        let e = TrainConfig {
-            base_lr: f64::NAN,
-            ..tiny()
-        }
-        .validate()
-        .unwrap_err();
+        let e = with(|c| c.optim.base_lr = f64::NAN).validate().unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid settings: base_lr NaN: must be a finite number in (0, 1000000000000]"

@@ -46,9 +46,19 @@ pub enum Error {
         #[source]
         source: crate::settings_file::SettingsError,
     },
-    /// Settings that make no sense together.
+    /// A setting out of its range (the field, its value and what it should be).
     #[error("invalid settings: {0}")]
-    Invalid(String),
+    Invalid(#[from] crate::config::InvalidField),
+    /// A global batch that does not split evenly over the ranks.
+    #[error(
+        "invalid settings: a batch of {batch} does not split evenly over {world} ranks; choose a multiple of {world}"
+    )]
+    UnevenBatch {
+        /// The global batch.
+        batch: usize,
+        /// The number of ranks.
+        world: usize,
+    },
     /// A file could not be read or written (`PATH: cause`), or the shard store failed.
     #[error(transparent)]
     Shards(#[from] slotcon_shards::Error),

@@ -1,7 +1,10 @@
 //! SlotCon on Burn: the model, its loss and its training loop. What comes after training
 //! (inference, export, evaluation, pictures) is the `slotcon-eval` crate, built on this one.
 //!
-//! - [`TrainConfig`] with presets [`TrainConfig::coco_r50_800ep`] and [`TrainConfig::tiny`];
+//! - [`TrainConfig`] with presets [`TrainConfig::coco_r50_800ep`] and [`TrainConfig::tiny`],
+//!   nesting [`ModelConfig`] (whose [`ModelConfig::init`] builds the network),
+//!   [`LossConfig`], [`OptimConfig`] and [`DataConfig`] (whose [`DataConfig::augment`] is
+//!   the loader's view settings);
 //! - [`schedule::learning_rate`] and [`schedule::teacher_momentum`], pure functions of the step;
 //! - [`AlignPlan`]: `roi_align(aligned=True)` plus un-flipping as `Ay · X · Axᵀ`;
 //! - [`model`]: ResNet (torchvision layout), projector, grouping, predictor, the loss;
@@ -17,8 +20,9 @@
 //! let cfg = TrainConfig::coco_r50_800ep();
 //! assert_eq!(cfg.lr(), 2.0); // 1.0 × 512 / 256
 //! let (steps_per_epoch, total) = (230, 230 * cfg.epochs);
-//! let warmup = (cfg.warmup_epochs * steps_per_epoch as f64) as u64;
-//! let lr0 = schedule::learning_rate(0, warmup, total, cfg.lr(), cfg.warmup_multiplier, cfg.min_lr);
+//! let o = &cfg.optim; // the model, loss, optimiser and data settings nest
+//! let warmup = (o.warmup_epochs * steps_per_epoch as f64) as u64;
+//! let lr0 = schedule::learning_rate(0, warmup, total, cfg.lr(), o.warmup_multiplier, o.min_lr);
 //! assert!((lr0 - 0.02).abs() < 1e-12); // warm-up starts at lr / 100
 //!
 //! // Align a 7x7 map to the right half of its view, flipped.
@@ -48,7 +52,9 @@ pub mod trainer;
 /// The Burn this crate is built on (its devices and tensors), for the crates above.
 pub use burn;
 
-pub use align::AlignPlan;
-pub use config::{Arch, InvalidField, Optimizer, Precision, TrainConfig};
+pub use align::{AlignPlan, DeviceAlign};
+pub use config::{
+    Arch, DataConfig, InvalidField, LossConfig, ModelConfig, OptimConfig, Optimizer, Precision, TrainConfig,
+};
 pub use error::{Error, ParseError, Result};
 pub use settings_file::SettingsError;

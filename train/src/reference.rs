@@ -20,16 +20,17 @@ pub fn dump_case(trainer: &Trainer, batch: &TwoViewBatch, dir: &Path) -> Result<
     let views = [batch.views()[0], batch.views()[1]].concat();
     std::fs::write(dir.join("views.u8"), views).map_err(io_err(&dir.join("views.u8")))?;
     let cfg = &trainer.cfg;
-    let [p1, p2] = plans(batch, (cfg.image_size / 32) as usize);
+    let (m, l, o) = (&cfg.model, &cfg.loss, &cfg.optim);
+    let [p1, p2] = plans(batch, (cfg.data.image_size / 32) as usize);
     let valid: Vec<bool> = p1.valid.iter().zip(&p2.valid).map(|(a, b)| *a && *b).collect();
     let case = json!({
-        "arch": cfg.arch.name(), "channels": cfg.arch.channels(), "dim_hidden": cfg.dim_hidden,
-        "dim_out": cfg.dim_out, "num_prototypes": cfg.num_prototypes, "teacher_temp": cfg.teacher_temp,
-        "student_temp": cfg.student_temp, "contrast_temp": cfg.contrast_temp,
-        "group_loss_weight": cfg.group_loss_weight, "center_momentum": cfg.center_momentum,
+        "arch": m.arch.name(), "channels": m.arch.channels(), "dim_hidden": m.dim_hidden,
+        "dim_out": m.dim_out, "num_prototypes": m.num_prototypes, "teacher_temp": m.teacher_temp,
+        "student_temp": l.student_temp, "contrast_temp": l.contrast_temp,
+        "group_loss_weight": l.group_loss_weight, "center_momentum": l.center_momentum,
         "n": batch.len(), "size": batch.size(), "boxes": batch.boxes(), "flips": batch.flips(), "valid": valid,
-        "lr": cfg.lr(), "weight_decay": cfg.weight_decay, "eta": cfg.lars_eta, "momentum": cfg.momentum,
-        "ema": cfg.teacher_momentum,
+        "lr": cfg.lr(), "weight_decay": o.weight_decay, "eta": o.lars_eta, "momentum": o.momentum,
+        "ema": o.teacher_momentum,
     });
     let path = dir.join("case.json");
     Ok(std::fs::write(&path, case.to_string()).map_err(io_err(&path))?)

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use serde::Serialize;
-use slotcon_augment::{AugmentConfig, LoaderBuilder};
+use slotcon_augment::LoaderBuilder;
 use slotcon_shards::ShardReader;
 
 use crate::checkpoint::{self, checkpoints};
@@ -149,9 +149,7 @@ impl MetricsLog {
 fn rank_batch(batch: usize) -> Result<usize> {
     let world = dist::world_size();
     if !batch.is_multiple_of(world) {
-        return Err(Error::Invalid(format!(
-            "a batch of {batch} does not split evenly over {world} ranks; choose a multiple of {world}"
-        )));
+        return Err(Error::UnevenBatch { batch, world });
     }
     Ok(batch / world)
 }
@@ -167,14 +165,14 @@ pub fn train(
 ) -> Result<Trainer> {
     cfg.validate()?;
     let reader = open_store(&opts.shards)?;
-    let steps_per_epoch = reader.len() / cfg.batch_size as u64;
+    let steps_per_epoch = reader.len() / cfg.data.batch_size as u64;
     if steps_per_epoch == 0 {
         return Err(Error::Store {
             path: opts.shards.clone(),
-            reason: format!("{} images make no batch of {}", reader.len(), cfg.batch_size),
+            reason: format!("{} images make no batch of {}", reader.len(), cfg.data.batch_size),
         });
     }
-    let rank_batch = rank_batch(cfg.batch_size)?;
+    let rank_batch = rank_batch(cfg.data.batch_size)?;
     dist::agree(&settings(&cfg, opts, &reader), device)?;
     // Rank 0 holds the folder's lock until the run ends.
     let mut _folder = None;
@@ -202,9 +200,7 @@ pub fn train(
     trainer.broadcast();
     let last = opts.max_steps.unwrap_or(u64::MAX).min(trainer.total_steps());
     let mut log = MetricsLog::open(&opts.out, trainer.step)?;
-    let aug = AugmentConfig::slotcon()
-        .with_size(cfg.image_size)
-        .with_min_scale(cfg.min_scale);
+    let aug = cfg.data.augment();
     let mut previous = None;
     while trainer.step < last {
         let (epoch, start) = (trainer.step / steps_per_epoch, trainer.step % steps_per_epoch);

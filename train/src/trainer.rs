@@ -10,7 +10,7 @@ use slotcon_augment::TwoViewBatch;
 use slotcon_shards::io_err;
 
 use crate::amp;
-use crate::config::{read_json, Optimizer, TrainConfig};
+use crate::config::{read_json, OptimConfig, Optimizer, TrainConfig};
 use crate::data::{plans, view_tensor};
 use crate::dist;
 use crate::error::{Error, Result};
@@ -135,7 +135,7 @@ impl Pending {
 }
 
 /// LARS (the reference) or plain SGD with momentum and weight decay.
-fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+fn optimizer(cfg: &OptimConfig) -> ModuleOptimizer {
     match cfg.optimizer {
         Optimizer::Lars => Lars::new(cfg.weight_decay, cfg.lars_eta, cfg.momentum).init(),
         Optimizer::Sgd => Lars::sgd(cfg.weight_decay, cfg.momentum).init(),
@@ -162,9 +162,9 @@ impl Trainer {
     /// A fresh run on `device` (an autodiff device), seeded by `cfg.seed`.
     pub fn new(cfg: TrainConfig, device: &Device, steps_per_epoch: u64) -> Self {
         device.seed(cfg.seed);
-        let net = SlotConNet::new(&cfg, device);
-        let optim = optimizer(&cfg);
-        let center = Tensor::zeros([1, cfg.num_prototypes], device);
+        let net = cfg.model.init(device);
+        let optim = optimizer(&cfg.optim);
+        let center = Tensor::zeros([1, cfg.model.num_prototypes], device);
         Trainer {
             cfg,
             device: device.clone(),
@@ -244,16 +244,16 @@ impl Trainer {
         let cfg = &self.cfg;
         let mut clock = Clock::start(self.profile.is_some().then_some(&self.device));
         let mut times = StepTimes::default();
-        let warmup = (cfg.warmup_epochs * self.steps_per_epoch as f64).round() as u64;
+        let warmup = (cfg.optim.warmup_epochs * self.steps_per_epoch as f64).round() as u64;
         let lr = learning_rate(
             self.step,
             warmup,
             self.total_steps(),
             cfg.lr(),
-            cfg.warmup_multiplier,
-            cfg.min_lr,
+            cfg.optim.warmup_multiplier,
+            cfg.optim.min_lr,
         );
-        let momentum = teacher_momentum(self.step, self.total_steps(), cfg.teacher_momentum);
+        let momentum = teacher_momentum(self.step, self.total_steps(), cfg.optim.teacher_momentum);
         let net = self.net.take().expect("network present");
         let views = [view_tensor(batch, 0, &self.device), view_tensor(batch, 1, &self.device)];
         times.data = clock.lap();
@@ -265,7 +265,15 @@ impl Trainer {
         let [p1, p2] = plans(batch, student[0].1.dims()[2]);
         let pending = self.pending.take();
         let carry = pending.as_ref().map(|p| p.values.clone());
-        let losses = slotcon_loss(&net, student, teacher, [&p1, &p2], self.center.clone(), cfg, carry);
+        let losses = slotcon_loss(
+            &net,
+            student,
+            teacher,
+            [&p1, &p2],
+            self.center.clone(),
+            &cfg.loss,
+            carry,
+        );
         times.loss = clock.lap();
         let previous = match pending.map(|p| p.complete(&losses.carried)).transpose() {
             Ok(previous) => previous,
@@ -381,7 +389,7 @@ impl Trainer {
     /// Restores what [`Trainer::progress`] returned; the centre must have one value per
     /// prototype.
     pub fn set_progress(&mut self, p: Progress) -> Result<()> {
-        let k = self.cfg.num_prototypes;
+        let k = self.cfg.model.num_prototypes;
         if p.center.len() != k {
             return Err(Error::CentreSize {
                 have: p.center.len(),
@@ -407,7 +415,7 @@ impl Trainer {
     /// On an error the trainer is as it was.
     pub fn set_momentum(&mut self, buffers: &SlotConNet) -> Result<()> {
         let net = self.net.take().expect("network present");
-        let (net, optim) = with_momentum(optimizer(&self.cfg), net, &[&buffers.student, &buffers.predictor]);
+        let (net, optim) = with_momentum(optimizer(&self.cfg.optim), net, &[&buffers.student, &buffers.predictor]);
         self.net = Some(net);
         self.optim = optim?;
         Ok(())

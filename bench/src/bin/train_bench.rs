@@ -8,14 +8,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use slotcon_augment::{AugmentConfig, LoaderBuilder, TwoViewBatch};
+use slotcon_augment::{LoaderBuilder, TwoViewBatch};
 use slotcon_bench::{median, run_python};
 use slotcon_cli::{bad_flag, flags};
 use slotcon_shards::ShardReader;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::floats;
 use slotcon_train::trainer::Trainer;
-use slotcon_train::{Arch, Precision, TrainConfig};
+use slotcon_train::{Precision, TrainConfig};
+use slotcon_train_cli::SettingsArgs;
 
 /// Time SlotCon training steps here and in PyTorch on one loader batch.
 ///
@@ -33,24 +34,13 @@ struct Cli {
     /// The shard store made by slotcon-ingest.
     #[arg(long)]
     shards: PathBuf,
-    /// Named settings: tiny or coco_r50_800ep.
-    #[arg(long, default_value = "tiny")]
-    preset: String,
-    /// Backbone: resnet18, resnet34 or resnet50 (overrides the preset).
-    #[arg(long)]
-    arch: Option<Arch>,
-    /// Batch size, 1 to 65536 and at most the store's images (overrides the preset).
-    #[arg(long, value_parser = flags::int(TrainConfig::BATCH_SIZE))]
-    batch_size: Option<usize>,
-    /// View size, 32 to 1024 (overrides the preset).
-    #[arg(long, value_parser = flags::int(TrainConfig::IMAGE_SIZE))]
-    image_size: Option<u32>,
+    /// The settings: --preset, --config and the flags that override one setting each
+    /// (the same as slotcon-train's).
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// flex, libtorch or libtorch-cuda:N (PyTorch runs on cpu or cuda:N to match).
     #[arg(long, default_value = "libtorch")]
     device: DeviceChoice,
-    /// Precision here: f32, or bf16 (AMP: bf16 convolutions and matmuls, f32 weights).
-    #[arg(long, default_value = "f32")]
-    precision: Precision,
     /// Precision of the PyTorch reference: f32, or bf16 (torch.autocast).
     #[arg(long, default_value = "f32")]
     reference_precision: Precision,
@@ -85,19 +75,8 @@ struct Cli {
 }
 
 fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
-    let mut cfg = TrainConfig::preset(&cli.preset).with_context(|| format!("unknown preset {:?}", cli.preset))?;
-    cfg.arch = cli.arch.unwrap_or(cfg.arch);
-    cfg.batch_size = cli.batch_size.unwrap_or(cfg.batch_size);
-    cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
-    cfg.precision = cli.precision;
-    if let Err(e) = cfg.check() {
-        let flag = match e.field {
-            "batch_size" => "--batch-size",
-            "image_size" => "--image-size",
-            _ => anyhow::bail!("the {:?} preset's {e}", cli.preset),
-        };
-        return Err(bad_flag(flag, e.value, e.expected));
-    }
+    let cfg = cli.settings.resolve()?;
+    cli.settings.check(&cfg)?;
     if let Some(reason) = cli.device.unavailable() {
         return Err(bad_flag("--device", cli.device, reason));
     }
@@ -123,16 +102,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(&cli)?;
     let device = cli.device.autodiff()?;
     let reader = Arc::new(ShardReader::open(&cli.shards).context("opening the shard store")?);
-    let short = slotcon_train::run::short_of_a_batch(&reader, &cli.shards, cfg.batch_size);
-    if let Some(reason) = short.filter(|_| cli.batch_size.is_some()) {
-        return Err(bad_flag("--batch-size", cfg.batch_size, reason));
+    let short = slotcon_train::run::short_of_a_batch(&reader, &cli.shards, cfg.data.batch_size);
+    if let Some(reason) = short.filter(|_| cli.settings.overrides.batch_size.is_some()) {
+        return Err(bad_flag("--batch-size", cfg.data.batch_size, reason));
     }
-    let aug = AugmentConfig::slotcon()
-        .with_size(cfg.image_size)
-        .with_min_scale(cfg.min_scale);
     let batch = LoaderBuilder::new(reader)
-        .augment(aug)
-        .batch_size(cfg.batch_size)
+        .augment(cfg.data.augment())
+        .batch_size(cfg.data.batch_size)
         .workers(threads)
         .build()?
         .next()
@@ -309,9 +285,9 @@ fn report(
     let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(o, t)| o / t).collect();
     let (ms, t) = (median(&ours), (!theirs.is_empty()).then(|| median(&theirs)));
     let ratio = (!ratios.is_empty()).then(|| median(&ratios));
-    let img_s = |ms: f64| cfg.batch_size as f64 * 1000.0 / ms;
+    let img_s = |ms: f64| cfg.data.batch_size as f64 * 1000.0 / ms;
     let out = serde_json::json!({
-        "arch": cfg.arch.name(), "batch": cfg.batch_size, "image_size": cfg.image_size,
+        "arch": cfg.model.arch.name(), "batch": cfg.data.batch_size, "image_size": cfg.data.image_size,
         "device": cli.device.to_string(), "precision": cfg.precision,
         "reference_precision": cli.reference_precision, "threads": threads, "repeats": runs,
         "slotcon_median_ms": ms, "slotcon_img_per_sec": img_s(ms),
@@ -323,9 +299,9 @@ fn report(
     }
     println!(
         "{} batch {} at {} px, {} {} (PyTorch {}), {threads} threads, {} repeats",
-        cfg.arch.name(),
-        cfg.batch_size,
-        cfg.image_size,
+        cfg.model.arch.name(),
+        cfg.data.batch_size,
+        cfg.data.image_size,
         cli.device,
         cfg.precision,
         cli.reference_precision,

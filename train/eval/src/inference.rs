@@ -72,16 +72,16 @@ pub fn open_checkpoint(run: &Path, name: &str) -> Result<(PathBuf, TrainConfig)>
 /// non-finite is ever exported.
 pub fn load_run(run: &Path, name: &str, device: &Device) -> Result<LoadedRun> {
     let (dir, cfg) = open_checkpoint(run, name)?;
-    let mut net = SlotConNet::new(&cfg, device);
+    let mut net = cfg.model.init(device);
     let path = dir.join("model.bpk");
     let mut store = BurnpackStore::from_file(&path);
     let mismatch = |reason: String| Error::Weights {
         path: path.clone(),
         reason: format!(
             "does not fit the checkpoint's config ({}, {} prototypes, dim {}): {reason}",
-            cfg.arch.name(),
-            cfg.num_prototypes,
-            cfg.dim_out
+            cfg.model.arch.name(),
+            cfg.model.num_prototypes,
+            cfg.model.dim_out
         ),
     };
     let result = net.load_from(&mut store).map_err(|e| mismatch(e.to_string()))?;

@@ -185,22 +185,22 @@ pub fn infer_arch(names: &[&str]) -> Result<slotcon_train::Arch> {
 /// The official `args` of a run with config `cfg` and `steps_per_epoch` steps per epoch,
 /// as one process would have saved them (`world_size` 1, so `batch_size` is the batch).
 pub fn official_args(cfg: &TrainConfig, steps_per_epoch: u64) -> serde_json::Value {
-    let optimizer = match cfg.optimizer {
+    let optimizer = match cfg.optim.optimizer {
         slotcon_train::Optimizer::Lars => "lars",
         slotcon_train::Optimizer::Sgd => "sgd",
     };
     serde_json::json!({
-        "dataset": "COCO", "data_dir": "./data", "image_size": cfg.image_size, "min_scale": cfg.min_scale,
-        "arch": cfg.arch.name(), "dim_hidden": cfg.dim_hidden, "dim_out": cfg.dim_out,
-        "num_prototypes": cfg.num_prototypes, "teacher_momentum": cfg.teacher_momentum,
-        "teacher_temp": cfg.teacher_temp, "student_temp": cfg.student_temp,
-        "center_momentum": cfg.center_momentum, "group_loss_weight": cfg.group_loss_weight,
-        "batch_size": cfg.batch_size, "base_lr": cfg.base_lr, "optimizer": optimizer,
-        "warmup_epoch": cfg.warmup_epochs, "warmup_multiplier": cfg.warmup_multiplier,
-        "weight_decay": cfg.weight_decay, "momentum": cfg.momentum, "fp16": false, "start_epoch": 1,
+        "dataset": "COCO", "data_dir": "./data", "image_size": cfg.data.image_size, "min_scale": cfg.data.min_scale,
+        "arch": cfg.model.arch.name(), "dim_hidden": cfg.model.dim_hidden, "dim_out": cfg.model.dim_out,
+        "num_prototypes": cfg.model.num_prototypes, "teacher_momentum": cfg.optim.teacher_momentum,
+        "teacher_temp": cfg.model.teacher_temp, "student_temp": cfg.loss.student_temp,
+        "center_momentum": cfg.loss.center_momentum, "group_loss_weight": cfg.loss.group_loss_weight,
+        "batch_size": cfg.data.batch_size, "base_lr": cfg.optim.base_lr, "optimizer": optimizer,
+        "warmup_epoch": cfg.optim.warmup_epochs, "warmup_multiplier": cfg.optim.warmup_multiplier,
+        "weight_decay": cfg.optim.weight_decay, "momentum": cfg.optim.momentum, "fp16": false, "start_epoch": 1,
         "epochs": cfg.epochs, "output_dir": "./output", "auto_resume": false, "resume": "",
         "print_freq": 10, "save_freq": cfg.save_every_epochs, "seed": cfg.seed, "num_workers": 8,
-        "local_rank": 0, "world_size": 1, "num_instances": steps_per_epoch * cfg.batch_size as u64,
+        "local_rank": 0, "world_size": 1, "num_instances": steps_per_epoch * cfg.data.batch_size as u64,
     })
 }
 
@@ -213,31 +213,31 @@ pub fn apply_args(mut cfg: TrainConfig, meta: &Meta) -> Result<TrainConfig> {
             *v = x;
         }
     };
-    f("teacher_momentum", &mut cfg.teacher_momentum);
-    f("teacher_temp", &mut cfg.teacher_temp);
-    f("student_temp", &mut cfg.student_temp);
-    f("center_momentum", &mut cfg.center_momentum);
-    f("group_loss_weight", &mut cfg.group_loss_weight);
-    f("base_lr", &mut cfg.base_lr);
-    f("warmup_epoch", &mut cfg.warmup_epochs);
-    f("warmup_multiplier", &mut cfg.warmup_multiplier);
-    f("weight_decay", &mut cfg.weight_decay);
-    f("momentum", &mut cfg.momentum);
-    f("min_scale", &mut cfg.min_scale);
+    f("teacher_momentum", &mut cfg.optim.teacher_momentum);
+    f("teacher_temp", &mut cfg.model.teacher_temp);
+    f("student_temp", &mut cfg.loss.student_temp);
+    f("center_momentum", &mut cfg.loss.center_momentum);
+    f("group_loss_weight", &mut cfg.loss.group_loss_weight);
+    f("base_lr", &mut cfg.optim.base_lr);
+    f("warmup_epoch", &mut cfg.optim.warmup_epochs);
+    f("warmup_multiplier", &mut cfg.optim.warmup_multiplier);
+    f("weight_decay", &mut cfg.optim.weight_decay);
+    f("momentum", &mut cfg.optim.momentum);
+    f("min_scale", &mut cfg.data.min_scale);
     if let Some(eta) = meta.param_group.get("eta").and_then(|v| v.as_f64()) {
-        cfg.lars_eta = eta;
+        cfg.optim.lars_eta = eta;
     }
-    cfg.min_lr = meta.eta_min.unwrap_or(cfg.min_lr);
+    cfg.optim.min_lr = meta.eta_min.unwrap_or(cfg.optim.min_lr);
     let world = meta.arg_u64("world_size").unwrap_or(1);
     if let Some(b) = meta.arg_u64("batch_size") {
-        cfg.batch_size = (b * world) as usize;
+        cfg.data.batch_size = (b * world) as usize;
     }
     cfg.epochs = meta.arg_u64("epochs").unwrap_or(cfg.epochs);
-    cfg.image_size = meta.arg_u64("image_size").map_or(cfg.image_size, |v| v as u32);
+    cfg.data.image_size = meta.arg_u64("image_size").map_or(cfg.data.image_size, |v| v as u32);
     cfg.seed = meta.arg_u64("seed").unwrap_or(cfg.seed);
     cfg.save_every_epochs = meta.arg_u64("save_freq").unwrap_or(cfg.save_every_epochs);
-    cfg.optimizer = match meta.args.get("optimizer").and_then(|v| v.as_str()) {
-        None => cfg.optimizer,
+    cfg.optim.optimizer = match meta.args.get("optimizer").and_then(|v| v.as_str()) {
+        None => cfg.optim.optimizer,
         Some("lars") => slotcon_train::Optimizer::Lars,
         Some("sgd") => slotcon_train::Optimizer::Sgd,
         Some(other) => {

@@ -44,7 +44,7 @@ impl std::fmt::Display for Moved {
         write!(
             f,
             "{} run at step {} (epoch {}, {} steps/epoch): {} tensors, {} momentum buffers",
-            self.cfg.arch.name(),
+            self.cfg.model.arch.name(),
             self.step,
             self.epoch,
             self.steps_per_epoch,
@@ -119,19 +119,26 @@ pub fn export_official(run: &Path, name: &str, out: &Path, python: &Path) -> Res
 
 /// The JSON `official_pth.py write` turns into `args`, `optimizer`, `scheduler`, `epoch`.
 fn export_meta(cfg: &TrainConfig, step: u64, spe: u64) -> serde_json::Value {
-    let warmup = (cfg.warmup_epochs * spe as f64).round() as u64;
+    let warmup = (cfg.optim.warmup_epochs * spe as f64).round() as u64;
     let total = cfg.epochs * spe;
-    let lr = learning_rate(step, warmup, total, cfg.lr(), cfg.warmup_multiplier, cfg.min_lr);
-    let kind = match cfg.optimizer {
+    let lr = learning_rate(
+        step,
+        warmup,
+        total,
+        cfg.lr(),
+        cfg.optim.warmup_multiplier,
+        cfg.optim.min_lr,
+    );
+    let kind = match cfg.optim.optimizer {
         Optimizer::Lars => "lars",
         Optimizer::Sgd => "sgd",
     };
     serde_json::json!({
         "args": official_args(cfg, spe),
         "epoch": step / spe,
-        "optimizer": {"kind": kind, "lr": lr, "weight_decay": cfg.weight_decay, "momentum": cfg.momentum, "eta": cfg.lars_eta},
-        "scheduler": {"base_lr": cfg.lr(), "t_max": total.saturating_sub(warmup), "eta_min": cfg.min_lr, "steps": step,
-                      "warmup_iters": warmup, "multiplier": cfg.warmup_multiplier},
+        "optimizer": {"kind": kind, "lr": lr, "weight_decay": cfg.optim.weight_decay, "momentum": cfg.optim.momentum, "eta": cfg.optim.lars_eta},
+        "scheduler": {"base_lr": cfg.lr(), "t_max": total.saturating_sub(warmup), "eta_min": cfg.optim.min_lr, "steps": step,
+                      "warmup_iters": warmup, "multiplier": cfg.optim.warmup_multiplier},
     })
 }
 
@@ -192,7 +199,7 @@ pub fn import_official(
     }
     let center = tensors.get(CENTER).map(f32_values).unwrap_or_else(|| {
         on_note("no `center` buffer: the centre starts at zero");
-        vec![0.0; cfg.num_prototypes]
+        vec![0.0; cfg.model.num_prototypes]
     });
     let progress = Progress {
         step,
@@ -221,26 +228,26 @@ pub fn import_official(
 fn import_config(tensors: &BTreeMap<String, Exported>, meta: &Meta, opts: &ImportOptions) -> Result<TrainConfig> {
     let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
     let mut cfg = apply_args(opts.base.clone(), meta)?;
-    cfg.arch = infer_arch(&names)?;
+    cfg.model.arch = infer_arch(&names)?;
     let dim = |key: &str| {
         tensors
             .get(key)
             .map(|t| t.shape[0])
             .ok_or_else(|| Error::MissingTensor { name: key.to_string() })
     };
-    cfg.dim_hidden = dim("projector_q.mlp.0.weight")?;
-    cfg.dim_out = dim("projector_q.mlp.6.weight")?;
-    cfg.num_prototypes = dim("grouping_q.slot_embed.weight")?;
+    cfg.model.dim_hidden = dim("projector_q.mlp.0.weight")?;
+    cfg.model.dim_out = dim("projector_q.mlp.6.weight")?;
+    cfg.model.num_prototypes = dim("grouping_q.slot_embed.weight")?;
     if let Some(arch) = meta.args.get("arch").and_then(|v| v.as_str()) {
-        if arch != cfg.arch.name() {
+        if arch != cfg.model.arch.name() {
             return Err(Error::ArchMismatch {
                 args: arch.to_string(),
-                tensors: cfg.arch.name(),
+                tensors: cfg.model.arch.name(),
             });
         }
     }
     cfg.epochs = opts.epochs.unwrap_or(cfg.epochs);
-    cfg.batch_size = opts.batch_size.unwrap_or(cfg.batch_size);
+    cfg.data.batch_size = opts.batch_size.unwrap_or(cfg.data.batch_size);
     cfg.seed = opts.seed.unwrap_or(cfg.seed);
     cfg.check().map_err(Error::ImportedConfig)?;
     Ok(cfg)
@@ -299,7 +306,7 @@ fn serialize(tensors: &[Exported]) -> Vec<u8> {
 
 /// The optimiser's buffers from `momentum` (our names): the trained parameters only.
 fn set_momentum(trainer: &mut Trainer, meta: &Meta, momentum: &[Exported]) -> Result<()> {
-    let kind = match trainer.cfg.optimizer {
+    let kind = match trainer.cfg.optim.optimizer {
         Optimizer::Lars => "lars",
         Optimizer::Sgd => "sgd",
     };

@@ -137,6 +137,11 @@ impl Grouping {
         }
     }
 
+    /// The softmax temperature of the scores.
+    pub fn temp(&self) -> f64 {
+        self.temp
+    }
+
     /// The prototypes, `[k, dim]`.
     pub fn prototypes(&self) -> Tensor<2> {
         self.slot_embed.weight.val()

@@ -1,7 +1,8 @@
-//! The SlotCon network, on Burn: backbone, heads, loss, and the convolution with the
+//! The SlotCon network, on Burn: backbone, heads, loss (`loss.rs`), and the convolution with the
 //! backend's own gradients.
 
 pub mod heads;
+pub mod loss;
 pub mod native;
 pub mod norm;
 pub mod resnet;
@@ -10,8 +11,9 @@ pub mod slotcon;
 pub(crate) mod torch_ops;
 pub mod weights;
 
+pub use loss::{slotcon_loss, Losses};
 pub use resnet::ResNet;
-pub use slotcon::{align, slotcon_loss, Encoder, Losses, SlotConNet};
+pub use slotcon::{Encoder, SlotConNet};
 pub use weights::{load_torchvision, LoadReport};
 
 use burn::module::{Module, ModuleVisitor, Param};

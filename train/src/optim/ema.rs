@@ -72,8 +72,8 @@ mod tests {
     fn parameters_move_and_running_statistics_stay() {
         let device = Device::flex();
         let cfg = TrainConfig::tiny();
-        let student = Encoder::new(&cfg, &device);
-        let teacher = Encoder::new(&cfg, &device);
+        let student = Encoder::new(&cfg.model, &device);
+        let teacher = Encoder::new(&cfg.model, &device);
         let stat = |e: &Encoder| first(e.backbone.bn1.running_var.value());
         let param = |e: &Encoder| first(e.backbone.conv1.weight.val().flatten(0, 3));
         let (t0, s0) = (param(&teacher), param(&student));

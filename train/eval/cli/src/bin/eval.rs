@@ -153,7 +153,7 @@ fn print(r: &SegmentReport, run: &LoadedRun, size: usize, out: &std::path::Path)
         "COCO-Stuff-27 on {} images ({size} px centre crops, {} labelled pixels), {} step {}",
         r.images,
         r.pixels,
-        run.cfg.arch.name(),
+        run.cfg.model.arch.name(),
         run.step
     );
     for (name, s) in [
@@ -166,7 +166,10 @@ fn print(r: &SegmentReport, run: &LoadedRun, size: usize, out: &std::path::Path)
             100.0 * s.pixel_accuracy
         );
     }
-    println!("  prototypes used: {} of {}", r.prototypes_used, run.cfg.num_prototypes);
+    println!(
+        "  prototypes used: {} of {}",
+        r.prototypes_used, run.cfg.model.num_prototypes
+    );
     for s in &r.skipped {
         println!("  skipped {s}");
     }

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use slotcon_cli::{bad_flag, flags};
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::dist::{self, DistBackend, Launch};
 use slotcon_train::run::{train, RunOptions};
-use slotcon_train::{Arch, Precision, TrainConfig};
+use slotcon_train::TrainConfig;
+use slotcon_train_cli::SettingsArgs;
 
 /// Pre-train a ResNet with SlotCon (semantic grouping + slot contrast) on a shard store.
 ///
@@ -34,35 +35,13 @@ struct Cli {
     /// The run directory.
     #[arg(long, required_unless_present = "print_config")]
     out: Option<PathBuf>,
-    /// Named settings to start from (with --resume, the run's own config.json is the start,
-    /// and flags given must agree with it).
-    /// Default: tiny.
-    #[arg(long, value_enum)]
-    preset: Option<Preset>,
-    /// A settings file laid over the preset: TOML (as configs/*.toml and --print-config
-    /// write), or JSON when it ends in .json (a run's config.json). It may give any of the
-    /// settings; the flags below override it. With --resume it must agree with the run.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    /// The settings: --preset, --config and the flags that override one setting each.
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Print the resolved settings as TOML (preset, then --config, then the flags; with
     /// --resume, the run's) and exit without training. --shards is not needed.
     #[arg(long)]
     print_config: bool,
-    /// Backbone: resnet18, resnet34 or resnet50 (overrides the preset).
-    #[arg(long)]
-    arch: Option<Arch>,
-    /// Batch size, 1 to 65536 and at most the store's images (overrides the preset).
-    #[arg(long, value_parser = flags::int(TrainConfig::BATCH_SIZE))]
-    batch_size: Option<usize>,
-    /// Epochs, 1 to 100000 (overrides the preset; the schedules span them).
-    #[arg(long, value_parser = flags::int(TrainConfig::EPOCHS))]
-    epochs: Option<u64>,
-    /// View size in pixels, 32 to 1024 (overrides the preset).
-    #[arg(long, value_parser = flags::int(TrainConfig::IMAGE_SIZE))]
-    image_size: Option<u32>,
-    /// Keep checkpoints/epoch-NNNN every this many epochs, at least 1 (overrides the preset).
-    #[arg(long, value_parser = flags::at_least(1u64))]
-    save_every: Option<u64>,
     /// Stop after this many steps in all, at least 1 (the schedules still span --epochs).
     #[arg(long, value_parser = flags::at_least(1u64))]
     max_steps: Option<u64>,
@@ -74,19 +53,6 @@ struct Cli {
     /// Loader worker threads (default: every core; at most 4 per core).
     #[arg(long, value_parser = flags::threads)]
     workers: Option<usize>,
-    /// Seed of the initialisation, the order and the augmentation.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Learning rate per 256 images, in (0, 1e12] (overrides the preset's 1.0).
-    #[arg(long, value_parser = flags::positive(TrainConfig::MAX_BASE_LR))]
-    base_lr: Option<f64>,
-    /// Optimiser (overrides the preset's LARS).
-    #[arg(long, value_enum)]
-    optimizer: Option<OptimArg>,
-    /// Precision: f32 (default), or bf16 mixed precision (convolutions and linear layers
-    /// compute in bf16; parameters, optimiser state, BatchNorm and the loss stay f32).
-    #[arg(long)]
-    precision: Option<Precision>,
     /// Continue the run in --out from its last checkpoint (finishing or rolling back a
     /// checkpoint swap that a kill interrupted).
     #[arg(long, conflicts_with = "force")]
@@ -108,60 +74,23 @@ struct Cli {
     quiet: bool,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Preset {
-    /// ResNet-18, 96 px views, batch 16: a CPU-sized run.
-    Tiny,
-    /// The paper's COCO setting: ResNet-50, batch 512, 800 epochs.
-    #[value(name = "coco_r50_800ep")]
-    CocoR50,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum OptimArg {
-    /// LARS, as the reference (η 0.001, momentum 0.9, no decay on 1-D parameters).
-    Lars,
-    /// SGD with momentum 0.9 and the preset's weight decay.
-    Sgd,
-}
-
 /// The settings: the preset's with --config laid over it (or, with --resume, the run's
 /// config.json) and the flags given applied. With --resume a --preset or --config given
 /// must agree with the run, field by field.
 fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
+    let settings = &cli.settings;
     let saved = cli.out.as_ref().map(|out| out.join("config.json"));
-    let asked = || -> anyhow::Result<TrainConfig> {
-        let preset = match cli.preset.unwrap_or(Preset::Tiny) {
-            Preset::Tiny => TrainConfig::tiny(),
-            Preset::CocoR50 => TrainConfig::coco_r50_800ep(),
-        };
-        let cfg = match &cli.config {
-            Some(file) => preset.with_file(file).map_err(|e| {
-                let reason = match e {
-                    slotcon_train::Error::Settings { source, .. } => source.to_string(),
-                    e => e.to_string(),
-                };
-                bad_flag("--config", file.display(), reason)
-            })?,
-            None => preset,
-        };
-        Ok(with_flags(cli, cfg))
-    };
     let Some(saved) = saved.filter(|s| cli.resume && s.is_file()) else {
-        return asked();
+        return settings.resolve();
     };
-    let cfg = with_flags(cli, TrainConfig::load(&saved)?);
-    if cli.preset.is_some() || cli.config.is_some() {
-        let asked = asked()?;
+    let cfg = settings.overrides.apply(TrainConfig::load(&saved)?);
+    if settings.preset.is_some() || settings.config.is_some() {
+        let asked = settings.resolve()?;
         if asked != cfg {
             let diff = slotcon_train::run::config_diff(&cfg, &asked);
-            let (flag, value) = match (&cli.config, cli.preset) {
-                (Some(file), _) => ("--config", file.display().to_string()),
-                (None, p) => (
-                    "--preset",
-                    p.and_then(|p| p.to_possible_value())
-                        .map_or_else(String::new, |v| v.get_name().to_string()),
-                ),
+            let (flag, value) = match &settings.config {
+                Some(file) => ("--config", file.display().to_string()),
+                None => ("--preset", settings.preset().name()),
             };
             let reason = format!(
                 "the run in {} was made with other settings ({diff}); leave {flag} out to resume it",
@@ -173,52 +102,14 @@ fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// `cfg` with every setting flag given applied.
-fn with_flags(cli: &Cli, mut cfg: TrainConfig) -> TrainConfig {
-    cfg.arch = cli.arch.unwrap_or(cfg.arch);
-    cfg.batch_size = cli.batch_size.unwrap_or(cfg.batch_size);
-    cfg.epochs = cli.epochs.unwrap_or(cfg.epochs);
-    cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
-    cfg.seed = cli.seed.unwrap_or(cfg.seed);
-    cfg.base_lr = cli.base_lr.unwrap_or(cfg.base_lr);
-    cfg.save_every_epochs = cli.save_every.unwrap_or(cfg.save_every_epochs);
-    cfg.precision = cli.precision.unwrap_or(cfg.precision);
-    if let Some(o) = cli.optimizer {
-        cfg.optimizer = match o {
-            OptimArg::Lars => slotcon_train::Optimizer::Lars,
-            OptimArg::Sgd => slotcon_train::Optimizer::Sgd,
-        };
-    }
-    cfg
-}
-
 fn main() -> ExitCode {
     slotcon_train::alloc::retain_freed_memory();
     slotcon_cli::exit(run(Cli::parse()))
 }
 
-/// The resolved settings, checked: a field out of range is reported as the flag that set
-/// it (exit code 2), or as the preset's when no flag did.
-fn check(cli: &Cli, cfg: &TrainConfig) -> anyhow::Result<()> {
-    let Err(e) = cfg.check() else { return Ok(()) };
-    let flag = match e.field {
-        "batch_size" => "--batch-size",
-        "epochs" | "warmup_epochs" => "--epochs",
-        "image_size" => "--image-size",
-        "base_lr" => "--base-lr",
-        _ if cli.config.is_some() => anyhow::bail!("the settings' {e}"),
-        _ => anyhow::bail!("the {:?} preset's {e}", cli.preset.unwrap_or(Preset::Tiny)),
-    };
-    let (value, reason) = match e.field {
-        "warmup_epochs" => (cfg.epochs.to_string(), format!("the preset's {e}")),
-        _ => (e.value, e.expected),
-    };
-    Err(bad_flag(flag, value, reason))
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(&cli)?;
-    check(&cli, &cfg)?;
+    cli.settings.check(&cfg)?;
     if cli.print_config {
         let toml = cfg.to_toml().context("--print-config")?;
         print!("{toml}");
@@ -232,9 +123,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // The batch against the store (opening it maps its index; errors are train's to report).
     if let Ok(reader) = slotcon_shards::ShardReader::open(&shards) {
-        let short = slotcon_train::run::short_of_a_batch(&reader, &shards, cfg.batch_size);
-        if let Some(reason) = short.filter(|_| cli.batch_size.is_some()) {
-            return Err(bad_flag("--batch-size", cfg.batch_size, reason));
+        let batch = cfg.data.batch_size;
+        let short = slotcon_train::run::short_of_a_batch(&reader, &shards, batch);
+        if let Some(reason) = short.filter(|_| cli.settings.overrides.batch_size.is_some()) {
+            return Err(bad_flag("--batch-size", batch, reason));
         }
     }
     join_world(&cli)?;

@@ -133,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     println!(
         "{}: {} teacher backbone ({}) at step {} from {} -> {}",
         cli.run.display(),
-        run.cfg.arch.name(),
+        run.cfg.model.arch.name(),
         cli.to.name(),
         run.step,
         run.dir.display(),

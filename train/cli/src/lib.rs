@@ -1,0 +1,162 @@
+//! The settings flags that `slotcon-train` and `slotcon-train-bench` share: a preset, a
+//! settings file laid over it, and the flags that override single settings. One
+//! [`SettingsArgs`] (`#[command(flatten)]` in each binary's parser) turns them into a
+//! checked [`TrainConfig`], and a setting out of its range is reported as the flag that
+//! set it.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use slotcon_cli::{bad_flag, flags};
+use slotcon_train::{Arch, Optimizer, Precision, TrainConfig};
+
+/// The settings of a run, as flags: `--preset`, then `--config`, then the overrides.
+#[derive(Args, Clone, Debug)]
+pub struct SettingsArgs {
+    /// Named settings to start from (with slotcon-train --resume, the run's own
+    /// config.json is the start, and flags given must agree with it).
+    /// Default: tiny.
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// A settings file laid over the preset: TOML (as configs/*.toml and --print-config
+    /// write), or JSON when it ends in .json (a run's config.json). It may give any of the
+    /// settings; the flags below override it. With --resume it must agree with the run.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The single settings.
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+/// The flags that set one setting each, over the preset and the settings file.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Overrides {
+    /// Backbone: resnet18, resnet34 or resnet50 (overrides the preset).
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Batch size, 1 to 65536 and at most the store's images (overrides the preset).
+    #[arg(long, value_parser = flags::int(TrainConfig::BATCH_SIZE))]
+    pub batch_size: Option<usize>,
+    /// Epochs, 1 to 100000 (overrides the preset; the schedules span them).
+    #[arg(long, value_parser = flags::int(TrainConfig::EPOCHS))]
+    pub epochs: Option<u64>,
+    /// View size in pixels, 32 to 1024 (overrides the preset).
+    #[arg(long, value_parser = flags::int(TrainConfig::IMAGE_SIZE))]
+    pub image_size: Option<u32>,
+    /// Keep checkpoints/epoch-NNNN every this many epochs, at least 1 (overrides the preset).
+    #[arg(long, value_parser = flags::at_least(1u64))]
+    pub save_every: Option<u64>,
+    /// Seed of the initialisation, the order and the augmentation.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Learning rate per 256 images, in (0, 1e12] (overrides the preset's 1.0).
+    #[arg(long, value_parser = flags::positive(TrainConfig::MAX_BASE_LR))]
+    pub base_lr: Option<f64>,
+    /// Optimiser (overrides the preset's LARS).
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimArg>,
+    /// Precision: f32 (default), or bf16 mixed precision (convolutions and linear layers
+    /// compute in bf16; parameters, optimiser state, BatchNorm and the loss stay f32).
+    #[arg(long)]
+    pub precision: Option<Precision>,
+}
+
+/// The presets, as `--preset` names them.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Preset {
+    /// ResNet-18, 96 px views, batch 16: a CPU-sized run.
+    Tiny,
+    /// The paper's COCO setting: ResNet-50, batch 512, 800 epochs.
+    #[value(name = "coco_r50_800ep")]
+    CocoR50,
+}
+
+/// `--optimizer`'s values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OptimArg {
+    /// LARS, as the reference (η 0.001, momentum 0.9, no decay on 1-D parameters).
+    Lars,
+    /// SGD with momentum 0.9 and the preset's weight decay.
+    Sgd,
+}
+
+impl Preset {
+    /// The preset's settings.
+    pub fn config(self) -> TrainConfig {
+        match self {
+            Preset::Tiny => TrainConfig::tiny(),
+            Preset::CocoR50 => TrainConfig::coco_r50_800ep(),
+        }
+    }
+
+    /// The name `--preset` takes.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
+}
+
+impl Overrides {
+    /// `cfg` with every flag given applied.
+    pub fn apply(&self, mut cfg: TrainConfig) -> TrainConfig {
+        cfg.model.arch = self.arch.unwrap_or(cfg.model.arch);
+        cfg.data.batch_size = self.batch_size.unwrap_or(cfg.data.batch_size);
+        cfg.data.image_size = self.image_size.unwrap_or(cfg.data.image_size);
+        cfg.epochs = self.epochs.unwrap_or(cfg.epochs);
+        cfg.seed = self.seed.unwrap_or(cfg.seed);
+        cfg.optim.base_lr = self.base_lr.unwrap_or(cfg.optim.base_lr);
+        cfg.save_every_epochs = self.save_every.unwrap_or(cfg.save_every_epochs);
+        cfg.precision = self.precision.unwrap_or(cfg.precision);
+        if let Some(o) = self.optimizer {
+            cfg.optim.optimizer = match o {
+                OptimArg::Lars => Optimizer::Lars,
+                OptimArg::Sgd => Optimizer::Sgd,
+            };
+        }
+        cfg
+    }
+}
+
+impl SettingsArgs {
+    /// The preset asked for (tiny when none).
+    pub fn preset(&self) -> Preset {
+        self.preset.unwrap_or(Preset::Tiny)
+    }
+
+    /// The settings asked for: the preset, `--config` laid over it, then the flags. A file
+    /// that cannot be read as settings is a usage error of `--config` (exit code 2).
+    pub fn resolve(&self) -> anyhow::Result<TrainConfig> {
+        let preset = self.preset().config();
+        let cfg = match &self.config {
+            Some(file) => preset.with_file(file).map_err(|e| {
+                let reason = match e {
+                    slotcon_train::Error::Settings { source, .. } => source.to_string(),
+                    e => e.to_string(),
+                };
+                bad_flag("--config", file.display(), reason)
+            })?,
+            None => preset,
+        };
+        Ok(self.overrides.apply(cfg))
+    }
+
+    /// Checks `cfg` ([`TrainConfig::check`]): a field out of range is reported as the flag
+    /// that sets it (exit code 2), or as the settings file's or the preset's when no flag
+    /// does.
+    pub fn check(&self, cfg: &TrainConfig) -> anyhow::Result<()> {
+        let Err(e) = cfg.check() else { return Ok(()) };
+        let flag = match e.field {
+            "batch_size" => "--batch-size",
+            "epochs" | "warmup_epochs" => "--epochs",
+            "image_size" => "--image-size",
+            "base_lr" => "--base-lr",
+            _ if self.config.is_some() => anyhow::bail!("the settings' {e}"),
+            _ => anyhow::bail!("the {:?} preset's {e}", self.preset()),
+        };
+        let (value, reason) = match e.field {
+            "warmup_epochs" => (cfg.epochs.to_string(), format!("the preset's {e}")),
+            _ => (e.value, e.expected),
+        };
+        Err(bad_flag(flag, value, reason))
+    }
+}
