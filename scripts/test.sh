@@ -46,6 +46,10 @@ cargo fmt --all -- --check
 features=slotcon-train/tch,slotcon-tests/tch
 echo "==> cargo clippy --all-targets -- -D warnings (flex and LibTorch)"
 cargo clippy --release --workspace --all-targets --features "$features" -- -D warnings
+# The libraries' pages: every public item documented (missing_docs, above) and every
+# intra-doc link resolving (rustdoc::broken_intra_doc_links, [workspace.lints]).
+echo "==> cargo doc --workspace --no-deps --lib (rustdoc warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps --lib --features "$features"
 # Every target with the features `cargo test --workspace` resolves (dev-dependencies
 # included), so the test step reuses this build instead of compiling Burn a second time.
 echo "==> cargo build --release --workspace --all-targets --features slotcon-train/tch,slotcon-tests/tch (flex and LibTorch)"

@@ -14,16 +14,30 @@ pub enum Error {
     Empty,
     /// The decoder rejected the data (truncated, corrupt, ...).
     #[error("{format} decode failed: {reason}")]
-    Decode { format: &'static str, reason: String },
+    Decode {
+        /// The format (`JPEG`, `PNG`).
+        format: &'static str,
+        /// Why, in words.
+        reason: String,
+    },
     /// A colour model we do not convert (for example CMYK JPEG).
     #[error("unsupported {format} colour type: {what}")]
-    Unsupported { format: &'static str, what: String },
+    Unsupported {
+        /// The format (`JPEG`, `PNG`).
+        format: &'static str,
+        /// The colour type, in words.
+        what: String,
+    },
     /// More pixels than the decompression-bomb limit.
     #[error("{width}x{height} = {pixels} pixels exceeds the limit of {limit} (possible decompression bomb)")]
     TooManyPixels {
+        /// The image width, in pixels.
         width: u32,
+        /// The image height, in pixels.
         height: u32,
+        /// The number of pixels, `width * height`.
         pixels: u64,
+        /// The most pixels allowed.
         limit: u64,
     },
     /// A stored payload that does not match the size its index records (a corrupt entry).
@@ -35,8 +49,11 @@ pub enum Error {
     /// The loader could not produce a sample: a corrupt store entry or a worker panic.
     #[error("sample {id} ({path}): {cause}")]
     Sample {
+        /// The sample id.
         id: u64,
+        /// Its source path.
         path: String,
+        /// Why it could not be produced.
         #[source]
         cause: Box<SampleFailure>,
     },

@@ -14,6 +14,30 @@ fn mix64(mut z: u64) -> u64 {
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
+/// The sample a view's draws belong to: the run's seed, the epoch and the sample's index
+/// in the store. With the view (0 or 1) it is everything the draws derive from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    /// The run's seed.
+    pub seed: u64,
+    /// The epoch.
+    pub epoch: u64,
+    /// The sample's index (its id in the store).
+    pub index: u64,
+}
+
+impl SampleKey {
+    /// Sample `index` of `epoch` in the run seeded `seed`.
+    pub fn new(seed: u64, epoch: u64, index: u64) -> Self {
+        SampleKey { seed, epoch, index }
+    }
+
+    /// The draws of view `view` (0 or 1) of this sample.
+    pub fn rng(self, view: u64) -> SampleRng {
+        SampleRng::new(self.seed, self.epoch, self.index, view)
+    }
+}
+
 /// The random source of one view of one sample in one epoch.
 #[derive(Clone, Debug)]
 pub struct SampleRng {

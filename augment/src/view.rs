@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::crop::{flip_box, overlap_boxes, Crop, CropSampler};
 use crate::image::{ImageRef, Rect};
 use crate::ops::{self, color};
-use crate::rng::{Draws, SampleRng};
+use crate::decode::{sample_region, Limits};
+use crate::error::Error;
+use crate::rng::{Draws, SampleKey};
+use slotcon_shards::{Sample, StoreKind};
 
 /// The photometric settings of one view.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -205,6 +208,10 @@ pub fn apply_view(
 /// Time spent in each stage of [`apply_view`], summed over calls (for profiling).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct StageTimes {
+    /// Drawing both views' parameters ([`render_sample`]).
+    pub draw: std::time::Duration,
+    /// Decoding the region that holds both crops ([`render_sample`]).
+    pub decode: std::time::Duration,
     /// Crop and bicubic resize.
     pub resize: std::time::Duration,
     /// Horizontal flip.
@@ -346,7 +353,7 @@ pub struct TwoViewSample {
 pub fn two_views_into(
     src: ImageRef<'_>,
     cfg: &AugmentConfig,
-    key: (u64, u64, u64),
+    key: SampleKey,
     outs: [&mut [u8]; 2],
     s: &mut Scratch,
 ) -> crate::Result<TwoViewMeta> {
@@ -356,12 +363,67 @@ pub fn two_views_into(
     Ok(meta)
 }
 
-/// [`draw_two_views`] with the sample's own draws: `(seed, epoch, index)` and the view.
-pub fn draw_sample(cfg: &AugmentConfig, width: u32, height: u32, key: (u64, u64, u64)) -> TwoViewMeta {
-    let (seed, epoch, index) = key;
-    let mut d1 = SampleRng::new(seed, epoch, index, 0);
-    let mut d2 = SampleRng::new(seed, epoch, index, 1);
+/// [`draw_two_views`] with the sample's own draws: `key` and the view.
+pub fn draw_sample(cfg: &AugmentConfig, width: u32, height: u32, key: SampleKey) -> TwoViewMeta {
+    let (mut d1, mut d2) = (key.rng(0), key.rng(1));
     draw_two_views(cfg, width, height, [&mut d1, &mut d2])
+}
+
+/// Why [`render_sample`] made no views.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The stored image does not decode: a bad image, to skip and report.
+    #[error(transparent)]
+    Decode(Error),
+    /// The stored payload does not match its index ([`Error::Payload`]: a corrupt entry),
+    /// or the views could not be rendered from the decoded pixels.
+    #[error(transparent)]
+    Render(Error),
+}
+
+impl From<RenderError> for Error {
+    fn from(e: RenderError) -> Self {
+        match e {
+            RenderError::Decode(e) | RenderError::Render(e) => e,
+        }
+    }
+}
+
+/// What [`render_sample`] reuses from one sample to the next.
+#[derive(Default)]
+pub struct SampleBuffers {
+    /// The decoded region's pixels.
+    rgb: Vec<u8>,
+    /// The ops' scratch.
+    scratch: Scratch,
+}
+
+/// One stored sample's two views, the one way from a store entry to views (the loader's
+/// workers, `slotcon-bench dump` and `profile`): both views' parameters are drawn from
+/// `key` and the size the index records, the region that holds both crops is decoded
+/// ([`sample_region`]; a raw payload is borrowed whole), and the views are rendered into
+/// `outs`. Each stage's duration is added to `t`.
+pub fn render_sample(
+    store: StoreKind,
+    sample: &Sample<'_>,
+    cfg: &AugmentConfig,
+    key: SampleKey,
+    outs: [&mut [u8]; 2],
+    bufs: &mut SampleBuffers,
+    t: &mut StageTimes,
+) -> std::result::Result<TwoViewMeta, RenderError> {
+    let clock = std::time::Instant::now();
+    let meta = draw_sample(cfg, sample.width, sample.height, key);
+    t.draw += clock.elapsed();
+    let clock = std::time::Instant::now();
+    let (img, at) = match sample_region(store, sample, Limits::default(), meta.bounds(), &mut bufs.rgb) {
+        Ok(decoded) => decoded,
+        Err(e @ Error::Payload(_)) => return Err(RenderError::Render(e)),
+        Err(e) => return Err(RenderError::Decode(e)),
+    };
+    t.decode += clock.elapsed();
+    render_two_views(img, at, &meta, cfg, outs, &mut bufs.scratch, t).map_err(RenderError::Render)?;
+    Ok(meta)
 }
 
 /// Renders both views of `meta` into `outs` from `src`, the part of the image at `at`
@@ -402,7 +464,7 @@ fn local_crop(crop: Crop, at: Rect) -> crate::Result<Crop> {
 }
 
 /// [`two_views_into`] with freshly allocated views.
-pub fn two_views(src: ImageRef<'_>, cfg: &AugmentConfig, key: (u64, u64, u64)) -> crate::Result<TwoViewSample> {
+pub fn two_views(src: ImageRef<'_>, cfg: &AugmentConfig, key: SampleKey) -> crate::Result<TwoViewSample> {
     let n = cfg.size as usize * cfg.size as usize * 3;
     let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
     let meta = two_views_into(src, cfg, key, [&mut a, &mut b], &mut Scratch::default())?;
@@ -416,6 +478,7 @@ pub fn two_views(src: ImageRef<'_>, cfg: &AugmentConfig, key: (u64, u64, u64)) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::SampleRng;
 
     fn image(w: usize, h: usize) -> Vec<u8> {
         (0..w * h * 3).map(|i| ((i * 7) ^ (i / 3)) as u8).collect()
@@ -426,9 +489,11 @@ mod tests {
         let data = image(96, 64);
         let src = ImageRef::new(&data, 96, 64);
         let cfg = AugmentConfig::slotcon().with_size(32);
-        let a = two_views(src, &cfg, (1, 2, 3)).unwrap();
-        assert_eq!(a, two_views(src, &cfg, (1, 2, 3)).unwrap());
-        assert_ne!(a.meta, two_views(src, &cfg, (1, 2, 4)).unwrap().meta);
+        let key = SampleKey::new(1, 2, 3);
+        let a = two_views(src, &cfg, key).unwrap();
+        assert_eq!(a, two_views(src, &cfg, key).unwrap());
+        let next = SampleKey { index: 4, ..key };
+        assert_ne!(a.meta, two_views(src, &cfg, next).unwrap().meta);
     }
 
     #[test]

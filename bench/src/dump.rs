@@ -6,8 +6,7 @@
 use std::path::Path;
 
 use serde::Serialize;
-use slotcon_augment::decode::{sample_region, Limits};
-use slotcon_augment::{draw_sample, render_two_views, AugmentConfig, Scratch, StageTimes, ViewParams};
+use slotcon_augment::{render_sample, AugmentConfig, SampleBuffers, SampleKey, StageTimes, ViewParams};
 use slotcon_shards::ShardReader;
 
 use crate::error::{Error, Result};
@@ -48,15 +47,15 @@ pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>>
         source,
     })?;
     let cfg = AugmentConfig::slotcon();
-    let (mut rgb, mut scratch, mut all) = (Vec::new(), Scratch::default(), Vec::new());
+    let (mut bufs, mut all) = (SampleBuffers::default(), Vec::new());
     let n_px = cfg.size as usize * cfg.size as usize * 3;
     let mut views = [vec![0u8; n_px], vec![0u8; n_px]];
     for id in 0..n.min(reader.len()) {
         let s = reader.get(id)?;
-        let meta = draw_sample(&cfg, s.width, s.height, (seed, 0, id));
-        let (img, at) = sample_region(reader.store(), &s, Limits::default(), meta.bounds(), &mut rgb)?;
         let [a, b] = &mut views;
-        render_two_views(img, at, &meta, &cfg, [a, b], &mut scratch, &mut StageTimes::default())?;
+        let key = SampleKey::new(seed, 0, id);
+        let times = &mut StageTimes::default();
+        let meta = render_sample(reader.store(), &s, &cfg, key, [a, b], &mut bufs, times).map_err(slotcon_augment::Error::from)?;
         for (v, pixels) in views.iter().enumerate() {
             write_png(&out.join(format!("{id}_v{}.png", v + 1)), pixels, cfg.size)?;
         }

@@ -18,13 +18,20 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder.
         path: std::path::PathBuf,
+        /// The I/O error (a PNG encoding error is wrapped as one).
         #[source]
         source: std::io::Error,
     },
     /// The Python reference could not run or printed something unexpected.
     #[error("python reference {script}: {reason}")]
-    Python { script: String, reason: String },
+    Python {
+        /// The script's name, under `bench/python/`.
+        script: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The data cannot give a measurement (for example fewer images than a batch).
     #[error("{0}")]
     Data(String),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 use slotcon_augment::decode::{decode_rgb, Limits};
 use slotcon_augment::ops::{self, color};
-use slotcon_augment::{two_views_into, AugmentConfig, Crop, ImageRef, Scratch};
+use slotcon_augment::{two_views_into, AugmentConfig, Crop, ImageRef, SampleKey, Scratch};
 
 /// Side of the benchmarked views.
 pub const SIZE: usize = 224;
@@ -115,7 +115,7 @@ fn two_views_bench(rgb: Vec<u8>, w: usize, h: usize) -> OpBench {
             drop(two_views_into(
                 src,
                 &cfg,
-                (0, 0, index),
+                SampleKey::new(0, 0, index),
                 [&mut v1, &mut v2],
                 &mut scratch,
             ));

@@ -5,8 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use slotcon_augment::decode::{sample_region, Limits};
-use slotcon_augment::{draw_sample, render_two_views, AugmentConfig, Scratch, StageTimes};
+use slotcon_augment::{render_sample, AugmentConfig, SampleBuffers, SampleKey, StageTimes};
 use slotcon_shards::ShardReader;
 
 use crate::error::{Error, Result};
@@ -49,27 +48,21 @@ pub fn profile(shards: &Path, n: u64, seed: u64) -> Result<Profile> {
     }
     let cfg = AugmentConfig::slotcon();
     let size = cfg.size as usize;
-    let (mut rgb, mut scratch, mut times) = (Vec::new(), Scratch::default(), StageTimes::default());
-    let (mut read, mut decode, mut draw) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut bufs, mut times, mut read) = (SampleBuffers::default(), StageTimes::default(), Duration::ZERO);
     let mut outs = [vec![0u8; size * size * 3], vec![0u8; size * size * 3]];
     for k in 0..n {
         let id = k % reader.len();
         let t = Instant::now();
         let s = reader.get(id)?;
         read += t.elapsed();
-        let t = Instant::now();
-        let meta = draw_sample(&cfg, s.width, s.height, (seed, 0, id));
-        draw += t.elapsed();
-        let t = Instant::now();
-        let (img, at) = sample_region(reader.store(), &s, Limits::default(), meta.bounds(), &mut rgb)?;
-        decode += t.elapsed();
         let [a, b] = &mut outs;
-        render_two_views(img, at, &meta, &cfg, [a, b], &mut scratch, &mut times)?;
+        let key = SampleKey::new(seed, 0, id);
+        render_sample(reader.store(), &s, &cfg, key, [a, b], &mut bufs, &mut times).map_err(slotcon_augment::Error::from)?;
     }
     let stages = [
         ("read + CRC", read),
-        ("decode", decode),
-        ("draw parameters", draw),
+        ("decode", times.decode),
+        ("draw parameters", times.draw),
         ("resize", times.resize),
         ("flip", times.flip),
         ("colour jitter", times.jitter),

@@ -19,17 +19,32 @@ pub enum Error {
     Shards(#[from] slotcon_shards::Error),
     /// The source is not a readable directory.
     #[error("{}: not a readable directory: {reason}", path.display())]
-    Source { path: PathBuf, reason: String },
+    Source {
+        /// The source folder.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// A finished store or a partial ingest in the output was made differently.
     #[error("{}: {reason}", path.display())]
-    Conflict { path: PathBuf, reason: String },
+    Conflict {
+        /// The output folder, or the report in it that could not be read.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// The output has a manifest, but its files are not the ones the manifest lists.
     #[error(
         "{}: the store is incomplete: {}; pass --force to rebuild it",
         path.display(),
         listed(problems.iter().map(Problem::to_string), "; ")
     )]
-    Incomplete { path: PathBuf, problems: Vec<Problem> },
+    Incomplete {
+        /// The output folder.
+        path: PathBuf,
+        /// What is wrong with its files.
+        problems: Vec<Problem>,
+    },
     /// Every candidate file was skipped, or there were none. The report (`report`, saved
     /// in the output as `ingest-report.json`) lists each skipped file and why.
     #[error(
@@ -40,15 +55,21 @@ pub enum Error {
         skip_reasons(report)
     )]
     NothingWritten {
+        /// The output folder.
         path: PathBuf,
+        /// The number of candidate files found.
         found: usize,
+        /// The run's report, with each skipped file and why.
         report: Box<IngestReport>,
     },
     /// A setting outside what it accepts (named by its `slotcon-ingest` flag).
     #[error("{flag} {value} is outside {allowed}")]
     Setting {
+        /// The flag (`--quality`).
         flag: &'static str,
+        /// The value given.
         value: String,
+        /// The values accepted, in words (`1..=100`).
         allowed: &'static str,
     },
     /// The worker thread pool could not start.

@@ -38,7 +38,12 @@ pub enum Skip {
     Resize(slotcon_augment::Error),
     /// The resized image does not fit a JPEG's 65535-pixel sides.
     #[error("{width}x{height} is too large for JPEG")]
-    TooLargeForJpeg { width: u32, height: u32 },
+    TooLargeForJpeg {
+        /// The resized width, in pixels.
+        width: u32,
+        /// The resized height, in pixels.
+        height: u32,
+    },
     /// The JPEG encoder failed.
     #[error("JPEG encode failed: {0}")]
     Encode(#[source] jpeg_encoder::EncodingError),

@@ -10,7 +10,9 @@ pub enum Error {
     /// An operating-system error on a file or directory.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -18,7 +20,9 @@ pub enum Error {
     #[cfg(feature = "write")]
     #[error("{}: parquet: {source}", path.display())]
     Parquet {
+        /// The Parquet file.
         path: PathBuf,
+        /// The Parquet library's error.
         #[source]
         source: parquet::errors::ParquetError,
     },
@@ -26,48 +30,83 @@ pub enum Error {
     #[cfg(feature = "write")]
     #[error("{}: arrow: {source}", path.display())]
     Arrow {
+        /// The shard being written.
         path: PathBuf,
+        /// Arrow's error.
         #[source]
         source: arrow_schema::ArrowError,
     },
     /// A JSON file is not valid JSON for what it should hold.
     #[error("{}: {source}", path.display())]
     Json {
+        /// The file.
         path: PathBuf,
+        /// The parser's error.
         #[source]
         source: serde_json::Error,
     },
     /// `manifest.json` is missing, unreadable JSON, or inconsistent.
     #[error("{}: bad manifest: {reason}", path.display())]
-    Manifest { path: PathBuf, reason: String },
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// The store was written by a newer version of slotcon.
     #[error(
         "{}: store format version {found} is newer than the {supported} this build reads; \
          upgrade slotcon or re-ingest the images",
         path.display()
     )]
-    NewerVersion { path: PathBuf, found: u32, supported: u32 },
+    NewerVersion {
+        /// The manifest.
+        path: PathBuf,
+        /// The format version the manifest records.
+        found: u32,
+        /// The newest format version this build reads.
+        supported: u32,
+    },
     /// A shard or index file does not have the expected size, magic or layout.
     #[error("{}: corrupt: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The shard or index file.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// A whole-file checksum does not match the manifest.
     #[error("{}: checksum mismatch: manifest says {expected}, file has {actual}", path.display())]
     FileChecksum {
+        /// The file.
         path: PathBuf,
+        /// The checksum the manifest records (`crc32c:...`).
         expected: String,
+        /// The file's checksum, in the same form.
         actual: String,
     },
     /// One sample's bytes do not match the checksum recorded at ingest.
     #[error("{} id {id}: sample checksum mismatch (stored {expected:08x}, read {actual:08x})", path.display())]
     SampleChecksum {
+        /// The shard file.
         path: PathBuf,
+        /// The sample id.
         id: u64,
+        /// The CRC-32C recorded at ingest.
         expected: u32,
+        /// The CRC-32C of the bytes read.
         actual: u32,
     },
     /// A sample id outside `0..len`.
     #[error("{}: sample id {id} is out of range (the store holds {len})", path.display())]
-    OutOfRange { path: PathBuf, id: u64, len: u64 },
+    OutOfRange {
+        /// The store's folder.
+        path: PathBuf,
+        /// The sample id.
+        id: u64,
+        /// The number of samples the store holds.
+        len: u64,
+    },
     /// Another process holds the folder's lock ([`crate::lock`]).
     #[error(
         "{}: another {tool} ({}) is writing this {what}; wait for it or stop it",
@@ -75,14 +114,23 @@ pub enum Error {
         match pid { Some(pid) => format!("pid {pid}"), None => "pid unknown".to_string() }
     )]
     Locked {
+        /// The folder.
         path: PathBuf,
+        /// The program that writes the folder (`slotcon-ingest`).
         tool: &'static str,
+        /// What the folder is (`store`, `run`).
         what: &'static str,
+        /// The holder's PID, if its lock file could be read.
         pid: Option<u32>,
     },
     /// The caller broke a writer invariant (for example an empty image).
     #[error("{}: {reason}", path.display())]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file, or the sample's source path.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// The result type of this crate.

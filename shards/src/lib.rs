@@ -8,7 +8,7 @@
 //! - [`verify_checksums`] checks every file and sample checksum; [`check_files`] is the
 //!   cheap check that the files are the ones the manifest lists (sizes, index checksums).
 //!
-//! The format is documented in one place, [`format`].
+//! The format is documented in one place, [`format`](mod@format).
 //!
 //! ```
 //! use slotcon_shards::{Manifest, NewSample, ShardReader, ShardWriter, StoreKind};

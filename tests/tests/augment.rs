@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use slotcon_augment::decode::{decode_rgb, decode_rgb_region, Limits};
 use slotcon_augment::ops::{self, color};
 use slotcon_augment::{
-    draw_two_views, AugmentConfig, CropSampler, Draws, ImageRef, Rect, SampleRng, Scratch, ViewParams,
+    draw_two_views, AugmentConfig, CropSampler, Draws, ImageRef, Rect, SampleKey, SampleRng, Scratch, ViewParams,
 };
 use slotcon_tests::{coco128, python_script};
 
@@ -272,7 +272,7 @@ fn whole_views_match_the_reference_pipeline_with_injected_parameters() {
 fn regions(w: usize, h: usize, file: u64) -> Vec<Rect> {
     let cfg = AugmentConfig::slotcon();
     let mut out: Vec<Rect> = (0..48)
-        .map(|k| slotcon_augment::draw_sample(&cfg, w as u32, h as u32, (k, 0, file)).bounds())
+        .map(|k| slotcon_augment::draw_sample(&cfg, w as u32, h as u32, SampleKey::new(k, 0, file)).bounds())
         .collect();
     let mut d = SampleRng::new(17, 0, file, 0);
     for _ in 0..16 {

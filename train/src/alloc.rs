@@ -5,7 +5,7 @@
 //! next step's allocation of the same size page-faults it in again, zeroed: about a tenth
 //! of a CPU step went to the kernel that way. [`retain_freed_memory`] raises the
 //! thresholds so that freed blocks stay in the heap for the next step. The same settings
-//! as environment variables ([`ENV`]) give a child process (the PyTorch reference of
+//! as environment variables ([`env`](fn@env)) give a child process (the PyTorch reference of
 //! `slotcon-train-bench`) the same allocator.
 
 use std::ffi::c_int;

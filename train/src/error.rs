@@ -11,38 +11,72 @@ use std::path::PathBuf;
 pub enum Error {
     /// A weights, optimizer or checkpoint file does not fit the model.
     #[error("{}: {reason}", path.display())]
-    Weights { path: PathBuf, reason: String },
+    Weights {
+        /// The file or checkpoint folder.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// The shard store could not be opened.
     #[error("{}: cannot open the shard store: {source}", path.display())]
     OpenStore {
+        /// The store's folder.
         path: PathBuf,
+        /// Why it could not be opened.
         #[source]
         source: slotcon_shards::Error,
     },
     /// The shard store cannot feed this run (empty, or fewer images than a batch).
     #[error("{}: {reason}", path.display())]
-    Store { path: PathBuf, reason: String },
+    Store {
+        /// The store's folder.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// A run folder has no checkpoint to resume from, or one made with other settings.
     #[error("{}: {reason}", path.display())]
-    Checkpoint { path: PathBuf, reason: String },
+    Checkpoint {
+        /// The run folder, or the checkpoint file at fault.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// A device that this build or machine cannot provide.
     #[error("{device}: {reason}")]
-    Device { device: String, reason: String },
+    Device {
+        /// The device, as named.
+        device: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The loss became NaN or infinite.
     #[error("step {step}: the loss is {loss}; stopping (the last checkpoint is kept as it was)")]
-    Diverged { step: u64, loss: f64 },
+    Diverged {
+        /// The step.
+        step: u64,
+        /// The loss.
+        loss: f64,
+    },
     /// A weight or BatchNorm statistic became NaN or infinite.
     #[error(
         "step {step}: {tensor} holds a NaN or an infinity; stopping without saving it (the last checkpoint is kept as it was)"
     )]
-    NonFinite { step: u64, tensor: String },
+    NonFinite {
+        /// The step.
+        step: u64,
+        /// The first tensor that holds one, by its path in the network.
+        tensor: String,
+    },
     /// A distributed launch that cannot start (a bad variable, an unreachable rendezvous).
     #[error("{0}")]
     Distributed(String),
     /// A settings file (`--config`) that cannot be read as settings.
     #[error("{}: {source}", path.display())]
     Settings {
+        /// The settings file.
         path: PathBuf,
+        /// Why it cannot be read as settings.
         #[source]
         source: crate::settings_file::SettingsError,
     },
@@ -72,20 +106,32 @@ pub enum Error {
     /// Another error, with the file or folder it concerns (`PATH: cause`).
     #[error("{}: {err}", path.display())]
     WithPath {
+        /// The file or folder.
         path: PathBuf,
+        /// The error.
         #[source]
         err: Box<Error>,
     },
     /// A saved centre with another number of prototypes than the config.
     #[error("the centre has {have} prototypes, the config {want}")]
-    CentreSize { have: usize, want: usize },
+    CentreSize {
+        /// The saved centre's number of prototypes.
+        have: usize,
+        /// The config's number of prototypes.
+        want: usize,
+    },
     /// The centre could not be read back from the device.
     #[error("reading the centre: {0}")]
     CentreData(#[source] burn::tensor::DataError),
     /// Tensors that do not fit the network: names it has no place for, other shapes,
     /// missing ones; the first of them is named.
     #[error("{count} problems, first: {first}")]
-    Tensors { count: usize, first: String },
+    Tensors {
+        /// The number of problems.
+        count: usize,
+        /// The first problem, in words.
+        first: String,
+    },
     /// Tensors could not be written or read as safetensors.
     #[error(transparent)]
     Safetensors(#[from] burn::store::SafetensorsStoreError),
@@ -97,7 +143,10 @@ pub enum Error {
     OptimizerPack(#[from] burn_pack::Error),
     /// The optimiser holds a state other than momentum buffers.
     #[error("unexpected optimiser state {name}")]
-    OptimizerState { name: String },
+    OptimizerState {
+        /// The state's tensor name.
+        name: String,
+    },
 }
 
 impl Error {

@@ -9,9 +9,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::batch::{Outcome, Slot};
 use super::Shared;
-use crate::decode::{sample_region, Limits};
-use crate::error::{Error, SampleFailure};
-use crate::view::{draw_sample, render_two_views, Scratch, StageTimes, TwoViewMeta};
+use crate::error::SampleFailure;
+use crate::rng::SampleKey;
+use crate::view::{render_sample, RenderError, SampleBuffers, StageTimes, TwoViewMeta};
 
 /// One sample to render: position `pos` of batch buffer `slot`.
 #[derive(Clone, Copy, Debug)]
@@ -23,8 +23,7 @@ pub(crate) struct Task {
 /// Buffers a worker reuses from sample to sample.
 #[derive(Default)]
 struct WorkerState {
-    rgb: Vec<u8>,
-    scratch: Scratch,
+    bufs: SampleBuffers,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, tasks: Receiver<Task>, done: Sender<(u64, usize)>) {
@@ -71,34 +70,27 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Reads, decodes and augments sample `id` into position `pos` of `slot`. The views'
-/// parameters are drawn first (they need only the size the index records), so that a
-/// JPEG is decoded only where the two crops lie.
+/// Reads, decodes and augments sample `id` into position `pos` of `slot`
+/// ([`render_sample`]: a JPEG is decoded only where the two crops lie).
 fn fill(shared: &Shared, slot: &Slot, pos: usize, id: u64, ws: &mut WorkerState) -> Result<TwoViewMeta, Outcome> {
     let failed = |cause: SampleFailure| Outcome::Failed {
         path: path_of(shared, id),
         cause,
     };
-    let image = |e: Error| failed(SampleFailure::Image(Box::new(e)));
     let sample = shared.reader.get(id).map_err(|e| failed(SampleFailure::Store(e)))?;
-    let key = (shared.seed, shared.epoch, id);
-    let meta = draw_sample(&shared.cfg, sample.width, sample.height, key);
+    let key = SampleKey::new(shared.seed, shared.epoch, id);
     let store = shared.reader.store();
-    let (img, at) = match sample_region(store, &sample, Limits::default(), meta.bounds(), &mut ws.rgb) {
-        Ok(decoded) => decoded,
-        Err(e @ Error::Payload(_)) => return Err(image(e)),
-        Err(e) => {
-            return Err(Outcome::Skipped {
-                path: sample.path.to_string(),
-                reason: e.to_string(),
-            })
-        }
-    };
     // SAFETY: `fill` runs only from `run`, for the task of `(slot, pos)` this worker
     // received, while the batch is being filled; `views` is dropped when `fill` returns
     // (or unwinds), before `run` records the outcome and decrements `remaining`.
     let views = unsafe { slot.views_mut(pos) };
     let times = &mut StageTimes::default();
-    render_two_views(img, at, &meta, &shared.cfg, views, &mut ws.scratch, times).map_err(image)?;
-    Ok(meta)
+    match render_sample(store, &sample, &shared.cfg, key, views, &mut ws.bufs, times) {
+        Ok(meta) => Ok(meta),
+        Err(RenderError::Decode(e)) => Err(Outcome::Skipped {
+            path: sample.path.to_string(),
+            reason: e.to_string(),
+        }),
+        Err(RenderError::Render(e)) => Err(failed(SampleFailure::Image(Box::new(e)))),
+    }
 }

@@ -50,7 +50,10 @@ pub enum BadValue {
     NotANumber(Accepted),
     /// `nan` or an infinity, where a number in `(0, max]` is expected.
     #[error("not a finite number (expected one in (0, {max}])")]
-    NotFinite { max: String },
+    NotFinite {
+        /// The largest value accepted, as written.
+        max: String,
+    },
     /// A number outside what the flag accepts.
     #[error("must be {}", outside(.0))]
     Outside(Accepted),

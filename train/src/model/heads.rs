@@ -57,10 +57,12 @@ impl ZeroBias for Conv2d {
 /// `DINOHead2d`: 1x1 conv → BN → GELU → 1x1 conv → BN → GELU → 1x1 conv.
 #[derive(Module, Debug)]
 pub struct Projector {
+    /// The first 1x1 conv, `cin → hidden`.
     pub conv1: Conv2d,
     bn1: BatchNorm,
     conv2: Conv2d,
     bn2: BatchNorm,
+    /// The last 1x1 conv, `hidden → out`.
     pub conv3: Conv2d,
 }
 
@@ -91,6 +93,7 @@ pub struct Predictor {
     bn1: BatchNorm,
     fc2: Linear,
     bn2: BatchNorm,
+    /// The last linear layer, `hidden → dim`.
     pub fc3: Linear,
 }
 
@@ -118,6 +121,7 @@ impl Predictor {
 /// pixel, a softmax over prototypes at `temp` (+1e-6), and attentive pooling into slots.
 #[derive(Module, Debug)]
 pub struct Grouping {
+    /// The K prototypes, one row of `dim` features each.
     pub slot_embed: Embedding,
     temp: f64,
 }

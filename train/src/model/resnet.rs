@@ -63,6 +63,7 @@ fn shortcut(downsample: &Option<Downsample>, x: Tensor<4>) -> Tensor<4> {
 /// ResNet-18/34's block: two 3x3 convs.
 #[derive(Module, Debug)]
 pub struct BasicBlock {
+    /// The first 3x3 conv (with the stride), `cin → planes`.
     pub conv1: Conv2d,
     pub(crate) bn1: BatchNorm,
     conv2: Conv2d,
@@ -93,10 +94,12 @@ impl BasicBlock {
 /// ResNet-50's block: 1x1, 3x3 (with the stride), 1x1 with 4x expansion.
 #[derive(Module, Debug)]
 pub struct Bottleneck {
+    /// The first 1x1 conv, `cin → planes`.
     pub conv1: Conv2d,
     pub(crate) bn1: BatchNorm,
     conv2: Conv2d,
     bn2: BatchNorm,
+    /// The last 1x1 conv, `planes → 4 * planes`.
     pub conv3: Conv2d,
     bn3: BatchNorm,
     downsample: Option<Downsample>,
@@ -148,6 +151,7 @@ impl Block {
 /// The backbone up to C5: `[n, 3, s, s]` to `[n, c5, s/32, s/32]`.
 #[derive(Module, Debug)]
 pub struct ResNet {
+    /// The stem: a 7x7 conv, stride 2, from RGB to 64 channels.
     pub conv1: Conv2d,
     pub(crate) bn1: BatchNorm,
     maxpool: MaxPool2d,
