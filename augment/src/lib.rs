@@ -48,7 +48,7 @@ pub use image::{ImageRef, Rect};
 pub use loader::{Loader, LoaderBuilder, SkippedSample, TwoViewBatch};
 pub use rng::{Draws, Replay, SampleKey, SampleRng};
 pub use view::{
-    apply_jitter, apply_view, apply_view_timed, draw_sample, draw_two_views, draw_view, render_sample, render_two_views,
-    two_views, two_views_into, AugmentConfig, DataConfig, Jitter, RenderError, SampleBuffers, Scratch, StageTimes,
-    TwoViewMeta, TwoViewSample, ViewConfig, ViewParams, JITTER_OPS,
+    apply_jitter, apply_view, apply_view_timed, draw_sample, draw_two_views, draw_view, render_sample,
+    render_two_views, two_views, two_views_into, AugmentConfig, DataConfig, Jitter, RenderError, SampleBuffers,
+    Scratch, StageTimes, TwoViewMeta, TwoViewSample, ViewConfig, ViewParams, JITTER_OPS,
 };

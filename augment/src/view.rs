@@ -4,10 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crop::{flip_box, overlap_boxes, Crop, CropSampler};
-use crate::image::{ImageRef, Rect};
-use crate::ops::{self, color};
 use crate::decode::{sample_region, Limits};
 use crate::error::Error;
+use crate::image::{ImageRef, Rect};
+use crate::ops::{self, color};
 use crate::rng::{Draws, SampleKey};
 use slotcon_shards::{Sample, StoreKind};
 

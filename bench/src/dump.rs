@@ -55,7 +55,8 @@ pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>>
         let [a, b] = &mut views;
         let key = SampleKey::new(seed, 0, id);
         let times = &mut StageTimes::default();
-        let meta = render_sample(reader.store(), &s, &cfg, key, [a, b], &mut bufs, times).map_err(slotcon_augment::Error::from)?;
+        let meta = render_sample(reader.store(), &s, &cfg, key, [a, b], &mut bufs, times)
+            .map_err(slotcon_augment::Error::from)?;
         for (v, pixels) in views.iter().enumerate() {
             write_png(&out.join(format!("{id}_v{}.png", v + 1)), pixels, cfg.size)?;
         }

@@ -57,7 +57,8 @@ pub fn profile(shards: &Path, n: u64, seed: u64) -> Result<Profile> {
         read += t.elapsed();
         let [a, b] = &mut outs;
         let key = SampleKey::new(seed, 0, id);
-        render_sample(reader.store(), &s, &cfg, key, [a, b], &mut bufs, &mut times).map_err(slotcon_augment::Error::from)?;
+        render_sample(reader.store(), &s, &cfg, key, [a, b], &mut bufs, &mut times)
+            .map_err(slotcon_augment::Error::from)?;
     }
     let stages = [
         ("read + CRC", read),

@@ -100,3 +100,104 @@ fn every_documented_command_names_flags_its_binary_has() {
         missing.join("\n")
     );
 }
+
+/// Every `.rs` file of the workspace's crates, with its text.
+fn sources() -> Vec<(std::path::PathBuf, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.ends_with("target") && !p.ends_with(".venv") {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push((p.clone(), std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in ["shards", "ingest", "augment", "train", "bench", "tests", "python"] {
+        walk(&root().join(dir), &mut out);
+    }
+    out
+}
+
+/// Whether `text` defines `name` (a function, a type or a constant).
+fn defines(text: &str, name: &str) -> bool {
+    ["fn", "struct", "enum", "trait", "type", "const", "mod"]
+        .iter()
+        .any(|kw| {
+            text.contains(&format!("{kw} {name}("))
+                || text.contains(&format!("{kw} {name} "))
+                || text.contains(&format!("{kw} {name}<"))
+                || text.contains(&format!("{kw} {name};"))
+        })
+}
+
+/// ARCHITECTURE.md names only what exists: every backticked workspace path (`train/src/align.rs`,
+/// `augment/src/ops/`) is there, and in the table of one image's path each row's file exists
+/// and defines the row's first named function, and every other code name in the row is
+/// defined somewhere in the workspace.
+#[test]
+fn architecture_names_only_files_and_functions_that_exist() {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let sources = sources();
+    let tops = [
+        "shards/", "ingest/", "augment/", "train/", "bench/", "tests/", "python/", "scripts/", "docs/", "configs/",
+    ];
+    let ticked: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
+    let mut missing = Vec::new();
+    let paths: Vec<&str> = ticked
+        .iter()
+        .copied()
+        .filter(|t| tops.iter().any(|top| t.starts_with(top)) && !t.contains(' '))
+        .collect();
+    for p in &paths {
+        if !root().join(p).exists() {
+            missing.push(format!("file {p}"));
+        }
+    }
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && l[2..].starts_with(|c: char| c.is_ascii_digit()) && l.contains(".rs` |"))
+        .collect();
+    let mut named = 0;
+    for row in &rows {
+        let cols: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (file, function) = (cols[2].trim_matches('`'), cols[3]);
+        let names: Vec<&str> = function
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|n| n.chars().all(|c| c.is_alphanumeric() || c == '_' || c == ':') && !n.is_empty())
+            .collect();
+        let here = root().join(file);
+        let own = sources
+            .iter()
+            .filter(|(p, _)| p.starts_with(&here))
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (i, name) in names.iter().enumerate() {
+            let last = name.rsplit("::").next().unwrap();
+            let found = if i == 0 {
+                defines(&own, last)
+            } else {
+                sources.iter().any(|(_, t)| defines(t, last))
+            };
+            named += 1;
+            if !found {
+                missing.push(format!("{name} ({})", if i == 0 { file } else { "the workspace" }));
+            }
+        }
+    }
+    assert!(
+        paths.len() >= 40 && rows.len() >= 20 && named >= 25,
+        "the parser lost ARCHITECTURE.md: {} paths, {} rows, {named} names",
+        paths.len(),
+        rows.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names what does not exist: {missing:?}"
+    );
+}

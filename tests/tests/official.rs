@@ -111,16 +111,11 @@ fn an_official_checkpoint_imports_exports_back_unchanged_and_trains_like_the_ref
     let batch = loader.next().unwrap().unwrap();
     let case = dir.join("case");
     slotcon_train::reference::dump_case(&trainer, &batch, &case).unwrap();
-    let (warmup, total) = ((cfg.optim.warmup_epochs * spe as f64).round() as u64, cfg.epochs * spe);
-    let lr = learning_rate(
-        step,
-        warmup,
-        total,
-        cfg.lr(),
-        cfg.optim.warmup_multiplier,
-        cfg.optim.min_lr,
-    );
-    let ema = teacher_momentum(step, total, cfg.optim.teacher_momentum);
+    // The schedules at the imported step, from their definitions.
+    let (warmup, total) = (cfg.warmup_steps(spe), cfg.epochs * spe);
+    let o = &cfg.optim;
+    let lr = learning_rate(step, warmup, total, cfg.lr(), o.warmup_multiplier, o.min_lr);
+    let ema = teacher_momentum(step, total, o.teacher_momentum);
     let ours = trainer.train_step_now(&batch).unwrap();
     assert_eq!((ours.lr, ours.momentum), (lr, ema));
     let reference: serde_json::Value = serde_json::from_str(&official_ckpt(&[

@@ -338,6 +338,26 @@ impl TrainConfig {
         self.optim.base_lr * self.data.batch_size as f64 / 256.0
     }
 
+    /// The warm-up's steps at `steps_per_epoch` steps per epoch.
+    pub fn warmup_steps(&self, steps_per_epoch: u64) -> u64 {
+        (self.optim.warmup_epochs * steps_per_epoch as f64).round() as u64
+    }
+
+    /// The learning rate of `step` at `steps_per_epoch` steps per epoch: the linear
+    /// warm-up, then the cosine to `min_lr` ([`crate::schedule::learning_rate`]).
+    pub fn lr_at(&self, step: u64, steps_per_epoch: u64) -> f64 {
+        let total = self.epochs.saturating_mul(steps_per_epoch);
+        let o = &self.optim;
+        let warmup = self.warmup_steps(steps_per_epoch);
+        crate::schedule::learning_rate(step, warmup, total, self.lr(), o.warmup_multiplier, o.min_lr)
+    }
+
+    /// The teacher's EMA momentum at `step` ([`crate::schedule::teacher_momentum`]).
+    pub fn teacher_momentum_at(&self, step: u64, steps_per_epoch: u64) -> f64 {
+        let total = self.epochs.saturating_mul(steps_per_epoch);
+        crate::schedule::teacher_momentum(step, total, self.optim.teacher_momentum)
+    }
+
     /// Batch sizes a run accepts (the loader also checks the batch against the store and
     /// the memory).
     pub const BATCH_SIZE: RangeInclusive<usize> = 1..=65536;

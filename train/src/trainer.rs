@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::model::{slotcon_loss, SlotConNet};
 use crate::optim::lars::{momentum_module, with_momentum};
 use crate::optim::{ema_update, Lars};
-use crate::schedule::{learning_rate, teacher_momentum};
 
 /// What one step measured.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -244,16 +243,8 @@ impl Trainer {
         let cfg = &self.cfg;
         let mut clock = Clock::start(self.profile.is_some().then_some(&self.device));
         let mut times = StepTimes::default();
-        let warmup = (cfg.optim.warmup_epochs * self.steps_per_epoch as f64).round() as u64;
-        let lr = learning_rate(
-            self.step,
-            warmup,
-            self.total_steps(),
-            cfg.lr(),
-            cfg.optim.warmup_multiplier,
-            cfg.optim.min_lr,
-        );
-        let momentum = teacher_momentum(self.step, self.total_steps(), cfg.optim.teacher_momentum);
+        let lr = cfg.lr_at(self.step, self.steps_per_epoch);
+        let momentum = cfg.teacher_momentum_at(self.step, self.steps_per_epoch);
         let net = self.net.take().expect("network present");
         let views = [view_tensor(batch, 0, &self.device), view_tensor(batch, 1, &self.device)];
         times.data = clock.lap();

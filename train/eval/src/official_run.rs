@@ -11,7 +11,6 @@ use slotcon_train::checkpoint;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::SlotConNet;
 use slotcon_train::run_folder::{self, Intent};
-use slotcon_train::schedule::learning_rate;
 use slotcon_train::trainer::{Progress, Trainer};
 use slotcon_train::{Optimizer, TrainConfig};
 
@@ -119,16 +118,8 @@ pub fn export_official(run: &Path, name: &str, out: &Path, python: &Path) -> Res
 
 /// The JSON `official_pth.py write` turns into `args`, `optimizer`, `scheduler`, `epoch`.
 fn export_meta(cfg: &TrainConfig, step: u64, spe: u64) -> serde_json::Value {
-    let warmup = (cfg.optim.warmup_epochs * spe as f64).round() as u64;
-    let total = cfg.epochs * spe;
-    let lr = learning_rate(
-        step,
-        warmup,
-        total,
-        cfg.lr(),
-        cfg.optim.warmup_multiplier,
-        cfg.optim.min_lr,
-    );
+    let (warmup, total) = (cfg.warmup_steps(spe), cfg.epochs * spe);
+    let lr = cfg.lr_at(step, spe);
     let kind = match cfg.optim.optimizer {
         Optimizer::Lars => "lars",
         Optimizer::Sgd => "sgd",
