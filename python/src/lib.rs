@@ -45,6 +45,8 @@ fn to_py(e: slotcon_augment::Error) -> PyErr {
             });
             err
         }
+        // Settings out of their bounds, which the loader checks (`LoaderBuilder`).
+        slotcon_augment::Error::Config(reason) => PyValueError::new_err(format!("loader settings: {reason}")),
         other => SlotconError::new_err(other.to_string()),
     }
 }
@@ -152,19 +154,6 @@ impl Loader {
     ) -> PyResult<Self> {
         let reader = ShardReader::open(&path_arg(shards)?).map_err(store_err)?;
         let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        // The loader's bound, checked here to raise a ValueError.
-        let most = slotcon_augment::threads::max_threads();
-        if !(1..=most).contains(&workers) || world_size == 0 || rank >= world_size {
-            return Err(PyValueError::new_err(format!(
-                "workers {workers}, rank {rank}, world_size {world_size}: need 1 <= workers <= {most} \
-                 (4 per core, at most 256) and 0 <= rank < world_size"
-            )));
-        }
-        if !(min_scale > 0.0 && min_scale <= 1.0) {
-            return Err(PyValueError::new_err(format!(
-                "min_scale {min_scale}: must be in (0, 1], the smallest crop area as a fraction of the image"
-            )));
-        }
         let data = DataConfig {
             batch_size,
             image_size,

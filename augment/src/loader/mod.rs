@@ -158,6 +158,12 @@ impl LoaderBuilder {
         if self.cfg.size == 0 {
             return bad("view size must be positive".into());
         }
+        let (lo, hi) = self.cfg.crop.scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return bad(format!(
+                "crop scale ({lo}, {hi}): the smallest crop (min_scale) must be in (0, 1], the largest in [min_scale, 1]"
+            ));
+        }
         Ok(())
     }
 
