@@ -138,27 +138,62 @@ pub fn intersection(a: &Crop, b: &Crop) -> u64 {
     (x.max(0) * y.max(0)) as u64
 }
 
+/// A box in a view's normalised frame (0 to 1 across the view, float32 as the official
+/// code's coords), `[x1, y1, x2, y2]`: the crops' overlap as the loss aligns it. A box
+/// with `x2 <= x1` or `y2 <= y1` (disjoint crops) has no extent. Laid out as its four
+/// floats (a batch's boxes are one float32 `[N, 2, 4]` array) and serialised as them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+#[repr(transparent)]
+pub struct NormBox(pub [f32; 4]);
+
+impl NormBox {
+    /// The box after a horizontal flip of its view: `x1' = 1 - x2`, `x2' = 1 - x1` (float32).
+    pub fn flip(self) -> Self {
+        let [x1, y1, x2, y2] = self.0;
+        NormBox([1.0 - x2, y1, 1.0 - x1, y2])
+    }
+
+    /// Whether the box covers any area (`x1 < x2` and `y1 < y2`).
+    pub fn has_extent(self) -> bool {
+        let [x1, y1, x2, y2] = self.0;
+        x1 < x2 && y1 < y2
+    }
+}
+
+impl<'a> IntoIterator for &'a NormBox {
+    type Item = &'a f32;
+    type IntoIter = std::slice::Iter<'a, f32>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Deref for NormBox {
+    type Target = [f32; 4];
+
+    fn deref(&self) -> &[f32; 4] {
+        &self.0
+    }
+}
+
 /// The overlap of the two crops in each view's normalised frame, `[x1, y1, x2, y2]`,
 /// as SlotCon's `_clip_coords` computes it (float32). Disjoint crops give x2 < x1 or
 /// y2 < y1, as in the reference.
-pub fn overlap_boxes(a: &Crop, b: &Crop) -> [[f32; 4]; 2] {
+pub fn overlap_boxes(a: &Crop, b: &Crop) -> [NormBox; 2] {
     let (x1, y1) = (a.j.max(b.j) as f64, a.i.max(b.i) as f64);
     let (x2, y2) = ((a.j + a.w).min(b.j + b.w) as f64, (a.i + a.h).min(b.i + b.h) as f64);
     let frame = |c: &Crop| {
         let (cx, cy, w, h) = (c.j as f64, c.i as f64, c.w as f64, c.h as f64);
-        [
+        NormBox([
             ((x1 - cx) / w) as f32,
             ((y1 - cy) / h) as f32,
             ((x2 - cx) / w) as f32,
             ((y2 - cy) / h) as f32,
-        ]
+        ])
     };
     [frame(a), frame(b)]
-}
-
-/// A box after a horizontal flip of its view: `x1' = 1 - x2`, `x2' = 1 - x1` (float32).
-pub fn flip_box(b: [f32; 4]) -> [f32; 4] {
-    [1.0 - b[2], b[1], 1.0 - b[0], b[3]]
 }
 
 #[cfg(test)]
@@ -253,10 +288,11 @@ mod tests {
             w: 50,
         };
         let [ba, bb] = overlap_boxes(&a, &b);
-        assert_eq!(ba, [0.5, 0.5, 0.75, 1.0]);
-        assert_eq!(bb, [0.0, 0.0, 1.0, 1.0]);
-        assert_eq!(flip_box(ba), [0.25, 0.5, 0.5, 1.0]);
-        assert_eq!(flip_box(flip_box(ba)), ba);
+        assert_eq!(ba, NormBox([0.5, 0.5, 0.75, 1.0]));
+        assert_eq!(bb, NormBox([0.0, 0.0, 1.0, 1.0]));
+        assert_eq!(ba.flip(), NormBox([0.25, 0.5, 0.5, 1.0]));
+        assert_eq!(ba.flip().flip(), ba);
+        assert!(ba.has_extent() && !NormBox([0.6, 0.2, 0.55, 0.8]).has_extent());
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub mod rng;
 pub mod threads;
 mod view;
 
-pub use crop::{Crop, CropSampler};
+pub use crop::{Crop, CropSampler, NormBox};
 pub use error::{Error, Result, SampleFailure};
 pub use image::{ImageRef, Rect};
 pub use loader::{Loader, LoaderBuilder, SkippedSample, TwoViewBatch};

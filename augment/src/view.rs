@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crop::{flip_box, overlap_boxes, Crop, CropSampler};
+use crate::crop::{overlap_boxes, Crop, CropSampler, NormBox};
 use crate::decode::{sample_region, Limits};
 use crate::error::Error;
 use crate::image::{ImageRef, Rect};
@@ -285,7 +285,7 @@ pub struct TwoViewMeta {
     /// Each view's parameters, including its crop and flip.
     pub params: [ViewParams; 2],
     /// The crops' overlap in each view's normalised frame, `[x1, y1, x2, y2]`, after flips.
-    pub boxes: [[f32; 4]; 2],
+    pub boxes: [NormBox; 2],
     /// View 2's crop came from the unconditioned fallback (its box may be empty).
     pub fallback: bool,
 }
@@ -328,7 +328,7 @@ pub fn draw_two_views(cfg: &AugmentConfig, width: u32, height: u32, d: [&mut imp
     let mut boxes = overlap_boxes(&crop1, &crop2);
     for (b, p) in boxes.iter_mut().zip([&p1, &p2]) {
         if p.flip {
-            *b = flip_box(*b);
+            *b = b.flip();
         }
     }
     TwoViewMeta {

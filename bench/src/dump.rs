@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use serde::Serialize;
-use slotcon_augment::{render_sample, AugmentConfig, SampleBuffers, SampleKey, StageTimes, ViewParams};
+use slotcon_augment::{render_sample, AugmentConfig, NormBox, SampleBuffers, SampleKey, StageTimes, ViewParams};
 use slotcon_shards::ShardReader;
 
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ pub struct Dumped {
     /// `[[i, j, h, w], [i, j, h, w]]` in source pixels.
     pub crops: [[u32; 4]; 2],
     /// `[[x1, y1, x2, y2], ...]` in each view's normalised frame, after flips.
-    pub boxes: [[f32; 4]; 2],
+    pub boxes: [NormBox; 2],
     /// Horizontal flips.
     pub flips: [bool; 2],
     /// The side of each (square) view in pixels.

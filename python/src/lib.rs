@@ -392,7 +392,7 @@ impl Batch {
             .boxes()
             .iter()
             .flatten()
-            .flatten()
+            .flat_map(|b| b.0)
             .flat_map(|v| v.to_le_bytes())
             .collect();
         PyBytes::new(py, &bytes)

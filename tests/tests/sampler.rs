@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 use slotcon_augment::crop::{intersection, overlap_boxes};
-use slotcon_augment::{draw_two_views, AugmentConfig, Crop, CropSampler, Draws, Replay, SampleRng};
+use slotcon_augment::{draw_two_views, AugmentConfig, Crop, CropSampler, Draws, NormBox, Replay, SampleRng};
 use slotcon_tests::python_script;
 
 /// Passes draws through from a generator and records them.
@@ -123,8 +123,8 @@ fn samplers_match_torchvision_and_design_for_injected_and_free_draws() {
 }
 
 /// Maps a box in a view's frame back to source pixels (un-flipping first).
-fn to_source(b: [f32; 4], c: &Crop, flipped: bool) -> [f64; 4] {
-    let b = if flipped { slotcon_augment::crop::flip_box(b) } else { b };
+fn to_source(b: NormBox, c: &Crop, flipped: bool) -> [f64; 4] {
+    let b = if flipped { b.flip() } else { b };
     let (x, y, w, h) = (c.j as f64, c.i as f64, c.w as f64, c.h as f64);
     [
         x + b[0] as f64 * w,
@@ -148,18 +148,12 @@ fn both_boxes_cover_the_same_source_rectangle() {
         // Flipping is an involution and the un-flipped boxes are `overlap_boxes`.
         let raw = overlap_boxes(&c1, &c2);
         // (In float32, as in the reference, 1 - (1 - x) is x within an ulp.)
-        let twice = slotcon_augment::crop::flip_box(slotcon_augment::crop::flip_box(m.boxes[0]));
+        let twice = m.boxes[0].flip().flip();
         assert!(
             twice.iter().zip(&m.boxes[0]).all(|(a, b)| (a - b).abs() <= 1e-7),
             "{twice:?}"
         );
-        let unflip = |b, f| {
-            if f {
-                slotcon_augment::crop::flip_box(b)
-            } else {
-                b
-            }
-        };
+        let unflip = |b: NormBox, f| if f { b.flip() } else { b };
         for (got, want) in [(unflip(m.boxes[0], f1), raw[0]), (unflip(m.boxes[1], f2), raw[1])] {
             for k in 0..4 {
                 assert!((got[k] - want[k]).abs() < 1e-6, "{got:?} vs {want:?}");

@@ -2,7 +2,7 @@
 //! replacement against torchvision, and the COCO-Stuff-27 labels of the sample masks.
 
 use serde_json::json;
-use slotcon_augment::{draw_two_views, AugmentConfig, SampleRng};
+use slotcon_augment::{draw_two_views, AugmentConfig, NormBox, SampleRng};
 use slotcon_tests::python_script;
 use slotcon_train::AlignPlan;
 
@@ -24,10 +24,10 @@ fn align_plan_matches_torchvision_roi_align_with_flips_and_degenerate_boxes() {
         ([0.1, 0.7, 0.9, 0.68], true),
         ([0.3, 0.3, 0.3, 0.9], false),
     ] {
-        boxes.push(b);
+        boxes.push(NormBox(b));
         flips.push(f);
     }
-    boxes.push([0.0, 0.0, 1.0, 1.0]);
+    boxes.push(NormBox([0.0, 0.0, 1.0, 1.0]));
     flips.push(true);
     let (n, c, h, w) = (boxes.len(), 3usize, 7usize, 7usize);
     let mut rng = SampleRng::new(9, 9, 9, 9);
@@ -199,10 +199,10 @@ fn loss_parity(device: burn::prelude::Device) {
         boxes.push(m.boxes);
         flips.push(m.flips());
     }
-    boxes[3] = [[0.6, 0.2, 0.55, 0.8], [0.3, 0.1, 0.25, 0.9]];
+    boxes[3] = [NormBox([0.6, 0.2, 0.55, 0.8]), NormBox([0.3, 0.1, 0.25, 0.9])];
     let h = s / 32;
     let plan = |v: usize| {
-        let b: Vec<[f32; 4]> = boxes.iter().map(|b| b[v]).collect();
+        let b: Vec<NormBox> = boxes.iter().map(|b| b[v]).collect();
         let f: Vec<bool> = flips.iter().map(|f| f[v]).collect();
         AlignPlan::new(&b, &f, h, h)
     };

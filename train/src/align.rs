@@ -14,6 +14,7 @@
 //! the trainer masks those pairs out of the grouping loss (DESIGN §6).
 
 use burn::prelude::*;
+use slotcon_augment::NormBox;
 
 /// The alignment of a batch of `n` score maps of `h × w`.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,7 +36,7 @@ pub struct AlignPlan {
 impl AlignPlan {
     /// The plan for `boxes` (`[x1, y1, x2, y2]` in the view's normalised frame, float32)
     /// and `flips`, on `h × w` maps.
-    pub fn new(boxes: &[[f32; 4]], flips: &[bool], h: usize, w: usize) -> Self {
+    pub fn new(boxes: &[NormBox], flips: &[bool], h: usize, w: usize) -> Self {
         assert_eq!(boxes.len(), flips.len(), "one flip per box");
         let n = boxes.len();
         let mut plan = AlignPlan {
@@ -169,7 +170,7 @@ mod tests {
 
     #[test]
     fn the_whole_frame_is_the_identity() {
-        let plan = AlignPlan::new(&[[0.0, 0.0, 1.0, 1.0]], &[false], 7, 7);
+        let plan = AlignPlan::new(&[NormBox([0.0, 0.0, 1.0, 1.0])], &[false], 7, 7);
         for r in 0..7 {
             for c in 0..7 {
                 let want = if r == c { 1.0 } else { 0.0 };
@@ -182,7 +183,7 @@ mod tests {
     #[test]
     fn a_flip_mirrors_the_columns() {
         let map: Vec<f32> = (0..2 * 3 * 4).map(|v| v as f32).collect();
-        let plan = AlignPlan::new(&[[0.0, 0.0, 1.0, 1.0]; 2], &[false, true], 3, 4);
+        let plan = AlignPlan::new(&[NormBox([0.0, 0.0, 1.0, 1.0]); 2], &[false, true], 3, 4);
         let (mut a, mut b) = (vec![0.0; 12], vec![0.0; 12]);
         plan.apply(0, &map[..12], &mut a);
         plan.apply(1, &map[..12], &mut b);
@@ -195,14 +196,19 @@ mod tests {
 
     #[test]
     fn empty_boxes_are_zero_and_invalid() {
-        let plan = AlignPlan::new(&[[0.6, 0.1, 0.5, 0.9], [0.1, 0.4, 0.9, 0.4]], &[false, true], 7, 7);
+        let plan = AlignPlan::new(
+            &[NormBox([0.6, 0.1, 0.5, 0.9]), NormBox([0.1, 0.4, 0.9, 0.4])],
+            &[false, true],
+            7,
+            7,
+        );
         assert_eq!(plan.valid, [false, false]);
         assert!(plan.ay.iter().chain(&plan.ax).all(|&v| v == 0.0));
     }
 
     #[test]
     fn rows_of_an_inner_box_sum_to_one() {
-        let plan = AlignPlan::new(&[[0.2, 0.3, 0.7, 0.9]], &[true], 7, 7);
+        let plan = AlignPlan::new(&[NormBox([0.2, 0.3, 0.7, 0.9])], &[true], 7, 7);
         for r in 0..7 {
             let s: f32 = plan.ay[r * 7..(r + 1) * 7].iter().sum();
             assert!((s - 1.0).abs() < 1e-5, "{s}");

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use slotcon_augment::ops::normalize::{MEAN, STD};
-use slotcon_augment::TwoViewBatch;
+use slotcon_augment::{NormBox, TwoViewBatch};
 
 use crate::align::AlignPlan;
 
@@ -24,7 +24,7 @@ pub fn normalized(bytes: Vec<u8>, n: usize, s: usize, device: &Device) -> Tensor
 /// The alignment of each view's score maps (`map × map`) to the pair's overlap.
 pub fn plans(batch: &TwoViewBatch, map: usize) -> [AlignPlan; 2] {
     std::array::from_fn(|v| {
-        let boxes: Vec<[f32; 4]> = batch.boxes().iter().map(|b| b[v]).collect();
+        let boxes: Vec<NormBox> = batch.boxes().iter().map(|b| b[v]).collect();
         let flips: Vec<bool> = batch.flips().iter().map(|f| f[v]).collect();
         AlignPlan::new(&boxes, &flips, map, map)
     })

@@ -26,7 +26,7 @@
 //! assert!((lr0 - 0.02).abs() < 1e-12); // warm-up starts at lr / 100
 //!
 //! // Align a 7x7 map to the right half of its view, flipped.
-//! let plan = AlignPlan::new(&[[0.5, 0.0, 1.0, 1.0]], &[true], 7, 7);
+//! let plan = AlignPlan::new(&[slotcon_augment::NormBox([0.5, 0.0, 1.0, 1.0])], &[true], 7, 7);
 //! assert!(plan.valid[0]);
 //! ```
 

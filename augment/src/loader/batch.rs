@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::column::Column;
 use super::Shared;
-use crate::crop::Crop;
+use crate::crop::{Crop, NormBox};
 use crate::error::SampleFailure;
 use crate::view::TwoViewMeta;
 
@@ -41,7 +41,7 @@ pub(crate) struct Slot {
     pub(crate) remaining: AtomicUsize,
     views: [Column<u8>; 2],
     ids: Column<u64>,
-    boxes: Column<[[f32; 4]; 2]>,
+    boxes: Column<[NormBox; 2]>,
     crops: Column<[Crop; 2]>,
     flips: Column<[bool; 2]>,
     outcomes: Column<Outcome>,
@@ -53,7 +53,7 @@ impl Slot {
     pub(crate) fn bytes_per_sample(size: usize) -> Option<usize> {
         let views = size.checked_mul(size)?.checked_mul(3 * 2)?;
         let meta = std::mem::size_of::<u64>()
-            + std::mem::size_of::<[[f32; 4]; 2]>()
+            + std::mem::size_of::<[NormBox; 2]>()
             + std::mem::size_of::<[Crop; 2]>()
             + std::mem::size_of::<[bool; 2]>()
             + std::mem::size_of::<Outcome>();
@@ -247,7 +247,7 @@ impl TwoViewBatch {
     }
 
     /// Overlap boxes, `[N, 2, 4]`.
-    pub fn boxes(&self) -> &[[[f32; 4]; 2]] {
+    pub fn boxes(&self) -> &[[NormBox; 2]] {
         // SAFETY: as in `ids`.
         unsafe { self.slot().boxes.slice(0..self.len) }
     }
