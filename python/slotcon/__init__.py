@@ -17,7 +17,12 @@ import numpy as np
 from . import _native
 from ._native import SampleError, SlotconError, Store
 
-__all__ = ["Batch", "Loader", "SampleError", "SlotconError", "Store", "ingest", "checksum"]
+__all__ = ["Batch", "Loader", "SampleError", "SettingsError", "SlotconError", "Store", "ingest", "checksum"]
+
+
+class SettingsError(SlotconError, ValueError):
+    """Loader settings out of their bounds (workers, min_scale, rank, a batch larger than the
+    store...), as the loader itself checks them: a `SlotconError` and a `ValueError`."""
 
 
 class Batch:
@@ -68,8 +73,11 @@ class Loader:
 
     def __init__(self, shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0,
                  world_size=1, prefetch=2):
-        self._native = _native.Loader(os.fspath(shards), batch_size, workers, seed, image_size, min_scale, rank,
-                                      world_size, prefetch)
+        try:
+            self._native = _native.Loader(os.fspath(shards), batch_size, workers, seed, image_size, min_scale,
+                                          rank, world_size, prefetch)
+        except _native.SettingsError as e:
+            raise SettingsError(str(e)) from None
 
     def set_epoch(self, epoch):
         """The epoch the next iteration runs (stops one that is running)."""

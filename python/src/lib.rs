@@ -32,6 +32,12 @@ create_exception!(
     SlotconError,
     "A sample could not be read or decoded: `.id` and `.path` name it."
 );
+create_exception!(
+    _native,
+    SettingsError,
+    SlotconError,
+    "Loader settings out of their bounds (the loader's own check); `slotcon.SettingsError` is also a ValueError."
+);
 
 /// A Rust error as a Python exception; a sample's carries its id and path.
 fn to_py(e: slotcon_augment::Error) -> PyErr {
@@ -46,7 +52,7 @@ fn to_py(e: slotcon_augment::Error) -> PyErr {
             err
         }
         // Settings out of their bounds, which the loader checks (`LoaderBuilder`).
-        slotcon_augment::Error::Config(reason) => PyValueError::new_err(format!("loader settings: {reason}")),
+        slotcon_augment::Error::Config(reason) => SettingsError::new_err(format!("loader settings: {reason}")),
         other => SlotconError::new_err(other.to_string()),
     }
 }
@@ -517,5 +523,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c_of, m)?)?;
     m.add("SlotconError", m.py().get_type::<SlotconError>())?;
     m.add("SampleError", m.py().get_type::<SampleError>())?;
+    m.add("SettingsError", m.py().get_type::<SettingsError>())?;
     Ok(())
 }

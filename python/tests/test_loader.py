@@ -182,8 +182,9 @@ def test_a_corrupt_sample_is_an_exception_naming_it(tmp_path):
     # Bounds are the loader's own check (LoaderBuilder), raised as ValueError.
     for bad in (dict(batch_size=2, min_scale=2.0), dict(batch_size=2, min_scale=float("nan")),
                 dict(batch_size=2, workers=100000), dict(batch_size=2, rank=1, world_size=1)):
-        with pytest.raises(ValueError, match="loader settings"):
+        with pytest.raises(ValueError, match="loader settings") as err:
             slotcon.Loader(out, **bad)
+        assert isinstance(err.value, slotcon.SettingsError) and isinstance(err.value, slotcon.SlotconError)
 
 
 def loader_threads():
