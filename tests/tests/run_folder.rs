@@ -145,3 +145,50 @@ fn export_out_inside_the_run_folder_is_refused_and_the_run_is_unchanged() {
         .arg(tmp.path().join("b.safetensors"));
     run_ok(&mut cmd);
 }
+
+/// Every step's loss in `run/metrics.jsonl`, with its step.
+fn step_losses(run: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// `--auto-resume` is one command line for the first start and every restart: it starts in
+/// an empty folder, continues the run from its checkpoint (across an epoch's end: 4 steps
+/// per epoch here), ends where an uninterrupted run ends (every step's loss bit for bit),
+/// and refuses a run made with other settings, naming the setting and changing nothing.
+#[test]
+fn auto_resume_starts_then_continues_as_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    ingest_coco(&shards);
+    let whole = tmp.path().join("whole");
+    run_ok(&mut train(&shards, &whole, "6", &[]));
+    let out = tmp.path().join("auto");
+    std::fs::create_dir(&out).unwrap();
+    let first = run_ok(&mut train(&shards, &out, "2", &["--auto-resume"]));
+    assert!(first.contains("2 steps done"), "{first}");
+    let again = run_ok(&mut train(&shards, &out, "6", &["--auto-resume"]));
+    assert!(again.contains("6 steps done"), "{again}");
+    let (resumed, want) = (step_losses(&out), step_losses(&whole));
+    assert_eq!(want.len(), 6);
+    assert_eq!(resumed, want, "an auto-resumed run differs from the uninterrupted one");
+    let kept = || {
+        (
+            snapshot(&out.join("checkpoints")),
+            std::fs::read(out.join("metrics.jsonl")).unwrap(),
+        )
+    };
+    let before = kept();
+    let (code, _, err) = run(&mut train(&shards, &out, "8", &["--auto-resume", "--seed", "5"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another config") && err.contains("seed"), "{err}");
+    assert!(kept() == before, "a refused --auto-resume changed the run");
+    // With --resume or --force it is a usage error.
+    let (code, _, err) = run(&mut train(&shards, &out, "8", &["--auto-resume", "--resume"]));
+    assert_eq!(code, 2, "{err}");
+}

@@ -57,6 +57,12 @@ struct Cli {
     /// checkpoint swap that a kill interrupted).
     #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Continue the run in --out if it has a checkpoint, else start one there (an absent
+    /// or empty folder, or a run stopped before its first checkpoint): one command line for
+    /// the first start and every restart (torchrun --max-restarts, a requeued Slurm job),
+    /// as the official --auto-resume. A run made with other settings is refused, naming them.
+    #[arg(long, conflicts_with_all = ["force", "resume"])]
+    auto_resume: bool,
     /// Start over in an --out that already holds a run, deleting it first. Without
     /// --resume or --force, a folder that holds a run is refused.
     #[arg(long)]
@@ -77,10 +83,10 @@ struct Cli {
 /// The settings: the preset's with --config laid over it (or, with --resume, the run's
 /// config.json) and the flags given applied. With --resume a --preset or --config given
 /// must agree with the run, field by field.
-fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
+fn config(cli: &Cli, resume: bool) -> anyhow::Result<TrainConfig> {
     let settings = &cli.settings;
     let saved = cli.out.as_ref().map(|out| out.join("config.json"));
-    let Some(saved) = saved.filter(|s| cli.resume && s.is_file()) else {
+    let Some(saved) = saved.filter(|s| resume && s.is_file()) else {
         return settings.resolve();
     };
     let cfg = settings.overrides.apply(TrainConfig::load(&saved)?);
@@ -107,8 +113,16 @@ fn main() -> ExitCode {
     slotcon_cli::exit(run(Cli::parse()))
 }
 
+/// Whether to resume: `--resume`, or `--auto-resume` on a folder whose run has a
+/// checkpoint. Every rank decides before the rendezvous, where the ranks compare it.
+fn resumes(cli: &Cli) -> bool {
+    let has_checkpoint = || cli.out.as_deref().is_some_and(slotcon_train::checkpoint::exists);
+    cli.resume || (cli.auto_resume && has_checkpoint())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = config(&cli)?;
+    let resume = resumes(&cli);
+    let cfg = config(&cli, resume)?;
     cli.settings.check(&cfg)?;
     if cli.print_config {
         let toml = cfg.to_toml().context("--print-config")?;
@@ -139,7 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         out: out.clone(),
         workers,
         max_steps: cli.max_steps,
-        resume: cli.resume,
+        resume,
         force: cli.force,
     };
     let bar = slotcon_cli::bar(0, "steps", cli.quiet || dist::rank() != 0);
