@@ -153,12 +153,6 @@ impl NormBox {
         let [x1, y1, x2, y2] = self.0;
         NormBox([1.0 - x2, y1, 1.0 - x1, y2])
     }
-
-    /// Whether the box covers any area (`x1 < x2` and `y1 < y2`).
-    pub fn has_extent(self) -> bool {
-        let [x1, y1, x2, y2] = self.0;
-        x1 < x2 && y1 < y2
-    }
 }
 
 impl<'a> IntoIterator for &'a NormBox {
@@ -292,7 +286,6 @@ mod tests {
         assert_eq!(bb, NormBox([0.0, 0.0, 1.0, 1.0]));
         assert_eq!(ba.flip(), NormBox([0.25, 0.5, 0.5, 1.0]));
         assert_eq!(ba.flip().flip(), ba);
-        assert!(ba.has_extent() && !NormBox([0.6, 0.2, 0.55, 0.8]).has_extent());
     }
 
     #[test]

@@ -53,6 +53,6 @@ pub use format::{Manifest, ShardInfo, StoreKind, FORMAT_VERSION, OLDEST_VERSION}
 pub use input::read_bounded;
 pub use lock::{FolderLock, LockKind};
 pub use reader::{map_file, Extent, Sample, ShardReader};
-pub use verify::{check_files, check_shard_files, verify_checksums, FileProblem, Problem};
+pub use verify::{check_files, check_shard_files, verify_checksums, Problem};
 #[cfg(feature = "write")]
 pub use writer::{NewSample, ShardWriter};

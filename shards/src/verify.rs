@@ -23,7 +23,7 @@ pub struct Problem {
 /// Why one file fails its check against the manifest: the cause alone, since a
 /// [`Problem`] already names the file (its `reason` is this rendered).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FileProblem {
+pub(crate) enum FileProblem {
     /// The file does not exist.
     #[error("missing")]
     Missing,
@@ -43,15 +43,8 @@ pub enum FileProblem {
         /// The file's checksum.
         actual: String,
     },
-    /// Another operating-system error on the file.
-    #[error("{message}")]
-    Io {
-        /// The kind of the I/O error.
-        kind: std::io::ErrorKind,
-        /// The I/O error as it renders.
-        message: String,
-    },
-    /// Any other error, as it renders (the error itself is not `Clone`).
+    /// Any other error (an operating system's, a mapping's), as it renders: the errors
+    /// themselves are not `Clone`.
     #[error("{0}")]
     Other(String),
 }
@@ -198,10 +191,7 @@ fn reason(e: Error) -> FileProblem {
 fn io_reason(e: &std::io::Error) -> FileProblem {
     match e.kind() {
         std::io::ErrorKind::NotFound => FileProblem::Missing,
-        kind => FileProblem::Io {
-            kind,
-            message: e.to_string(),
-        },
+        _ => FileProblem::Other(e.to_string()),
     }
 }
 

@@ -173,6 +173,17 @@ pub fn tiny_run(tmp: &Path, steps: &str) -> (PathBuf, PathBuf) {
     (shards, out)
 }
 
+/// Every step's `(step, loss)` in `run/metrics.jsonl`.
+pub fn step_losses(run: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_else(|e| panic!("{}: {e}", run.display()));
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
 /// Every f32 tensor of the safetensors file `path`, by name.
 pub fn safetensors_f32(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use slotcon_tests::{bin, ingest_coco, run, run_ok, snapshot};
+use slotcon_tests::{bin, ingest_coco, run, run_ok, snapshot, step_losses};
 
 fn train(shards: &Path, out: &Path, steps: &str, extra: &[&str]) -> Command {
     let mut cmd = bin("slotcon-train");
@@ -144,17 +144,6 @@ fn export_out_inside_the_run_folder_is_refused_and_the_run_is_unchanged() {
         .args(["--to", "torchvision", "-q", "--out"])
         .arg(tmp.path().join("b.safetensors"));
     run_ok(&mut cmd);
-}
-
-/// Every step's loss in `run/metrics.jsonl`, with its step.
-fn step_losses(run: &Path) -> Vec<(u64, f64)> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
-        .collect()
 }
 
 /// `--auto-resume` is one command line for the first start and every restart: it starts in

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use slotcon_tests::{bin, run, run_ok};
+use slotcon_tests::{bin, run, run_ok, step_losses};
 
 const SMALL: [&str; 8] = [
     "--image-size",
@@ -18,16 +18,6 @@ const SMALL: [&str; 8] = [
 
 fn store(dir: &Path) {
     slotcon_tests::ingest_coco(dir);
-}
-
-fn losses(run_dir: &Path) -> Vec<(u64, f64)> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
-        .collect()
 }
 
 #[test]
@@ -52,7 +42,7 @@ fn a_resumed_run_continues_bit_identically() {
     train(&straight, "6", false);
     train(&resumed, "3", false);
     train(&resumed, "6", true);
-    let (a, b) = (losses(&straight), losses(&resumed));
+    let (a, b) = (step_losses(&straight), step_losses(&resumed));
     assert_eq!(a.len(), 6);
     assert_eq!(a, b, "the resumed run differs");
     // Not just the losses: every tensor of the final checkpoint, BatchNorm running
@@ -160,7 +150,7 @@ fn a_diverging_run_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint
     let nan_loss = err.contains("the loss is") && err.contains("stopping");
     let nan_weights = err.contains("holds a NaN or an infinity; stopping without saving it");
     assert!(nan_loss || nan_weights, "{err}");
-    let steps = losses(&out);
+    let steps = step_losses(&out);
     let failed_at = steps.len() as u64;
     let progress = out.join("checkpoints/current/progress.json");
     if progress.exists() {
@@ -196,7 +186,7 @@ fn libtorch_is_a_device_when_built_with_tch() {
     let (code, _, err) = run(&mut cmd);
     if cfg!(feature = "tch") {
         assert_eq!(code, 0, "{err}");
-        assert_eq!(losses(&tmp.path().join("run")).len(), 2);
+        assert_eq!(step_losses(&tmp.path().join("run")).len(), 2);
     } else {
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("--features tch"), "{err}");
@@ -242,8 +232,12 @@ fn a_bf16_run_resumes_bit_identically() {
         let resumed = tmp.path().join(format!("{device}-bf16-resumed"));
         train_in(&shards, &resumed, device, "bf16", "2", false);
         train_in(&shards, &resumed, device, "bf16", "3", true);
-        assert_eq!(losses(&resumed), losses(&whole), "{device}: a resumed bf16 run differs");
-        assert_eq!(losses(&whole).len(), 3);
+        assert_eq!(
+            step_losses(&resumed),
+            step_losses(&whole),
+            "{device}: a resumed bf16 run differs"
+        );
+        assert_eq!(step_losses(&whole).len(), 3);
     }
 }
 
