@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::Draws;
 
-/// A crop in source pixels, in torchvision's order: top `i`, left `j`, height `h`, width `w`.
+/// A rectangle of an image's pixels, in torchvision's order (`RandomResizedCrop.get_params`):
+/// top `i`, left `j`, height `h`, width `w`. The one rectangle type of the image path: the
+/// crops the sampler draws, the region a decoder decodes and the part of it a resize reads.
+/// Python's `batch.crops` and the dumps' JSON hold it as these four `u32`s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Crop {
     /// Top row.
@@ -25,14 +28,56 @@ pub struct Crop {
 }
 
 impl Crop {
-    /// The crop as a pixel rectangle.
-    pub fn rect(&self) -> crate::Rect {
-        crate::Rect {
-            x: self.j as usize,
-            y: self.i as usize,
-            w: self.w as usize,
-            h: self.h as usize,
+    /// The rectangle whose top-left pixel is `(x, y)` and whose size is `w × h`. Sizes
+    /// past `u32::MAX` (no image has them) saturate.
+    pub fn xywh(x: usize, y: usize, w: usize, h: usize) -> Self {
+        let px = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        Crop {
+            i: px(y),
+            j: px(x),
+            h: px(h),
+            w: px(w),
         }
+    }
+
+    /// The whole of a `width × height` image.
+    pub fn full(width: usize, height: usize) -> Self {
+        Crop::xywh(0, 0, width, height)
+    }
+
+    /// Left column (`j`).
+    pub fn left(&self) -> usize {
+        self.j as usize
+    }
+
+    /// Top row (`i`).
+    pub fn top(&self) -> usize {
+        self.i as usize
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.w as usize
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.h as usize
+    }
+
+    /// One past the right column (cannot overflow: both terms are `u32`).
+    pub fn right(&self) -> usize {
+        self.left() + self.width()
+    }
+
+    /// One past the bottom row.
+    pub fn bottom(&self) -> usize {
+        self.top() + self.height()
+    }
+
+    /// The number of pixels.
+    pub fn area(&self) -> usize {
+        self.width() * self.height()
     }
 }
 

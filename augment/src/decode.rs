@@ -17,8 +17,9 @@ use std::io::Cursor;
 
 use slotcon_shards::{Sample, StoreKind};
 
+use crate::crop::Crop;
 use crate::error::{Error, Result};
-use crate::image::{resize_exact, ImageRef, Rect};
+use crate::image::{resize_exact, ImageRef};
 
 /// PIL's `Image.MAX_IMAGE_PIXELS`: `1024 * 1024 * 1024 // 4 // 3`.
 pub const PIL_MAX_IMAGE_PIXELS: u64 = 1024 * 1024 * 1024 / 4 / 3;
@@ -73,7 +74,7 @@ pub fn sniff(bytes: &[u8]) -> Result<Format> {
 
 /// Decodes `bytes` into `out` (resized to `width * height * 3`) as RGB.
 pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Info> {
-    let all = Rect::full(usize::MAX, usize::MAX);
+    let all = Crop::full(usize::MAX, usize::MAX);
     decode_rgb_region(bytes, limits, all, out).map(|(info, _)| info)
 }
 
@@ -85,7 +86,7 @@ pub fn decode_rgb(bytes: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Inf
 /// row by pass row); a JPEG that cannot be decoded in part (lossless, 12-bit, odd
 /// sampling) whole. So the memory a decode takes is the region's, 3 bytes a pixel, plus
 /// one row.
-pub fn decode_rgb_region(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Result<(Info, Rect)> {
+pub fn decode_rgb_region(bytes: &[u8], limits: Limits, want: Crop, out: &mut Vec<u8>) -> Result<(Info, Crop)> {
     match sniff(bytes)? {
         Format::Jpeg => decode_jpeg(bytes, limits, want, out),
         Format::Png => decode_png(bytes, limits, want, out),
@@ -102,7 +103,7 @@ pub fn sample_rgb<'a>(
     limits: Limits,
     buf: &'a mut Vec<u8>,
 ) -> Result<ImageRef<'a>> {
-    let all = Rect::full(sample.width as usize, sample.height as usize);
+    let all = Crop::full(sample.width as usize, sample.height as usize);
     sample_region(store, sample, limits, all, buf).map(|(img, _)| img)
 }
 
@@ -113,12 +114,12 @@ pub fn sample_region<'a>(
     store: StoreKind,
     sample: &Sample<'a>,
     limits: Limits,
-    want: Rect,
+    want: Crop,
     buf: &'a mut Vec<u8>,
-) -> Result<(ImageRef<'a>, Rect)> {
+) -> Result<(ImageRef<'a>, Crop)> {
     let (w, h) = (sample.width as usize, sample.height as usize);
-    let (data, rect): (&'a [u8], Rect) = match store {
-        StoreKind::Raw => (sample.bytes, Rect::full(w, h)),
+    let (data, rect): (&'a [u8], Crop) = match store {
+        StoreKind::Raw => (sample.bytes, Crop::full(w, h)),
         StoreKind::Encoded => {
             let (info, rect) = decode_rgb_region(sample.bytes, limits, want, buf)?;
             if (info.width, info.height) != (sample.width, sample.height) {
@@ -130,7 +131,7 @@ pub fn sample_region<'a>(
             (buf, rect)
         }
     };
-    if data.len() != rect.w * rect.h * 3 {
+    if data.len() != rect.area() * 3 {
         return Err(Error::Payload(format!(
             "{} bytes of pixels are not {}x{}x3",
             data.len(),
@@ -138,7 +139,7 @@ pub fn sample_region<'a>(
             rect.h
         )));
     }
-    Ok((ImageRef::new(data, rect.w, rect.h), rect))
+    Ok((ImageRef::new(data, rect.width(), rect.height()), rect))
 }
 
 fn check_pixels(width: u32, height: u32, limits: Limits) -> Result<()> {
@@ -157,7 +158,7 @@ fn check_pixels(width: u32, height: u32, limits: Limits) -> Result<()> {
     Ok(())
 }
 
-fn decode_jpeg(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Result<(Info, Rect)> {
+fn decode_jpeg(bytes: &[u8], limits: Limits, want: Crop, out: &mut Vec<u8>) -> Result<(Info, Crop)> {
     let check = |h: &crate::jpeg::Header| check_pixels(h.width, h.height, limits);
     let (head, rect) = crate::jpeg::decode(bytes, want, check, out)?;
     let info = Info {
@@ -175,7 +176,7 @@ fn png_err(e: impl std::fmt::Display) -> Error {
     }
 }
 
-fn decode_png(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Result<(Info, Rect)> {
+fn decode_png(bytes: &[u8], limits: Limits, want: Crop, out: &mut Vec<u8>) -> Result<(Info, Crop)> {
     let mut dec = png::Decoder::new(Cursor::new(bytes));
     dec.set_transformations(png::Transformations::EXPAND);
     dec.set_limits(png::Limits {
@@ -196,22 +197,23 @@ fn decode_png(bytes: &[u8], limits: Limits, want: Rect, out: &mut Vec<u8>) -> Re
         height,
     };
     let rect = png_region(w, h, want);
-    resize_exact(out, rect.w * rect.h * 3);
+    resize_exact(out, rect.area() * 3);
     if reader.info().interlaced {
         png_interlaced_region(&mut reader, (w, h), rect, px, &convert, out)?;
         return Ok((info, rect));
     }
-    for y in 0..rect.y + rect.h {
+    let row_bytes = rect.width() * 3;
+    for y in 0..rect.bottom() {
         let row = reader
             .next_row()
             .map_err(png_err)?
             .ok_or_else(|| png_err("fewer rows than the header says"))?;
-        if y >= rect.y {
-            let src = &row.data()[rect.x * px..(rect.x + rect.w) * px];
-            convert(src, &mut out[(y - rect.y) * rect.w * 3..(y - rect.y + 1) * rect.w * 3]);
+        if y >= rect.top() {
+            let src = &row.data()[rect.left() * px..rect.right() * px];
+            convert(src, &mut out[(y - rect.top()) * row_bytes..][..row_bytes]);
         }
     }
-    if rect.y + rect.h == h {
+    if rect.bottom() == h {
         // Down to the last row: the rest of the image data is read and checked too, as
         // a whole-frame decode does (a region above the last row stops there).
         reader.next_row().map_err(png_err)?;
@@ -238,7 +240,7 @@ const ADAM7: [(usize, usize, usize, usize); 7] = [
 fn png_interlaced_region<R: std::io::BufRead + std::io::Seek>(
     reader: &mut png::Reader<R>,
     (w, h): (usize, usize),
-    rect: Rect,
+    rect: Crop,
     px: usize,
     convert: &dyn Fn(&[u8], &mut [u8]),
     out: &mut [u8],
@@ -260,15 +262,15 @@ fn png_interlaced_region<R: std::io::BufRead + std::io::Seek>(
                 data.len()
             )));
         }
-        if !(rect.y..rect.y + rect.h).contains(&y) {
+        if !(rect.top()..rect.bottom()).contains(&y) {
             continue;
         }
-        // The samples k with rect.x <= k * xs + xo < rect.x + rect.w.
-        let first = rect.x.saturating_sub(xo).div_ceil(xs);
-        let end = (rect.x + rect.w).saturating_sub(xo).div_ceil(xs).min(cols);
-        let dst_row = &mut out[(y - rect.y) * rect.w * 3..][..rect.w * 3];
+        // The samples k with left <= k * xs + xo < right.
+        let first = rect.left().saturating_sub(xo).div_ceil(xs);
+        let end = rect.right().saturating_sub(xo).div_ceil(xs).min(cols);
+        let dst_row = &mut out[(y - rect.top()) * rect.width() * 3..][..rect.width() * 3];
         for k in first..end {
-            let x = k * xs + xo - rect.x;
+            let x = k * xs + xo - rect.left();
             convert(&data[k * px..(k + 1) * px], &mut dst_row[x * 3..x * 3 + 3]);
         }
     }
@@ -280,21 +282,13 @@ fn png_interlaced_region<R: std::io::BufRead + std::io::Seek>(
 }
 
 /// `want` clipped to a `w x h` image; the whole image when nothing of it is left.
-fn png_region(w: usize, h: usize, want: Rect) -> Rect {
-    let (x0, y0) = (want.x.min(w), want.y.min(h));
-    let (x1, y1) = (
-        want.x.saturating_add(want.w).min(w),
-        want.y.saturating_add(want.h).min(h),
-    );
+fn png_region(w: usize, h: usize, want: Crop) -> Crop {
+    let (x0, y0) = (want.left().min(w), want.top().min(h));
+    let (x1, y1) = (want.right().min(w), want.bottom().min(h));
     if x1 <= x0 || y1 <= y0 {
-        return Rect::full(w, h);
+        return Crop::full(w, h);
     }
-    Rect {
-        x: x0,
-        y: y0,
-        w: x1 - x0,
-        h: y1 - y0,
-    }
+    Crop::xywh(x0, y0, x1 - x0, y1 - y0)
 }
 
 /// One expanded PNG row to RGB, the way PIL's `convert('RGB')` treats its mode.
@@ -358,28 +352,19 @@ mod tests {
                 let file = png_file(61, 47, color, depth);
                 let (mut whole, mut part) = (Vec::new(), Vec::new());
                 decode_rgb(&file, Limits::default(), &mut whole).unwrap();
-                for want in [
-                    Rect {
-                        x: 5,
-                        y: 9,
-                        w: 30,
-                        h: 20,
-                    },
-                    Rect {
-                        x: 40,
-                        y: 30,
-                        w: 100,
-                        h: 100,
-                    },
-                ] {
+                for want in [Crop::xywh(5, 9, 30, 20), Crop::xywh(40, 30, 100, 100)] {
                     let (_, got) = decode_rgb_region(&file, Limits::default(), want, &mut part).unwrap();
-                    assert!(got.x <= want.x && got.y <= want.y, "{color:?} {got:?}");
-                    assert_eq!(part.len(), got.w * got.h * 3);
-                    assert!(got.w < 61 || got.h < 47, "{color:?}: decoded whole");
-                    for r in 0..got.h {
-                        let from = ((got.y + r) * 61 + got.x) * 3;
+                    assert!(
+                        got.left() <= want.left() && got.top() <= want.top(),
+                        "{color:?} {got:?}"
+                    );
+                    assert_eq!(part.len(), got.area() * 3);
+                    assert!(got.width() < 61 || got.height() < 47, "{color:?}: decoded whole");
+                    let row = got.width() * 3;
+                    for r in 0..got.height() {
+                        let from = ((got.top() + r) * 61 + got.left()) * 3;
                         assert!(
-                            part[r * got.w * 3..(r + 1) * got.w * 3] == whole[from..from + got.w * 3],
+                            part[r * row..(r + 1) * row] == whole[from..from + row],
                             "{color:?} {depth:?}: row {r} of {got:?}"
                         );
                     }

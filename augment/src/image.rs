@@ -24,31 +24,6 @@ impl<'a> ImageRef<'a> {
     }
 }
 
-/// A rectangle in pixels: `x, y` top-left, `w × h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Rect {
-    /// Left column.
-    pub x: usize,
-    /// Top row.
-    pub y: usize,
-    /// Width.
-    pub w: usize,
-    /// Height.
-    pub h: usize,
-}
-
-impl Rect {
-    /// The whole of a `width × height` image.
-    pub fn full(width: usize, height: usize) -> Self {
-        Rect {
-            x: 0,
-            y: 0,
-            w: width,
-            h: height,
-        }
-    }
-}
-
 /// Sets `buf`'s length to `len` (new bytes zero) with no spare capacity when it must
 /// grow: a reused buffer holds the largest image it has met, not up to twice that as
 /// `Vec`'s amortised growth would leave it. The old contents are not copied when it

@@ -22,8 +22,9 @@ use std::ffi::{c_int, CStr};
 
 use turbojpeg_sys as tj;
 
+use crate::crop::Crop;
 use crate::error::{Error, Result};
-use crate::image::{resize_exact, Rect};
+use crate::image::resize_exact;
 
 /// A TurboJPEG decompressor.
 struct Decompressor(tj::tjhandle);
@@ -148,53 +149,45 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Header> {
 /// [`ALIGN`]; the exact part drops the margin columns that are not the image's edges. The
 /// whole image (all of it exact) when the file cannot be decoded in part or the region
 /// would be all of it.
-pub(crate) fn region(head: &Header, want: Rect) -> (Rect, Rect) {
+pub(crate) fn region(head: &Header, want: Crop) -> (Crop, Crop) {
     let (w, h) = (head.width as usize, head.height as usize);
-    let x0 = want.x.min(w).saturating_sub(MARGIN) / ALIGN * ALIGN;
-    let x1 = want.x.saturating_add(want.w).saturating_add(MARGIN).min(w);
-    let y0 = want.y.min(h);
-    let y1 = want.y.saturating_add(want.h).min(h);
+    let x0 = want.left().min(w).saturating_sub(MARGIN) / ALIGN * ALIGN;
+    let x1 = (want.right() + MARGIN).min(w);
+    let y0 = want.top().min(h);
+    let y1 = want.bottom().min(h);
     if !head.croppable || x1 <= x0 + 2 * MARGIN || y1 <= y0 {
-        return (Rect::full(w, h), Rect::full(w, h));
+        return (Crop::full(w, h), Crop::full(w, h));
     }
-    let decoded = Rect {
-        x: x0,
-        y: y0,
-        w: x1 - x0,
-        h: y1 - y0,
-    };
+    let decoded = Crop::xywh(x0, y0, x1 - x0, y1 - y0);
     let (left, right) = (usize::from(x0 > 0) * MARGIN, usize::from(x1 < w) * MARGIN);
-    let exact = Rect {
-        x: x0 + left,
-        w: decoded.w - left - right,
-        ..decoded
-    };
+    let exact = Crop::xywh(x0 + left, y0, x1 - x0 - left - right, y1 - y0);
     (decoded, exact)
 }
 
 /// Moves the `exact` part of the `decoded` RGB rectangle in `out` to its front.
-fn keep_exact(out: &mut Vec<u8>, decoded: Rect, exact: Rect) {
+fn keep_exact(out: &mut Vec<u8>, decoded: Crop, exact: Crop) {
     if exact == decoded {
         return;
     }
-    let (dx, dy) = (exact.x - decoded.x, exact.y - decoded.y);
-    for r in 0..exact.h {
-        let from = ((r + dy) * decoded.w + dx) * 3;
-        out.copy_within(from..from + exact.w * 3, r * exact.w * 3);
+    let (dx, dy) = (exact.left() - decoded.left(), exact.top() - decoded.top());
+    let row = exact.width() * 3;
+    for r in 0..exact.height() {
+        let from = ((r + dy) * decoded.width() + dx) * 3;
+        out.copy_within(from..from + row, r * row);
     }
-    out.truncate(exact.w * exact.h * 3);
+    out.truncate(exact.area() * 3);
 }
 
 /// Decodes the part of `bytes` that covers `want` into `out` as RGB, and returns the
-/// header and the rectangle `out` holds (`rect.w * rect.h * 3` bytes): a rectangle that
+/// header and the rectangle `out` holds (`rect.area() * 3` bytes): a rectangle that
 /// holds `want`, whose pixels are those of a full decode. `check` sees the header first,
 /// before any pixel buffer is sized.
 pub(crate) fn decode(
     bytes: &[u8],
-    want: Rect,
+    want: Crop,
     check: impl FnOnce(&Header) -> Result<()>,
     out: &mut Vec<u8>,
-) -> Result<(Header, Rect)> {
+) -> Result<(Header, Crop)> {
     let (head, rect, exact) = with_decompressor(|h| {
         let head = read_header(h, bytes)?;
         check(&head)?;
@@ -204,10 +197,10 @@ pub(crate) fn decode(
         } else {
             (tj::TJPF_TJPF_RGB, 3)
         };
-        resize_exact(out, rect.w * rect.h * channels);
+        resize_exact(out, rect.area() * channels);
         set_region(h, &head, rect)?;
         // SAFETY: the header was just read from the same bytes by this handle; `out` holds
-        // rect.w * rect.h * channels bytes, the packed cropped image at pitch 0.
+        // rect.area() * channels bytes, the packed cropped image at pitch 0.
         let status = unsafe {
             tj::tj3Decompress8(
                 h,
@@ -224,21 +217,21 @@ pub(crate) fn decode(
         Ok((head, rect, exact))
     })?;
     if head.cmyk {
-        cmyk_to_rgb_in_place(out, rect.w * rect.h, adobe_inverted(bytes));
+        cmyk_to_rgb_in_place(out, rect.area(), adobe_inverted(bytes));
     }
     keep_exact(out, rect, exact);
     Ok((head, exact))
 }
 
 /// Sets (or, for the whole image, clears) the handle's cropping region.
-fn set_region(h: tj::tjhandle, head: &Header, rect: Rect) -> Result<()> {
-    let full = rect == Rect::full(head.width as usize, head.height as usize);
+fn set_region(h: tj::tjhandle, head: &Header, rect: Crop) -> Result<()> {
+    let full = rect == Crop::full(head.width as usize, head.height as usize);
     let region = if full {
         tj::tjregion { x: 0, y: 0, w: 0, h: 0 }
     } else {
         tj::tjregion {
-            x: rect.x as c_int,
-            y: rect.y as c_int,
+            x: rect.j as c_int,
+            y: rect.i as c_int,
             w: rect.w as c_int,
             h: rect.h as c_int,
         }

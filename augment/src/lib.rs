@@ -44,7 +44,7 @@ mod view;
 
 pub use crop::{Crop, CropSampler, NormBox};
 pub use error::{Error, Result, SampleFailure};
-pub use image::{ImageRef, Rect};
+pub use image::ImageRef;
 pub use loader::{Loader, LoaderBuilder, SkippedSample, TwoViewBatch};
 pub use rng::{Draws, Replay, SampleKey, SampleRng};
 pub use view::{

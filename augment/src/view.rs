@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::crop::{overlap_boxes, Crop, CropSampler, NormBox};
 use crate::decode::{sample_region, Limits};
 use crate::error::Error;
-use crate::image::{ImageRef, Rect};
+use crate::image::ImageRef;
 use crate::ops::{self, color};
 use crate::rng::{Draws, SampleKey};
 use slotcon_shards::{Sample, StoreKind};
@@ -242,7 +242,7 @@ pub fn apply_view_timed(
         *slot += now - clock;
         clock = now;
     };
-    ops::resize_bicubic(src, p.crop.rect(), out, size, size, &mut s.rows)?;
+    ops::resize_bicubic(src, p.crop, out, size, size, &mut s.rows)?;
     lap(&mut t.resize);
     if p.flip {
         ops::hflip(out, size);
@@ -302,15 +302,10 @@ impl TwoViewMeta {
     }
 
     /// The smallest rectangle holding both crops: the pixels the views are made of.
-    pub fn bounds(&self) -> Rect {
-        let [a, b] = self.crops().map(|c| c.rect());
-        let (x, y) = (a.x.min(b.x), a.y.min(b.y));
-        Rect {
-            x,
-            y,
-            w: (a.x + a.w).max(b.x + b.w) - x,
-            h: (a.y + a.h).max(b.y + b.h) - y,
-        }
+    pub fn bounds(&self) -> Crop {
+        let [a, b] = self.crops();
+        let (x, y) = (a.left().min(b.left()), a.top().min(b.top()));
+        Crop::xywh(x, y, a.right().max(b.right()) - x, a.bottom().max(b.bottom()) - y)
     }
 }
 
@@ -358,7 +353,7 @@ pub fn two_views_into(
     s: &mut Scratch,
 ) -> crate::Result<TwoViewMeta> {
     let meta = draw_sample(cfg, src.width as u32, src.height as u32, key);
-    let all = Rect::full(src.width, src.height);
+    let all = Crop::full(src.width, src.height);
     render_two_views(src, all, &meta, cfg, outs, s, &mut StageTimes::default())?;
     Ok(meta)
 }
@@ -431,7 +426,7 @@ pub fn render_sample(
 /// adding each stage's duration to `t`.
 pub fn render_two_views(
     src: ImageRef<'_>,
-    at: Rect,
+    at: Crop,
     meta: &TwoViewMeta,
     cfg: &AugmentConfig,
     outs: [&mut [u8]; 2],
@@ -449,16 +444,15 @@ pub fn render_two_views(
 }
 
 /// `crop`, given in the image, relative to the part of it at `at`.
-fn local_crop(crop: Crop, at: Rect) -> crate::Result<Crop> {
-    let r = crop.rect();
-    if r.x < at.x || r.y < at.y || r.x + r.w > at.x + at.w || r.y + r.h > at.y + at.h {
+fn local_crop(crop: Crop, at: Crop) -> crate::Result<Crop> {
+    if crop.j < at.j || crop.i < at.i || crop.right() > at.right() || crop.bottom() > at.bottom() {
         return Err(crate::Error::Geometry(format!(
-            "crop {r:?} lies outside the decoded part {at:?}"
+            "crop {crop:?} lies outside the decoded part {at:?}"
         )));
     }
     Ok(Crop {
-        i: crop.i - at.y as u32,
-        j: crop.j - at.x as u32,
+        i: crop.i - at.i,
+        j: crop.j - at.j,
         ..crop
     })
 }

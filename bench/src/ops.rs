@@ -48,7 +48,7 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
     let mut view = vec![0u8; SIZE * SIZE * 3];
     ops::resize_bicubic(
         ImageRef::new(&rgb, w, h),
-        CROP.rect(),
+        CROP,
         &mut view,
         SIZE,
         SIZE,
@@ -66,7 +66,7 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
         run: Box::new(move || {
             drop(ops::resize_bicubic(
                 ImageRef::new(&src, w, h),
-                CROP.rect(),
+                CROP,
                 &mut out,
                 SIZE,
                 SIZE,
@@ -90,7 +90,7 @@ pub fn op_benches(jpeg: &[u8]) -> Result<Vec<OpBench>, slotcon_augment::Error> {
     list.push(OpBench {
         name: "normalize",
         run: Box::new(move || {
-            let x = slotcon_train::data::normalized(v2.clone(), 1, SIZE, &device);
+            let x = slotcon_train::normalized(v2.clone(), 1, SIZE, &device);
             drop(x.into_data());
         }),
     });

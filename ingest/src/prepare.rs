@@ -3,7 +3,7 @@
 
 use slotcon_augment::decode::{decode_rgb, Limits};
 use slotcon_augment::ops::resize_bicubic;
-use slotcon_augment::{ImageRef, Rect};
+use slotcon_augment::{Crop, ImageRef};
 use slotcon_shards::input::{read_bounded, MAX_IMAGE_FILE};
 use slotcon_shards::StoreKind;
 
@@ -121,7 +121,7 @@ pub fn prepare(file: &SourceFile, cfg: &IngestConfig, s: &mut Scratch) -> Result
 fn resize(s: &mut Scratch, (w, h): (u32, u32), (nw, nh): (u32, u32)) -> Result<(), Skip> {
     let src = ImageRef::new(&s.rgb, w as usize, h as usize);
     s.resized.resize(nw as usize * nh as usize * 3, 0);
-    let rect = Rect::full(w as usize, h as usize);
+    let rect = Crop::full(w as usize, h as usize);
     resize_bicubic(src, rect, &mut s.resized, nw as usize, nh as usize, &mut s.rows).map_err(Skip::Resize)
 }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use slotcon_augment::decode::{decode_rgb, decode_rgb_region, Limits};
 use slotcon_augment::ops::{self, color};
 use slotcon_augment::{
-    draw_two_views, AugmentConfig, CropSampler, Draws, ImageRef, Rect, SampleKey, SampleRng, Scratch, ViewParams,
+    draw_two_views, AugmentConfig, Crop, CropSampler, Draws, ImageRef, SampleKey, SampleRng, Scratch, ViewParams,
 };
 use slotcon_tests::{coco128, python_script};
 
@@ -106,7 +106,7 @@ fn every_op_is_bit_exact_with_pillow_and_torchvision() {
         // A real SlotCon crop of a real image, resized: the input of every other op.
         let crop = sampler.sample(&mut rng, *w as u32, *h as u32);
         let mut base = vec![0u8; SIZE * SIZE * 3];
-        ops::resize_bicubic(src, crop.rect(), &mut base, SIZE, SIZE, &mut rows).unwrap();
+        ops::resize_bicubic(src, crop, &mut base, SIZE, SIZE, &mut rows).unwrap();
         if draw < 60 {
             let full = cases.input(rgb);
             let p = json!({"i": crop.i, "j": crop.j, "h": crop.h, "w": crop.w, "size": SIZE});
@@ -124,7 +124,7 @@ fn every_op_is_bit_exact_with_pillow_and_torchvision() {
         }
         .sample(&mut rng, *w as u32, *h as u32);
         let mut out = vec![0u8; SIZE * SIZE * 3];
-        ops::resize_bicubic(ImageRef::new(rgb, *w, *h), crop.rect(), &mut out, SIZE, SIZE, &mut rows).unwrap();
+        ops::resize_bicubic(ImageRef::new(rgb, *w, *h), crop, &mut out, SIZE, SIZE, &mut rows).unwrap();
         let full = cases.input(rgb);
         cases.case(
             "resize",
@@ -210,7 +210,7 @@ fn normalize_devices() -> Vec<burn::prelude::Device> {
 
 /// One view through the trainer's normalisation (`[1, 3, s, s]` float32), as bytes.
 fn normalized_bytes(view: &[u8], device: &burn::prelude::Device) -> Vec<u8> {
-    let x = slotcon_train::data::normalized(view.to_vec(), 1, SIZE, device);
+    let x = slotcon_train::normalized(view.to_vec(), 1, SIZE, device);
     let floats: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
     floats.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
@@ -269,23 +269,18 @@ fn whole_views_match_the_reference_pipeline_with_injected_parameters() {
 /// The rectangles to decode in part from a `w × h` image: the union of the loader's two
 /// crops for 48 samples, 16 random rectangles, and the corners, edges and single pixels
 /// where partial decoding is hardest.
-fn regions(w: usize, h: usize, file: u64) -> Vec<Rect> {
+fn regions(w: usize, h: usize, file: u64) -> Vec<Crop> {
     let cfg = AugmentConfig::slotcon();
-    let mut out: Vec<Rect> = (0..48)
+    let mut out: Vec<Crop> = (0..48)
         .map(|k| slotcon_augment::draw_sample(&cfg, w as u32, h as u32, SampleKey::new(k, 0, file)).bounds())
         .collect();
     let mut d = SampleRng::new(17, 0, file, 0);
     for _ in 0..16 {
         let (x, y) = (d.randint(0, w as u32 - 1) as usize, d.randint(0, h as u32 - 1) as usize);
         let (rw, rh) = (d.randint(1, (w - x) as u32), d.randint(1, (h - y) as u32));
-        out.push(Rect {
-            x,
-            y,
-            w: rw as usize,
-            h: rh as usize,
-        });
+        out.push(Crop::xywh(x, y, rw as usize, rh as usize));
     }
-    let one = |x: usize, y: usize| Rect { x, y, w: 1, h: 1 };
+    let one = |x: usize, y: usize| Crop::xywh(x, y, 1, 1);
     out.extend([
         one(0, 0),
         one(w - 1, 0),
@@ -294,27 +289,18 @@ fn regions(w: usize, h: usize, file: u64) -> Vec<Rect> {
         one(w / 2, h / 2),
     ]);
     out.extend([
-        Rect {
-            x: w / 3,
-            y: 0,
-            w: w - w / 3,
-            h,
-        },
-        Rect {
-            x: 0,
-            y: h / 3,
-            w,
-            h: h / 2 + 1 - h / 3,
-        },
+        Crop::xywh(w / 3, 0, w - w / 3, h),
+        Crop::xywh(0, h / 3, w, h / 2 + 1 - h / 3),
     ]);
     out
 }
 
 /// `region`'s rows of the full decode `full` (`width` wide) equal `part`.
-fn same_region(full: &[u8], width: usize, region: Rect, part: &[u8]) -> bool {
-    (0..region.h).all(|r| {
-        let row = (region.y + r) * width + region.x;
-        full[row * 3..(row + region.w) * 3] == part[r * region.w * 3..(r + 1) * region.w * 3]
+fn same_region(full: &[u8], width: usize, region: Crop, part: &[u8]) -> bool {
+    let n = region.width() * 3;
+    (0..region.height()).all(|r| {
+        let row = (region.top() + r) * width + region.left();
+        full[row * 3..row * 3 + n] == part[r * n..(r + 1) * n]
     })
 }
 
@@ -339,9 +325,9 @@ fn jpeg_regions_equal_the_same_region_of_a_full_decode() {
         let (w, h) = (info.width as usize, info.height as usize);
         for want in regions(w, h, i as u64) {
             let (_, got) = decode_rgb_region(&bytes, Limits::default(), want, &mut part).unwrap();
-            let holds = got.x <= want.x && got.y <= want.y && got.x + got.w >= want.x + want.w;
+            let holds = got.left() <= want.left() && got.top() <= want.top() && got.right() >= want.right();
             assert!(
-                holds && got.y + got.h >= want.y + want.h,
+                holds && got.bottom() >= want.bottom(),
                 "{path:?}: {got:?} misses {want:?}"
             );
             assert!(
@@ -349,7 +335,7 @@ fn jpeg_regions_equal_the_same_region_of_a_full_decode() {
                 "{path:?}: region {got:?} for {want:?}"
             );
             checked += 1;
-            partial += usize::from(got != Rect::full(w, h));
+            partial += usize::from(got != Crop::full(w, h));
         }
     }
     assert_eq!(files.len(), 3 * 5 * 13);
@@ -384,13 +370,8 @@ fn png_regions_equal_the_same_region_of_a_full_decode() {
         let (w, h) = (info.width as usize, info.height as usize);
         for want in regions(w, h, i as u64) {
             let (_, got) = decode_rgb_region(&bytes, Limits::default(), want, &mut part).unwrap();
-            let (x1, y1) = ((want.x + want.w).min(w), (want.y + want.h).min(h));
-            let clipped = Rect {
-                x: want.x,
-                y: want.y,
-                w: x1 - want.x,
-                h: y1 - want.y,
-            };
+            let (x1, y1) = (want.right().min(w), want.bottom().min(h));
+            let clipped = Crop::xywh(want.left(), want.top(), x1 - want.left(), y1 - want.top());
             assert_eq!(got, clipped, "{name}: {want:?}");
             assert!(same_region(&full, w, got, &part), "{name}: region {got:?}");
         }

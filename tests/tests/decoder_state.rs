@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use slotcon_augment::decode::{decode_rgb, decode_rgb_region, Limits};
-use slotcon_augment::{LoaderBuilder, Rect};
+use slotcon_augment::{Crop, LoaderBuilder};
 use slotcon_shards::{Manifest, NewSample, ShardReader, ShardWriter, StoreKind};
 use slotcon_tests::{bin, coco128, poisoned_jpegs, run, run_ok};
 
@@ -58,12 +58,7 @@ fn a_jpeg_that_fails_in_its_tables_does_not_break_the_decoder_for_the_next_image
     let (good, next) = (&good[0].1, &good[1].1);
     let (mut want, mut got) = (Vec::new(), Vec::new());
     decode_rgb(next, Limits::default(), &mut want).unwrap();
-    let region = Rect {
-        x: 40,
-        y: 30,
-        w: 100,
-        h: 80,
-    };
+    let region = Crop::xywh(40, 30, 100, 80);
     let mut want_region = Vec::new();
     let (_, kept) = decode_rgb_region(next, Limits::default(), region, &mut want_region).unwrap();
     for (kind, bad) in poisoned_jpegs(good) {

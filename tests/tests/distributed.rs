@@ -41,7 +41,7 @@ fn shards() -> &'static Path {
 }
 
 /// `slotcon-train` on LibTorch CPU, tiny preset at 64 px, global batch 16, into `out`.
-fn train(out: &Path, steps: &str) -> Command {
+pub(crate) fn train(out: &Path, steps: &str) -> Command {
     train_on(out, steps, "libtorch", "16")
 }
 
@@ -67,7 +67,7 @@ fn as_rank(mut cmd: Command, rank: usize, world: usize, port: u16, log: &Path) -
 }
 
 /// Starts `world` ranks of `make()`, logs beside `out`; returns them with their logs.
-fn launch(world: usize, out: &Path, make: impl Fn() -> Command) -> Vec<(Child, PathBuf)> {
+pub(crate) fn launch(world: usize, out: &Path, make: impl Fn() -> Command) -> Vec<(Child, PathBuf)> {
     let port = free_port();
     (0..world)
         .map(|r| {
@@ -78,7 +78,7 @@ fn launch(world: usize, out: &Path, make: impl Fn() -> Command) -> Vec<(Child, P
 }
 
 /// Waits for every rank; panics with the logs unless all exit 0.
-fn join_ok(ranks: Vec<(Child, PathBuf)>) {
+pub(crate) fn join_ok(ranks: Vec<(Child, PathBuf)>) {
     for (mut child, log) in ranks {
         let status = child.wait().unwrap();
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -113,7 +113,7 @@ fn checkpoint(run: &Path) -> Vec<(String, Vec<f32>)> {
 }
 
 /// Asserts that two runs' losses agree within `tol` (relative) at every step.
-fn assert_losses_close(got: &Path, want: &Path, tol: f64) {
+pub(crate) fn assert_losses_close(got: &Path, want: &Path, tol: f64) {
     let (a, b) = (losses(got), losses(want));
     assert_eq!(a.len(), b.len(), "steps");
     for (step, ((x, _), (y, _))) in a.iter().zip(&b).enumerate() {
@@ -126,7 +126,7 @@ fn assert_losses_close(got: &Path, want: &Path, tol: f64) {
 
 /// How far apart two runs' checkpoints are: the largest, over tensors, of a tensor's
 /// largest difference relative to its largest magnitude (at least 1), and that tensor.
-fn tensor_gap(got: &Path, want: &Path) -> (f64, String) {
+pub(crate) fn tensor_gap(got: &Path, want: &Path) -> (f64, String) {
     let (a, b) = (checkpoint(got), checkpoint(want));
     assert_eq!(a.len(), b.len(), "tensors");
     let mut worst = (0.0f64, String::new());
@@ -259,7 +259,7 @@ fn torchrun_launches_the_ranks() {
 }
 
 /// Waits until `run/metrics.jsonl` has a line for `step` (or panics after two minutes).
-fn wait_for_step(run: &Path, step: u64) {
+pub(crate) fn wait_for_step(run: &Path, step: u64) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(120) {
         let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();

@@ -15,6 +15,7 @@ mod ingest;
 mod loader;
 mod official;
 mod precision;
+mod preemption;
 mod resume;
 mod run_folder;
 mod sampler;

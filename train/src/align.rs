@@ -1,4 +1,8 @@
-//! Aligning score maps to the crops' overlap: torchvision's
+//! A loader batch on the device: its views normalised ([`view_tensor`], [`normalized`]),
+//! and the plans that align the two views' score maps ([`plans`], [`AlignPlan`],
+//! [`DeviceAlign`]).
+//!
+//! Aligning score maps to the crops' overlap is torchvision's
 //! `roi_align(x, boxes · [W, H, W, H], (H, W), aligned=True)` followed by un-flipping, as
 //! SlotCon's `invaug` does, written as two small matrices per sample.
 //!
@@ -14,7 +18,32 @@
 //! the trainer masks those pairs out of the grouping loss (DESIGN §6).
 
 use burn::prelude::*;
-use slotcon_augment::NormBox;
+use slotcon_augment::ops::normalize::{MEAN, STD};
+use slotcon_augment::{NormBox, TwoViewBatch};
+
+/// View `v` of `batch` as a normalised float tensor `[n, 3, s, s]` on `device`.
+pub fn view_tensor(batch: &TwoViewBatch, v: usize, device: &Device) -> Tensor<4> {
+    normalized(batch.views()[v].to_vec(), batch.len(), batch.size(), device)
+}
+
+/// `n` RGB `s × s` images (u8 NHWC) as a normalised float tensor `[n, 3, s, s]`: the
+/// bytes go to the device as they are and are normalised there.
+pub fn normalized(bytes: Vec<u8>, n: usize, s: usize, device: &Device) -> Tensor<4> {
+    let x = Tensor::<4, Int>::from_data(TensorData::new(bytes, [n, s, s, 3]), device).float();
+    let x = x.permute([0, 3, 1, 2]) / 255.0;
+    let mean = Tensor::<1>::from_floats(MEAN, device).reshape([1, 3, 1, 1]);
+    let std = Tensor::<1>::from_floats(STD, device).reshape([1, 3, 1, 1]);
+    (x - mean) / std
+}
+
+/// The alignment of each view's score maps (`map × map`) to the pair's overlap.
+pub fn plans(batch: &TwoViewBatch, map: usize) -> [AlignPlan; 2] {
+    std::array::from_fn(|v| {
+        let boxes: Vec<NormBox> = batch.boxes().iter().map(|b| b[v]).collect();
+        let flips: Vec<bool> = batch.flips().iter().map(|f| f[v]).collect();
+        AlignPlan::new(&boxes, &flips, map, map)
+    })
+}
 
 /// The alignment of a batch of `n` score maps of `h × w`.
 #[derive(Clone, Debug, PartialEq)]

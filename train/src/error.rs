@@ -71,6 +71,9 @@ pub enum Error {
     /// A distributed launch that cannot start (a bad variable, an unreachable rendezvous).
     #[error("{0}")]
     Distributed(String),
+    /// Slurm's host list (`SLURM_JOB_NODELIST`) cannot be read, and `MASTER_ADDR` is unset.
+    #[error("SLURM_JOB_NODELIST: {0}")]
+    NodeList(#[from] crate::dist::slurm::NodeListError),
     /// A settings file (`--config`) that cannot be read as settings.
     #[error("{}: {source}", path.display())]
     Settings {

@@ -35,7 +35,6 @@ pub mod alloc;
 pub mod amp;
 pub mod checkpoint;
 mod config;
-pub mod data;
 pub mod device;
 pub mod dist;
 mod error;
@@ -52,7 +51,7 @@ pub mod trainer;
 /// The Burn this crate is built on (its devices and tensors), for the crates above.
 pub use burn;
 
-pub use align::{AlignPlan, DeviceAlign};
+pub use align::{normalized, plans, view_tensor, AlignPlan, DeviceAlign};
 pub use config::{
     Arch, DataConfig, InvalidField, LossConfig, ModelConfig, OptimConfig, Optimizer, Precision, TrainConfig,
 };

@@ -8,7 +8,7 @@ use serde_json::json;
 use slotcon_augment::TwoViewBatch;
 use slotcon_shards::io_err;
 
-use crate::data::plans;
+use crate::align::plans;
 use crate::error::Result;
 use crate::trainer::Trainer;
 

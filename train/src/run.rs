@@ -8,8 +8,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::prelude::*;
 use serde::Serialize;
@@ -24,7 +25,7 @@ use crate::tensorboard::{EventWriter, TB_DIR};
 use slotcon_shards::io_err as io;
 
 use crate::error::{Error, Result};
-use crate::trainer::{StepMetrics, Trainer};
+use crate::trainer::{Asks, StepMetrics, Trainer};
 
 /// How to run (everything else is in the [`TrainConfig`]).
 #[derive(Clone, Debug)]
@@ -41,6 +42,24 @@ pub struct RunOptions {
     pub resume: bool,
     /// Start over in an `out` that already holds a run, deleting it first.
     pub force: bool,
+    /// Set from anywhere (a signal handler: `slotcon-train`'s stop signals) to stop the
+    /// run: every rank finishes the step it is in, or the next one, the same step on every
+    /// rank ([`Asks`]); rank 0 writes a checkpoint there, and [`train`] returns with
+    /// [`Finished::stopped`]. A run resumed from it continues exactly.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Also write the checkpoint (`checkpoints/current`) whenever this long has passed
+    /// since the last one by rank 0's clock, at a step every rank agrees on, besides the
+    /// end of every epoch.
+    pub save_every: Option<Duration>,
+}
+
+/// How [`train`] ended.
+pub struct Finished {
+    /// The trainer after the last step.
+    pub trainer: Trainer,
+    /// The run stopped before its last step, on [`RunOptions::stop`], with a checkpoint
+    /// at [`Trainer::step`].
+    pub stopped: bool,
 }
 
 /// One line of `metrics.jsonl`.
@@ -162,7 +181,7 @@ pub fn train(
     device: &Device,
     on_step: &mut dyn FnMut(&MetricsLine, u64),
     on_note: &mut dyn FnMut(&str),
-) -> Result<Trainer> {
+) -> Result<Finished> {
     cfg.validate()?;
     let reader = open_store(&opts.shards)?;
     let steps_per_epoch = reader.len() / cfg.data.batch_size as u64;
@@ -202,7 +221,8 @@ pub fn train(
     let mut log = MetricsLog::open(&opts.out, trainer.step)?;
     let aug = cfg.data.augment();
     let mut previous = None;
-    while trainer.step < last {
+    let (mut saved_at, mut stopped) = (Instant::now(), false);
+    while trainer.step < last && !stopped {
         let (epoch, start) = (trainer.step / steps_per_epoch, trainer.step % steps_per_epoch);
         // Each epoch takes over the last one's batch buffers.
         let mut loader = LoaderBuilder::new(Arc::clone(&reader))
@@ -219,6 +239,7 @@ pub fn train(
             let batch = batch?;
             let waited = wait_start.elapsed().as_secs_f64();
             let t = Instant::now();
+            trainer.ask(asks(opts, saved_at));
             let done = trainer.train_step(&batch)?;
             let busy = t.elapsed().as_secs_f64();
             let images = (batch.len() * dist::world_size()) as f64;
@@ -228,8 +249,23 @@ pub fn train(
                 trainer.last_grad_sync_ms(),
             ));
             log.write(done, on_step, last)?;
-            if trainer.step >= last {
+            let agreed = trainer.agreed();
+            if agreed.stop && trainer.step < last {
+                on_note(&format!(
+                    "stop asked (a stop signal on a rank): stopping after step {} with a checkpoint",
+                    trainer.step
+                ));
+                stopped = true;
+            }
+            if stopped || trainer.step >= last {
                 break;
+            }
+            if agreed.save && !trainer.step.is_multiple_of(steps_per_epoch) {
+                log.write(trainer.flush()?, on_step, last)?;
+                if dist::rank() == 0 {
+                    checkpoint::save(&trainer, &opts.out, false)?;
+                }
+                saved_at = Instant::now();
             }
             wait_start = Instant::now();
         }
@@ -244,13 +280,23 @@ pub fn train(
                 epoch_done && (trainer.step / steps_per_epoch).is_multiple_of(cfg.save_every_epochs),
             )?;
         }
+        saved_at = Instant::now();
     }
     if let Some(file) = log.file.as_mut() {
         file.flush().map_err(io(&log.path))?;
     }
     // No rank ends before rank 0 has written the last checkpoint.
     dist::barrier();
-    Ok(trainer)
+    Ok(Finished { trainer, stopped })
+}
+
+/// This rank's asks for the next step: a stop when [`RunOptions::stop`] is set, a
+/// checkpoint (rank 0 alone) when [`RunOptions::save_every`] has passed since `saved_at`.
+fn asks(opts: &RunOptions, saved_at: Instant) -> Asks {
+    Asks {
+        stop: opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)),
+        save: dist::rank() == 0 && opts.save_every.is_some_and(|every| saved_at.elapsed() >= every),
+    }
 }
 
 /// What every rank must share: each config field, the store (its manifest), the run
@@ -274,6 +320,7 @@ fn settings(cfg: &TrainConfig, opts: &RunOptions, reader: &ShardReader) -> Vec<d
     out.push(setting("--max-steps", format!("{:?}", opts.max_steps)));
     out.push(setting("--resume", opts.resume.to_string()));
     out.push(setting("--force", opts.force.to_string()));
+    out.push(setting("--save-every-minutes", format!("{:?}", opts.save_every)));
     let job = dist::job().unwrap_or("no job variable set").to_string();
     out.push(setting(
         "the job (SLOTCON_JOB_ID, TORCHELASTIC_RUN_ID, SLURM_JOB_ID)",

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use slotcon_augment::TwoViewBatch;
 use slotcon_shards::io_err;
 
+use crate::align::{plans, view_tensor};
 use crate::amp;
 use crate::config::{read_json, OptimConfig, Optimizer, TrainConfig};
-use crate::data::{plans, view_tensor};
 use crate::dist;
 use crate::error::{Error, Result};
 use crate::model::{slotcon_loss, SlotConNet};
@@ -39,6 +39,34 @@ pub struct StepMetrics {
     pub active_slots_per_image: f64,
     /// Pairs masked out of the grouping loss (crops without overlap).
     pub masked_pairs: usize,
+}
+
+/// What the ranks ask of the whole run after a step: each rank's asks travel, summed over
+/// the ranks, in the step's one read ([`Trainer::train_step`]), so every rank learns the
+/// same [`Trainer::agreed`] after the same step, with no collective of their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Asks {
+    /// Stop the run after this step, with a checkpoint (a stop signal).
+    pub stop: bool,
+    /// Write a checkpoint after this step (`--save-every-minutes`, rank 0's clock).
+    pub save: bool,
+}
+
+impl Asks {
+    /// The asks as the two values the step's read carries.
+    fn values(self) -> [f32; 2] {
+        [f32::from(u8::from(self.stop)), f32::from(u8::from(self.save))]
+    }
+
+    /// Any rank's asks, from the carried sums (the read's last two values).
+    fn from_sums(carried: &[f64]) -> Self {
+        let sums = &carried[carried.len().saturating_sub(2)..];
+        let asked = |i: usize| sums.get(i).is_some_and(|&v| v > 0.0);
+        Asks {
+            stop: asked(0),
+            save: asked(1),
+        }
+    }
 }
 
 /// The counters a checkpoint restores besides the tensors.
@@ -155,6 +183,10 @@ pub struct Trainer {
     profile: Option<StepTimes>,
     pending: Option<Pending>,
     grad_sync_ms: f64,
+    /// This rank's asks for the next step ([`Trainer::ask`]).
+    asks: Asks,
+    /// Every rank's asks of the last step.
+    agreed: Asks,
 }
 
 impl Trainer {
@@ -175,6 +207,8 @@ impl Trainer {
             profile: None,
             pending: None,
             grad_sync_ms: 0.0,
+            asks: Asks::default(),
+            agreed: Asks::default(),
         }
     }
 
@@ -200,6 +234,18 @@ impl Trainer {
     pub fn map_net(&mut self, f: impl FnOnce(SlotConNet) -> SlotConNet) {
         let net = self.net.take().expect("the network is present between steps");
         self.net = Some(f(net));
+    }
+
+    /// What this rank asks of the run after the next step (see [`Asks`]); every rank
+    /// learns every rank's asks from [`Trainer::agreed`] once that step is taken.
+    pub fn ask(&mut self, asks: Asks) {
+        self.asks = asks;
+    }
+
+    /// What any rank asked with the last step (nothing before the first): the same on
+    /// every rank.
+    pub fn agreed(&self) -> Asks {
+        self.agreed
     }
 
     /// Steps per epoch.
@@ -255,7 +301,12 @@ impl Trainer {
         times.forward = clock.lap();
         let [p1, p2] = plans(batch, student[0].1.dims()[2]);
         let pending = self.pending.take();
-        let carry = pending.as_ref().map(|p| p.values.clone());
+        // The previous step's losses (when pending) and this rank's asks, in the one read.
+        let asks = Tensor::<1>::from_floats(self.asks.values(), &self.device);
+        let carry = Some(match pending.as_ref() {
+            Some(p) => Tensor::cat(vec![p.values.clone(), asks], 0),
+            None => asks,
+        });
         let losses = slotcon_loss(
             &net,
             student,
@@ -266,6 +317,7 @@ impl Trainer {
             carry,
         );
         times.loss = clock.lap();
+        self.agreed = Asks::from_sums(&losses.carried);
         let previous = match pending.map(|p| p.complete(&losses.carried)).transpose() {
             Ok(previous) => previous,
             Err(diverged) => {
@@ -308,12 +360,16 @@ impl Trainer {
 
     /// The metrics of the last step, if [`Trainer::train_step`] has not returned them yet
     /// (one device→host read); [`Error::Diverged`] when its loss is not finite. In a
-    /// distributed run every rank must call it at the same point (it sums the ranks' shares).
+    /// distributed run every rank must call it at the same point (it sums the ranks' shares
+    /// on the host in rank order, as the step's read does, so a step's metrics are the
+    /// same bits whichever way they arrive).
     pub fn flush(&mut self) -> Result<Option<StepMetrics>> {
         self.pending
             .take()
             .map(|p| {
-                let values = read_metrics(dist::all_reduce_sum(p.values.clone()));
+                let n = p.values.dims()[0];
+                let all = read_metrics(dist::all_gather(p.values.clone()));
+                let values: Vec<f64> = (0..n).map(|i| all.iter().skip(i).step_by(n).sum()).collect();
                 p.complete(&values)
             })
             .transpose()

@@ -1,7 +1,7 @@
 //! The normalisation constants of `ToTensor()` then `Normalize(mean, std)`.
 //!
 //! The normalisation itself runs where the training runs, on the device:
-//! `slotcon_train::data::normalized` (u8 NHWC to float NCHW), tested bit-exact against
+//! `slotcon_train::normalized` (u8 NHWC to float NCHW), tested bit-exact against
 //! torchvision there. Shipping u8 to the device moves 4x fewer bytes.
 
 /// ImageNet mean, as SlotCon uses it.

@@ -8,8 +8,9 @@
 //! reads outside the crop.
 
 use super::transpose::transpose_rect;
+use crate::crop::Crop;
 use crate::error::{Error, Result};
-use crate::image::{resize_exact, ImageRef, Rect};
+use crate::image::{resize_exact, ImageRef};
 
 /// Pillow's `PRECISION_BITS` for 8-bit images.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -125,21 +126,21 @@ pub fn scratch_bytes(width: u64, height: u64, out_w: u64) -> u64 {
 /// (`out_w * out_h * 3` bytes).
 pub fn resize_bicubic(
     src: ImageRef<'_>,
-    crop: Rect,
+    crop: Crop,
     dst: &mut [u8],
     out_w: usize,
     out_h: usize,
     scratch: &mut ResizeScratch,
 ) -> Result<()> {
     check(src, crop, dst.len(), out_w, out_h)?;
-    let horiz = Taps::bicubic(crop.w, out_w);
-    let vert = Taps::bicubic(crop.h, out_h);
+    let horiz = Taps::bicubic(crop.width(), out_w);
+    let vert = Taps::bicubic(crop.height(), out_h);
     resize_with_taps(src, crop, dst, (out_w, out_h), (&horiz, &vert), scratch);
     Ok(())
 }
 
-fn check(src: ImageRef<'_>, crop: Rect, dst_len: usize, out_w: usize, out_h: usize) -> Result<()> {
-    let inside = crop.w > 0 && crop.h > 0 && crop.x + crop.w <= src.width && crop.y + crop.h <= src.height;
+fn check(src: ImageRef<'_>, crop: Crop, dst_len: usize, out_w: usize, out_h: usize) -> Result<()> {
+    let inside = crop.area() > 0 && crop.right() <= src.width && crop.bottom() <= src.height;
     if !inside || out_w == 0 || out_h == 0 {
         return Err(Error::Geometry(format!(
             "crop {crop:?} of {}x{} to {out_w}x{out_h} is not valid",
@@ -162,7 +163,7 @@ fn check(src: ImageRef<'_>, crop: Rect, dst_len: usize, out_w: usize, out_h: usi
 /// Pillow's, only their order across pixels differs.
 pub fn resize_with_taps(
     src: ImageRef<'_>,
-    crop: Rect,
+    crop: Crop,
     dst: &mut [u8],
     (out_w, out_h): (usize, usize),
     (horiz, vert): (&Taps, &Taps),
@@ -173,10 +174,11 @@ pub fn resize_with_taps(
     let last = vert.bounds[out_h - 1].0 + vert.bounds[out_h - 1].1;
     let rows = last - first;
     resize_exact(&mut s.rows, rows * out_w * 3);
-    if out_w == crop.w {
+    if out_w == crop.width() {
+        let row_bytes = out_w * 3;
         for y in 0..rows {
-            let row = &src.row(crop.y + first + y)[crop.x * 3..(crop.x + crop.w) * 3];
-            s.rows[y * crop.w * 3..(y + 1) * crop.w * 3].copy_from_slice(row);
+            let row = &src.row(crop.top() + first + y)[crop.left() * 3..crop.right() * 3];
+            s.rows[y * row_bytes..(y + 1) * row_bytes].copy_from_slice(row);
         }
     } else {
         for y0 in (0..rows).step_by(BAND) {
@@ -185,7 +187,7 @@ pub fn resize_with_taps(
         }
     }
     // `s.rows` now holds rows `first..last`, `out_w` pixels each.
-    if out_h == crop.h {
+    if out_h == crop.height() {
         dst.copy_from_slice(&s.rows[..out_h * out_w * 3]);
     } else {
         columns(&s.rows, out_w, first, dst, vert, &mut s.acc);
@@ -197,17 +199,17 @@ pub fn resize_with_taps(
 /// (the horizontal taps), transposed back.
 fn horizontal_band(
     src: ImageRef<'_>,
-    crop: Rect,
+    crop: Crop,
     (first, y0, n): (usize, usize, usize),
     out_w: usize,
     horiz: &Taps,
     s: &mut ResizeScratch,
 ) {
-    resize_exact(&mut s.band, crop.w * n * 3);
+    resize_exact(&mut s.band, crop.width() * n * 3);
     transpose_rect(
         src.data,
         src.width,
-        (crop.x, crop.y + first + y0, crop.w, n),
+        (crop.left(), crop.top() + first + y0, crop.width(), n),
         &mut s.band,
     );
     resize_exact(&mut s.filtered, out_w * n * 3);
@@ -344,7 +346,7 @@ mod tests {
         let data: Vec<u8> = (0..4 * 3 * 3).map(|v| (v * 7) as u8).collect();
         let src = ImageRef::new(&data, 4, 3);
         let mut out = vec![0; data.len()];
-        resize_bicubic(src, Rect::full(4, 3), &mut out, 4, 3, &mut ResizeScratch::default()).unwrap();
+        resize_bicubic(src, Crop::full(4, 3), &mut out, 4, 3, &mut ResizeScratch::default()).unwrap();
         assert_eq!(out, data);
     }
 
@@ -355,12 +357,7 @@ mod tests {
         let mut out = vec![0; 13 * 29 * 3];
         resize_bicubic(
             src,
-            Rect {
-                x: 3,
-                y: 5,
-                w: 31,
-                h: 20,
-            },
+            Crop::xywh(3, 5, 31, 20),
             &mut out,
             13,
             29,
@@ -411,7 +408,7 @@ mod tests {
         let mut out = vec![0; 2 * 2 * 3];
         assert!(resize_bicubic(
             src,
-            Rect { x: 2, y: 0, w: 3, h: 4 },
+            Crop::xywh(2, 0, 3, 4),
             &mut out,
             2,
             2,

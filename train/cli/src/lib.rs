@@ -4,6 +4,8 @@
 //! checked [`TrainConfig`], and a setting out of its range is reported as the flag that
 //! set it.
 
+pub mod signals;
+
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};

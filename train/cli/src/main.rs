@@ -10,6 +10,7 @@ use slotcon_train::device::DeviceChoice;
 use slotcon_train::dist::{self, DistBackend, Launch};
 use slotcon_train::run::{train, RunOptions};
 use slotcon_train::TrainConfig;
+use slotcon_train_cli::signals::{signal_name, StopSignalSet, StopSignals, DEFAULT_STOP_SIGNALS, EXIT_STOPPED};
 use slotcon_train_cli::SettingsArgs;
 
 /// Pre-train a ResNet with SlotCon (semantic grouping + slot contrast) on a shard store.
@@ -26,6 +27,14 @@ use slotcon_train_cli::SettingsArgs;
 /// script does). --batch-size is then the global batch, split evenly over the ranks;
 /// every BatchNorm is a SyncBatchNorm; rank 0 writes the run directory, which every rank
 /// must be able to read for --resume.
+///
+/// Stopping: the first of --stop-signals (default SIGTERM, SIGINT, SIGUSR1) makes every
+/// rank finish its step; rank 0 writes a checkpoint there and the process exits with code
+/// 75 ("requeue me"); --auto-resume then continues exactly. A second signal exits at
+/// once (128 + its number), leaving the last complete checkpoint.
+///
+/// Exit codes: 0 done, 1 error, 2 bad flag or settings, 75 stopped by a signal after a
+/// checkpoint.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -67,6 +76,15 @@ struct Cli {
     /// --resume or --force, a folder that holds a run is refused.
     #[arg(long)]
     force: bool,
+    /// Also write the checkpoint whenever this many minutes have passed since the last
+    /// one (rank 0's clock, at a step every rank agrees on), besides every epoch's end:
+    /// what a preemption without warning can lose. Fractions allowed, up to 10080 (a week).
+    #[arg(long, value_name = "MINUTES", value_parser = flags::positive(10_080.0))]
+    save_every_minutes: Option<f64>,
+    /// The signals that stop the run with a checkpoint and exit code 75: a comma list of
+    /// TERM, INT, USR1, USR2, HUP, or none (then each keeps its default action).
+    #[arg(long, value_name = "LIST", default_value = DEFAULT_STOP_SIGNALS)]
+    stop_signals: StopSignalSet,
     /// Distributed backend: gloo (CPU tensors) or nccl (CUDA tensors). Default: nccl on a
     /// CUDA device, gloo otherwise. Only used under a distributed launch.
     #[arg(long)]
@@ -120,14 +138,14 @@ fn resumes(cli: &Cli) -> bool {
     cli.resume || (cli.auto_resume && has_checkpoint())
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let resume = resumes(&cli);
     let cfg = config(&cli, resume)?;
     cli.settings.check(&cfg)?;
     if cli.print_config {
         let toml = cfg.to_toml().context("--print-config")?;
         print!("{toml}");
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let (Some(shards), Some(out)) = (cli.shards.clone(), cli.out.clone()) else {
         anyhow::bail!("--shards and --out are needed to train");
@@ -143,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Err(bad_flag("--batch-size", batch, reason));
         }
     }
+    let stop = StopSignals::install(&cli.stop_signals).context("installing the --stop-signals")?;
     join_world(&cli)?;
     let device = cli.device.autodiff()?;
     let workers = cli
@@ -155,6 +174,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_steps: cli.max_steps,
         resume,
         force: cli.force,
+        stop: Some(stop.flag.clone()),
+        save_every: cli
+            .save_every_minutes
+            .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
     };
     let bar = slotcon_cli::bar(0, "steps", cli.quiet || dist::rank() != 0);
     let on_step = &mut |m: &slotcon_train::run::MetricsLine, last: u64| {
@@ -170,13 +193,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ));
     };
     let note = &mut |text: &str| bar.suspend(|| eprintln!("note: {text}"));
-    let trainer =
-        train(cfg, &opts, &device, on_step, note).with_context(|| format!("training into {}", out.display()))?;
+    let done = train(cfg, &opts, &device, on_step, note).with_context(|| format!("training into {}", out.display()))?;
     bar.finish_and_clear();
-    if dist::rank() == 0 {
-        println!("{} steps done; run directory {}", trainer.step, out.display());
+    let step = done.trainer.step;
+    if !done.stopped {
+        if dist::rank() == 0 {
+            println!("{step} steps done; run directory {}", out.display());
+        }
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(())
+    let by = stop
+        .received()
+        .map_or("a signal to another rank".to_string(), signal_name);
+    if dist::rank() == 0 {
+        println!(
+            "stopped by {by} after step {step}, with a checkpoint; --auto-resume continues the run in {} \
+             (exit code {EXIT_STOPPED})",
+            out.display()
+        );
+    }
+    Ok(ExitCode::from(EXIT_STOPPED))
 }
 
 /// Joins the distributed world that the launcher's environment describes (nothing

@@ -7,13 +7,13 @@ use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use slotcon_augment::crop::round_half_even;
 use slotcon_augment::ops::resize::{resize_bicubic, ResizeScratch};
-use slotcon_augment::{ImageRef, Rect};
+use slotcon_augment::{Crop, ImageRef};
 use slotcon_shards::format::read_json;
 use slotcon_train::checkpoint::{checkpoints, first_non_finite, verify};
-use slotcon_train::data::normalized;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::heads::l2_normalize;
 use slotcon_train::model::{Encoder, SlotConNet};
+use slotcon_train::normalized;
 use slotcon_train::trainer::Progress;
 use slotcon_train::TrainConfig;
 
@@ -131,7 +131,7 @@ pub struct EvalGeometry {
     /// Size after resizing, `(w, h)`.
     pub resized: (usize, usize),
     /// The crop in the resized image.
-    pub crop: Rect,
+    pub crop: Crop,
 }
 
 impl EvalGeometry {
@@ -144,7 +144,7 @@ impl EvalGeometry {
         let y = round_half_even((resized.1 - size) as f64 / 2.0) as usize;
         EvalGeometry {
             resized,
-            crop: Rect { x, y, w: size, h: size },
+            crop: Crop::xywh(x, y, size, size),
         }
     }
 }
@@ -169,10 +169,10 @@ pub fn center_view(img: ImageRef<'_>, size: usize, scratch: &mut ResizeScratch) 
         )));
     }
     let mut resized = vec![0u8; g.resized.0 * g.resized.1 * 3];
-    resize_bicubic(img, Rect::full(w, h), &mut resized, g.resized.0, g.resized.1, scratch)?;
+    resize_bicubic(img, Crop::full(w, h), &mut resized, g.resized.0, g.resized.1, scratch)?;
     let mut out = Vec::with_capacity(size * size * 3);
-    for y in g.crop.y..g.crop.y + size {
-        let row = &resized[(y * g.resized.0 + g.crop.x) * 3..];
+    for y in g.crop.top()..g.crop.bottom() {
+        let row = &resized[(y * g.resized.0 + g.crop.left()) * 3..];
         out.extend_from_slice(&row[..size * 3]);
     }
     Ok(out)
@@ -186,9 +186,9 @@ pub fn center_labels(mask: &[u8], w: usize, h: usize, size: usize) -> Vec<u8> {
         (((dst as f64 + 0.5) * n_in as f64 / n_out as f64) as usize).min(n_in - 1)
     };
     let mut out = Vec::with_capacity(size * size);
-    for y in g.crop.y..g.crop.y + size {
+    for y in g.crop.top()..g.crop.bottom() {
         let sy = src_of(y, h, g.resized.1);
-        for x in g.crop.x..g.crop.x + size {
+        for x in g.crop.left()..g.crop.right() {
             out.push(mask[sy * w + src_of(x, w, g.resized.0)]);
         }
     }
@@ -252,11 +252,11 @@ mod tests {
         // 640x427 -> Resize(320) = 479x320 (479.6 truncated); CenterCrop: round(79.5) = 80.
         let g = EvalGeometry::new(640, 427, 320);
         assert_eq!(g.resized, (479, 320));
-        assert_eq!((g.crop.x, g.crop.y), (80, 0));
+        assert_eq!((g.crop.left(), g.crop.top()), (80, 0));
         // The portrait image.
         let g = EvalGeometry::new(427, 640, 320);
         assert_eq!(g.resized, (320, 479));
-        assert_eq!((g.crop.x, g.crop.y), (0, 80));
+        assert_eq!((g.crop.left(), g.crop.top()), (0, 80));
         assert_eq!(round_half_even(2.5), 2);
         assert_eq!(round_half_even(3.5), 4);
     }

@@ -5,8 +5,8 @@ use crate::error::{Error, ParseError, Result};
 /// The most processes one run may have (a bound for the checks, far above any machine).
 const MAX_WORLD: usize = 1 << 16;
 
-/// One process's place in a distributed launch, from the variables torchrun sets (and that
-/// a Slurm script sets the same way).
+/// One process's place in a distributed launch, from the variables torchrun sets, or
+/// Slurm's when those are unset ([`super::slurm`]: `srun` sets them for every task).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launch {
     /// `RANK`: this process, 0 to `world_size - 1`.
@@ -55,13 +55,25 @@ impl Launch {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
-    /// From the variables `get` returns: a world of one when neither `RANK` nor
-    /// `WORLD_SIZE` is set; otherwise both, and for more than one process `MASTER_ADDR` and
-    /// `MASTER_PORT`, must be set and valid (the error names the variable and its value).
+    /// From the variables `get` returns: torchrun's, or when neither `RANK` nor
+    /// `WORLD_SIZE` is set, Slurm's read as torchrun's ([`super::slurm::torchrun_equivalent`]:
+    /// `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, the first host of
+    /// `SLURM_JOB_NODELIST`, port [`super::slurm::DEFAULT_MASTER_PORT`]); a world of one
+    /// when neither launcher's are set. `RANK` and `WORLD_SIZE`, and for more than one
+    /// process `MASTER_ADDR` and `MASTER_PORT`, must then be valid (the error names the
+    /// variable and its value).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         if get("RANK").is_none() && get("WORLD_SIZE").is_none() {
-            return Ok(Self::single());
+            return match super::slurm::torchrun_equivalent(&get)? {
+                Some(slurm) => Self::from_torchrun_vars(|name| slurm.get(name).or_else(|| get(name))),
+                None => Ok(Self::single()),
+            };
         }
+        Self::from_torchrun_vars(get)
+    }
+
+    /// [`Launch::from_vars`] for torchrun's variables, `RANK` or `WORLD_SIZE` being set.
+    fn from_torchrun_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let world_size = number(&get, "WORLD_SIZE", 1, MAX_WORLD)?;
         let rank = number(&get, "RANK", 0, world_size - 1)?;
         let local_rank = match get("LOCAL_RANK") {
@@ -214,6 +226,50 @@ mod tests {
         assert!(l.agent_store);
         assert_eq!(l.store_prefix(), "slotcon/2");
         assert_eq!(l.job, None);
+    }
+
+    #[test]
+    fn slurm_variables_stand_in_for_torchruns_when_those_are_unset() {
+        let slurm = [
+            ("SLURM_PROCID", "5"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_LOCALID", "1"),
+            ("SLURM_JOB_NODELIST", "gpu[007-008,012],login1"),
+            ("SLURM_JOB_ID", "4242"),
+        ];
+        let l = launch(&slurm).unwrap();
+        assert_eq!((l.rank, l.world_size, l.local_rank), (5, 8, 1));
+        assert_eq!(
+            l.endpoint(),
+            format!("gpu007:{}", super::super::slurm::DEFAULT_MASTER_PORT)
+        );
+        assert_eq!(l.job.as_deref(), Some("SLURM_JOB_ID=4242"));
+        // MASTER_ADDR and MASTER_PORT given by hand win over the node list and the default.
+        let mut given = slurm.to_vec();
+        given.extend([("MASTER_ADDR", "10.0.0.9"), ("MASTER_PORT", "31000")]);
+        assert_eq!(launch(&given).unwrap().endpoint(), "10.0.0.9:31000");
+        // torchrun's variables, when set, win over Slurm's (torchrun inside an allocation).
+        let mut torchrun = slurm.to_vec();
+        torchrun.extend([("RANK", "0"), ("WORLD_SIZE", "1")]);
+        assert_eq!(launch(&torchrun).unwrap().world_size, 1);
+        // One task is a world of one; a bad host list is an error naming the variable.
+        assert_eq!(
+            launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")])
+                .unwrap()
+                .world_size,
+            1
+        );
+        let bad = [
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_JOB_NODELIST", "n[3-1]"),
+        ];
+        let e = launch(&bad).unwrap_err().to_string();
+        assert!(e.starts_with("SLURM_JOB_NODELIST: ") && e.contains("n[3-1]"), "{e}");
+        let e = launch(&[("SLURM_PROCID", "2"), ("SLURM_NTASKS", "2")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RANK") && e.contains("from 0 to 1"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod collective;
 mod ffi;
 mod grads;
 mod launch;
+pub mod slurm;
 
 use std::sync::OnceLock;
 use std::time::Duration;
