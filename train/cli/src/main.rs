@@ -23,8 +23,9 @@ use slotcon_train_cli::SettingsArgs;
 ///
 /// Distributed: launch N processes with torchrun, e.g. `torchrun --no-python
 /// --nproc-per-node 8 slotcon-train --device libtorch-cuda --shards S --out RUN`
-/// (or set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT yourself, as a Slurm
-/// script does). --batch-size is then the global batch, split evenly over the ranks;
+/// (or set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT yourself). Under
+/// srun, with those unset, Slurm's SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID and the
+/// first host of SLURM_JOB_NODELIST stand in for them (MASTER_PORT defaults to 29500). --batch-size is then the global batch, split evenly over the ranks;
 /// every BatchNorm is a SyncBatchNorm; rank 0 writes the run directory, which every rank
 /// must be able to read for --resume.
 ///
