@@ -16,6 +16,8 @@ command -v jpegtran >/dev/null || apt_packages+=(libjpeg-turbo-progs)
 # turbojpeg-sys builds libjpeg-turbo from source with cmake, its SIMD code with nasm.
 command -v cmake >/dev/null || apt_packages+=(cmake)
 command -v nasm >/dev/null || apt_packages+=(nasm)
+# ip(8): the two-host tests join two network namespaces with a veth pair.
+command -v ip >/dev/null || apt_packages+=(iproute2)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "==> installing ${apt_packages[*]} (apt-get)"
   $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${apt_packages[@]}"

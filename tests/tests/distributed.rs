@@ -18,9 +18,9 @@ use slotcon_train::trainer::{Progress, Trainer};
 use slotcon_train::TrainConfig;
 
 /// Steps of the runs compared (a checkpoint at step 8, the end of the first epoch).
-const STEPS: &str = "12";
+pub(crate) const STEPS: &str = "12";
 /// Relative agreement between N ranks and one (DESIGN §8).
-const TOLERANCE: f64 = 1e-4;
+pub(crate) const TOLERANCE: f64 = 1e-4;
 
 /// A port nobody listens on now.
 fn free_port() -> u16 {
@@ -149,15 +149,15 @@ pub(crate) fn tensor_gap(got: &Path, want: &Path) -> (f64, String) {
 
 /// The runs compared: one rank and two ranks on the same global batch, for 3 and for
 /// [`STEPS`] steps, and one rank for [`STEPS`] on one LibTorch thread instead of two.
-struct Runs {
-    one: PathBuf,
-    two: PathBuf,
+pub(crate) struct Runs {
+    pub(crate) one: PathBuf,
+    pub(crate) two: PathBuf,
     one_short: PathBuf,
     two_short: PathBuf,
     one_thread: PathBuf,
 }
 
-fn runs() -> &'static Runs {
+pub(crate) fn runs() -> &'static Runs {
     static RUNS: OnceLock<Runs> = OnceLock::new();
     RUNS.get_or_init(|| {
         let tmp = slotcon_tests::process_tempdir();

@@ -11,6 +11,7 @@ mod distributed;
 mod docs;
 mod eval;
 mod export;
+mod hosts;
 mod ingest;
 mod loader;
 mod official;

@@ -2,7 +2,8 @@
 //! to every rank, as Slurm does, or to one alone), each followed by `--auto-resume`, end
 //! bit-identical to an uninterrupted run; a second signal exits at once on every rank;
 //! `--save-every-minutes` checkpoints mid-epoch at a step the ranks agree on, and a kill
-//! after one resumes exactly.
+//! after one resumes exactly; `torchrun --max-restarts` after a killed worker ends equal
+//! to an uninterrupted run.
 
 #![cfg(feature = "tch")]
 
@@ -11,13 +12,22 @@ use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::distributed::{assert_losses_close, launch, tensor_gap, train, wait_for_step};
+use crate::distributed::{assert_losses_close, launch, tensor_gap, wait_for_step};
 
 /// Steps of the runs compared: three epochs of 8 (the COCO sample at a global batch of
 /// 16), room for five stops of up to four steps each.
 const STEPS: &str = "24";
 /// The exit code of a run stopped by a signal after its checkpoint.
 const STOPPED: i32 = 75;
+
+/// `slotcon-train` towards `steps` in `out`, on one LibTorch thread per rank: what
+/// torchrun sets for each of several ranks per node, so that a launch by hand and one by
+/// torchrun sum in the same order.
+fn train(out: &Path, steps: &str) -> Command {
+    let mut cmd = crate::distributed::train(out, steps);
+    cmd.env("OMP_NUM_THREADS", "1");
+    cmd
+}
 
 /// Uninterrupted runs of [`STEPS`]: one rank, and two.
 fn reference(world: usize) -> &'static Path {
@@ -221,6 +231,84 @@ fn save_every_minutes_checkpoints_mid_epoch_and_a_kill_after_one_resumes_exactly
     );
     // The checkpoints are whole and the run's own: checkpoint.json lists every file.
     assert!(out.join("checkpoints/current/checkpoint.json").is_file());
+}
+
+/// The children of process `parent` whose command line runs `slotcon-train`, with their
+/// `RANK`.
+fn workers_of(parent: u32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: the fields after the last ')'.
+        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid != Some(&parent.to_string()) || !String::from_utf8_lossy(&cmdline).contains("slotcon-train") {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let rank = (environ.split(|&b| b == 0))
+            .find_map(|v| v.strip_prefix(b"RANK="))
+            .map(|r| String::from_utf8_lossy(r).to_string())
+            .unwrap_or_default();
+        out.push((pid, rank));
+    }
+    out
+}
+
+/// torchrun's elastic restart: one of two workers killed mid-run (after the checkpoint
+/// at the end of the first epoch), torchrun restarts the group, the ranks resume with
+/// `--auto-resume`, and the run ends with every loss and tensor equal to an uninterrupted
+/// two-rank run's.
+#[test]
+fn torchrun_max_restarts_after_a_killed_worker_ends_equal_to_an_uninterrupted_run() {
+    let python = slotcon_cli::python(None).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(python.parent().unwrap().join("torchrun"));
+    // torchrun keeps its per-rank log folders (torchelastic_*) in TMPDIR: ours, removed.
+    cmd.env("TMPDIR", tmp.path())
+        .env("OMP_NUM_THREADS", "1")
+        .args([
+            "--no-python",
+            "--nproc-per-node",
+            "2",
+            "--max-restarts",
+            "3",
+            "--master-port",
+        ])
+        .arg(port.to_string())
+        .arg(slotcon_tests::bin("slotcon-train").get_program())
+        .args(train(&out, STEPS).get_args())
+        .arg("--auto-resume");
+    let log = tmp.path().join("torchrun.log");
+    let file = std::fs::File::create(&log).unwrap();
+    cmd.stdout(file.try_clone().unwrap()).stderr(file);
+    let torchrun = cmd.spawn().unwrap();
+    wait_for_step(&out, 9);
+    let workers = workers_of(torchrun.id());
+    let victim = workers.iter().find(|(_, rank)| rank == "1").map(|(pid, _)| *pid);
+    let victim = victim.unwrap_or_else(|| panic!("no rank 1 among torchrun's children: {workers:?}"));
+    // SAFETY: kill(2) of a process this test's torchrun started.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    let ends = finish(vec![(torchrun, log)], Duration::from_secs(300));
+    let (code, text) = &ends[0];
+    assert_eq!(*code, 0, "{text}");
+    assert!(checkpoint_step(&out) == 24, "{text}");
+    let want = reference(2);
+    assert_losses_close(&out, want, 0.0);
+    assert_eq!(
+        tensor_gap(&out, want).0,
+        0.0,
+        "the restarted run differs from the uninterrupted one"
+    );
 }
 
 /// A bad `--stop-signals` or `--save-every-minutes` is a usage error naming the flag.

@@ -159,6 +159,11 @@ impl Group {
         }
     }
 
+    /// `host:port` of the rendezvous store.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// One heartbeat; a store that no longer answers is noticed by the collectives instead.
     pub(crate) fn beat(&self) {
         // SAFETY: the group is live.

@@ -166,9 +166,31 @@ pub fn barrier() {
 /// whose heartbeats stopped (or rank 0's lost store) and exits with code 1.
 pub fn fatal(what: &str, cause: &str) -> ! {
     #[cfg(feature = "tch")]
-    let lost = group().map(ffi::Group::lost_ranks).unwrap_or_default();
+    let lost = group().map(lost_ranks_within).unwrap_or_default();
     #[cfg(not(feature = "tch"))]
     let lost = String::new();
     eprintln!("error: rank {}: {what} failed{lost}: {}", rank(), cause.trim());
     std::process::exit(1);
+}
+
+/// [`ffi::Group::lost_ranks`], given up after its watch and ten seconds more: across a
+/// partition the store's socket gets no answer and no reset, and c10d's store client
+/// waits on it with no bound, so the diagnosis runs on a thread of its own and the process
+/// ends either way.
+#[cfg(feature = "tch")]
+fn lost_ranks_within(g: &'static ffi::Group) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watch = std::thread::Builder::new()
+        .name("slotcon-lost-ranks".into())
+        .spawn(move || tx.send(g.lost_ranks()));
+    if watch.is_err() {
+        return String::new();
+    }
+    let limit = HEARTBEAT * 3 + std::time::Duration::from_secs(10);
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        format!(
+            " (the rendezvous store at {} does not answer: the network to its host is down, or the host is)",
+            g.endpoint()
+        )
+    })
 }
