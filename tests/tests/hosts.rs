@@ -53,9 +53,8 @@ impl Hosts {
         ip(&[
             "link", "add", a, "netns", na, "type", "veth", "peer", "name", b, "netns", nb,
         ]);
-        for i in 0..2 {
-            let (ns, link) = (&hosts.ns[i], &hosts.link[i]);
-            ip(&["-n", ns, "addr", "add", &format!("{}/30", ADDRESS[i]), "dev", link]);
+        for ((ns, link), address) in hosts.ns.iter().zip(&hosts.link).zip(ADDRESS) {
+            ip(&["-n", ns, "addr", "add", &format!("{address}/30"), "dev", link]);
             ip(&["-n", ns, "link", "set", link, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
