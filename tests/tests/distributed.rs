@@ -147,6 +147,13 @@ pub(crate) fn tensor_gap(got: &Path, want: &Path) -> (f64, String) {
     worst
 }
 
+/// `got` is `want`'s run again: every step's losses and every tensor of the last
+/// checkpoint equal bit for bit (`what` says which run, on failure).
+pub(crate) fn assert_same_run(got: &Path, want: &Path, what: &str) {
+    assert_losses_close(got, want, 0.0);
+    assert_eq!(tensor_gap(got, want).0, 0.0, "{what}");
+}
+
 /// The runs compared: one rank and two ranks on the same global batch, for 3 and for
 /// [`STEPS`] steps, and one rank for [`STEPS`] on one LibTorch thread instead of two.
 pub(crate) struct Runs {
@@ -317,8 +324,7 @@ fn a_lost_rank_ends_its_peer_and_the_run_resumes_with_any_number_of_ranks() {
         cmd
     };
     join_ok(launch(2, &out, || resume(&out)));
-    assert_losses_close(&out, &r.two, 0.0);
-    assert_eq!(tensor_gap(&out, &r.two).0, 0.0, "a two-rank resume is bit-identical");
+    assert_same_run(&out, &r.two, "a two-rank resume is bit-identical");
     // Resumed with one rank: the same run within the tolerance (losses) and the noise floor.
     slotcon_tests::run_ok(&mut resume(&other));
     assert_losses_close(&other, &r.one, TOLERANCE);
