@@ -189,7 +189,7 @@ pub(crate) fn runs() -> &'static Runs {
 /// How far one rank's run drifts from itself when only LibTorch's thread count changes:
 /// float round-off, amplified over the steps (most in the residual branches' last
 /// BatchNorm, whose γ starts at 0).
-fn noise_floor() -> f64 {
+pub(crate) fn noise_floor() -> f64 {
     let r = runs();
     tensor_gap(&r.one_thread, &r.one).0
 }

@@ -14,11 +14,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::distributed::{
-    assert_losses_close, assert_same_run, runs, tensor_gap, train, wait_for_step, STEPS, TOLERANCE,
+    assert_losses_close, assert_same_run, noise_floor, runs, tensor_gap, train, wait_for_step, STEPS, TOLERANCE,
 };
 
 /// Host `i`'s address; the peer is the other one of the /30.
 const ADDRESS: [&str; 2] = ["10.231.7.1", "10.231.7.2"];
+/// How the two hosts' processes are started.
+#[derive(Clone, Copy)]
+enum Launcher {
+    /// torchrun on each host, `--nnodes 2`, no restart.
+    Torchrun,
+    /// torchrun on each host, `--nnodes 1:2`, one restart: the run goes on with the hosts
+    /// that are left.
+    Elastic,
+    /// The ranks themselves, with Slurm's variables, as `srun` starts its tasks.
+    Slurm,
+}
+
 /// The rendezvous port on host 0.
 const PORT: &str = "29431";
 
@@ -75,29 +87,39 @@ impl Hosts {
         ]);
     }
 
-    /// torchrun on host `i` (node `i` of 2, one rank), training `out` with `extra`.
-    fn torchrun(&self, i: usize, out: &Path, extra: &[&str], log: &Path) -> Child {
+    /// torchrun on host `i` (node `i` of 2, one rank), training `out` with `extra`;
+    /// `elastic`: `--nnodes 1:2` and one restart.
+    fn torchrun(&self, i: usize, out: &Path, extra: &[&str], log: &Path, elastic: bool) -> Child {
         let python = slotcon_cli::python(None).unwrap();
+        let (nodes, restarts, last_call) = if elastic { ("1:2", "1", 5) } else { ("2", "0", 30) };
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns[i]])
             .arg(python.parent().unwrap().join("torchrun"))
-            .args(["--nnodes", "2", "--node-rank", &i.to_string(), "--nproc-per-node", "1"])
+            .args([
+                "--nnodes",
+                nodes,
+                "--node-rank",
+                &i.to_string(),
+                "--nproc-per-node",
+                "1",
+            ])
             .args([
                 "--rdzv-backend",
                 "c10d",
                 "--rdzv-id",
                 "two-hosts",
                 "--max-restarts",
-                "0",
+                restarts,
             ])
             .arg(format!("--rdzv-endpoint={}:{PORT}", ADDRESS[0]))
             .arg(format!("--local-addr={}", ADDRESS[i]))
             // Host 0 serves the rendezvous store: torchrun cannot tell from the hostname,
             // which is the machine's, not the namespace's address. The agents' own store
             // reads and their closing give up after 10 s (torchrun's defaults are 60 and
-            // 30), so an agent cut off from the store ends within the test's bound.
+            // 30), so an agent cut off from the store ends within the test's bound; an
+            // elastic rendezvous waits 5 s for more nodes once it has enough.
             .arg(format!(
-                "--rdzv-conf=is_host={},read_timeout=10,close_timeout=10",
+                "--rdzv-conf=is_host={},read_timeout=10,close_timeout=10,last_call_timeout={last_call}",
                 i == 0
             ))
             .arg("--no-python")
@@ -135,19 +157,31 @@ impl Hosts {
         cmd.spawn().expect("ip netns exec slotcon-train")
     }
 
-    /// Both hosts' torchruns, or Slurm tasks; their logs beside `out`.
-    fn launch(&self, out: &Path, extra: &[&str], slurm: bool) -> Vec<(Child, PathBuf)> {
+    /// Both hosts' processes, started by `launcher`; their logs beside `out`.
+    fn launch(&self, out: &Path, extra: &[&str], launcher: Launcher) -> Vec<(Child, PathBuf)> {
         (0..2)
             .map(|i| {
                 let log = out.with_extension(format!("host{i}.log"));
-                let child = if slurm {
-                    self.slurm_task(i, out, extra, &log)
-                } else {
-                    self.torchrun(i, out, extra, &log)
+                let child = match launcher {
+                    Launcher::Torchrun => self.torchrun(i, out, extra, &log, false),
+                    Launcher::Elastic => self.torchrun(i, out, extra, &log, true),
+                    Launcher::Slurm => self.slurm_task(i, out, extra, &log),
                 };
                 (child, log)
             })
             .collect()
+    }
+
+    /// Kills every process in host `i`'s namespace: the host is lost.
+    fn kill_all(&self, i: usize) {
+        let pids = Command::new("ip").args(["netns", "pids", &self.ns[i]]).output();
+        let pids = pids
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            // SAFETY: kill(2) of a process inside a namespace this test made.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 
@@ -155,15 +189,8 @@ impl Drop for Hosts {
     /// Kills whatever still runs in the namespaces (a torchrun's workers after a failed
     /// test), then deletes them, which deletes the link.
     fn drop(&mut self) {
-        for ns in &self.ns {
-            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
-            let pids = pids
-                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                .unwrap_or_default();
-            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-                // SAFETY: kill(2) of a process inside a namespace this test made.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        for (i, ns) in self.ns.iter().enumerate() {
+            self.kill_all(i);
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
@@ -204,7 +231,7 @@ fn two_hosts_train_as_two_ranks_on_one_host() {
     let hosts = Hosts::new("e");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let ends = finish(hosts.launch(&out, &[], false), Duration::from_secs(300));
+    let ends = finish(hosts.launch(&out, &[], Launcher::Torchrun), Duration::from_secs(300));
     for (code, _, log) in &ends {
         assert_eq!(*code, 0, "{log}");
     }
@@ -219,7 +246,7 @@ fn a_partition_ends_both_hosts_within_the_timeout_and_auto_resume_continues_exac
     let hosts = Hosts::new("p");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let running = hosts.launch(&out, &["--auto-resume"], true);
+    let running = hosts.launch(&out, &["--auto-resume"], Launcher::Slurm);
     // After the checkpoint at the end of the first epoch (step 8).
     wait_for_step(&out, 8);
     hosts.link(1, false);
@@ -235,10 +262,46 @@ fn a_partition_ends_both_hosts_within_the_timeout_and_auto_resume_continues_exac
     }
     assert!(lost && unreachable, "{ends:?}");
     hosts.link(1, true);
-    let ends = finish(hosts.launch(&out, &["--auto-resume"], true), Duration::from_secs(300));
+    let ends = finish(
+        hosts.launch(&out, &["--auto-resume"], Launcher::Slurm),
+        Duration::from_secs(300),
+    );
     for (code, _, log) in &ends {
         assert_eq!(*code, 0, "{log}");
     }
     let want = &runs().two;
     assert_same_run(&out, want, "partitioned and resumed vs one host");
+}
+
+/// torchrun's elastic launch (`--nnodes 1:2`): host 1 lost mid-run (every process on it
+/// killed, after the checkpoint at step 8), host 0's torchrun restarts the group with the
+/// one node left, which resumes from that checkpoint as one rank. The loader's position is
+/// in samples, so the run sees the images of the one-host, one-rank run, and ends as that
+/// run does up to round-off: its losses within 1e-4 per step, its tensors within 4x the
+/// noise floor (as a resume on another number of ranks in `distributed.rs`).
+#[test]
+fn an_elastic_run_that_loses_a_host_goes_on_with_the_one_left() {
+    let hosts = Hosts::new("l");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut running = hosts.launch(&out, &["--auto-resume"], Launcher::Elastic);
+    wait_for_step(&out, 8);
+    hosts.kill_all(1);
+    let (mut lost, _) = running.remove(1);
+    let _ = lost.wait();
+    let ends = finish(running, Duration::from_secs(300));
+    assert_eq!(ends[0].0, 0, "{}", ends[0].2);
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let worlds: Vec<u64> = (text.lines())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["world_size"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(worlds, [[2; 8].as_slice(), &[1; 4]].concat(), "world size per step");
+    let want = &runs().one;
+    assert_losses_close(&out, want, TOLERANCE);
+    let (gap, tensor) = tensor_gap(&out, want);
+    assert!(gap <= 4.0 * noise_floor(), "{tensor}: {gap:.2e}");
 }
