@@ -278,6 +278,40 @@ pub(crate) fn wait_for_step(run: &Path, step: u64) {
     panic!("{}: step {step} never came", run.display());
 }
 
+/// Waits for every process of `ranks`, at most `limit` in all: each one's exit code (128 +
+/// N for a process killed by signal N), how long it took and its log, in the order given.
+/// Past the limit, kills what is left, prints its logs and panics.
+pub(crate) fn finish(mut ranks: Vec<(Child, PathBuf)>, limit: Duration) -> Vec<(i32, Duration, String)> {
+    use std::os::unix::process::ExitStatusExt;
+    let start = Instant::now();
+    let mut ends: Vec<Option<(i32, Duration)>> = vec![None; ranks.len()];
+    while ends.iter().any(Option::is_none) {
+        for ((child, _), end) in ranks.iter_mut().zip(&mut ends).filter(|(_, e)| e.is_none()) {
+            if let Some(status) = child.try_wait().unwrap() {
+                *end = Some((
+                    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+                    start.elapsed(),
+                ));
+            }
+        }
+        if start.elapsed() > limit && ends.iter().any(Option::is_none) {
+            for ((child, log), _) in ranks.iter_mut().zip(&ends).filter(|(_, e)| e.is_none()) {
+                let _ = child.kill();
+                let _ = child.wait();
+                eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (ranks.into_iter().zip(ends))
+        .map(|((_, log), end)| {
+            let (code, took) = end.expect("every process ended");
+            (code, took, std::fs::read_to_string(log).unwrap_or_default())
+        })
+        .collect()
+}
+
 /// Kills rank `victim` of a running pair; returns the survivor's exit status, how long it
 /// took to exit, and its log.
 fn kill_rank(ranks: Vec<(Child, PathBuf)>, victim: usize) -> (ExitStatus, Duration, String) {

@@ -11,10 +11,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::distributed::{
-    assert_losses_close, assert_same_run, noise_floor, runs, tensor_gap, train, wait_for_step, STEPS, TOLERANCE,
+    assert_losses_close, assert_same_run, finish, noise_floor, runs, tensor_gap, train, wait_for_step, STEPS, TOLERANCE,
 };
 
 /// Host `i`'s address; the peer is the other one of the /30.
@@ -194,36 +194,6 @@ impl Drop for Hosts {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-/// Waits for both hosts, at most `limit` in all (killing what is left, then panicking);
-/// their exit codes, how long each took, and their logs.
-fn finish(hosts: Vec<(Child, PathBuf)>, limit: Duration) -> Vec<(i32, Duration, String)> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    let mut hosts = hosts;
-    while !hosts.is_empty() {
-        let mut i = 0;
-        while i < hosts.len() {
-            if let Some(status) = hosts[i].0.try_wait().unwrap() {
-                let (_, log) = hosts.remove(i);
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                out.push((status.code().unwrap_or(-1), start.elapsed(), text));
-            } else {
-                i += 1;
-            }
-        }
-        if start.elapsed() > limit {
-            for (child, log) in &mut hosts {
-                let _ = child.kill();
-                let _ = child.wait();
-                eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
-            }
-            panic!("{} host(s) still running after {limit:?}", hosts.len());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    out
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::distributed::{assert_same_run, launch, wait_for_step};
+use crate::distributed::{assert_same_run, finish, launch, wait_for_step};
 
 /// Steps of the runs compared: three epochs of 8 (the COCO sample at a global batch of
 /// 16), room for five stops of up to four steps each.
@@ -56,28 +56,6 @@ fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) on a child this test started and has not reaped.
     let r = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
     assert_eq!(r, 0, "kill {sig} {}", child.id());
-}
-
-/// Waits for every rank, at most `limit` in all; their exit codes and logs.
-fn finish(ranks: Vec<(Child, PathBuf)>, limit: Duration) -> Vec<(i32, String)> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    for (mut child, log) in ranks {
-        let code = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                use std::os::unix::process::ExitStatusExt;
-                break status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} still running after {limit:?}", log.display());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        out.push((code, std::fs::read_to_string(&log).unwrap_or_default()));
-    }
-    out
 }
 
 /// The step of `out`'s current checkpoint.
@@ -129,7 +107,7 @@ fn stop_five_times(world: usize) {
         }
         let ends = finish(ranks, Duration::from_secs(120));
         let step = checkpoint_step(&out);
-        for (rank, (code, log)) in ends.iter().enumerate() {
+        for (rank, (code, _, log)) in ends.iter().enumerate() {
             let context = format!("seed {seed}, round {round}, rank {rank}, waited for step {wait}:\n{log}");
             assert_eq!(*code, STOPPED, "{context}");
             if rank == 0 {
@@ -145,7 +123,7 @@ fn stop_five_times(world: usize) {
         at = step;
     }
     let ends = finish(start(world, &out, &[]), Duration::from_secs(300));
-    assert!(ends.iter().all(|(code, _)| *code == 0), "seed {seed}: {ends:?}");
+    assert!(ends.iter().all(|(code, ..)| *code == 0), "seed {seed}: {ends:?}");
     let want = reference(world);
     assert_same_run(&out, want, &format!("seed {seed}: the stopped and resumed run differs"));
 }
@@ -177,12 +155,12 @@ fn a_second_signal_exits_at_once_on_every_rank() {
         signal(child, libc::SIGINT);
     }
     let ends = finish(ranks, Duration::from_secs(30));
-    for (rank, (code, log)) in ends.iter().enumerate() {
+    for (rank, (code, _, log)) in ends.iter().enumerate() {
         assert_eq!(*code, 128 + libc::SIGINT, "rank {rank}:\n{log}");
     }
     // Nothing half-written: the run (no checkpoint yet, or a whole one) goes on to its end.
     let ends = finish(start(2, &out, &[]), Duration::from_secs(300));
-    assert!(ends.iter().all(|(code, _)| *code == 0), "{ends:?}");
+    assert!(ends.iter().all(|(code, ..)| *code == 0), "{ends:?}");
     assert_same_run(&out, reference(2), "stopped twice, then run to its end");
 }
 
@@ -216,7 +194,7 @@ fn save_every_minutes_checkpoints_mid_epoch_and_a_kill_after_one_resumes_exactly
         start(2, &out, &["--save-every-minutes", "0.005"]),
         Duration::from_secs(300),
     );
-    assert!(ends.iter().all(|(code, _)| *code == 0), "{ends:?}");
+    assert!(ends.iter().all(|(code, ..)| *code == 0), "{ends:?}");
     let want = reference(2);
     assert_same_run(&out, want, "resumed from a --save-every-minutes checkpoint");
     // The checkpoints are whole and the run's own: checkpoint.json lists every file.
@@ -289,7 +267,7 @@ fn torchrun_max_restarts_after_a_killed_worker_ends_equal_to_an_uninterrupted_ru
     // SAFETY: kill(2) of a process this test's torchrun started.
     assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
     let ends = finish(vec![(torchrun, log)], Duration::from_secs(300));
-    let (code, text) = &ends[0];
+    let (code, _, text) = &ends[0];
     assert_eq!(*code, 0, "{text}");
     assert!(checkpoint_step(&out) == 24, "{text}");
     let want = reference(2);

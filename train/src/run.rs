@@ -261,26 +261,14 @@ pub fn train(
                 break;
             }
             if agreed.save && !trainer.step.is_multiple_of(steps_per_epoch) {
-                log.write(trainer.flush()?, on_step, last)?;
-                if dist::rank() == 0 {
-                    checkpoint::save(&trainer, &opts.out, false)?;
-                }
-                saved_at = Instant::now();
+                saved_at = save_here(&mut trainer, &mut log, &opts.out, false, on_step, last)?;
             }
             wait_start = Instant::now();
         }
         previous = Some(loader);
-        // The last step's losses, checked finite before anything is saved.
-        log.write(trainer.flush()?, on_step, last)?;
         let epoch_done = trainer.step.is_multiple_of(steps_per_epoch);
-        if dist::rank() == 0 {
-            checkpoint::save(
-                &trainer,
-                &opts.out,
-                epoch_done && (trainer.step / steps_per_epoch).is_multiple_of(cfg.save_every_epochs),
-            )?;
-        }
-        saved_at = Instant::now();
+        let milestone = epoch_done && (trainer.step / steps_per_epoch).is_multiple_of(cfg.save_every_epochs);
+        saved_at = save_here(&mut trainer, &mut log, &opts.out, milestone, on_step, last)?;
     }
     if let Some(file) = log.file.as_mut() {
         file.flush().map_err(io(&log.path))?;
@@ -288,6 +276,24 @@ pub fn train(
     // No rank ends before rank 0 has written the last checkpoint.
     dist::barrier();
     Ok(Finished { trainer, stopped })
+}
+
+/// The checkpoint at the trainer's step, on every rank together: the last step's losses
+/// flushed (checked finite before anything is saved) and logged, then rank 0 writes
+/// `current` (and the epoch's milestone when `milestone`). Returns when it was written.
+fn save_here(
+    trainer: &mut Trainer,
+    log: &mut MetricsLog,
+    out: &Path,
+    milestone: bool,
+    on_step: &mut dyn FnMut(&MetricsLine, u64),
+    last: u64,
+) -> Result<Instant> {
+    log.write(trainer.flush()?, on_step, last)?;
+    if dist::rank() == 0 {
+        checkpoint::save(trainer, out, milestone)?;
+    }
+    Ok(Instant::now())
 }
 
 /// This rank's asks for the next step: a stop when [`RunOptions::stop`] is set, a

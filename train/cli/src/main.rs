@@ -25,9 +25,10 @@ use slotcon_train_cli::SettingsArgs;
 /// --nproc-per-node 8 slotcon-train --device libtorch-cuda --shards S --out RUN`
 /// (or set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT yourself). Under
 /// srun, with those unset, Slurm's SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID and the
-/// first host of SLURM_JOB_NODELIST stand in for them (MASTER_PORT defaults to 29500). --batch-size is then the global batch, split evenly over the ranks;
-/// every BatchNorm is a SyncBatchNorm; rank 0 writes the run directory, which every rank
-/// must be able to read for --resume.
+/// first host of SLURM_JOB_NODELIST stand in for them (MASTER_PORT defaults to 29500).
+/// --batch-size is then the global batch, split evenly over the ranks; every BatchNorm
+/// is a SyncBatchNorm; rank 0 writes the run directory, which every rank must be able
+/// to read for --resume.
 ///
 /// Stopping: the first of --stop-signals (default SIGTERM, SIGINT, SIGUSR1) makes every
 /// rank finish its step; rank 0 writes a checkpoint there and the process exits with code
