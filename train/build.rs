@@ -6,7 +6,8 @@
 //!   LD_LIBRARY_PATH;
 //! - compiles `native/backward.cpp` (LibTorch's `at::convolution_backward` and
 //!   `at::native_batch_norm_backward` behind a C ABI) and `native/dist.cpp` (c10d's process
-//!   groups) against that libtorch's headers, with its C++ ABI. c10d's Gloo header includes
+//!   groups) and `native/observe.cpp` (the operator and memory observer of
+//!   `slotcon-train-bench --report`) against that libtorch's headers, with its C++ ABI. c10d's Gloo header includes
 //!   gloo's own headers, which the wheel does not ship (Debian's `libgloo-dev`, installed by
 //!   the scripts). NCCL is compiled in when that libtorch has CUDA and the `nvidia-nccl`
 //!   and `nvidia-cuda-runtime` wheels beside it carry `nccl.h` and the CUDA headers.
@@ -26,6 +27,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
     println!("cargo:rerun-if-changed=native/backward.cpp");
     println!("cargo:rerun-if-changed=native/dist.cpp");
+    println!("cargo:rerun-if-changed=native/observe.cpp");
     if std::env::var_os("CARGO_FEATURE_TCH").is_none() {
         return;
     }
@@ -35,7 +37,7 @@ fn main() {
     compile_shim(&torch);
 }
 
-/// `native/backward.cpp` and `native/dist.cpp` as a static library, linked before libtorch.
+/// `native/backward.cpp`, `native/dist.cpp` and `native/observe.cpp` as a static library, linked before libtorch.
 #[cfg(feature = "tch")]
 fn compile_shim(torch: &Torch) {
     let gloo = std::path::Path::new("/usr/include/gloo/config.h");
@@ -49,6 +51,7 @@ fn compile_shim(torch: &Torch) {
         .cpp(true)
         .file("native/backward.cpp")
         .file("native/dist.cpp")
+        .file("native/observe.cpp")
         .include(&torch.include)
         .include(format!("{}/torch/csrc/api/include", torch.include))
         .flag("-std=c++17")

@@ -11,8 +11,14 @@ weights, optimiser and teacher). With --breakdown each phase (data, forward, los
 backward, optimizer, ema) ends with a device sync and is timed, as slotcon's Trainer does
 when profiling.
 
+With --observe it runs --warmup steps and one more under torch.profiler (profile_memory)
+and prints, for that last step, the ATen operators by name (every call, and the outermost
+ones: those not called by another ATen operator on the same thread) and the peak of the
+bytes the allocator held above those held when the step began, as slotcon_train::observe
+counts its own.
+
 Usage: train_step.py DIR --warmup W --steps N --threads T [--device cpu|cuda] [--amp]
-                     [--breakdown]
+                     [--breakdown] [--observe]
 DIR holds case.json, weights.safetensors and views.u8 ([2, n, s, s, 3]). Prints JSON."""
 import argparse
 import json
@@ -61,6 +67,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", action="store_true")
     ap.add_argument("--breakdown", action="store_true")
+    ap.add_argument("--observe", action="store_true")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -98,6 +105,11 @@ def main():
             self.times[name] = (now - self.last) * 1000.0
             self.last = now
 
+    def clock_off():
+        clock = Clock()
+        clock.times = {}
+        return clock
+
     def step(center, clock):
         views = raw.to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255)
         x1, x2 = (views[0] - mean) / std, (views[1] - mean) / std
@@ -133,6 +145,9 @@ def main():
         clock.lap("ema")
         return loss, center
 
+    if a.observe:
+        print(json.dumps(observe(lambda: step(center, clock_off())[1], a.warmup, dev)))
+        return
     times, losses = [], []
     for i in range(a.warmup + a.steps):
         t = time.perf_counter()
@@ -148,6 +163,42 @@ def main():
                 phases[k].append(v)
     print(json.dumps({"step_ms": times, "losses": losses, "phases_ms": phases if a.breakdown else None, "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "device": str(dev)}))
+
+
+def observe(step, warmup, dev):
+    """The last of warmup + 1 steps under torch.profiler: operators and peak bytes."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for i in range(max(warmup, 1) + 1):
+            with record_function("slotcon::step"):
+                step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        events = json.load(open(path))["traceEvents"]
+    last = max((e for e in events if e.get("name") == "slotcon::step" and "dur" in e), key=lambda e: e["ts"])
+    start, end = last["ts"], last["ts"] + last["dur"]
+    inside = sorted((e for e in events if start <= e.get("ts", -1) <= end), key=lambda e: (e["ts"], -e.get("dur", 0)))
+    live = peak = 0
+    ops, open_ops = {}, {}
+    for e in inside:
+        if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == (1 if dev.type == "cuda" else 0):
+            live += e["args"]["Bytes"]
+            peak = max(peak, live)
+        elif e.get("cat") == "cpu_op" and e["name"].startswith("aten::"):
+            stack = open_ops.setdefault(e.get("tid"), [])
+            while stack and stack[-1] <= e["ts"]:
+                stack.pop()
+            count = ops.setdefault(e["name"], {"total": 0, "top": 0})
+            count["total"] += 1
+            count["top"] += not stack
+            stack.append(e["ts"] + e.get("dur", 0))
+    return {"peak_bytes": peak, "retained_bytes": live, "ops": ops, "torch": torch.__version__}
 
 
 if __name__ == "__main__":

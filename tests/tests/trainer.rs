@@ -289,3 +289,64 @@ fn the_step_benchmark_replays_the_same_first_step_in_pytorch() {
     let theirs = repeats[0][1]["losses"][0].as_f64().unwrap();
     assert!((ours - theirs).abs() < 1e-4 * theirs.abs(), "{ours} vs {theirs}");
 }
+
+/// `--report`: one step observed on both sides. The same network makes the same number of
+/// convolutions and batch norms (forward and backward), so those counts must agree
+/// exactly; a peak of bytes is found on both sides, and the table names the kinds.
+#[cfg(feature = "tch")]
+#[test]
+fn the_step_report_counts_the_same_convolutions_as_pytorch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    store(&shards);
+    let args = [
+        "--image-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--warmup",
+        "1",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+    ];
+    let report = |extra: &[&str]| {
+        let (code, out, err) = run(bin("slotcon-train-bench")
+            .arg("--shards")
+            .arg(&shards)
+            .args(args)
+            .args(["--device", "libtorch", "--report"])
+            .args(extra));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let v: serde_json::Value = serde_json::from_str(&report(&["--json"])).unwrap();
+    let side = |name: &str| -> slotcon_train::observe::Observation {
+        serde_json::from_value(v["observed"][name].clone()).unwrap_or_else(|e| panic!("{name}: {e} in {v}"))
+    };
+    let (ours, theirs) = (side("slotcon"), side("pytorch"));
+    let (ok, tk) = (ours.by_kind(), theirs.by_kind());
+    for kind in ["convolution", "batch_norm"] {
+        assert!(ok[kind] > 0, "{kind}: none observed: {ours:?}");
+        assert_eq!(ok[kind], tk[kind], "{kind}: {:?} vs {:?}", ours.ops, theirs.ops);
+    }
+    for o in [&ours, &theirs] {
+        assert!(
+            o.peak_bytes > 0 && o.calls().0 > 0 && o.calls().1 >= o.calls().0,
+            "{o:?}"
+        );
+    }
+    // The text table lists the kinds and the totals.
+    let text = report(&[]);
+    for line in ["convolution", "ATen calls, outermost", "peak step MiB"] {
+        assert!(text.contains(line), "no {line:?} in {text}");
+    }
+    // flex has no LibTorch to observe: a flag error, code 2.
+    let (code, _, err) = run(bin("slotcon-train-bench")
+        .arg("--shards")
+        .arg(&shards)
+        .args(["--device", "flex", "--report"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--report"), "{err}");
+}

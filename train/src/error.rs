@@ -68,6 +68,9 @@ pub enum Error {
         /// The first tensor that holds one, by its path in the network.
         tensor: String,
     },
+    /// The operator and memory observer (`observe::Observer`) could not begin or end.
+    #[error("observing LibTorch: {0}")]
+    Observe(String),
     /// A distributed launch that cannot start (a bad variable, an unreachable rendezvous).
     #[error("{0}")]
     Distributed(String),

@@ -12,6 +12,7 @@
 //! - [`device::DeviceChoice`]: flex / LibTorch devices; [`amp`]: bf16 mixed precision with
 //!   f32 master weights;
 //! - [`reference::dump_case`]: one step's inputs for the PyTorch reference;
+//! - [`observe`]: the ATen operators and peak bytes of a step on LibTorch;
 //! - [`dist`]: several processes on PyTorch's c10d (torchrun), SyncBatchNorm, gradient sums.
 //!
 //! ```
@@ -39,6 +40,7 @@ pub mod device;
 pub mod dist;
 mod error;
 pub mod model;
+pub mod observe;
 pub mod optim;
 pub mod reference;
 pub mod run;

@@ -14,6 +14,7 @@ use slotcon_cli::{bad_flag, flags};
 use slotcon_shards::ShardReader;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::floats;
+use slotcon_train::observe::{Observation, KINDS};
 use slotcon_train::trainer::Trainer;
 use slotcon_train::{Precision, TrainConfig};
 use slotcon_train_cli::SettingsArgs;
@@ -61,6 +62,12 @@ struct Cli {
     /// Threads for every side (default: every core; at most 4 per core).
     #[arg(long, value_parser = flags::threads)]
     threads: Option<usize>,
+    /// Also observe one step on each side (LibTorch only): the ATen operators it
+    /// dispatches, by kind, and the peak of the bytes the allocator holds above those held
+    /// when the step begins (RecordFunction and memory-reporting hooks on our side,
+    /// torch.profiler with profile_memory on PyTorch's; see slotcon_train::observe).
+    #[arg(long)]
+    report: bool,
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_python: bool,
@@ -79,6 +86,13 @@ fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
     cli.settings.check(&cfg)?;
     if let Some(reason) = cli.device.unavailable() {
         return Err(bad_flag("--device", cli.device, reason));
+    }
+    if cli.report && cli.device == DeviceChoice::Flex {
+        return Err(bad_flag(
+            "--report",
+            "flex",
+            "observes LibTorch: use --device libtorch or libtorch-cuda:N",
+        ));
     }
     Ok(cfg)
 }
@@ -122,7 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     trainer.set_profile(cli.breakdown);
     let tmp = std::env::temp_dir().join(format!("slotcon-train-bench-{}", std::process::id()));
     // The case folder goes whether the timing succeeds or not.
-    let timed = (|| -> anyhow::Result<Vec<_>> {
+    let timed = (|| -> anyhow::Result<(Vec<_>, _)> {
         slotcon_train::reference::dump_case(&trainer, &batch, &tmp)?;
         let mut runs = Vec::new();
         for repeat in 0..cli.repeats {
@@ -131,10 +145,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let theirs = (!cli.no_python).then(|| python(&cli, &tmp, threads)).transpose()?;
             runs.push((ours, theirs));
         }
-        Ok(runs)
+        let observed = cli
+            .report
+            .then(|| observe(&cli, &mut trainer, &batch, &tmp, threads))
+            .transpose()?;
+        Ok((runs, observed))
     })();
     std::fs::remove_dir_all(&tmp).ok();
-    report(&cli, &cfg, threads, timed?, check)
+    let (runs, observed) = timed?;
+    report(&cli, &cfg, threads, runs, check, observed)
+}
+
+/// One step observed here and, unless --no-python, in PyTorch: `(ours, theirs)`.
+fn observe(
+    cli: &Cli,
+    trainer: &mut Trainer,
+    batch: &TwoViewBatch,
+    dir: &std::path::Path,
+    threads: usize,
+) -> anyhow::Result<(Observation, Option<Observation>)> {
+    let ours = observe_ours(trainer, batch)?;
+    let theirs = (!cli.no_python)
+        .then(|| -> anyhow::Result<Observation> {
+            let mut args = python_args(cli, dir, threads);
+            args.push("--observe".into());
+            let v = run_python("train_step.py", &args)?;
+            serde_json::from_value(v).context("reading train_step.py --observe")
+        })
+        .transpose()?;
+    Ok((ours, theirs))
+}
+
+fn observe_ours(trainer: &mut Trainer, batch: &TwoViewBatch) -> anyhow::Result<Observation> {
+    let mut observer = slotcon_train::observe::Observer::begin()?;
+    // Two steps under observation first, so that what the measured step frees of the
+    // previous one was seen allocated (as train_step.py --observe does).
+    for _ in 0..2 {
+        trainer.train_step(batch)?;
+    }
+    observer.reset();
+    trainer.train_step(batch)?;
+    Ok(observer.end()?)
 }
 
 /// One step on `device` and on LibTorch's CPU from the same initial checkpoint: the two
@@ -250,6 +301,15 @@ impl Side {
 const PHASES: [&str; 6] = ["data", "forward", "loss", "backward", "optimizer", "ema"];
 
 fn python(cli: &Cli, dir: &std::path::Path, threads: usize) -> anyhow::Result<Side> {
+    let mut args = python_args(cli, dir, threads);
+    if cli.breakdown {
+        args.push("--breakdown".into());
+    }
+    Ok(Side::from_python(&run_python("train_step.py", &args)?))
+}
+
+/// train_step.py's arguments for this invocation's case, device and precision.
+fn python_args(cli: &Cli, dir: &std::path::Path, threads: usize) -> Vec<String> {
     let device = match cli.device {
         DeviceChoice::LibtorchCuda(n) => format!("cuda:{n}"),
         _ => "cpu".to_string(),
@@ -264,10 +324,7 @@ fn python(cli: &Cli, dir: &std::path::Path, threads: usize) -> anyhow::Result<Si
     if cli.reference_precision == Precision::Bf16 {
         args.push("--amp".into());
     }
-    if cli.breakdown {
-        args.push("--breakdown".into());
-    }
-    Ok(Side::from_python(&run_python("train_step.py", &args)?))
+    args
 }
 
 fn report(
@@ -276,6 +333,7 @@ fn report(
     threads: usize,
     runs: Vec<(Side, Option<Side>)>,
     check: Option<serde_json::Value>,
+    observed: Option<(Observation, Option<Observation>)>,
 ) -> anyhow::Result<()> {
     let ours: Vec<f64> = runs.iter().map(|(o, _)| median(&o.step_ms)).collect();
     let theirs: Vec<f64> = runs
@@ -292,6 +350,7 @@ fn report(
         "reference_precision": cli.reference_precision, "threads": threads, "repeats": runs,
         "slotcon_median_ms": ms, "slotcon_img_per_sec": img_s(ms),
         "pytorch_median_ms": t, "ratio": ratio, "ratios": ratios, "compare_cpu": check,
+        "observed": observed.as_ref().map(|(o, t)| serde_json::json!({"slotcon": o, "pytorch": t})),
     });
     if cli.json {
         println!("{out}");
@@ -328,7 +387,41 @@ fn report(
     if cli.breakdown {
         breakdown(&runs);
     }
+    if let Some((ours, theirs)) = &observed {
+        print_observed(ours, theirs.as_ref());
+    }
     Ok(())
+}
+
+/// The operator table (outermost calls by kind, then in all) and the peak bytes.
+fn print_observed(ours: &Observation, theirs: Option<&Observation>) {
+    let none = Observation::default();
+    let t = theirs.unwrap_or(&none);
+    let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
+    println!("one step observed     slotcon    PyTorch   ratio");
+    let (ok, tk) = (ours.by_kind(), t.by_kind());
+    for kind in KINDS {
+        let (a, b) = (ok[kind], tk[kind]);
+        if a != 0 || b != 0 {
+            println!("  {kind:<18} {a:>8} {b:>10}   {}", ratio(a as f64, b as f64));
+        }
+    }
+    let ((a_top, a_all), (b_top, b_all)) = (ours.calls(), t.calls());
+    println!(
+        "ATen calls, outermost {a_top:>8} {b_top:>10}   {}",
+        ratio(a_top as f64, b_top as f64)
+    );
+    println!(
+        "ATen calls, in all    {a_all:>8} {b_all:>10}   {}",
+        ratio(a_all as f64, b_all as f64)
+    );
+    let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "peak step MiB         {:>8.1} {:>10.1}   {}",
+        mib(ours.peak_bytes),
+        mib(t.peak_bytes),
+        ratio(ours.peak_bytes as f64, t.peak_bytes as f64)
+    );
 }
 
 /// The phase table: medians over every timed step of every repeat.
