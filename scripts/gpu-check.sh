@@ -4,9 +4,10 @@
 # small shard store. It
 #   (a) checks one training step on the GPU against the same step on LibTorch's CPU (same
 #       weights and batch): loss within 1e-3, the parameters' update within 1e-2;
-#   (b) times ResNet-50 with the paper's heads, batch 64 at 224 px, in f32 and bf16 (AMP),
-#       against the same step in PyTorch (f32, and torch.autocast bf16) on the same GPU,
-#       with the phase breakdown;
+#   (b) times ResNet-50 with the paper's heads, batch 64 at 224 px, in f32, bf16 (AMP) and
+#       fp16 (AMP with dynamic loss scaling, the official recipe's --fp16), against the
+#       same step in PyTorch (f32, torch.autocast bf16, autocast fp16 with GradScaler's
+#       kernels) on the same GPU, with the phase breakdown;
 #   (c) trains a few steps with the real loader feeding the GPU and reports the data wait;
 #   (d) trains two ranks (two processes, c10d with Gloo, sharing the device) against one
 #       rank on the same global batch: losses within 1e-4 at every step.
@@ -82,7 +83,7 @@ bench=("$bin/slotcon-train-bench" --shards "$shards" --device "$device" --thread
 echo "==> (a) one step on $device against LibTorch's CPU"
 "${bench[@]}" "${model[@]}" --compare-cpu --warmup 0 --steps 1 --repeats 1 --no-python > "$out/compare.json"
 
-for p in f32 bf16; do
+for p in f32 bf16 fp16; do
   echo "==> (b) the step in $p against PyTorch ($p)"
   "${bench[@]}" "${model[@]}" "${timing[@]}" --breakdown --precision $p --reference-precision $p \
     "${reference[@]}" > "$out/step-$p.json"
@@ -113,7 +114,7 @@ import json, os, sys
 out, device = sys.argv[1], sys.argv[2]
 load = lambda name: json.load(open(os.path.join(out, name)))
 compare = load("compare.json")["compare_cpu"]
-steps = {p: load(f"step-{p}.json") for p in ("f32", "bf16")}
+steps = {p: load(f"step-{p}.json") for p in ("f32", "bf16", "fp16")}
 lines = [json.loads(l) for l in open(os.path.join(out, "run", "metrics.jsonl"))]
 settled = lines[len(lines) // 4:] or lines
 wait = sum(l["data_wait_frac"] for l in settled) / len(settled)

@@ -28,6 +28,7 @@ fn main() {
     println!("cargo:rerun-if-changed=native/backward.cpp");
     println!("cargo:rerun-if-changed=native/dist.cpp");
     println!("cargo:rerun-if-changed=native/observe.cpp");
+    println!("cargo:rerun-if-changed=native/optim.cpp");
     if std::env::var_os("CARGO_FEATURE_TCH").is_none() {
         return;
     }
@@ -52,6 +53,7 @@ fn compile_shim(torch: &Torch) {
         .file("native/backward.cpp")
         .file("native/dist.cpp")
         .file("native/observe.cpp")
+        .file("native/optim.cpp")
         .include(&torch.include)
         .include(format!("{}/torch/csrc/api/include", torch.include))
         .flag("-std=c++17")

@@ -6,8 +6,11 @@ slotcon's Trainer::train_step does: u8 NHWC views to normalised floats, student 
 teacher forward on both views, roi_align alignment, grouping + contrast loss, backward,
 LARS with momentum, the EMA teacher update and the centre update, ending with loss.item().
 
-With --amp the forward passes run under torch.autocast(bfloat16), as AMP trains (f32
-weights, optimiser and teacher). With --breakdown each phase (data, forward, loss,
+With --amp (or --amp=bf16) the forward passes run under torch.autocast(bfloat16), as AMP
+trains (f32 weights, optimiser and teacher); with --amp=fp16 under autocast(float16) with
+GradScaler's dynamic loss scaling, by its own kernels (scale the loss,
+_amp_foreach_non_finite_check_and_unscale_, found_inf.item(), the step only when finite,
+_amp_update_scale_), as main_pretrain.py --fp16 trains. With --breakdown each phase (data, forward, loss,
 backward, optimizer, ema) ends with a device sync and is timed, as slotcon's Trainer does
 when profiling.
 
@@ -17,7 +20,7 @@ ones: those not called by another ATen operator on the same thread) and the peak
 bytes the allocator held above those held when the step began, as slotcon_train::observe
 counts its own.
 
-Usage: train_step.py DIR --warmup W --steps N --threads T [--device cpu|cuda] [--amp]
+Usage: train_step.py DIR --warmup W --steps N --threads T [--device cpu|cuda] [--amp[=bf16|fp16]]
                      [--breakdown] [--observe]
 DIR holds case.json, weights.safetensors and views.u8 ([2, n, s, s, 3]). Prints JSON."""
 import argparse
@@ -65,10 +68,11 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--amp", nargs="?", const="bf16", default=None, choices=["bf16", "fp16"])
     ap.add_argument("--breakdown", action="store_true")
     ap.add_argument("--observe", action="store_true")
     a = ap.parse_args()
+    amp_dtype = torch.float16 if a.amp == "fp16" else torch.bfloat16
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -88,6 +92,9 @@ def main():
     mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
     center = torch.zeros(1, c["num_prototypes"], device=dev)
+    # GradScaler's state (init_scale 2^16, growth 2 every 2000 clean steps, backoff 0.5).
+    scale = torch.full((), 65536.0, device=dev)
+    growth = torch.zeros((), dtype=torch.int32, device=dev)
     optim = Lars(list(student.parameters()) + list(predictor.parameters()), c["weight_decay"], c["eta"], c["momentum"])
 
     phases = {k: [] for k in ("data", "forward", "loss", "backward", "optimizer", "ema")}
@@ -114,7 +121,7 @@ def main():
         views = raw.to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255)
         x1, x2 = (views[0] - mean) / std, (views[1] - mean) / std
         clock.lap("data")
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp):
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=a.amp is not None):
             (q1, sq1), (q2, sq2) = student(x1), student(x2)
             with torch.no_grad():
                 (k1, sk1), (k2, sk2) = teacher(x1), teacher(x2)
@@ -125,22 +132,33 @@ def main():
         ka1, ka2 = ref.invaug(sk1, boxes[:, 0], f(0)), ref.invaug(sk2, boxes[:, 1], f(1))
         group = ref.self_distill(qa1, ka2, center, valid, c) + ref.self_distill(qa2, ka1, center, valid, c)
         tau = c["contrast_temp"]
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp):
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=a.amp is not None):
             ctr = ref.contrast(q1, k2, sq1, sk2, predictor, tau) + ref.contrast(q2, k1, sq2, sk1, predictor, tau)
         w = c["group_loss_weight"]
         total = w * group + (1 - w) * ctr.float()
         clock.lap("loss")
         for p in optim.params:
             p.grad = None
-        total.backward()
+        if a.amp == "fp16":
+            (total * scale).backward()
+            grads = [p.grad for p in optim.params if p.grad is not None]
+            found = torch.zeros(1, device=dev)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, scale.double().reciprocal().float())
+            skip = found.item() != 0
+            torch._amp_update_scale_(scale, growth, found, 2.0, 0.5, 2000)
+        else:
+            total.backward()
+            skip = False
         clock.lap("backward")
-        optim.step(c["lr"])
+        if not skip:
+            optim.step(c["lr"])
         clock.lap("optimizer")
         with torch.no_grad():
-            for pt, ps in zip(teacher.parameters(), student.parameters()):
-                pt.mul_(c["ema"]).add_(ps, alpha=1 - c["ema"])
-            batch_center = torch.cat([sk1, sk2]).permute(0, 2, 3, 1).flatten(0, 2).mean(0, keepdim=True)
-            center = center * c["center_momentum"] + batch_center * (1 - c["center_momentum"])
+            if not skip:
+                for pt, ps in zip(teacher.parameters(), student.parameters()):
+                    pt.mul_(c["ema"]).add_(ps, alpha=1 - c["ema"])
+                batch_center = torch.cat([sk1, sk2]).permute(0, 2, 3, 1).flatten(0, 2).mean(0, keepdim=True)
+                center = center * c["center_momentum"] + batch_center * (1 - c["center_momentum"])
         loss = total.item()
         clock.lap("ema")
         return loss, center

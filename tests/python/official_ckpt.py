@@ -107,12 +107,25 @@ def make(a):
                               warmup_epoch=1, warmup_multiplier=100, base_lr=1.0, weight_decay=1e-5, momentum=0.9,
                               teacher_momentum=0.99, teacher_temp=0.07, student_temp=0.1, center_momentum=0.9,
                               group_loss_weight=0.5, image_size=a.image_size, min_scale=0.08, seed=a.seed, save_freq=5,
-                              fp16=True)
+                              fp16=a.fp16)
     scheduler = {"last_epoch": a.steps, "warmup_epoch": spe, "multiplier": 100,
                  "after_scheduler": {"T_max": (a.epochs - 1) * spe, "eta_min": 1e-6, "last_epoch": a.steps - spe}}
     ckpt = {"args": args, "model": {"module." + k: v for k, v in model.items()},
             "optimizer": {"state": state, "param_groups": [group]}, "scheduler": scheduler, "epoch": a.steps // spe}
+    if a.fp16:
+        # main_pretrain.py saves the GradScaler's state_dict with --fp16: a real one's, mid-run.
+        scaler = torch.amp.GradScaler("cpu", init_scale=8192.0, growth_interval=500)
+        state = scaler.state_dict()
+        state["_growth_tracker"] = 37
+        scaler.load_state_dict(state)
+        ckpt["scaler"] = scaler.state_dict()
     torch.save(ckpt, a.out)
+
+
+def fp16(ckpt):
+    """args.fp16 of a checkpoint whose args are a Namespace (main_pretrain.py) or a dict."""
+    args = ckpt["args"]
+    return (args if isinstance(args, dict) else vars(args)).get("fp16")
 
 
 def compare(a, b):
@@ -126,7 +139,8 @@ def compare(a, b):
     groups = [{k: v for k, v in g.items() if k != "params"} for g in (x["optimizer"]["param_groups"][0], y["optimizer"]["param_groups"][0])]
     print(json.dumps({"model_equal": same, "keys": len(mx), "optimizer_equal": opt, "buffers": len(sx),
                       "epochs": [x["epoch"], y["epoch"]], "param_groups": groups,
-                      "steps": [x["scheduler"]["last_epoch"], y["scheduler"]["last_epoch"]]}))
+                      "steps": [x["scheduler"]["last_epoch"], y["scheduler"]["last_epoch"]],
+                      "scalers": [x.get("scaler"), y.get("scaler")], "fp16": [fp16(x), fp16(y)]}))
 
 
 def step(path, root, lr, ema):
@@ -186,6 +200,7 @@ def main():
                                 ("--batch", int, 32), ("--instances", int, 128), ("--steps", int, 8), ("--epochs", int, 20),
                                 ("--image-size", int, 64), ("--seed", int, 0), ("--optimizer", str, "lars"), ("--lr", float, 0.0), ("--ema", float, 0.99)):
         ap.add_argument(flag, type=kind, default=default)
+    ap.add_argument("--fp16", action="store_true")
     a = ap.parse_args()
     if a.cmd == "make":
         a.out = a.paths[0]

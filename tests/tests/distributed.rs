@@ -194,6 +194,25 @@ pub(crate) fn noise_floor() -> f64 {
     tensor_gap(&r.one_thread, &r.one).0
 }
 
+/// How many times the noise floor a run may drift from the one-rank run after [`STEPS`]
+/// steps. Two chaotic samples compared: the ratio of the two-rank gap to the one-thread
+/// gap was 0.15x to 1.0x on an AMD CPU (two versions of the data), and 1.3x, 1.3x and 5.1x
+/// for seeds 1, 2 and 0 on an Intel one (AVX-512), where seed 0's one-thread control
+/// happened to drift little (3.8e-4; seed 2's drifted 3.5e-3).
+const NOISE_FACTOR: f64 = 8.0;
+
+/// `got` (an equivalent run by another path: more ranks, a resume) is as close to `want`
+/// (the one-rank run) after [`STEPS`] steps as round-off allows: every tensor within
+/// [`NOISE_FACTOR`] times the [`noise_floor`].
+pub(crate) fn assert_within_noise(got: &Path, want: &Path) {
+    let (gap, tensor) = tensor_gap(got, want);
+    let floor = noise_floor();
+    assert!(
+        gap <= NOISE_FACTOR * floor,
+        "{tensor}: {gap:.2e} apart, one rank on one thread {floor:.2e} (x{NOISE_FACTOR})"
+    );
+}
+
 #[test]
 fn two_ranks_train_as_one_rank_on_the_same_global_batch() {
     let r = runs();
@@ -204,16 +223,10 @@ fn two_ranks_train_as_one_rank_on_the_same_global_batch() {
     let (gap, tensor) = tensor_gap(&r.two_short, &r.one_short);
     assert!(gap <= TOLERANCE, "{tensor}: {gap:.2e} apart after 3 steps");
     // After 12, round-off has grown past 1e-4 in the zero-initialised BatchNorms, in one
-    // process too: two ranks stay as close to one rank as one rank on one thread instead
-    // of two does (measured 0.15x to 1.0x of it on two versions of the data), within 4x.
+    // process too: two ranks stay within the noise of one rank ([`assert_within_noise`]).
     // A systematic error (a wrong scale or a missing rank) is off by far more, already
     // after 3 steps above.
-    let (gap, tensor) = tensor_gap(&r.two, &r.one);
-    let floor = noise_floor();
-    assert!(
-        gap <= 4.0 * floor,
-        "{tensor}: {gap:.2e} apart, one rank on one thread {floor:.2e}"
-    );
+    assert_within_noise(&r.two, &r.one);
     assert!(losses(&r.two).iter().all(|(_, w)| *w == 2), "world_size in metrics");
     // Rank 0 alone wrote the folder: the same files as a one-rank run's. An event file's
     // name holds its writer's clock, host and PID, so only its prefix is compared: one
@@ -362,8 +375,7 @@ fn a_lost_rank_ends_its_peer_and_the_run_resumes_with_any_number_of_ranks() {
     // Resumed with one rank: the same run within the tolerance (losses) and the noise floor.
     slotcon_tests::run_ok(&mut resume(&other));
     assert_losses_close(&other, &r.one, TOLERANCE);
-    let (gap, tensor) = tensor_gap(&other, &r.one);
-    assert!(gap <= 4.0 * noise_floor(), "{tensor}: {gap:.2e}");
+    assert_within_noise(&other, &r.one);
 }
 
 #[test]

@@ -231,6 +231,37 @@ fn an_sgd_checkpoint_round_trips_and_the_imported_run_works_with_every_tool() {
     );
 }
 
+#[test]
+fn an_fp16_checkpoint_carries_its_grad_scaler_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ckpt, run_dir, back) = (dir.join("fp16.pth"), dir.join("run"), dir.join("back.pth"));
+    // A real GradScaler's state_dict mid-run: scale 8192, 37 clean steps, interval 500.
+    official_ckpt(&["make", path(&ckpt), "--steps", "4", "--fp16"]);
+    let (code, _, err) = import(&ckpt, &run_dir, &[]);
+    assert_eq!(code, 0, "{err}");
+    let trainer = load(&run_dir);
+    assert_eq!(trainer.cfg.precision, slotcon_train::Precision::Fp16);
+    assert_eq!(trainer.cfg.scaler.growth_interval, 500);
+    let state = trainer
+        .progress()
+        .unwrap()
+        .scaler
+        .expect("an fp16 run keeps its scaler");
+    assert_eq!((state.scale, state.growth_tracker), (8192.0, 37));
+    export(&run_dir, "slotcon", &back);
+    let same: serde_json::Value = serde_json::from_str(&official_ckpt(&["compare", path(&ckpt), path(&back)])).unwrap();
+    assert_eq!(same["fp16"], serde_json::json!([true, true]), "{same}");
+    assert!(same["scalers"][0].is_object(), "{same}");
+    assert_eq!(same["scalers"][0], same["scalers"][1], "{same}");
+    assert_eq!(same["model_equal"], true, "{same}");
+    // A scaler entry that is not GradScaler's is refused, naming it.
+    let bad = variant_of(&ckpt, "bad-scaler.pth", "c['scaler']['scale'] = 'big'");
+    let (code, _, err) = import(&bad, &dir.join("bad-run"), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bad-scaler.pth") && err.contains("'scaler'"), "{err}");
+}
+
 /// `ckpt` loaded in Python, changed by the statements `edit` (on `c`), saved beside it
 /// as `name`.
 fn variant_of(ckpt: &Path, name: &str, edit: &str) -> PathBuf {

@@ -350,3 +350,92 @@ fn the_step_report_counts_the_same_convolutions_as_pytorch() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--report"), "{err}");
 }
+
+/// Every step's `(step, loss bits, loss scale, skipped)` in `run/metrics.jsonl` (a skipped
+/// step's loss may be null: NaN).
+fn scaled_steps(run: &Path) -> Vec<(u64, Option<u64>, f32, bool)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                v["loss"].as_f64().map(f64::to_bits),
+                v["loss_scale"].as_f64().expect("an fp16 step records its loss scale") as f32,
+                v["skipped"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+/// `slotcon-train` in fp16 on LibTorch with the scaler settings `settings` (TOML).
+fn train_fp16(shards: &Path, out: &Path, settings: &Path, steps: &str, resume: bool) {
+    let mut cmd = bin("slotcon-train");
+    cmd.arg("--shards").arg(shards).arg("--out").arg(out).args(SMALL);
+    cmd.arg("--config").arg(settings).args([
+        "--max-steps",
+        steps,
+        "--device",
+        "libtorch",
+        "--precision",
+        "fp16",
+        "-q",
+    ]);
+    if resume {
+        cmd.arg("--resume");
+    }
+    run_ok(&mut cmd);
+}
+
+/// fp16's loss scaling, under forced overflows (a first scale of 2¹²⁷, far above what f16
+/// gradients hold, backing off by 2⁻⁴⁰ and growing after every 2 clean steps): each step's
+/// scale is the one
+/// `torch.amp.GradScaler` has when fed the same overflows, the run goes on past its skipped
+/// steps (the divergence check lets them pass), and a resumed run is the same run, its
+/// scale and counter included.
+#[cfg(feature = "tch")]
+#[test]
+fn an_fp16_run_scales_its_loss_as_grad_scaler_does_and_resumes_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    store(&shards);
+    let settings = tmp.path().join("fp16.toml");
+    let (init, backoff) = (2f64.powi(127), 2f64.powi(-40));
+    std::fs::write(
+        &settings,
+        format!("init_scale = {init:?}\nbackoff_factor = {backoff:?}\ngrowth_interval = 2\n"),
+    )
+    .unwrap();
+    let whole = tmp.path().join("whole");
+    train_fp16(&shards, &whole, &settings, "6", false);
+    let steps = scaled_steps(&whole);
+    let skipped: Vec<bool> = steps.iter().map(|s| s.3).collect();
+    // The scale is an f32 (as GradScaler's scale tensor), written in its shortest form.
+    let scales: Vec<f32> = steps.iter().map(|s| s.2).collect();
+    eprintln!("scales {scales:?}, skipped {skipped:?}");
+    assert_eq!(scales[0], init as f32);
+    assert!(skipped[0], "the first scale, 2^127, did not overflow");
+    assert!(skipped.contains(&false), "every step overflowed: {scales:?}");
+    assert!(
+        scales.windows(2).any(|w| w[1] > w[0]),
+        "the scale never grew: {scales:?}"
+    );
+    // GradScaler fed the same overflows (an inf gradient where ours skipped).
+    let pattern: Vec<String> = skipped.iter().map(|s| u8::from(*s).to_string()).collect();
+    let code = format!(
+        "import torch\np = torch.nn.Parameter(torch.zeros(1))\nopt = torch.optim.SGD([p], lr=0.1)\n\
+         s = torch.amp.GradScaler('cpu', init_scale={init:?}, backoff_factor={backoff:?}, growth_interval=2)\nout = []\n\
+         for inf in [{}]:\n    out.append(s.get_scale())\n    opt.zero_grad()\n    \
+         s.scale(p.sum() * (float('inf') if inf else 1.0)).backward()\n    s.step(opt)\n    s.update()\nprint(out)",
+        pattern.join(", ")
+    );
+    let theirs: Vec<f64> = serde_json::from_str(run_ok(slotcon_tests::python().args(["-c", &code])).trim()).unwrap();
+    let theirs: Vec<f32> = theirs.into_iter().map(|v| v as f32).collect();
+    assert_eq!(scales, theirs, "the loss scale per step differs from GradScaler's");
+    // Resumed after the first half: every step's loss, scale and skip the same.
+    let resumed = tmp.path().join("resumed");
+    let half = (steps.len() / 2).to_string();
+    train_fp16(&shards, &resumed, &settings, &half, false);
+    train_fp16(&shards, &resumed, &settings, "6", true);
+    assert_eq!(scaled_steps(&resumed), steps, "a resumed fp16 run differs");
+}

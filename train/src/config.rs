@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub use slotcon_augment::DataConfig;
 
 use crate::error::{ParseError, Result};
+use crate::scaler::ScalerConfig;
 
 /// The backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,8 +75,12 @@ pub enum Precision {
     F32,
     /// Mixed precision as AMP does it ([`crate::amp`]): convolutions and linear layers in
     /// bfloat16, while parameters, optimiser state, the teacher EMA, the centre, BatchNorm,
-    /// softmaxes and loss reductions stay f32. IEEE half is not offered (see docs/training.md).
+    /// softmaxes and loss reductions stay f32.
     Bf16,
+    /// The same with IEEE half (the official recipe's `--fp16`), with dynamic loss scaling
+    /// as `torch.amp.GradScaler` does it ([`crate::scaler`]): a step whose gradients
+    /// overflow is skipped.
+    Fp16,
 }
 
 impl std::str::FromStr for Precision {
@@ -85,10 +90,11 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
+            "fp16" => Ok(Precision::Fp16),
             _ => Err(ParseError::Unknown {
                 what: "precision",
                 name: s.to_string(),
-                accepted: "f32, bf16",
+                accepted: "f32, bf16, fp16",
             }),
         }
     }
@@ -99,6 +105,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
         })
     }
 }
@@ -110,6 +117,7 @@ impl Precision {
         match self {
             Precision::F32 => None,
             Precision::Bf16 => Some(burn::tensor::FloatDType::BF16),
+            Precision::Fp16 => Some(burn::tensor::FloatDType::F16),
         }
     }
 }
@@ -193,6 +201,9 @@ pub struct TrainConfig {
     /// Float type of the whole network (f32 unless asked).
     #[serde(default)]
     pub precision: Precision,
+    /// The loss scaling of `precision: fp16` (unused otherwise).
+    #[serde(flatten)]
+    pub scaler: ScalerConfig,
 }
 
 /// A [`TrainConfig`] field out of its range: `FIELD VALUE: what it should be`.
@@ -271,6 +282,7 @@ impl TrainConfig {
             seed: 0,
             save_every_epochs: 50,
             precision: Precision::F32,
+            scaler: ScalerConfig::default(),
         }
     }
 
@@ -445,6 +457,11 @@ impl TrainConfig {
         int("image_size", d.image_size, Self::IMAGE_SIZE)?;
         real("min_scale", d.min_scale, 0.0, 1.0, true)?;
         int("save_every_epochs", self.save_every_epochs, 1..=u64::MAX)?;
+        let sc = &self.scaler;
+        real("init_scale", sc.init_scale, 0.0, f64::from(f32::MAX), true)?;
+        real("growth_factor", sc.growth_factor, 1.0, inf, true)?;
+        real("backoff_factor", sc.backoff_factor, 0.0, 1.0, true)?;
+        int("growth_interval", sc.growth_interval, 1..=u64::from(u32::MAX))?;
         Ok(())
     }
 
@@ -474,7 +491,7 @@ mod tests {
             r#"unknown architecture "resnet101" (resnet18, resnet34, resnet50)"#
         );
         let e = "f16".parse::<Precision>().unwrap_err();
-        assert_eq!(e.to_string(), r#"unknown precision "f16" (f32, bf16)"#);
+        assert_eq!(e.to_string(), r#"unknown precision "f16" (f32, bf16, fp16)"#);
     }
 
     #[test]

@@ -58,6 +58,19 @@ pub enum Error {
         /// The loss.
         loss: f64,
     },
+    /// An fp16 run's gradients overflowed at every step of a long row: lowering the loss
+    /// scale does not help, so the forward pass itself overflows (or the run diverged).
+    #[error(
+        "step {step}: the gradients overflowed at {skipped} steps in a row (loss scale now {scale:e}); stopping (the last checkpoint is kept as it was)"
+    )]
+    Overflowing {
+        /// The step.
+        step: u64,
+        /// Steps skipped in a row.
+        skipped: u64,
+        /// The loss scale after them.
+        scale: f32,
+    },
     /// A weight or BatchNorm statistic became NaN or infinite.
     #[error(
         "step {step}: {tensor} holds a NaN or an infinity; stopping without saving it (the last checkpoint is kept as it was)"
@@ -169,7 +182,7 @@ impl Error {
 /// backend) that names nothing this build offers.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// None of the names accepted (`unknown precision "f16" (f32, bf16)`).
+    /// None of the names accepted (`unknown precision "f16" (f32, bf16, fp16)`).
     #[error("unknown {what} {name:?} ({accepted})")]
     Unknown {
         /// What was being named (`architecture`).

@@ -9,8 +9,8 @@
 //! - [`AlignPlan`]: `roi_align(aligned=True)` plus un-flipping as `Ay · X · Axᵀ`;
 //! - [`model`]: ResNet (torchvision layout), projector, grouping, predictor, the loss;
 //! - [`trainer::Trainer`] (one step, checkpoints) and [`run::train`] (the whole run);
-//! - [`device::DeviceChoice`]: flex / LibTorch devices; [`amp`]: bf16 mixed precision with
-//!   f32 master weights;
+//! - [`device::DeviceChoice`]: flex / LibTorch devices; [`amp`]: bf16 and fp16 mixed
+//!   precision with f32 master weights; [`scaler`]: fp16's dynamic loss scaling;
 //! - [`reference::dump_case`]: one step's inputs for the PyTorch reference;
 //! - [`observe`]: the ATen operators and peak bytes of a step on LibTorch;
 //! - [`dist`]: several processes on PyTorch's c10d (torchrun), SyncBatchNorm, gradient sums.
@@ -45,6 +45,7 @@ pub mod optim;
 pub mod reference;
 pub mod run;
 pub mod run_folder;
+pub mod scaler;
 pub mod schedule;
 mod settings_file;
 pub mod tensorboard;

@@ -11,12 +11,13 @@ use slotcon_shards::io_err;
 
 use crate::align::{plans, view_tensor};
 use crate::amp;
-use crate::config::{read_json, OptimConfig, Optimizer, TrainConfig};
+use crate::config::{read_json, OptimConfig, Optimizer, Precision, TrainConfig};
 use crate::dist;
 use crate::error::{Error, Result};
 use crate::model::{slotcon_loss, SlotConNet};
 use crate::optim::lars::{momentum_module, with_momentum};
 use crate::optim::{ema_update, Lars};
+use crate::scaler::{self, LossScaler, ScalerState};
 
 /// What one step measured.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -39,6 +40,13 @@ pub struct StepMetrics {
     pub active_slots_per_image: f64,
     /// Pairs masked out of the grouping loss (crops without overlap).
     pub masked_pairs: usize,
+    /// fp16: the loss scale this step used (absent in f32 and bf16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f32>,
+    /// fp16: the step's gradients overflowed, so it changed no weight, momentum, teacher or
+    /// centre (its loss may be NaN or infinite).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// What the ranks ask of the whole run after a step: each rank's asks travel, summed over
@@ -78,6 +86,9 @@ pub struct Progress {
     pub steps_per_epoch: u64,
     /// The centre, `[k]`.
     pub center: Vec<f32>,
+    /// fp16: the loss scaler's state (absent in f32 and bf16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<ScalerState>,
 }
 
 /// Where one step's time went, in milliseconds, when profiling ([`Trainer::set_profile`]).
@@ -142,11 +153,12 @@ struct Pending {
 }
 
 impl Pending {
-    /// The step's metrics with its losses `values` (read back), or [`Error::Diverged`].
+    /// The step's metrics with its losses `values` (read back), or [`Error::Diverged`]
+    /// (never for a step skipped for overflowing gradients).
     fn complete(self, values: &[f64]) -> Result<StepMetrics> {
         let get = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
         let loss = get(0);
-        if !loss.is_finite() {
+        if !loss.is_finite() && !self.metrics.skipped {
             return Err(Error::Diverged {
                 step: self.metrics.step,
                 loss,
@@ -187,6 +199,8 @@ pub struct Trainer {
     asks: Asks,
     /// Every rank's asks of the last step.
     agreed: Asks,
+    /// fp16's dynamic loss scaling (`None` in f32 and bf16).
+    scaler: Option<LossScaler>,
 }
 
 impl Trainer {
@@ -196,6 +210,7 @@ impl Trainer {
         let net = cfg.model.init(device);
         let optim = optimizer(&cfg.optim);
         let center = Tensor::zeros([1, cfg.model.num_prototypes], device);
+        let (cfg_precision, cfg_scaler) = (cfg.precision, cfg.scaler);
         Trainer {
             cfg,
             device: device.clone(),
@@ -209,6 +224,7 @@ impl Trainer {
             grad_sync_ms: 0.0,
             asks: Asks::default(),
             agreed: Asks::default(),
+            scaler: (cfg_precision == Precision::Fp16).then(|| LossScaler::new(&cfg_scaler)),
         }
     }
 
@@ -284,7 +300,12 @@ impl Trainer {
     ///
     /// Nothing else is read back: not per parameter (LARS keeps its trust ratio on the
     /// device), not for the EMA. With `precision: bf16` the forward passes run under
-    /// [`amp::autocast`]; everything the step keeps is f32.
+    /// [`amp::autocast`]; everything the step keeps is f32. With `precision: fp16` they
+    /// run under autocast in f16, and the loss scaling ([`crate::scaler`]) reads one more
+    /// value, after the backward pass: whether the gradients overflowed, in which case the
+    /// step changes no weight, momentum, teacher or centre (the BatchNorm running
+    /// statistics move, as in PyTorch, where the forward updates them).
+    /// [`Error::Overflowing`] after [`LossScaler::MAX_SKIPS`] such steps in a row.
     pub fn train_step(&mut self, batch: &TwoViewBatch) -> Result<Option<StepMetrics>> {
         let cfg = &self.cfg;
         let mut clock = Clock::start(self.profile.is_some().then_some(&self.device));
@@ -325,16 +346,35 @@ impl Trainer {
                 return Err(diverged);
             }
         };
-        let grads = GradientsParams::from_grads(losses.total.backward(), &net);
+        let loss_scale = self.scaler.as_ref().map(LossScaler::scale);
+        let total = match loss_scale {
+            Some(scale) => losses.total.mul_scalar(scale),
+            None => losses.total,
+        };
+        let grads = GradientsParams::from_grads(total.backward(), &net);
         times.backward = clock.lap();
         let sync = std::time::Instant::now();
         let grads = dist::sum_gradients(grads, &net);
         self.grad_sync_ms = sync.elapsed().as_secs_f64() * 1e3;
-        let mut net = self.optim.step(lr, net, grads);
-        times.optimizer = clock.lap();
-        net.teacher = ema_update(net.teacher, &net.student, momentum);
-        self.net = Some(net);
-        self.center = losses.center.detach();
+        // The sum carries an overflow of any rank to all, so every rank skips the same steps.
+        let (grads, skipped) = match self.scaler.as_mut() {
+            Some(s) => {
+                let (grads, found_inf) = scaler::unscale(grads, &net, s.inv_scale());
+                s.update(found_inf);
+                (grads, found_inf)
+            }
+            None => (grads, false),
+        };
+        if skipped {
+            drop(grads);
+            self.net = Some(net);
+        } else {
+            let mut net = self.optim.step(lr, net, grads);
+            times.optimizer = clock.lap();
+            net.teacher = ema_update(net.teacher, &net.student, momentum);
+            self.net = Some(net);
+            self.center = losses.center.detach();
+        }
         times.ema = clock.lap();
         if let Some(slot) = self.profile.as_mut() {
             *slot = times;
@@ -349,12 +389,25 @@ impl Trainer {
             momentum,
             active_slots_per_image: losses.active_slots as f64,
             masked_pairs: losses.masked_pairs,
+            loss_scale,
+            skipped,
         };
         self.pending = Some(Pending {
             values: losses.metrics,
             metrics,
         });
         self.step += 1;
+        if let Some(s) = self
+            .scaler
+            .as_ref()
+            .filter(|s| s.skipped_in_a_row() >= LossScaler::MAX_SKIPS)
+        {
+            return Err(Error::Overflowing {
+                step: self.step - 1,
+                skipped: s.skipped_in_a_row(),
+                scale: s.scale(),
+            });
+        }
         Ok(previous)
     }
 
@@ -430,6 +483,7 @@ impl Trainer {
             step: self.step,
             steps_per_epoch: self.steps_per_epoch,
             center: center.try_to_vec::<f32>().map_err(Error::CentreData)?,
+            scaler: self.scaler.as_ref().map(|s| s.state().clone()),
         })
     }
 
@@ -446,6 +500,11 @@ impl Trainer {
         self.center = Tensor::<1>::from_floats(p.center.as_slice(), &self.device).reshape([1, k]);
         self.step = p.step;
         self.steps_per_epoch = p.steps_per_epoch;
+        // A checkpoint of another precision (or from before fp16) leaves the scale at its
+        // start, as GradScaler's `load_state_dict` is skipped without a `scaler` entry.
+        if let (Some(s), Some(state)) = (self.scaler.as_mut(), p.scaler) {
+            s.set_state(state);
+        }
         Ok(())
     }
 

@@ -42,7 +42,8 @@ struct Cli {
     /// flex, libtorch or libtorch-cuda:N (PyTorch runs on cpu or cuda:N to match).
     #[arg(long, default_value = "libtorch")]
     device: DeviceChoice,
-    /// Precision of the PyTorch reference: f32, or bf16 (torch.autocast).
+    /// Precision of the PyTorch reference: f32, bf16 (torch.autocast) or fp16 (autocast
+    /// with GradScaler's loss scaling).
     #[arg(long, default_value = "f32")]
     reference_precision: Precision,
     /// Untimed steps first, 0 to 1000.
@@ -321,8 +322,10 @@ fn python_args(cli: &Cli, dir: &std::path::Path, threads: usize) -> Vec<String> 
         format!("--threads={threads}"),
         format!("--device={device}"),
     ];
-    if cli.reference_precision == Precision::Bf16 {
-        args.push("--amp".into());
+    match cli.reference_precision {
+        Precision::F32 => {}
+        Precision::Bf16 => args.push("--amp=bf16".into()),
+        Precision::Fp16 => args.push("--amp=fp16".into()),
     }
     args
 }

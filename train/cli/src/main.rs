@@ -185,8 +185,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let on_step = &mut |m: &slotcon_train::run::MetricsLine, last: u64| {
         bar.set_length(last);
         bar.set_position(m.step.step + 1);
+        // fp16: the loss scale, and whether the step was skipped for overflowing gradients.
+        let scale = match (m.step.loss_scale, m.step.skipped) {
+            (Some(s), true) => format!(" scale {s:.0e} (skipped)"),
+            (Some(s), false) => format!(" scale {s:.0e}"),
+            (None, _) => String::new(),
+        };
         bar.set_message(format!(
-            "loss {:.4} lr {:.2e} slots {:.1} {:.1} img/s wait {:.0}%",
+            "loss {:.4} lr {:.2e} slots {:.1} {:.1} img/s wait {:.0}%{scale}",
             m.step.loss,
             m.step.lr,
             m.step.active_slots_per_image,

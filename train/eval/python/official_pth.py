@@ -1,13 +1,14 @@
 """Reads and writes checkpoints in the format of the official SlotCon code (CVMI-Lab/SlotCon's
 main_pretrain.py): a torch.save of {'args': argparse.Namespace (written as a dict), 'model': state_dict with
 DDP's 'module.' prefix, 'optimizer': LARS or SGD state_dict, 'scheduler': the warm-up +
-cosine scheduler's state, 'epoch': epochs finished}. slotcon-import and slotcon-export run
+cosine scheduler's state, 'epoch': epochs finished, and with --fp16 'scaler': GradScaler's
+state_dict}. slotcon-import and slotcon-export run
 it with the venv's Python; the tensors pass through safetensors files, the rest as JSON.
 
 Usage:
   official_pth.py read CKPT.pth OUT.safetensors OUT.json [--trust-pickle]
       Every tensor of 'model' (official names, 'module.' removed) and each momentum
-      buffer as 'momentum.NAME'; OUT.json: epoch, args, optimizer, scheduler steps.
+      buffer as 'momentum.NAME'; OUT.json: epoch, args, optimizer, scheduler steps, scaler.
   official_pth.py write IN.safetensors IN.json OUT.pth
       The inverse, with keys in the official model's order (the module tree below)."""
 import argparse
@@ -236,9 +237,25 @@ def read(src, tensors_out, meta_out, trust):
             "optimizer": kind, "param_group": group, "ddp_prefix": prefix,
             "scheduler_steps": sched.get("last_epoch") if isinstance(sched.get("last_epoch"), int) else None,
             "eta_min": after.get("eta_min") if isinstance(after.get("eta_min"), (int, float)) else None}
+    meta["scaler"] = scaler_state(ckpt.get("scaler") if isinstance(ckpt, dict) else None, src)
     save_file(out, tensors_out)
     with open(meta_out, "w") as f:
         json.dump(meta, f)
+
+
+def scaler_state(s, path):
+    """GradScaler's state_dict as the importer reads it (None when absent or empty, as
+    GradScaler.state_dict() is for a disabled scaler)."""
+    if not isinstance(s, dict) or not s:
+        return None
+    number = lambda k, kind: s.get(k) if isinstance(s.get(k), kind) and not isinstance(s.get(k), bool) else None
+    out = {"scale": number("scale", (int, float)), "growth_tracker": number("_growth_tracker", int),
+           "growth_factor": number("growth_factor", (int, float)), "backoff_factor": number("backoff_factor", (int, float)),
+           "growth_interval": number("growth_interval", int)}
+    bad = [k for k, v in out.items() if v is None]
+    if bad or not 0 < out["scale"] < 3.4e38 or out["growth_tracker"] < 0:
+        fail(f"{path}: the 'scaler' state is not GradScaler's (bad or missing: {bad or ['scale', '_growth_tracker']})")
+    return out
 
 
 def scheduler_state(s, lr_now):
@@ -289,6 +306,12 @@ def write(tensors_in, meta_in, dst):
     ckpt = {"args": dict(a), "model": OrderedDict(("module." + k, v) for k, v in state.items()),
             "optimizer": optimizer_dict(meta, names, tensors), "scheduler": scheduler_state(meta["scheduler"], meta["optimizer"]["lr"]),
             "epoch": meta["epoch"]}
+    if meta.get("scaler"):
+        # main_pretrain.py saves `scaler.state_dict()` when --fp16.
+        sc = meta["scaler"]
+        ckpt["scaler"] = {"scale": float(sc["scale"]), "growth_factor": float(sc["growth_factor"]),
+                          "backoff_factor": float(sc["backoff_factor"]), "growth_interval": int(sc["growth_interval"]),
+                          "_growth_tracker": int(sc["growth_tracker"])}
     tmp = f"{dst}.tmp-{os.getpid()}"
     torch.save(ckpt, tmp)
     os.replace(tmp, dst)

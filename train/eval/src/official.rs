@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use slotcon_train::TrainConfig;
+use slotcon_train::scaler::{ScalerConfig, ScalerState};
+use slotcon_train::{Precision, TrainConfig};
 
 use crate::error::{Error, Result};
 use crate::export::{write_safetensors, Exported};
@@ -117,6 +118,56 @@ pub struct Meta {
     /// Whether the names had DDP's `module.` prefix.
     #[serde(default)]
     pub ddp_prefix: bool,
+    /// An fp16 run's `scaler` (GradScaler's `state_dict`), if saved.
+    #[serde(default)]
+    pub scaler: Option<OfficialScaler>,
+}
+
+/// `torch.amp.GradScaler.state_dict()`: the scale, its counter and its settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OfficialScaler {
+    /// `scale`.
+    pub scale: f64,
+    /// `_growth_tracker`.
+    pub growth_tracker: u64,
+    /// `growth_factor`.
+    pub growth_factor: f64,
+    /// `backoff_factor`.
+    pub backoff_factor: f64,
+    /// `growth_interval`.
+    pub growth_interval: u64,
+}
+
+impl OfficialScaler {
+    /// The scaler of `cfg` in `state`, as GradScaler's `state_dict` says it.
+    pub fn new(cfg: &ScalerConfig, state: &ScalerState) -> Self {
+        OfficialScaler {
+            scale: f64::from(state.scale),
+            growth_tracker: state.growth_tracker,
+            growth_factor: cfg.growth_factor,
+            backoff_factor: cfg.backoff_factor,
+            growth_interval: cfg.growth_interval,
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> ScalerConfig {
+        ScalerConfig {
+            init_scale: self.scale,
+            growth_factor: self.growth_factor,
+            backoff_factor: self.backoff_factor,
+            growth_interval: self.growth_interval,
+        }
+    }
+
+    /// Its state (no skipped steps in a row: GradScaler does not count them).
+    pub fn state(&self) -> ScalerState {
+        ScalerState {
+            scale: self.scale as f32,
+            growth_tracker: self.growth_tracker,
+            skipped_in_a_row: 0,
+        }
+    }
 }
 
 impl Meta {
@@ -197,7 +248,7 @@ pub fn official_args(cfg: &TrainConfig, steps_per_epoch: u64) -> serde_json::Val
         "center_momentum": cfg.loss.center_momentum, "group_loss_weight": cfg.loss.group_loss_weight,
         "batch_size": cfg.data.batch_size, "base_lr": cfg.optim.base_lr, "optimizer": optimizer,
         "warmup_epoch": cfg.optim.warmup_epochs, "warmup_multiplier": cfg.optim.warmup_multiplier,
-        "weight_decay": cfg.optim.weight_decay, "momentum": cfg.optim.momentum, "fp16": false, "start_epoch": 1,
+        "weight_decay": cfg.optim.weight_decay, "momentum": cfg.optim.momentum, "fp16": cfg.precision == Precision::Fp16, "start_epoch": 1,
         "epochs": cfg.epochs, "output_dir": "./output", "auto_resume": false, "resume": "",
         "print_freq": 10, "save_freq": cfg.save_every_epochs, "seed": cfg.seed, "num_workers": 8,
         "local_rank": 0, "world_size": 1, "num_instances": steps_per_epoch * cfg.data.batch_size as u64,
@@ -236,6 +287,13 @@ pub fn apply_args(mut cfg: TrainConfig, meta: &Meta) -> Result<TrainConfig> {
     cfg.data.image_size = meta.arg_u64("image_size").map_or(cfg.data.image_size, |v| v as u32);
     cfg.seed = meta.arg_u64("seed").unwrap_or(cfg.seed);
     cfg.save_every_epochs = meta.arg_u64("save_freq").unwrap_or(cfg.save_every_epochs);
+    // The official `--fp16` is fp16 autocast with a GradScaler: this engine's fp16.
+    if meta.args.get("fp16").and_then(|v| v.as_bool()) == Some(true) {
+        cfg.precision = Precision::Fp16;
+    }
+    if let Some(s) = &meta.scaler {
+        cfg.scaler = s.config();
+    }
     cfg.optim.optimizer = match meta.args.get("optimizer").and_then(|v| v.as_str()) {
         None => cfg.optim.optimizer,
         Some("lars") => slotcon_train::Optimizer::Lars,

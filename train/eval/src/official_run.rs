@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::export::{Exported, BN_UPDATES_PER_STEP};
 use crate::official::{
     apply_args, f32_values, infer_arch, official_args, our_name, read_pth, steps_per_epoch, to_official, write_pth,
-    Meta, CENTER, MOMENTUM,
+    Meta, OfficialScaler, CENTER, MOMENTUM,
 };
 
 /// What an import or an export moved.
@@ -104,7 +104,10 @@ pub fn export_official(run: &Path, name: &str, out: &Path, python: &Path) -> Res
         )?);
     }
     let cfg = trainer.cfg.clone();
-    let meta = export_meta(&cfg, step, spe);
+    let mut meta = export_meta(&cfg, step, spe);
+    if let Some(state) = &progress.scaler {
+        meta["scaler"] = serde_json::to_value(OfficialScaler::new(&cfg.scaler, state)).expect("json");
+    }
     write_pth(&tensors, &meta, out, python)?;
     Ok(Moved {
         cfg,
@@ -196,6 +199,7 @@ pub fn import_official(
         step,
         steps_per_epoch: spe,
         center,
+        scaler: meta.scaler.as_ref().map(OfficialScaler::state),
     };
     trainer.set_progress(progress).map_err(&bad_train)?;
     write_run(&trainer, out, opts.force)?;

@@ -1,6 +1,7 @@
 //! The SlotCon network, on Burn: backbone, heads, loss (`loss.rs`), and the convolution with the
 //! backend's own gradients.
 
+pub mod buffer;
 pub mod heads;
 pub mod loss;
 pub mod native;

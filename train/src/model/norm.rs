@@ -4,7 +4,8 @@
 //! newest running value pending in a per-thread slot until the next forward, so a
 //! checkpoint or the teacher's EMA read the value of the step before. This one follows
 //! `torch.nn.BatchNorm{1,2}d` in train mode: `running ← (1 − m)·running + m·batch` with
-//! m = 0.1 and the *unbiased* variance (`n / (n − 1)`), and settles the new value at once.
+//! m = 0.1 and the *unbiased* variance (`n / (n − 1)`), and keeps the new value at once
+//! ([`Buffer`]).
 //! The field names are Burn's (`gamma`, `beta`, `running_mean`, `running_var`), so the
 //! torchvision adapters map them to `weight`, `bias` and the running buffers.
 //!
@@ -28,9 +29,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
-use burn::module::{Module, Param, RunningState};
+use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::module::batch_norm;
+
+pub use super::buffer::Buffer;
 
 /// PyTorch's default momentum of the running statistics.
 pub const MOMENTUM: f64 = 0.1;
@@ -45,9 +48,9 @@ pub struct BatchNorm {
     /// Shift β, `[c]`.
     pub beta: Param<Tensor<1>>,
     /// Running mean, `[c]`.
-    pub running_mean: RunningState<Tensor<1>>,
+    pub running_mean: Buffer<1>,
     /// Running unbiased variance, `[c]`.
-    pub running_var: RunningState<Tensor<1>>,
+    pub running_var: Buffer<1>,
 }
 
 /// A fresh layer of `channels`: γ = `gamma` (1, or 0 for the last BN of a residual
@@ -56,8 +59,8 @@ pub fn batch_norm_layer(channels: usize, gamma: f32, device: &Device) -> BatchNo
     BatchNorm {
         gamma: Param::from_tensor(Tensor::full([channels], gamma, device)),
         beta: Param::from_tensor(Tensor::zeros([channels], device)),
-        running_mean: RunningState::new(Tensor::zeros([channels], device)),
-        running_var: RunningState::new(Tensor::ones([channels], device)),
+        running_mean: Buffer::new(Tensor::zeros([channels], device)),
+        running_var: Buffer::new(Tensor::ones([channels], device)),
     }
 }
 
@@ -78,16 +81,27 @@ impl BatchNorm {
     fn forward_train<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let [channels] = self.gamma.dims();
         let n = x.shape().num_elements() / channels.max(1);
-        let (out, mean, unbiased) = <Dispatch as NativeBatchNorm>::batch_norm_native(
+        let device = x.device();
+        let running = |s: &Buffer<1>| {
+            let value = s.value();
+            let value = if value.device() == device {
+                value
+            } else {
+                value.to_device(&device)
+            };
+            value.into_dispatch()
+        };
+        let (out, mean, var) = <Dispatch as NativeBatchNorm>::batch_norm_native(
             x.into_dispatch(),
             self.gamma.val().into_dispatch(),
             self.beta.val().into_dispatch(),
+            running(&self.running_mean),
+            running(&self.running_var),
             EPSILON,
             n,
         );
-        let (mean, unbiased) = (Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(unbiased));
-        settle(&self.running_mean, mean.detach());
-        settle(&self.running_var, unbiased.detach());
+        self.running_mean.set(Tensor::from_dispatch(mean));
+        self.running_var.set(Tensor::from_dispatch(var));
         Tensor::from_dispatch(out)
     }
 }
@@ -95,38 +109,40 @@ impl BatchNorm {
 /// Training-mode batch normalisation with the backend's own kernels, forward and backward.
 #[backend_extension(Autodiff, Flex, LibTorch: cfg(feature = "tch"))]
 pub trait NativeBatchNorm: Backend {
-    /// `(output, batch mean, unbiased batch variance)` of `x` `[n, c, ...]`, whose `count`
-    /// values per channel are this rank's (the statistics may cover every rank's).
+    /// `(output, new running mean, new running variance)` of `x` `[n, c, ...]`, whose
+    /// `count` values per channel are this rank's (the statistics may cover every rank's):
+    /// the running statistics blended with the batch's ([`MOMENTUM`], the unbiased variance).
     fn batch_norm_native(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        running_mean: FloatTensor<Self>,
+        running_var: FloatTensor<Self>,
         eps: f64,
         count: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// A backend's training-mode batch norm: the forward keeps a statistic of its choice
-/// (`saved`) beside the mean, and says how many values per channel its statistics cover
-/// (`count`: this rank's `local`, or every rank's); its backward and
-/// [`BatchNormOps::bn_running_var`] read both. By default Burn's generic ops, which save the
-/// biased variance of this rank's batch.
+/// (`saved`) beside the mean, says how many values per channel its statistics cover
+/// (`count`: this rank's `local`, or every rank's), and returns the running statistics
+/// blended with the batch's; its backward reads `saved`. By default Burn's generic ops,
+/// which save the biased variance of this rank's batch, and the blend as separate ops.
 pub trait BatchNormOps: Backend {
-    /// `([output, mean, saved], count)` for `x` with `local` values per channel.
+    /// `([output, mean, saved, new running mean, new running var], count)` for `x` with
+    /// `local` values per channel.
     fn bn_forward(
         x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
+        [gamma, beta]: [FloatTensor<Self>; 2],
+        running: [FloatTensor<Self>; 2],
         eps: f64,
         local: usize,
-    ) -> ([FloatTensor<Self>; 3], usize) {
+    ) -> ([FloatTensor<Self>; 5], usize) {
         let out = Self::batch_norm_train(x, gamma, beta, eps);
-        ([out.output, out.mean, out.variance], local)
-    }
-
-    /// The unbiased variance (PyTorch's running statistic) from `saved` over `count` values.
-    fn bn_running_var(saved: FloatTensor<Self>, count: usize, _eps: f64) -> FloatTensor<Self> {
-        unbias::<Self>(saved, count)
+        let var = unbias::<Self>(out.variance.clone(), local);
+        let [mean, saved] = [out.mean, out.variance];
+        let [rm, rv] = blend::<Self>(running, [mean.clone(), var]);
+        ([out.output, mean, saved, rm, rv], local)
     }
 
     /// `[d x, d gamma, d beta]` for the output gradient `grad`.
@@ -147,30 +163,44 @@ fn unbias<B: Backend>(biased: FloatTensor<B>, count: usize) -> FloatTensor<B> {
     B::float_mul_scalar(biased, factor.into())
 }
 
+/// `(1 − m)·running + m·batch` for the mean and the (unbiased) variance, m = [`MOMENTUM`].
+fn blend<B: Backend>(running: [FloatTensor<B>; 2], batch: [FloatTensor<B>; 2]) -> [FloatTensor<B>; 2] {
+    let [[rm, rv], [bm, bv]] = [running, batch];
+    [(rm, bm), (rv, bv)].map(|(old, new)| {
+        B::float_add(
+            B::float_mul_scalar(old, (1.0 - MOMENTUM).into()),
+            B::float_mul_scalar(new, MOMENTUM.into()),
+        )
+    })
+}
+
 impl BatchNormOps for Flex {}
 
-/// LibTorch saves 1/sqrt(var + eps), as `torch.nn.BatchNorm2d` does; in a distributed
-/// run its statistics are every rank's (SyncBatchNorm, `crate::dist`).
+/// LibTorch saves 1/sqrt(var + eps), as `torch.nn.BatchNorm2d` does, and blends the
+/// running statistics inside the kernel (`_native_batch_norm_legit_functional`: one ATen
+/// call, as PyTorch's in-place `native_batch_norm`). In a distributed run its statistics
+/// are every rank's (SyncBatchNorm, `crate::dist`) and the blend is separate ops.
 #[cfg(feature = "tch")]
 impl BatchNormOps for burn::backend::LibTorch {
     fn bn_forward(
         x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
+        [gamma, beta]: [FloatTensor<Self>; 2],
+        [rm, rv]: [FloatTensor<Self>; 2],
         eps: f64,
         local: usize,
-    ) -> ([FloatTensor<Self>; 3], usize) {
+    ) -> ([FloatTensor<Self>; 5], usize) {
+        use burn::backend::ops::FloatTensorOps;
         let Some(group) = crate::dist::group() else {
-            return (super::torch_ops::batch_norm_forward(x, gamma, beta, eps), local);
+            let out = super::torch_ops::batch_norm_forward(x, [gamma, beta], [rm, rv], MOMENTUM, eps);
+            return (out, local);
         };
         let (out, mean, invstd, count) = group.sync_bn_forward(&x.tensor, &gamma.tensor, &beta.tensor, eps);
-        ([out, mean, invstd].map(<FloatTensor<Self>>::new), count.max(0) as usize)
-    }
-
-    fn bn_running_var(invstd: FloatTensor<Self>, count: usize, eps: f64) -> FloatTensor<Self> {
-        use burn::backend::ops::FloatTensorOps;
-        let var = Self::float_recip(Self::float_mul(invstd.clone(), invstd));
-        unbias::<Self>(Self::float_sub_scalar(var, eps.into()), count)
+        let count = count.max(0) as usize;
+        let [out, mean, invstd] = [out, mean, invstd].map(<FloatTensor<Self>>::new);
+        let var = Self::float_recip(Self::float_mul(invstd.clone(), invstd.clone()));
+        let var = unbias::<Self>(Self::float_sub_scalar(var, eps.into()), count);
+        let [rm, rv] = blend::<Self>([rm, rv], [mean.clone(), var]);
+        ([out, mean, invstd, rm, rv], count)
     }
 
     fn bn_backward(
@@ -194,15 +224,16 @@ impl BatchNormOps for burn::backend::LibTorch {
     }
 }
 
+/// The output and the new running statistics of [`BatchNormOps::bn_forward`].
 fn bn_native<B: BatchNormOps>(
     x: FloatTensor<B>,
-    gamma: FloatTensor<B>,
-    beta: FloatTensor<B>,
+    params: [FloatTensor<B>; 2],
+    running: [FloatTensor<B>; 2],
     eps: f64,
     local: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let ([out, mean, saved], count) = B::bn_forward(x, gamma, beta, eps, local);
-    (out, mean, B::bn_running_var(saved, count, eps))
+    let ([out, _, _, rm, rv], _) = B::bn_forward(x, params, running, eps, local);
+    (out, rm, rv)
 }
 
 impl NativeBatchNorm for Flex {
@@ -210,10 +241,12 @@ impl NativeBatchNorm for Flex {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        running_mean: FloatTensor<Self>,
+        running_var: FloatTensor<Self>,
         eps: f64,
         count: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        bn_native::<Self>(x, gamma, beta, eps, count)
+        bn_native::<Self>(x, [gamma, beta], [running_mean, running_var], eps, count)
     }
 }
 
@@ -223,10 +256,12 @@ impl NativeBatchNorm for burn::backend::LibTorch {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        running_mean: FloatTensor<Self>,
+        running_var: FloatTensor<Self>,
         eps: f64,
         count: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        bn_native::<Self>(x, gamma, beta, eps, count)
+        bn_native::<Self>(x, [gamma, beta], [running_mean, running_var], eps, count)
     }
 }
 
@@ -255,6 +290,8 @@ impl<B: BatchNormOps, C: CheckpointStrategy> NativeBatchNorm for Autodiff<B, C> 
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        running_mean: FloatTensor<Self>,
+        running_var: FloatTensor<Self>,
         eps: f64,
         local: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
@@ -264,29 +301,20 @@ impl<B: BatchNormOps, C: CheckpointStrategy> NativeBatchNorm for Autodiff<B, C> 
             .compute_bound()
             .stateful();
         let (xp, gp) = (x.primitive().clone(), gamma.primitive().clone());
-        let ([out, mean, saved], count) = B::bn_forward(
+        let running = [running_mean.into_primitive(), running_var.into_primitive()];
+        let ([out, mean, saved, rm, rv], count) = B::bn_forward(
             x.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
+            [gamma.into_primitive(), beta.into_primitive()],
+            running,
             eps,
             local,
         );
-        let variance = lift(B::bn_running_var(saved.clone(), count, eps));
         let out = match prep {
-            OpsKind::Tracked(prep) => prep.finish(([xp, gp, mean.clone(), saved], eps, count), out),
+            OpsKind::Tracked(prep) => prep.finish(([xp, gp, mean, saved], eps, count), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         };
-        (out, lift(mean), variance)
+        (out, lift(rm), lift(rv))
     }
-}
-
-/// Blends `batch` into `state` and makes the result its value now (not at the next
-/// forward), so that whatever reads the module next sees it.
-fn settle(state: &RunningState<Tensor<1>>, batch: Tensor<1>) {
-    let old = state.value_sync().to_device(&batch.device());
-    state.update((old * (1.0 - MOMENTUM) + batch * MOMENTUM).detach());
-    // The update sits in this thread's slot until a sync; sync it now.
-    let _ = state.value_sync();
 }
 
 #[cfg(test)]

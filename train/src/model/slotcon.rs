@@ -52,9 +52,8 @@ impl ModelConfig {
     /// A fresh network on `device`; the teacher starts with the student's parameters.
     ///
     /// The teacher is built on its own and then given the student's values, not cloned:
-    /// a clone would share the student's BatchNorm running statistics (Burn keeps them
-    /// behind a shared lock), so each would absorb the other's batches until a
-    /// checkpoint reload separated them.
+    /// a clone would carry the student's parameter ids, and a checkpoint and the
+    /// optimiser tell the two apart by them.
     pub fn init(&self, device: &Device) -> SlotConNet {
         let student = Encoder::new(self, device);
         let predictor = Predictor::new(self.dim_out, self.dim_hidden, device);

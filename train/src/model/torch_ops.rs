@@ -42,7 +42,7 @@ fn pair(v: [usize; 2]) -> [i64; 2] {
 
 /// Takes ownership of a tensor the shim allocated (null: not asked for).
 #[allow(deprecated)] // LibTorch, see above
-fn adopt(ptr: *mut c_void) -> Option<FloatTensor<LibTorch>> {
+pub(crate) fn adopt(ptr: *mut c_void) -> Option<FloatTensor<LibTorch>> {
     if ptr.is_null() {
         return None;
     }
@@ -90,7 +90,7 @@ pub fn conv2d_backward(
 
 /// Panics with LibTorch's message when the shim returned one. Inside a backward pass
 /// there is no error channel; the message says why (a shape or device mismatch, memory).
-fn check(op: &str, message: *mut c_char) {
+pub(crate) fn check(op: &str, message: *mut c_char) {
     if let Some(text) = take_message(message) {
         panic!("{op}: {text}");
     }
@@ -108,20 +108,29 @@ pub(crate) fn take_message(message: *mut c_char) -> Option<String> {
     Some(text)
 }
 
-/// `at::native_batch_norm` in training mode without running statistics:
-/// `[output, batch mean, batch 1/sqrt(var + eps)]`.
+/// ATen's training-mode batch norm with the running statistics blended in the same call
+/// (`_native_batch_norm_legit_functional`, the functional form of the in-place
+/// `native_batch_norm` that `torch.nn.BatchNorm2d` runs): `[output, batch mean,
+/// batch 1/sqrt(var + eps), new running mean, new running var]`. The running statistics
+/// given are read, not written.
 #[allow(deprecated)] // LibTorch, see above
 pub fn batch_norm_forward(
     x: FloatTensor<LibTorch>,
-    gamma: FloatTensor<LibTorch>,
-    beta: FloatTensor<LibTorch>,
+    [gamma, beta]: [FloatTensor<LibTorch>; 2],
+    [mean, var]: [FloatTensor<LibTorch>; 2],
+    momentum: f64,
     eps: f64,
-) -> [FloatTensor<LibTorch>; 3] {
-    let none: Option<&tch::Tensor> = None;
-    let (out, mean, invstd) =
-        x.tensor
-            .native_batch_norm(Some(&gamma.tensor), Some(&beta.tensor), none, none, true, 0.0, eps);
-    [out, mean, invstd].map(<FloatTensor<LibTorch>>::new)
+) -> [FloatTensor<LibTorch>; 5] {
+    let (out, save_mean, invstd, mean, var) = x.tensor.internal_native_batch_norm_legit_functional(
+        Some(&gamma.tensor),
+        Some(&beta.tensor),
+        &mean.tensor,
+        &var.tensor,
+        true,
+        momentum,
+        eps,
+    );
+    [out, save_mean, invstd, mean, var].map(<FloatTensor<LibTorch>>::new)
 }
 
 /// `[d x, d gamma, d beta]` of [`batch_norm_forward`] for `grad`, from its saved statistics.

@@ -3,19 +3,23 @@
 //! passes (it runs in train mode), as in the reference, whose momentum update walks
 //! `parameters()` only.
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::Dispatch;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
+
+use super::native::NativeUpdate;
 
 use crate::model::Encoder;
 
 /// Whether a dotted module path ends at a BatchNorm running statistic.
-fn is_running_stat(path: &str) -> bool {
+pub(crate) fn is_running_stat(path: &str) -> bool {
     path.ends_with(".running_mean") || path.ends_with(".running_var")
 }
 
 struct Blend {
     path: Vec<String>,
-    student: std::vec::IntoIter<Tensor<1>>,
+    student: std::vec::IntoIter<FloatTensor<Dispatch>>,
     momentum: f64,
 }
 
@@ -37,24 +41,41 @@ impl ModuleMapper for Blend {
             .next()
             .expect("teacher and student have the same parameters");
         param.map(|t| {
-            let shape = t.shape();
-            (t.detach() * self.momentum + s.reshape(shape) * (1.0 - self.momentum)).detach()
+            let tracked = t.device().is_autodiff();
+            let t = t.without_autodiff().into_dispatch();
+            let next = Tensor::<D>::from_dispatch(<Dispatch as NativeUpdate>::ema_native(t, s, self.momentum));
+            if tracked {
+                next.autodiff()
+            } else {
+                next
+            }
         })
     }
 }
 
-/// `teacher ← m·teacher + (1 − m)·student`, parameter by parameter; the teacher's
-/// BatchNorm running statistics stay its own.
+/// `teacher ← m·teacher + (1 − m)·student`, parameter by parameter ([`NativeUpdate`]:
+/// two ATen calls each on LibTorch, as the reference's `mul_(m).add_(s, alpha=1 − m)`);
+/// the teacher's BatchNorm running statistics stay its own.
 pub fn ema_update(teacher: Encoder, student: &Encoder, momentum: f64) -> Encoder {
-    let mut params = Vec::new();
-    crate::model::each_float(student, |path, t| {
-        if !is_running_stat(path) {
-            params.push(t.detach());
+    struct Collect(Vec<String>, Vec<FloatTensor<Dispatch>>);
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.into());
         }
-    });
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if !is_running_stat(&self.0.join(".")) {
+                self.1.push(param.val().without_autodiff().into_dispatch());
+            }
+        }
+    }
+    let mut params = Collect(Vec::new(), Vec::new());
+    student.visit(&mut params);
     teacher.map(&mut Blend {
         path: Vec::new(),
-        student: params.into_iter(),
+        student: params.1.into_iter(),
         momentum,
     })
 }
@@ -78,12 +99,7 @@ mod tests {
         let param = |e: &Encoder| first(e.backbone.conv1.weight.val().flatten(0, 3));
         let (t0, s0) = (param(&teacher), param(&student));
         // Make the student's statistics differ from the teacher's.
-        student
-            .backbone
-            .bn1
-            .running_var
-            .update(Tensor::full([64], 7.0, &device));
-        let _ = student.backbone.bn1.running_var.value_sync();
+        student.backbone.bn1.running_var.set(Tensor::full([64], 7.0, &device));
         let teacher = ema_update(teacher, &student, 0.5);
         assert_eq!(stat(&teacher), 1.0, "the teacher's running variance moved");
         assert!((param(&teacher) - (0.5 * t0 + 0.5 * s0)).abs() < 1e-6);

@@ -5,9 +5,13 @@
 
 use std::collections::HashMap;
 
+use burn::backend::Dispatch;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
 use burn::prelude::*;
+
+use super::ema::is_running_stat;
+use super::native::{NativeUpdate, Rule};
 
 use crate::error::{Error, Result};
 
@@ -68,25 +72,17 @@ impl Lars {
         ModuleOptimizer::from(self)
     }
 
-    /// The gradient after weight decay and the trust ratio (LARS: non-1-D parameters only).
-    pub fn adapt<const D: usize>(&self, param: &Tensor<D>, grad: Tensor<D>) -> Tensor<D> {
-        if !self.trust_ratio {
-            return grad + param.clone() * self.weight_decay;
+    /// The rule for a parameter of `dims` dimensions: LARS decays and scales by the trust
+    /// ratio the non-1-D ones only, SGD decays all and never scales.
+    fn rule(&self, dims: usize) -> Rule {
+        let multi = dims > 1;
+        Rule {
+            hyper: [self.weight_decay, self.eta, self.momentum],
+            apply: match self.trust_ratio {
+                true => [multi, multi],
+                false => [true, false],
+            },
         }
-        if D == 1 {
-            return grad;
-        }
-        let grad = grad + param.clone() * self.weight_decay;
-        // The trust ratio stays on the device: no host round trip per parameter. A norm is
-        // one dot product (`[1, n] · [n, 1]`): no squared copy of the tensor is made.
-        let norm = |t: &Tensor<D>| {
-            let flat = t.clone().reshape([1, t.shape().num_elements()]);
-            flat.clone().matmul(flat.transpose()).reshape([1]).sqrt()
-        };
-        let (pn, un) = (norm(param), norm(&grad));
-        let usable = pn.clone().greater_elem(0.0).bool_and(un.clone().greater_elem(0.0));
-        let q = pn.ones_like().mask_where(usable, pn * self.eta / un);
-        grad * q.reshape([1; D])
     }
 }
 
@@ -100,13 +96,22 @@ impl Optimizer for Lars {
         grad: Tensor<D>,
         state: Option<LarsState<D>>,
     ) -> (Tensor<D>, Option<LarsState<D>>) {
-        let grad = self.adapt(&tensor, grad);
+        // The trust ratio stays on the device: no host round trip per parameter.
+        let first = state.is_none();
         let velocity = match state {
-            Some(s) => s.velocity.cast(grad.dtype()) * self.momentum + grad,
-            None => grad,
+            Some(s) => s.velocity.cast(grad.dtype()),
+            None => grad.clone(),
         };
-        let next = tensor - velocity.clone() * lr;
-        (next, Some(LarsState { velocity }))
+        let (next, velocity) = <Dispatch as NativeUpdate>::lars_native(
+            tensor.into_dispatch(),
+            grad.into_dispatch(),
+            velocity.into_dispatch(),
+            first,
+            lr,
+            self.rule(D),
+        );
+        let velocity = Tensor::from_dispatch(velocity);
+        (Tensor::from_dispatch(next), Some(LarsState { velocity }))
     }
 
     fn to_device<const D: usize>(state: LarsState<D>, device: &Device) -> LarsState<D> {
@@ -205,19 +210,28 @@ pub fn with_momentum<M: Module>(
 /// A module whose parameter values can stand for gradients (object-safe, for
 /// [`with_momentum`]).
 pub trait ModuleParams {
-    /// Registers every float parameter's value under its id.
+    /// Registers every float parameter's value under its id; not the BatchNorm running
+    /// statistics, which are buffers (visited like parameters) that no optimiser trains.
     fn register_values(&self, grads: &mut GradientsParams);
 }
 
 impl<M: Module> ModuleParams for M {
     fn register_values(&self, grads: &mut GradientsParams) {
-        struct Register<'a>(&'a mut GradientsParams);
+        struct Register<'a>(&'a mut GradientsParams, Vec<String>);
         impl ModuleVisitor for Register<'_> {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.1.push(name.into());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.1.pop();
+            }
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                self.0.register::<D>(param.id, param.val().detach());
+                if !is_running_stat(&self.1.join(".")) {
+                    self.0.register::<D>(param.id, param.val().detach());
+                }
             }
         }
-        self.visit(&mut Register(grads));
+        self.visit(&mut Register(grads, Vec::new()));
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod ema;
 pub mod lars;
+pub mod native;
 
 pub use ema::ema_update;
 pub use lars::Lars;
