@@ -13,7 +13,7 @@ use super::native::NativeUpdate;
 use crate::model::Encoder;
 
 /// Whether a dotted module path ends at a BatchNorm running statistic.
-pub(crate) fn is_running_stat(path: &str) -> bool {
+fn is_running_stat(path: &str) -> bool {
     path.ends_with(".running_mean") || path.ends_with(".running_var")
 }
 
@@ -57,27 +57,45 @@ impl ModuleMapper for Blend {
 /// two ATen calls each on LibTorch, as the reference's `mul_(m).add_(s, alpha=1 − m)`);
 /// the teacher's BatchNorm running statistics stay its own.
 pub fn ema_update(teacher: Encoder, student: &Encoder, momentum: f64) -> Encoder {
-    struct Collect(Vec<String>, Vec<FloatTensor<Dispatch>>);
+    struct Collect(Vec<FloatTensor<Dispatch>>);
     impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.val().without_autodiff().into_dispatch());
+        }
+    }
+    let mut params = Collect(Vec::new());
+    visit_parameters(student, &mut params);
+    teacher.map(&mut Blend {
+        path: Vec::new(),
+        student: params.0.into_iter(),
+        momentum,
+    })
+}
+
+/// Visits `module`'s parameters with `inner`, not its BatchNorm running statistics
+/// (buffers, which Burn's visitors reach as they reach parameters).
+pub(crate) fn visit_parameters<M: Module, V: ModuleVisitor>(module: &M, inner: &mut V) {
+    struct Parameters<'a, V> {
+        path: Vec<String>,
+        inner: &'a mut V,
+    }
+    impl<V: ModuleVisitor> ModuleVisitor for Parameters<'_, V> {
         fn enter_module(&mut self, name: &str, _: &str) {
-            self.0.push(name.into());
+            self.path.push(name.into());
         }
         fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.pop();
+            self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if !is_running_stat(&self.0.join(".")) {
-                self.1.push(param.val().without_autodiff().into_dispatch());
+            if !is_running_stat(&self.path.join(".")) {
+                self.inner.visit_float(param);
             }
         }
     }
-    let mut params = Collect(Vec::new(), Vec::new());
-    student.visit(&mut params);
-    teacher.map(&mut Blend {
+    module.visit(&mut Parameters {
         path: Vec::new(),
-        student: params.1.into_iter(),
-        momentum,
-    })
+        inner,
+    });
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
 use burn::prelude::*;
 
-use super::ema::is_running_stat;
+use super::ema::visit_parameters;
 use super::native::{NativeUpdate, Rule};
 
 use crate::error::{Error, Result};
@@ -217,21 +217,13 @@ pub trait ModuleParams {
 
 impl<M: Module> ModuleParams for M {
     fn register_values(&self, grads: &mut GradientsParams) {
-        struct Register<'a>(&'a mut GradientsParams, Vec<String>);
+        struct Register<'a>(&'a mut GradientsParams);
         impl ModuleVisitor for Register<'_> {
-            fn enter_module(&mut self, name: &str, _: &str) {
-                self.1.push(name.into());
-            }
-            fn exit_module(&mut self, _: &str, _: &str) {
-                self.1.pop();
-            }
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                if !is_running_stat(&self.1.join(".")) {
-                    self.0.register::<D>(param.id, param.val().detach());
-                }
+                self.0.register::<D>(param.id, param.val().detach());
             }
         }
-        self.visit(&mut Register(grads, Vec::new()));
+        visit_parameters(self, &mut Register(grads));
     }
 }
 
