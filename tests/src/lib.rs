@@ -126,6 +126,16 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
+/// Copies every regular file under `from` to the same relative path under `to` (a run
+/// folder, say: a test resumes a copy instead of training the same steps again).
+pub fn copy_dir(from: &Path, to: &Path) {
+    for (name, bytes) in snapshot(from) {
+        let path = to.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
 /// Every regular file under `dir` (recursively) as (relative path, bytes), sorted.
 pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();

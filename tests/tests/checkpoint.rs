@@ -101,6 +101,10 @@ fn a_kill_at_any_point_of_the_checkpoint_swap_resumes_to_the_same_checkpoints() 
     let shards = store(tmp.path());
     let reference = tmp.path().join("reference");
     run_ok(&mut train(&shards, &reference, "4", &[]));
+    // Each crash resumes a copy of these first 4 steps (training them again gives the same
+    // folder, as the resume tests hold).
+    let first = tmp.path().join("first-4-steps");
+    slotcon_tests::copy_dir(&reference, &first);
     run_ok(&mut train(&shards, &reference, "8", &["--resume"]));
     let want = checkpoints(&reference);
     let names: Vec<&str> = want.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -112,7 +116,7 @@ fn a_kill_at_any_point_of_the_checkpoint_swap_resumes_to_the_same_checkpoints() 
         ("swapped", "removed the checkpoint a finished swap replaced"),
     ] {
         let out = tmp.path().join(point);
-        run_ok(&mut train(&shards, &out, "4", &[]));
+        slotcon_tests::copy_dir(&first, &out);
         let mut crash = train(&shards, &out, "8", &["--resume"]);
         let (code, _, err) = run(crash.env("SLOTCON_CRASH_AT", point));
         assert_ne!(code, 0, "{point}: the crash hook did not fire: {err}");

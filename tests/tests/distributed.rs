@@ -248,10 +248,12 @@ fn syncbatchnorm_and_the_collectives_match_one_process() {
     join_ok(ranks);
     for log in logs {
         let text = std::fs::read_to_string(&log).unwrap();
-        assert!(
-            text.contains("SyncBatchNorm 1-d, empty rank: d input") && !text.contains("OFF"),
-            "{text}"
-        );
+        for check in [
+            "SyncBatchNorm conv, bf16: d input",
+            "SyncBatchNorm 1-d, empty rank: d input",
+        ] {
+            assert!(text.contains(check) && !text.contains("OFF"), "{text}");
+        }
     }
 }
 
@@ -346,14 +348,6 @@ fn kill_rank(ranks: Vec<(Child, PathBuf)>, victim: usize) -> (ExitStatus, Durati
     (status, start.elapsed(), std::fs::read_to_string(log).unwrap())
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for (name, bytes) in slotcon_tests::snapshot(from) {
-        let path = to.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    }
-}
-
 #[test]
 fn a_lost_rank_ends_its_peer_and_the_run_resumes_with_any_number_of_ranks() {
     let tmp = tempfile::tempdir().unwrap();
@@ -364,7 +358,7 @@ fn a_lost_rank_ends_its_peer_and_the_run_resumes_with_any_number_of_ranks() {
     let r = runs();
     // Resumed with two ranks: exactly the uninterrupted two-rank run.
     let other = tmp.path().join("resumed-on-one");
-    copy_dir(&out, &other);
+    slotcon_tests::copy_dir(&out, &other);
     let resume = |dir: &Path| {
         let mut cmd = train(dir, STEPS);
         cmd.arg("--resume");

@@ -14,13 +14,14 @@ use slotcon_train::trainer::Trainer;
 use slotcon_train::{Precision, TrainConfig};
 
 /// The devices the precision tests run on, with the steps each runs (flex, four times
-/// slower with bf16 casts, 30; LibTorch 100).
+/// slower with bf16 casts, 30; LibTorch 60: its 100 took 11 of CI's minutes, and the
+/// checks judge the first 30 steps and the per-step mean over the whole run).
 fn devices() -> Vec<(Device, usize)> {
     #[allow(unused_mut)] // pushed to with the `tch` feature only
     let mut devices = vec![(Device::flex().autodiff(), 30)];
     #[cfg(feature = "tch")]
     #[allow(deprecated)]
-    devices.push((Device::libtorch().autodiff(), 100));
+    devices.push((Device::libtorch().autodiff(), 60));
     devices
 }
 
@@ -172,16 +173,16 @@ fn a_bf16_run_follows_the_f32_run_with_f32_master_weights() {
     }
 }
 
-/// fp16 with the loss scaling, on LibTorch (30 steps: f16 convolutions run several times
-/// slower than f32 on a CPU), judged as bf16 is.
-#[cfg(feature = "tch")]
+/// fp16 with the loss scaling, 30 steps on flex, judged as bf16 is. Not on LibTorch: its
+/// f16 convolutions on a CPU take ~9 s a step at this size (flex ~1.7 s), so the 90 steps
+/// took 12 of CI's minutes. LibTorch's fp16 steps are run by the overflow test below and
+/// by `trainer.rs`'s, whose loss scale is compared with GradScaler's step for step.
 #[test]
 fn an_fp16_run_follows_the_f32_run_with_f32_master_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let shards = tmp.path().join("shards");
     slotcon_tests::ingest_coco(&shards);
-    #[allow(deprecated)]
-    follows(&shards, &Device::libtorch().autodiff(), 30, Precision::Fp16);
+    follows(&shards, &Device::flex().autodiff(), 30, Precision::Fp16);
 }
 
 /// Runs [`run_all`] and checks that the `precision` run follows the f32 run.

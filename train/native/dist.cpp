@@ -108,6 +108,13 @@ at::Tensor per_channel(const at::Tensor& v, const at::Tensor& x) {
   return v.view(shape);
 }
 
+// The type the batch-norm statistics of `x` are kept in: f32 for a half-precision `x` (under
+// autocast, with f32 weights, as cuDNN's and ATen's batch norms keep them), else x's own.
+at::ScalarType stat_type(const at::Tensor& x) {
+  const auto t = x.scalar_type();
+  return t == at::kBFloat16 || t == at::kHalf ? at::kFloat : t;
+}
+
 }  // namespace
 
 extern "C" {
@@ -210,8 +217,8 @@ char* slotcon_dist_beats(const SlotconGroup* g, int64_t* counts) {
 
 // SyncBatchNorm's forward in training mode: the statistics of `x` [n, c, ...] over every
 // rank's batch (per-rank mean and sum of squared deviations gathered and combined in f64,
-// as Chan et al.), then the normalisation. Out: the output, the global mean, 1/sqrt(var + eps)
-// and the global count of values per channel.
+// as Chan et al.), then the normalisation. Out: the output (in x's type), the global mean,
+// 1/sqrt(var + eps) (both in `stat_type`) and the global count of values per channel.
 char* slotcon_sync_batch_norm_forward(const SlotconGroup* g, const at::Tensor* x,
                                       const at::Tensor* weight, const at::Tensor* bias,
                                       double eps, at::Tensor** output, at::Tensor** mean,
@@ -222,7 +229,7 @@ char* slotcon_sync_batch_norm_forward(const SlotconGroup* g, const at::Tensor* x
     const int64_t n = x->size(1) == 0 ? 0 : x->numel() / x->size(1);
     auto local = at::zeros({3, x->size(1)}, x->options().dtype(at::kDouble));
     if (n > 0) {
-      auto [var, mu] = at::var_mean(*x, dims, /*correction=*/0, /*keepdim=*/false);
+      auto [var, mu] = at::var_mean(x->to(stat_type(*x)), dims, /*correction=*/0, /*keepdim=*/false);
       local[0].copy_(mu);
       local[1].copy_(var.to(at::kDouble) * static_cast<double>(n));
       local[2].fill_(static_cast<double>(n));
@@ -241,13 +248,13 @@ char* slotcon_sync_batch_norm_forward(const SlotconGroup* g, const at::Tensor* x
     auto m2 = (all.select(1, 1) + counts * dev * dev).sum(0);
     auto var = m2 / total;
     *count = static_cast<int64_t>(total[0].item<double>());
-    auto mean_x = mu.to(x->scalar_type());
-    auto var_x = var.to(x->scalar_type());
+    auto mean_x = mu.to(stat_type(*x));
+    auto var_x = var.to(stat_type(*x));
     auto out = std::get<0>(at::native_batch_norm(*x, *weight, *bias, mean_x, var_x,
                                                  /*training=*/false, 0.0, eps));
     *output = new at::Tensor(out);
     *mean = new at::Tensor(mean_x);
-    *invstd = new at::Tensor((var + eps).rsqrt().to(x->scalar_type()));
+    *invstd = new at::Tensor((var + eps).rsqrt().to(stat_type(*x)));
     return nullptr;
   } catch (const std::exception& e) {
     delete *output;
@@ -259,7 +266,8 @@ char* slotcon_sync_batch_norm_forward(const SlotconGroup* g, const at::Tensor* x
 
 // SyncBatchNorm's backward: the sums of dy and dy·(x − mean) over every rank's batch
 // (all-reduced), then this rank's input gradient. The weight's and the bias's gradients are
-// this rank's share (the gradient all-reduce adds the ranks' shares).
+// this rank's share (the gradient all-reduce adds the ranks' shares). A half-precision
+// input and output gradient are computed with in f32; the input gradient is in x's type.
 char* slotcon_sync_batch_norm_backward(const SlotconGroup* g, const at::Tensor* grad,
                                        const at::Tensor* x, const at::Tensor* weight,
                                        const at::Tensor* mean, const at::Tensor* invstd,
@@ -268,16 +276,18 @@ char* slotcon_sync_batch_norm_backward(const SlotconGroup* g, const at::Tensor* 
   *grad_input = *grad_weight = *grad_bias = nullptr;
   try {
     const auto dims = reduced_dims(*x);
-    auto xmu = *x - per_channel(*mean, *x);
-    auto sum_dy = grad->sum(dims);
-    auto sum_dy_xmu = (*grad * xmu).sum(dims);
+    const auto dy = grad->to(stat_type(*x));
+    auto xmu = x->to(stat_type(*x)) - per_channel(*mean, *x);
+    auto sum_dy = dy.sum(dims);
+    auto sum_dy_xmu = (dy * xmu).sum(dims);
     auto gw = sum_dy_xmu * *invstd;
     auto sums = staged(g, at::stack({sum_dy, sum_dy_xmu}));
     all_reduce_in_place(g, sums);
     sums = sums.to(x->device()) / static_cast<double>(count);
     auto scale = *invstd * *invstd * sums[1];
-    auto gi = (*grad - per_channel(sums[0], *x) - xmu * per_channel(scale, *x)) *
-              per_channel(*invstd * *weight, *x);
+    auto gi = ((dy - per_channel(sums[0], *x) - xmu * per_channel(scale, *x)) *
+               per_channel(*invstd * *weight, *x))
+                  .to(x->scalar_type());
     *grad_input = new at::Tensor(gi);
     *grad_weight = new at::Tensor(gw);
     *grad_bias = new at::Tensor(sum_dy);

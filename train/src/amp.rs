@@ -1,8 +1,12 @@
 //! Mixed precision as PyTorch's autocast does it: parameters, optimiser state, the teacher
-//! and the centre stay f32 (the master copy); inside an [`autocast`] scope the convolutions
-//! and the linear layers cast their input and weight down and their output back to f32,
-//! and everything else (BatchNorm, softmaxes, the losses, their reductions) computes in
-//! f32. The casts are autodiff ops, so the gradients reach the f32 weights in f32.
+//! and the centre stay f32 (the master copy). Inside an [`autocast`] scope the convolutions
+//! and the linear layers cast their input, weight and bias down ([`down`]) and leave their
+//! output in that precision, so the activations between layers are bf16 (or f16), as
+//! autocast keeps them: BatchNorm takes them with its f32 γ, β and statistics and returns
+//! the same precision (as cuDNN's and ATen's batch norms do), and ReLU, max pooling, the
+//! residual sums and GELU run in it. The heads' outputs come back to f32 ([`up`]), so the
+//! grouping, the softmaxes, the losses and their reductions compute in f32. The casts are
+//! autodiff ops, so the gradients reach the f32 weights in f32.
 //!
 //! Like `torch.autocast`, the setting belongs to the thread that runs the forward pass;
 //! the backward pass needs none (the casts are in the graph).
@@ -54,7 +58,8 @@ pub fn down<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
-/// The output of a convolution or matmul: back to f32 when an autocast scope is set.
+/// The output of an autocast region (a head's last layer): back to f32 when an autocast
+/// scope is set.
 pub fn up<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     match COMPUTE.with(Cell::get) {
         Some(_) if x.dtype() != DType::F32 => x.cast(FloatDType::F32),

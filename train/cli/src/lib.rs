@@ -57,8 +57,10 @@ pub struct Overrides {
     /// Optimiser (overrides the preset's LARS).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimArg>,
-    /// Precision: f32 (default), bf16 mixed precision (convolutions and linear layers
-    /// compute in bf16; parameters, optimiser state, BatchNorm and the loss stay f32), or
+    /// Precision: f32 (default), bf16 mixed precision as autocast keeps it (convolutions
+    /// and linear layers compute in bf16 and their activations stay bf16 through
+    /// BatchNorm, whose statistics and parameters are f32, and ReLU; parameters,
+    /// optimiser state, the projector's output and the loss stay f32), or
     /// fp16, the same in IEEE half with dynamic loss scaling as torch.amp.GradScaler
     /// (the official --fp16; the settings init_scale, growth_factor, backoff_factor and
     /// growth_interval tune it): a step whose gradients overflow is skipped.

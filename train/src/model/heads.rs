@@ -31,12 +31,13 @@ fn linear(cin: usize, cout: usize, device: &Device) -> Linear {
     l
 }
 
-/// `layer.forward(x)` in the autocast precision when one is set ([`amp::autocast`]).
+/// `layer.forward(x)` in the autocast precision when one is set ([`amp::autocast`]: input,
+/// weight and bias cast down, the output left in that precision).
 fn dense(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     let weight = amp::down(layer.weight.val());
-    let out = amp::up(burn::tensor::module::linear(amp::down(x), weight, None));
+    let out = burn::tensor::module::linear(amp::down(x), weight, None);
     match &layer.bias {
-        Some(bias) => out + bias.val().unsqueeze_dim(0),
+        Some(bias) => out + amp::down(bias.val()).unsqueeze_dim(0),
         None => out,
     }
 }
@@ -78,11 +79,12 @@ impl Projector {
         }
     }
 
-    /// `[n, cin, h, w]` to `[n, out, h, w]`.
+    /// `[n, cin, h, w]` to `[n, out, h, w]`, in f32 (under autocast the layers compute in
+    /// its precision and the output comes back to f32 for the grouping).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = gelu(self.bn1.forward(conv2d(&self.conv1, x)));
         let x = gelu(self.bn2.forward(conv2d(&self.conv2, x)));
-        conv2d(&self.conv3, x)
+        amp::up(conv2d(&self.conv3, x))
     }
 }
 
@@ -109,11 +111,11 @@ impl Predictor {
         }
     }
 
-    /// `[n, dim]` to `[n, dim]`.
+    /// `[n, dim]` to `[n, dim]`, in f32 (as [`Projector::forward`]).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let x = gelu(self.bn1.forward(dense(&self.fc1, x)));
         let x = gelu(self.bn2.forward(dense(&self.fc2, x)));
-        dense(&self.fc3, x)
+        amp::up(dense(&self.fc3, x))
     }
 }
 

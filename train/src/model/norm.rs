@@ -28,10 +28,11 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
+use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::module::batch_norm;
+use burn::tensor::{DType, FloatDType};
 
 pub use super::buffer::Buffer;
 
@@ -128,6 +129,11 @@ pub trait NativeBatchNorm: Backend {
 /// (`count`: this rank's `local`, or every rank's), and returns the running statistics
 /// blended with the batch's; its backward reads `saved`. By default Burn's generic ops,
 /// which save the biased variance of this rank's batch, and the blend as separate ops.
+///
+/// Under autocast `x` (and the output gradient) come in its precision while γ, β and the
+/// statistics are f32, as cuDNN's and ATen's batch norms take them: the output and the
+/// input gradient are in `x`'s precision, everything else f32. Burn's generic ops want one
+/// dtype, so the default computes in f32 and casts the two back.
 pub trait BatchNormOps: Backend {
     /// `([output, mean, saved, new running mean, new running var], count)` for `x` with
     /// `local` values per channel.
@@ -138,11 +144,12 @@ pub trait BatchNormOps: Backend {
         eps: f64,
         local: usize,
     ) -> ([FloatTensor<Self>; 5], usize) {
-        let out = Self::batch_norm_train(x, gamma, beta, eps);
+        let dtype = x.dtype();
+        let out = Self::batch_norm_train(as_f32::<Self>(x), gamma, beta, eps);
         let var = unbias::<Self>(out.variance.clone(), local);
         let [mean, saved] = [out.mean, out.variance];
         let [rm, rv] = blend::<Self>(running, [mean.clone(), var]);
-        ([out.output, mean, saved, rm, rv], local)
+        ([cast_to::<Self>(out.output, dtype), mean, saved, rm, rv], local)
     }
 
     /// `[d x, d gamma, d beta]` for the output gradient `grad`.
@@ -152,9 +159,24 @@ pub trait BatchNormOps: Backend {
         _count: usize,
         grad: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
+        let dtype = x.dtype();
+        let [x, grad] = [x, grad].map(as_f32::<Self>);
         let g = Self::batch_norm_train_backward(x, gamma, mean, saved, eps, grad);
-        [g.x_grad, g.gamma_grad, g.beta_grad]
+        [cast_to::<Self>(g.x_grad, dtype), g.gamma_grad, g.beta_grad]
     }
+}
+
+/// `x` in f32 (itself when it is).
+fn as_f32<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    cast_to::<B>(x, DType::F32)
+}
+
+/// `x` in `dtype`, a float type (itself when it is in it already).
+fn cast_to<B: Backend>(x: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
+    if x.dtype() == dtype {
+        return x;
+    }
+    B::float_cast(x, FloatDType::from(dtype))
 }
 
 /// `biased · count / (count − 1)` (the biased value itself for a count of one).
