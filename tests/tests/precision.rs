@@ -215,7 +215,7 @@ fn follows(shards: &std::path::Path, device: &Device, steps: usize, precision: P
         // measures how consistent the directions were, and it is the most chaotic figure
         // here: bf16 gradients of the 1-D parameters (BatchNorm's, sums with much
         // cancellation) differ by 5-10 % per step, and the bf16 and control distances
-        // have ranged from -31 % to +48 % of f32's as the data and the order of sums
+        // have ranged from -33 % to +48 % of f32's as the data and the order of sums
         // changed (docs/training.md). Gradients that lost their direction (noise) would move the
         // student far less; within 60 %, or twice the control's difference.
         let (gap, c_gap) = ((moved / f32_moved - 1.0).abs(), (c_moved / f32_moved - 1.0).abs());

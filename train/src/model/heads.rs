@@ -34,10 +34,10 @@ fn linear(cin: usize, cout: usize, device: &Device) -> Linear {
 /// `layer.forward(x)` in the autocast precision when one is set ([`amp::autocast`]: input,
 /// weight and bias cast down, the output left in that precision).
 fn dense(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
-    let weight = amp::down(layer.weight.val());
+    let weight = amp::down_param(&layer.weight);
     let out = burn::tensor::module::linear(amp::down(x), weight, None);
     match &layer.bias {
-        Some(bias) => out + amp::down(bias.val()).unsqueeze_dim(0),
+        Some(bias) => out + amp::down_param(bias).unsqueeze_dim(0),
         None => out,
     }
 }

@@ -126,12 +126,11 @@ fn options(conv: &Conv2d) -> ConvOptions<2> {
 /// is set ([`amp::autocast`]: input, weight and bias cast down, and the output left in that
 /// precision, as autocast leaves it).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let weight = conv.weight.val();
-    let (x, weight) = (amp::down(x), amp::down(weight));
+    let (x, weight) = (amp::down(x), amp::down_param(&conv.weight));
     let out = <Dispatch as NativeConv>::conv2d_native(x.into_dispatch(), weight.into_dispatch(), options(conv));
     let out = Tensor::<4>::from_dispatch(out);
     match &conv.bias {
-        Some(bias) => out + amp::down(bias.val()).reshape([1, -1, 1, 1]),
+        Some(bias) => out + amp::down_param(bias).reshape([1, -1, 1, 1]),
         None => out,
     }
 }
