@@ -74,8 +74,9 @@ pub enum Precision {
     #[default]
     F32,
     /// Mixed precision as AMP does it ([`crate::amp`]): convolutions and linear layers in
-    /// bfloat16, while parameters, optimiser state, the teacher EMA, the centre, BatchNorm,
-    /// softmaxes and loss reductions stay f32.
+    /// bfloat16, with the activations bfloat16 between layers (BatchNorm's statistics and
+    /// parameters f32), while parameters, optimiser state, the teacher EMA, the centre, the
+    /// heads' outputs, softmaxes and loss reductions stay f32.
     Bf16,
     /// The same with IEEE half (the official recipe's `--fp16`), with dynamic loss scaling
     /// as `torch.amp.GradScaler` does it ([`crate::scaler`]): a step whose gradients
