@@ -226,10 +226,11 @@ char* slotcon_sync_batch_norm_forward(const SlotconGroup* g, const at::Tensor* x
   *output = *mean = *invstd = nullptr;
   try {
     const auto dims = reduced_dims(*x);
+    const auto st = stat_type(*x);
     const int64_t n = x->size(1) == 0 ? 0 : x->numel() / x->size(1);
     auto local = at::zeros({3, x->size(1)}, x->options().dtype(at::kDouble));
     if (n > 0) {
-      auto [var, mu] = at::var_mean(x->to(stat_type(*x)), dims, /*correction=*/0, /*keepdim=*/false);
+      auto [var, mu] = at::var_mean(x->to(st), dims, /*correction=*/0, /*keepdim=*/false);
       local[0].copy_(mu);
       local[1].copy_(var.to(at::kDouble) * static_cast<double>(n));
       local[2].fill_(static_cast<double>(n));
@@ -248,13 +249,13 @@ char* slotcon_sync_batch_norm_forward(const SlotconGroup* g, const at::Tensor* x
     auto m2 = (all.select(1, 1) + counts * dev * dev).sum(0);
     auto var = m2 / total;
     *count = static_cast<int64_t>(total[0].item<double>());
-    auto mean_x = mu.to(stat_type(*x));
-    auto var_x = var.to(stat_type(*x));
+    auto mean_x = mu.to(st);
+    auto var_x = var.to(st);
     auto out = std::get<0>(at::native_batch_norm(*x, *weight, *bias, mean_x, var_x,
                                                  /*training=*/false, 0.0, eps));
     *output = new at::Tensor(out);
     *mean = new at::Tensor(mean_x);
-    *invstd = new at::Tensor((var + eps).rsqrt().to(stat_type(*x)));
+    *invstd = new at::Tensor((var + eps).rsqrt().to(st));
     return nullptr;
   } catch (const std::exception& e) {
     delete *output;
@@ -276,8 +277,9 @@ char* slotcon_sync_batch_norm_backward(const SlotconGroup* g, const at::Tensor* 
   *grad_input = *grad_weight = *grad_bias = nullptr;
   try {
     const auto dims = reduced_dims(*x);
-    const auto dy = grad->to(stat_type(*x));
-    auto xmu = x->to(stat_type(*x)) - per_channel(*mean, *x);
+    const auto st = stat_type(*x);
+    const auto dy = grad->to(st);
+    auto xmu = x->to(st) - per_channel(*mean, *x);
     auto sum_dy = dy.sum(dims);
     auto sum_dy_xmu = (dy * xmu).sum(dims);
     auto gw = sum_dy_xmu * *invstd;
