@@ -14,11 +14,14 @@ _amp_update_scale_), as main_pretrain.py --fp16 trains. With --breakdown each ph
 backward, optimizer, ema) ends with a device sync and is timed, as slotcon's Trainer does
 when profiling.
 
-With --observe it runs --warmup steps and one more under torch.profiler (profile_memory)
-and prints, for that last step, the ATen operators by name (every call, and the outermost
-ones: those not called by another ATen operator on the same thread) and the peak of the
-bytes the allocator held above those held when the step began, as slotcon_train::observe
-counts its own.
+With --observe it builds the model and runs --warmup steps and one more under
+torch.profiler (profile_memory) and prints, for that last step: the bytes held when it
+began (weights, gradients, momentum, teacher: all allocated under the profiler); the ATen
+operators by name (every call, and the outermost ones: those not called by another ATen
+operator on the same thread); and the peak of the bytes the allocator held above those
+held when the step began, in all and per phase (data, forward, loss, backward, optimizer,
+ema: the peak and the bytes live at the phase's end), as slotcon_train::observe counts
+its own.
 
 Usage: train_step.py DIR --warmup W --steps N --threads T [--device cpu|cuda] [--amp[=bf16|fp16]]
                      [--breakdown] [--observe]
@@ -77,12 +80,16 @@ def main():
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     c = json.load(open(os.path.join(a.dir, "case.json")))
+    # Observed from before the model is built, so that what the step holds between steps
+    # (weights, gradients, momentum, teacher) is seen allocated: observe()'s held_bytes.
+    prof = profiler() if a.observe else None
     weights = load_file(os.path.join(a.dir, "weights.safetensors"))
     student, teacher = ref.Encoder(c), ref.Encoder(c)
     predictor = ref.Predictor(c["dim_out"], c["dim_hidden"])
     for m, name in ((student, "student"), (teacher, "teacher"), (predictor, "predictor")):
         ref.load(m, weights, name)
         m.to(dev).train()
+    del weights
     for p in teacher.parameters():
         p.requires_grad_(False)
     n, s = c["n"], c["size"]
@@ -104,6 +111,10 @@ def main():
             self.last = time.perf_counter()
 
         def lap(self, name):
+            if a.observe:
+                # A mark the observation splits the step's bytes at (see observe()).
+                with torch.profiler.record_function(f"slotcon::phase::{name}"):
+                    pass
             if not a.breakdown:
                 return
             if dev.type == "cuda":
@@ -164,7 +175,7 @@ def main():
         return loss, center
 
     if a.observe:
-        print(json.dumps(observe(lambda: step(center, clock_off())[1], a.warmup, dev)))
+        print(json.dumps(observe(prof, lambda: step(center, clock_off())[1], a.warmup, dev)))
         return
     times, losses = [], []
     for i in range(a.warmup + a.steps):
@@ -183,31 +194,49 @@ def main():
                       "torch": torch.__version__, "device": str(dev)}))
 
 
-def observe(step, warmup, dev):
-    """The last of warmup + 1 steps under torch.profiler: operators and peak bytes."""
+def profiler():
+    """torch.profiler with profile_memory, started."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    prof.__enter__()
+    return prof
+
+
+def observe(prof, step, warmup, dev):
+    """The last of warmup + 1 steps under the started profiler `prof`: operators, the bytes
+    held when the step began (of those allocated since `prof` started) and the peak above."""
     import tempfile
 
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import record_function
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    try:
         for i in range(max(warmup, 1) + 1):
             with record_function("slotcon::step"):
                 step()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
+    finally:
+        prof.__exit__(None, None, None)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
         prof.export_chrome_trace(path)
         events = json.load(open(path))["traceEvents"]
     last = max((e for e in events if e.get("name") == "slotcon::step" and "dur" in e), key=lambda e: e["ts"])
     start, end = last["ts"], last["ts"] + last["dur"]
+    device_type = 1 if dev.type == "cuda" else 0
+    held = sum(e["args"]["Bytes"] for e in events
+               if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == device_type and e.get("ts", start) < start)
     inside = sorted((e for e in events if start <= e.get("ts", -1) <= end), key=lambda e: (e["ts"], -e.get("dur", 0)))
-    live = peak = 0
-    ops, open_ops = {}, {}
+    live = peak = phase_peak = 0
+    ops, open_ops, phases = {}, {}, []
     for e in inside:
-        if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == (1 if dev.type == "cuda" else 0):
+        if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == device_type:
             live += e["args"]["Bytes"]
-            peak = max(peak, live)
+            peak, phase_peak = max(peak, live), max(phase_peak, live)
+        elif e.get("name", "").startswith("slotcon::phase::") and "dur" in e:
+            phases.append({"name": e["name"].removeprefix("slotcon::phase::"), "peak_bytes": phase_peak, "live_bytes": live})
+            phase_peak = live
         elif e.get("cat") == "cpu_op" and e["name"].startswith("aten::"):
             stack = open_ops.setdefault(e.get("tid"), [])
             while stack and stack[-1] <= e["ts"]:
@@ -216,7 +245,7 @@ def observe(step, warmup, dev):
             count["total"] += 1
             count["top"] += not stack
             stack.append(e["ts"] + e.get("dur", 0))
-    return {"peak_bytes": peak, "retained_bytes": live, "ops": ops, "torch": torch.__version__}
+    return {"held_bytes": held, "peak_bytes": peak, "retained_bytes": live, "phases": phases, "ops": ops, "torch": torch.__version__}
 
 
 if __name__ == "__main__":

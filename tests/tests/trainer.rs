@@ -292,7 +292,8 @@ fn the_step_benchmark_replays_the_same_first_step_in_pytorch() {
 
 /// `--report`: one step observed on both sides. The same network makes the same number of
 /// convolutions and batch norms (forward and backward), so those counts must agree
-/// exactly; a peak of bytes is found on both sides, and the table names the kinds.
+/// exactly; a peak of bytes is found on both sides, with the bytes held between steps and
+/// the same phases, and the table names the kinds.
 #[cfg(feature = "tch")]
 #[test]
 fn the_step_report_counts_the_same_convolutions_as_pytorch() {
@@ -331,15 +332,28 @@ fn the_step_report_counts_the_same_convolutions_as_pytorch() {
         assert!(ok[kind] > 0, "{kind}: none observed: {ours:?}");
         assert_eq!(ok[kind], tk[kind], "{kind}: {:?} vs {:?}", ours.ops, theirs.ops);
     }
+    let phases = ["data", "forward", "loss", "backward", "optimizer", "ema"];
     for o in [&ours, &theirs] {
         assert!(
             o.peak_bytes > 0 && o.calls().0 > 0 && o.calls().1 >= o.calls().0,
             "{o:?}"
         );
+        // Both built their model under observation: its weights are held between steps.
+        assert!(o.held_bytes > o.peak_bytes / 4, "{:?}", (o.held_bytes, o.peak_bytes));
+        let names: Vec<&str> = o.phases.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, phases, "{o:?}");
+        // The step's peak is its highest phase's.
+        let highest = o.phases.iter().map(|p| p.peak_bytes).max();
+        assert_eq!(highest, Some(o.peak_bytes), "{:?}", o.phases);
     }
-    // The text table lists the kinds and the totals.
+    // The text table lists the kinds, the totals and the phases.
     let text = report(&[]);
-    for line in ["convolution", "ATen calls, outermost", "peak step MiB"] {
+    for line in [
+        "convolution",
+        "ATen calls, outermost",
+        "peak MiB, held incl.",
+        "backward",
+    ] {
         assert!(text.contains(line), "no {line:?} in {text}");
     }
     // flex has no LibTorch to observe: a flag error, code 2.

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -54,15 +55,26 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext*) {
   if (is_aten(fn.name()) && depth > 0) depth -= 1;
 }
 
+// One phase of the step, between two marks: its peak and the bytes live at its end, both
+// above those live at the reset.
+struct Phase {
+  std::string name;
+  int64_t peak;
+  int64_t live;
+};
+
 // Live bytes since the observation began (only what was allocated inside it is ever
-// reported freed), and their peak since the last reset.
+// reported freed), their peak since the last reset, and since the last mark.
 struct Memory : c10::MemoryReportingInfoBase {
   int64_t live = 0;
   int64_t start = 0;
   int64_t peak = 0;
+  int64_t phase_peak = 0;
+  std::vector<Phase> phases;
   void reportMemoryUsage(void*, int64_t alloc_size, size_t, size_t, c10::Device) override {
     live += alloc_size;
     if (live > peak) peak = live;
+    if (live > phase_peak) phase_peak = live;
   }
   bool memoryProfilingEnabled() const override { return true; }
 };
@@ -95,12 +107,31 @@ char* slotcon_observe_begin() {
 void slotcon_observe_reset() {
   std::lock_guard<std::mutex> guard(mutex);
   counts.clear();
-  if (memory) memory->start = memory->peak = memory->live;
+  if (memory) {
+    memory->start = memory->peak = memory->phase_peak = memory->live;
+    memory->phases.clear();
+  }
+}
+
+// Ends the phase `name` of the step (the part since the reset or the previous mark): its
+// peak and the bytes live now go in the report. Nothing when no observation runs, or on
+// another thread than the one that began.
+void slotcon_observe_mark(const char* name) {
+  if (!memory || handle == 0 || name == nullptr) return;
+  if (c10::ThreadLocalDebugInfo::get(c10::DebugInfoKind::PROFILER_STATE) != memory.get()) return;
+  try {
+    memory->phases.push_back({name, memory->phase_peak - memory->start, memory->live - memory->start});
+    memory->phase_peak = memory->live;
+  } catch (const std::exception&) {
+    // A report without this phase: the step goes on.
+  }
 }
 
 // Stops observing, on the thread that began. `*report` gets a malloc'ed text:
-// "peak BYTES\nretained BYTES\n" then "op NAME TOTAL TOP\n" per operator, where peak is the
-// most bytes live above those at the reset and retained those still live at the end.
+// "held BYTES\npeak BYTES\nretained BYTES\n", then "phase NAME PEAK LIVE\n" per mark, then
+// "op NAME TOTAL TOP\n" per operator, where held is the bytes live at the reset (of those
+// allocated under observation), peak the most bytes live above those, and retained those
+// still live at the end.
 char* slotcon_observe_end(char** report) {
   *report = nullptr;
   try {
@@ -109,8 +140,10 @@ char* slotcon_observe_end(char** report) {
     handle = 0;
     c10::ThreadLocalDebugInfo::_pop(c10::DebugInfoKind::PROFILER_STATE);
     std::ostringstream out;
+    out << "held " << memory->start << "\n";
     out << "peak " << memory->peak - memory->start << "\n";
     out << "retained " << memory->live - memory->start << "\n";
+    for (const auto& p : memory->phases) out << "phase " << p.name << " " << p.peak << " " << p.live << "\n";
     std::lock_guard<std::mutex> guard(mutex);
     for (const auto& [name, c] : counts) out << "op " << name << " " << c.total << " " << c.top << "\n";
     memory.reset();

@@ -24,13 +24,34 @@ pub struct OpCount {
     pub top: u64,
 }
 
+/// One phase of the observed step (`forward`, `backward`, ...), in bytes above those live
+/// when the step began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseBytes {
+    /// The phase, as [`mark`] named it.
+    pub name: String,
+    /// The most bytes live at once during the phase.
+    pub peak_bytes: i64,
+    /// The bytes live when it ended.
+    pub live_bytes: i64,
+}
+
 /// One step, observed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
+    /// The bytes live when the step began, of those allocated under observation: with the
+    /// trainer built under observation, what it holds between steps (weights, momentum,
+    /// teacher; PyTorch's gradients too, which live from one backward to the next
+    /// `zero_grad`).
+    #[serde(default)]
+    pub held_bytes: i64,
     /// The most bytes live at once during the step, above those live when it began.
     pub peak_bytes: i64,
     /// The bytes the step left live above those live when it began.
     pub retained_bytes: i64,
+    /// The step's phases in order, where the step marked them ([`mark`]).
+    #[serde(default)]
+    pub phases: Vec<PhaseBytes>,
     /// Every ATen operator that ran, by its name (`aten::add`).
     pub ops: BTreeMap<String, OpCount>,
 }
@@ -192,15 +213,26 @@ impl Observation {
         out
     }
 
-    /// From the report `native/observe.cpp` writes: `peak N`, `retained N`, then
-    /// `op NAME TOTAL TOP` lines.
+    /// The most bytes live at once during the step, those held at its start included.
+    pub fn peak_held_bytes(&self) -> i64 {
+        self.held_bytes + self.peak_bytes
+    }
+
+    /// From the report `native/observe.cpp` writes: `held N`, `peak N`, `retained N`, then
+    /// `phase NAME PEAK LIVE` and `op NAME TOTAL TOP` lines.
     fn parse(text: &str) -> Option<Observation> {
         let mut out = Observation::default();
         for line in text.lines() {
             let mut words = line.split(' ');
             match (words.next()?, words.next()?) {
+                ("held", n) => out.held_bytes = n.parse().ok()?,
                 ("peak", n) => out.peak_bytes = n.parse().ok()?,
                 ("retained", n) => out.retained_bytes = n.parse().ok()?,
+                ("phase", name) => out.phases.push(PhaseBytes {
+                    name: name.to_string(),
+                    peak_bytes: words.next()?.parse().ok()?,
+                    live_bytes: words.next()?.parse().ok()?,
+                }),
                 ("op", name) => {
                     let total = words.next()?.parse().ok()?;
                     let top = words.next()?.parse().ok()?;
@@ -213,7 +245,7 @@ impl Observation {
     }
 }
 
-pub use observer::Observer;
+pub use observer::{mark, Observer};
 
 mod observer {
     #[cfg(feature = "tch")]
@@ -230,6 +262,20 @@ mod observer {
         fn slotcon_observe_begin() -> *mut c_char;
         fn slotcon_observe_reset();
         fn slotcon_observe_end(report: *mut *mut c_char) -> *mut c_char;
+        fn slotcon_observe_mark(name: *const c_char);
+    }
+
+    /// Ends the phase `name` of a step under observation: its peak and the bytes live at
+    /// its end go in the [`Observation`](super::Observation). Nothing when no observation
+    /// runs on this thread (one check in the shim), or without LibTorch.
+    pub fn mark(name: &std::ffi::CStr) {
+        // SAFETY: a NUL-terminated string that outlives the call; the shim copies it.
+        #[cfg(feature = "tch")]
+        unsafe {
+            slotcon_observe_mark(name.as_ptr())
+        }
+        #[cfg(not(feature = "tch"))]
+        let _ = name;
     }
 
     /// Observes LibTorch from [`Observer::begin`] to [`Observer::end`] (one at a time, on
@@ -344,9 +390,17 @@ mod tests {
 
     #[test]
     fn the_shim_report_parses_and_sums() {
-        let text = "peak 4096\nretained -12\nop aten::add 3 2\nop aten::conv2d 5 1\n";
+        let text = "held 100\npeak 4096\nretained -12\nphase forward 4000 300\nop aten::add 3 2\nop aten::conv2d 5 1\n";
         let o = Observation::parse(text).unwrap();
-        assert_eq!((o.peak_bytes, o.retained_bytes), (4096, -12));
+        assert_eq!((o.peak_bytes, o.retained_bytes, o.peak_held_bytes()), (4096, -12, 4196));
+        assert_eq!(
+            (
+                o.phases[0].name.as_str(),
+                o.phases[0].peak_bytes,
+                o.phases[0].live_bytes
+            ),
+            ("forward", 4000, 300)
+        );
         assert_eq!(o.calls(), (3, 8));
         assert_eq!(o.by_kind()["convolution"], 1);
         assert_eq!(o.by_kind()["view"], 0);
@@ -363,9 +417,15 @@ mod tests {
         obs.reset();
         let y = (&x * 2.0).relu();
         drop(y);
+        mark(c"first");
         let kept = &x + 3.0;
+        mark(c"second");
         let o = obs.end().unwrap();
         let bytes = 256 * 256 * 4;
+        assert!(
+            (bytes..bytes + 1024).contains(&o.held_bytes),
+            "_warm, live at the reset: {o:?}"
+        );
         assert_eq!(o.ops["aten::mul"].top, 1, "{o:?}");
         assert_eq!(o.ops["aten::relu"].top, 1);
         assert!(!o.ops.contains_key("aten::ones"), "counted before the reset");
@@ -378,7 +438,16 @@ mod tests {
             (2 * bytes..2 * bytes + 1024).contains(&o.peak_bytes),
             "x*2 and its relu at once: {o:?}"
         );
+        let [first, second] = &o.phases[..] else {
+            panic!("two phases: {o:?}")
+        };
+        assert_eq!((first.name.as_str(), second.name.as_str()), ("first", "second"));
+        assert!((2 * bytes..2 * bytes + 1024).contains(&first.peak_bytes), "{o:?}");
+        assert!(first.live_bytes < 1024, "y was dropped: {o:?}");
+        assert!((bytes..bytes + 1024).contains(&second.peak_bytes), "{o:?}");
+        assert_eq!(second.live_bytes, o.retained_bytes);
         drop(kept);
+        mark(c"after the end");
         // Ended: a new one can begin.
         drop(Observer::begin().unwrap());
     }

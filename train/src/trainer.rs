@@ -122,8 +122,10 @@ impl<'a> Clock<'a> {
         }
     }
 
-    /// Milliseconds since the previous lap (0 when not profiling).
-    fn lap(&mut self) -> f64 {
+    /// Milliseconds since the previous lap (0 when not profiling); the lap also ends the
+    /// phase `phase` of a step under observation ([`crate::observe::mark`]).
+    fn lap(&mut self, phase: &std::ffi::CStr) -> f64 {
+        crate::observe::mark(phase);
         let Some(device) = self.device else {
             return 0.0;
         };
@@ -314,12 +316,12 @@ impl Trainer {
         let momentum = cfg.teacher_momentum_at(self.step, self.steps_per_epoch);
         let net = self.net.take().expect("network present");
         let views = [view_tensor(batch, 0, &self.device), view_tensor(batch, 1, &self.device)];
-        times.data = clock.lap();
+        times.data = clock.lap(c"data");
         let autocast = amp::autocast(cfg.precision.compute());
         let student = views.clone().map(|v| net.student.forward(v));
         let teacher = views.map(|v| net.teacher.forward(v));
         drop(autocast);
-        times.forward = clock.lap();
+        times.forward = clock.lap(c"forward");
         let [p1, p2] = plans(batch, student[0].1.dims()[2]);
         let pending = self.pending.take();
         // The previous step's losses (when pending) and this rank's asks, in the one read.
@@ -337,7 +339,7 @@ impl Trainer {
             &cfg.loss,
             carry,
         );
-        times.loss = clock.lap();
+        times.loss = clock.lap(c"loss");
         self.agreed = Asks::from_sums(&losses.carried);
         let previous = match pending.map(|p| p.complete(&losses.carried)).transpose() {
             Ok(previous) => previous,
@@ -352,7 +354,7 @@ impl Trainer {
             None => losses.total,
         };
         let grads = GradientsParams::from_grads(total.backward(), &net);
-        times.backward = clock.lap();
+        times.backward = clock.lap(c"backward");
         let sync = std::time::Instant::now();
         let grads = dist::sum_gradients(grads, &net);
         self.grad_sync_ms = sync.elapsed().as_secs_f64() * 1e3;
@@ -370,12 +372,12 @@ impl Trainer {
             self.net = Some(net);
         } else {
             let mut net = self.optim.step(lr, net, grads);
-            times.optimizer = clock.lap();
+            times.optimizer = clock.lap(c"optimizer");
             net.teacher = ema_update(net.teacher, &net.student, momentum);
             self.net = Some(net);
             self.center = losses.center.detach();
         }
-        times.ema = clock.lap();
+        times.ema = clock.lap(c"ema");
         if let Some(slot) = self.profile.as_mut() {
             *slot = times;
         }

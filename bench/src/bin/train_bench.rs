@@ -12,6 +12,7 @@ use slotcon_augment::{LoaderBuilder, TwoViewBatch};
 use slotcon_bench::{median, run_python};
 use slotcon_cli::{bad_flag, flags};
 use slotcon_shards::ShardReader;
+use slotcon_train::burn::prelude::Device;
 use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::floats;
 use slotcon_train::observe::{Observation, KINDS};
@@ -148,7 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         let observed = cli
             .report
-            .then(|| observe(&cli, &mut trainer, &batch, &tmp, threads))
+            .then(|| observe(&cli, (&cfg, &device), &batch, &tmp, threads))
             .transpose()?;
         Ok((runs, observed))
     })();
@@ -160,12 +161,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// One step observed here and, unless --no-python, in PyTorch: `(ours, theirs)`.
 fn observe(
     cli: &Cli,
-    trainer: &mut Trainer,
+    (cfg, device): (&TrainConfig, &Device),
     batch: &TwoViewBatch,
     dir: &std::path::Path,
     threads: usize,
 ) -> anyhow::Result<(Observation, Option<Observation>)> {
-    let ours = observe_ours(trainer, batch)?;
+    let ours = observe_ours(cfg, device, batch)?;
     let theirs = (!cli.no_python)
         .then(|| -> anyhow::Result<Observation> {
             let mut args = python_args(cli, dir, threads);
@@ -177,8 +178,12 @@ fn observe(
     Ok((ours, theirs))
 }
 
-fn observe_ours(trainer: &mut Trainer, batch: &TwoViewBatch) -> anyhow::Result<Observation> {
+/// A trainer built under observation, as train_step.py --observe builds its model under
+/// the profiler, so that what it holds between steps counts (`held_bytes`): the same
+/// initial weights as the timed one (the seed's).
+fn observe_ours(cfg: &TrainConfig, device: &Device, batch: &TwoViewBatch) -> anyhow::Result<Observation> {
     let mut observer = slotcon_train::observe::Observer::begin()?;
+    let mut trainer = Trainer::new(cfg.clone(), device, 1000);
     // Two steps under observation first, so that what the measured step frees of the
     // previous one was seen allocated (as train_step.py --observe does).
     for _ in 0..2 {
@@ -194,7 +199,7 @@ fn observe_ours(trainer: &mut Trainer, batch: &TwoViewBatch) -> anyhow::Result<O
 /// gradients). Errs when they differ beyond 1e-3 (loss) or 1e-2 (an update).
 fn compare_cpu(
     cfg: &TrainConfig,
-    device: &slotcon_train::burn::prelude::Device,
+    device: &Device,
     batch: &TwoViewBatch,
 ) -> anyhow::Result<serde_json::Value> {
     let init = std::env::temp_dir().join(format!("slotcon-compare-cpu-{}", std::process::id()));
@@ -419,12 +424,40 @@ fn print_observed(ours: &Observation, theirs: Option<&Observation>) {
         ratio(a_all as f64, b_all as f64)
     );
     let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
-    println!(
-        "peak step MiB         {:>8.1} {:>10.1}   {}",
-        mib(ours.peak_bytes),
-        mib(t.peak_bytes),
-        ratio(ours.peak_bytes as f64, t.peak_bytes as f64)
-    );
+    let row = |name: &str, a: i64, b: i64| {
+        println!(
+            "{name:<21} {:>8.1} {:>10.1}   {}",
+            mib(a),
+            mib(b),
+            ratio(a as f64, b as f64)
+        )
+    };
+    row("held MiB (between)", ours.held_bytes, t.held_bytes);
+    row("peak MiB, held incl.", ours.peak_held_bytes(), t.peak_held_bytes());
+    row("peak MiB above held", ours.peak_bytes, t.peak_bytes);
+    print_phases(ours, t);
+}
+
+/// Per phase of the observed step: the peak MiB and the MiB live at its end, each side.
+fn print_phases(ours: &Observation, theirs: &Observation) {
+    if ours.phases.is_empty() {
+        return;
+    }
+    let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
+    let find = |o: &Observation, name: &str| {
+        o.phases.iter().find(|p| p.name == name).map_or("-".to_string(), |p| {
+            format!("{:.1} / {:.1}", mib(p.peak_bytes), mib(p.live_bytes))
+        })
+    };
+    println!("phase MiB, peak / at end   slotcon          PyTorch");
+    for p in &ours.phases {
+        println!(
+            "  {:<22} {:>15}  {:>15}",
+            p.name,
+            find(ours, &p.name),
+            find(theirs, &p.name)
+        );
+    }
 }
 
 /// The phase table: medians over every timed step of every repeat.

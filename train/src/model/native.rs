@@ -149,11 +149,11 @@ impl NativeRelu for Flex {}
 #[cfg(feature = "tch")]
 impl NativeRelu for burn::backend::LibTorch {}
 
-/// The gradient of a ReLU from its input.
+/// The gradient of a ReLU from its output (positive exactly where its input is).
 pub trait ReluGrad: Backend {
-    /// `grad` where `x > 0`, else 0; Burn's generic formula by default.
-    fn relu_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::relu_backward(x, grad)
+    /// `grad` where `out > 0`, else 0; Burn's generic formula by default.
+    fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::relu_backward(out, grad)
     }
 }
 
@@ -161,10 +161,10 @@ impl ReluGrad for Flex {}
 
 #[cfg(feature = "tch")]
 impl ReluGrad for burn::backend::LibTorch {
-    fn relu_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        // ATen's `threshold_backward(grad_output, self, threshold)`: tch makes `self` (the
-        // ReLU's input) the receiver.
-        <FloatTensor<Self>>::new(x.tensor.threshold_backward(&grad.tensor, 0.0))
+    fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // ATen's `threshold_backward(grad_output, self, threshold)`: tch makes `self` the
+        // receiver. PyTorch's in-place ReLU passes its output there too.
+        <FloatTensor<Self>>::new(out.tensor.threshold_backward(&grad.tensor, 0.0))
     }
 }
 
@@ -185,10 +185,13 @@ impl<B: ReluGrad> Backward<B, 1> for ReluBackward {
 impl<B: ReluGrad, C: CheckpointStrategy> NativeRelu for Autodiff<B, C> {
     fn relu_native(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match ReluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            // The output is saved, not the input: `out > 0` exactly where `x > 0` (and a
+            // NaN stays a NaN), and the output is what the next layer saves anyway, so the
+            // input (a BatchNorm's output, a residual sum) is freed at once, as PyTorch's
+            // in-place ReLU leaves only one of the two.
             OpsKind::Tracked(prep) => {
-                let xp = x.primitive().clone();
-                let out = B::relu(xp.clone());
-                prep.finish(xp, out)
+                let out = B::relu(x.into_primitive());
+                prep.finish(out.clone(), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::relu(x.into_primitive())),
         }
