@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# The GPU check (DESIGN §7): one short, self-contained run on a machine with CUDA and
-# PyTorch and no Rust toolchain, from a copy of the tree with the `dist` binaries and a
-# small shard store. It
+# The GPU bring-up (DESIGN §7, issue 24): one short, self-contained run (about 12 minutes
+# on one GPU) on a machine with CUDA and PyTorch and no Rust toolchain, from a copy of the
+# tree with the `dist` binaries and a small shard store. It
 #   (a) checks one training step on the GPU against the same step on LibTorch's CPU (same
 #       weights and batch): loss within 1e-3, the parameters' update within 1e-2;
 #   (b) times ResNet-50 with the paper's heads, batch 64 at 224 px, in f32, bf16 (AMP) and
-#       fp16 (AMP with dynamic loss scaling, the official recipe's --fp16), against the
-#       same step in PyTorch (f32, torch.autocast bf16, autocast fp16 with GradScaler's
-#       kernels) on the same GPU, with the phase breakdown;
-#   (c) trains a few steps with the real loader feeding the GPU and reports the data wait;
+#       fp16 (AMP with dynamic loss scaling, the official recipe's --fp16), each NCHW and
+#       channels_last, against the same step in PyTorch (f32, torch.autocast bf16,
+#       autocast fp16 with GradScaler's kernels; NCHW and channels_last) on the same GPU,
+#       with the phase breakdown; PyTorch fp16 NCHW is the official setting;
+#   (c) trains from the store with the real loader feeding the GPU for 5 minutes (stopped
+#       by SIGTERM, as a scheduler stops a job) and reports img/s and the data wait;
 #   (d) trains two ranks (two processes, c10d with Gloo, sharing the device) against one
-#       rank on the same global batch: losses within 1e-4 at every step.
-# It also checks that the binaries fit the 64 MiB that such a machine accepts.
+#       rank on the same global batch: losses within 1e-4 at every step; then the same over
+#       NCCL where the device allows two ranks on it (NCCL may refuse one GPU twice: that
+#       is reported, not failed);
+#   (e) observes one step against PyTorch (slotcon-train-bench --report): outermost ATen
+#       calls, the bytes held between steps and the peak, for ResNet-50 in f32 and bf16 and
+#       the tiny preset in f32; and the host overhead at a negligible-compute size (tiny,
+#       batch 2, 64 px).
+# It also checks that the binaries fit the 64 MiB that such a machine accepts. It writes
+# OUT/gpu-check.json and OUT/gpu-check.md (the table for bench/RESULTS.md), and prints
+# the table.
 #
 # Build here (DESIGN §7: against the GPU machine's PyTorch, e.g. torch==2.11.0 in a venv):
 #   LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
@@ -20,16 +30,17 @@
 #   target/release/slotcon-ingest ../shared/data/coco128/images --out gpu-shards
 # Run there:
 #   scripts/gpu-check.sh --bin target/dist --shards gpu-shards --out "$OUT"
-# CPU dry run (CI, scripts/test.sh): --device libtorch --quick (small sizes, same steps).
+# CPU dry run (CI, scripts/test.sh): --device libtorch --quick (small sizes, every part,
+# 20 seconds of training for (c)).
 #
 # Options: --device D (libtorch-cuda:0), --bin DIR (target/dist), --shards DIR (required),
 # --out DIR (gpu-check-out), --python PY ($SLOTCON_PYTHON or python3), --threads N (all
-# cores), --quick. Writes OUT/gpu-check.json and prints a summary; exits 1 on a failed
-# check.
+# cores), --train-seconds S ((c)'s length: 300, or 20 with --quick), --quick. Exits 1 on
+# a failed check, 2 on a bad option.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-device=libtorch-cuda:0 bin=target/dist shards= out=gpu-check-out quick=0
+device=libtorch-cuda:0 bin=target/dist shards= out=gpu-check-out quick=0 seconds=
 python=${SLOTCON_PYTHON:-python3}
 threads=$(nproc)
 while [ $# -gt 0 ]; do
@@ -40,8 +51,9 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --python) python=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
+    --train-seconds) seconds=$2; shift 2 ;;
     --quick) quick=1; shift ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,70 +84,74 @@ fi
 if [ "$quick" = 1 ]; then
   model=(--preset tiny --batch-size 4 --image-size 64)
   timing=(--warmup 1 --steps 1 --repeats 1)
-  train=(--preset tiny --batch-size 4 --image-size 64 --max-steps 3 --workers 2)
+  train=(--preset tiny --batch-size 4 --image-size 64 --workers 2)
+  observed=("tiny f32:--preset tiny --batch-size 4 --image-size 64")
+  seconds=${seconds:-20}
 else
   model=(--preset coco_r50_800ep --batch-size 64 --image-size 224)
-  timing=(--warmup 3 --steps 5 --repeats 3)
-  train=(--preset coco_r50_800ep --batch-size 64 --image-size 224 --max-steps 40 --workers $(( threads > 2 ? threads - 2 : 1 )))
+  timing=(--warmup 3 --steps 5 --repeats 2)
+  train=(--preset coco_r50_800ep --batch-size 64 --image-size 224 --workers $(( threads > 2 ? threads - 2 : 1 )))
+  observed=("r50 f32:${model[*]}" "r50 bf16:${model[*]}" "tiny f32:--preset tiny")
+  seconds=${seconds:-300}
 fi
+case "$seconds" in
+  ''|*[!0-9]*|0) echo "gpu-check: --train-seconds takes a positive whole number, not '$seconds'" >&2; exit 2 ;;
+esac
 bench=("$bin/slotcon-train-bench" --shards "$shards" --device "$device" --threads "$threads" --json)
 
 echo "==> (a) one step on $device against LibTorch's CPU"
 "${bench[@]}" "${model[@]}" --compare-cpu --warmup 0 --steps 1 --repeats 1 --no-python > "$out/compare.json"
 
 for p in f32 bf16 fp16; do
-  echo "==> (b) the step in $p against PyTorch ($p)"
-  "${bench[@]}" "${model[@]}" "${timing[@]}" --breakdown --precision $p --reference-precision $p \
-    "${reference[@]}" > "$out/step-$p.json"
+  for f in contiguous channels_last; do
+    echo "==> (b) the step in $p $f against PyTorch ($p $f)"
+    "${bench[@]}" "${model[@]}" "${timing[@]}" --breakdown --precision $p --reference-precision $p \
+      --memory-format $f --reference-memory-format $f "${reference[@]}" > "$out/step-$p-$f.json"
+  done
 done
 
-echo "==> (c) data wait with the real loader"
+echo "==> (c) ${seconds} s of training with the real loader (then SIGTERM)"
 rm -rf "$out/run"
-"$bin/slotcon-train" --shards "$shards" --out "$out/run" --device "$device" "${train[@]}" -q
+rc=0
+timeout -s TERM "$seconds" "$bin/slotcon-train" --shards "$shards" --out "$out/run" --device "$device" \
+  "${train[@]}" --epochs 100000 -q || rc=$?
+# 124: the signal stopped it (the trainer saves and exits cleanly); 0: it ended first.
+[ "$rc" = 0 ] || [ "$rc" = 124 ] || { echo "gpu-check: (c) failed (exit $rc)" >&2; exit 1; }
+[ -s "$out/run/metrics.jsonl" ] || { echo "gpu-check: (c) logged no step in $seconds s" >&2; exit 1; }
 
 echo "==> (d) two ranks (gloo) against one rank on the same global batch"
 dist=(--shards "$shards" --device "$device" --preset tiny --batch-size 8 --image-size 64 --max-steps 4 --workers 1 -q)
 rm -rf "$out/dist-1" "$out/dist-2"
 "$bin/slotcon-train" --out "$out/dist-1" "${dist[@]}"
-port=$(( 20000 + RANDOM % 20000 ))
-pids=()
-for r in 0 1; do
-  RANK=$r WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    "$bin/slotcon-train" --out "$out/dist-2" "${dist[@]}" --dist-backend gloo --dist-timeout 120 \
-    > "$out/dist-rank$r.log" 2>&1 &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do
-  wait "$p" || { cat "$out"/dist-rank*.log >&2; echo "gpu-check: a rank of (d) failed" >&2; exit 1; }
-done
+two_ranks() { # OUT_DIR BACKEND TIMEOUT: two ranks on this device; their exit codes' OR
+  local port=$(( 20000 + RANDOM % 20000 )) pids=() r p status=0
+  for r in 0 1; do
+    RANK=$r WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+      timeout "$3" "$bin/slotcon-train" --out "$1" "${dist[@]}" --dist-backend "$2" --dist-timeout 120 \
+      > "$1-rank$r.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
+  return $status
+}
+two_ranks "$out/dist-2" gloo 300 || { cat "$out"/dist-2-rank*.log >&2; echo "gpu-check: a rank of (d) failed" >&2; exit 1; }
+nccl=skipped
+if [[ "$device" == libtorch-cuda* ]]; then
+  rm -rf "$out/dist-nccl"
+  if two_ranks "$out/dist-nccl" nccl 180; then nccl=ok; else nccl=refused; fi
+  echo "==> (d) two ranks over NCCL on one device: $nccl (logs in $out/dist-nccl-rank*.log)"
+fi
 
-"$python" - "$out" "$device" <<'EOF'
-import json, os, sys
-out, device = sys.argv[1], sys.argv[2]
-load = lambda name: json.load(open(os.path.join(out, name)))
-compare = load("compare.json")["compare_cpu"]
-steps = {p: load(f"step-{p}.json") for p in ("f32", "bf16", "fp16")}
-lines = [json.loads(l) for l in open(os.path.join(out, "run", "metrics.jsonl"))]
-settled = lines[len(lines) // 4:] or lines
-wait = sum(l["data_wait_frac"] for l in settled) / len(settled)
-img_s = sum(l["img_per_sec"] for l in settled) / len(settled)
-runs = [[json.loads(l) for l in open(os.path.join(out, d, "metrics.jsonl"))] for d in ("dist-1", "dist-2")]
-dist_rel = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(*runs))
-grad_sync = sorted(l["grad_sync_ms"] for l in runs[1])[len(runs[1]) // 2]
-summary = {"device": device, "compare_cpu": compare, "data_wait_frac": wait, "train_img_per_sec": img_s,
-           "two_ranks": {"loss_rel": dist_rel, "grad_sync_ms": grad_sync, "steps": len(runs[1])},
-           "steps": {p: {k: s.get(k) for k in ("arch", "batch", "image_size", "slotcon_median_ms",
-                                                "pytorch_median_ms", "ratio", "ratios")}
-                     for p, s in steps.items()}}
-json.dump(summary, open(os.path.join(out, "gpu-check.json"), "w"), indent=1)
-print(f"(a) one step vs CPU: loss {compare['loss_rel']:.2e} relative, update {compare['update_rel']:.2e}")
-for p, s in steps.items():
-    ratio = s.get("ratio")
-    theirs = f"PyTorch {s['pytorch_median_ms']:.1f} ms, throughput {1 / ratio:.2f}x PyTorch's" if ratio else "no PyTorch"
-    print(f"(b) {p}: {s['arch']} batch {s['batch']} at {s['image_size']} px: {s['slotcon_median_ms']:.1f} ms/step; {theirs}")
-print(f"(c) real loader: {img_s:.1f} img/s, data wait {100 * wait:.1f} % of the step")
-print(f"(d) two ranks vs one: losses within {dist_rel:.2e} relative; gradient all-reduce {grad_sync:.1f} ms/step")
-if dist_rel > 1e-4 or len(runs[1]) != len(runs[0]):
-    sys.exit("gpu-check: two ranks do not train as one rank")
-EOF
-echo "==> wrote $out/gpu-check.json"
+for entry in "${observed[@]}"; do
+  name=${entry%%:*}
+  read -r -a args <<< "${entry#*:}"
+  p=${name#* }
+  echo "==> (e) one $name step observed against PyTorch"
+  "${bench[@]}" "${args[@]}" --report --warmup 1 --steps 1 --repeats 1 --precision "$p" \
+    --reference-precision "$p" "${reference[@]}" > "$out/observe-${name// /-}.json"
+done
+echo "==> (e) host overhead: tiny, batch 2 at 64 px"
+"${bench[@]}" --preset tiny --batch-size 2 --image-size 64 "${timing[@]}" "${reference[@]}" > "$out/host.json"
+
+"$python" scripts/gpu_check_summary.py "$out" "$device" "$nccl"
+echo "==> wrote $out/gpu-check.json and $out/gpu-check.md"

@@ -24,7 +24,10 @@ ema: the peak and the bytes live at the phase's end), as slotcon_train::observe 
 its own.
 
 Usage: train_step.py DIR --warmup W --steps N --threads T [--device cpu|cuda] [--amp[=bf16|fp16]]
-                     [--breakdown] [--observe]
+                     [--memory-format contiguous|channels_last] [--breakdown] [--observe]
+
+--memory-format: the views and the model in NCHW (the official code's, the default) or in
+torch.channels_last.
 DIR holds case.json, weights.safetensors and views.u8 ([2, n, s, s, 3]). Prints JSON."""
 import argparse
 import json
@@ -74,6 +77,7 @@ def main():
     ap.add_argument("--amp", nargs="?", const="bf16", default=None, choices=["bf16", "fp16"])
     ap.add_argument("--breakdown", action="store_true")
     ap.add_argument("--observe", action="store_true")
+    ap.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last"])
     a = ap.parse_args()
     amp_dtype = torch.float16 if a.amp == "fp16" else torch.bfloat16
     if a.threads > 0:
@@ -90,6 +94,9 @@ def main():
         ref.load(m, weights, name)
         m.to(dev).train()
     del weights
+    fmt = torch.channels_last if a.memory_format == "channels_last" else torch.contiguous_format
+    for m in (student, teacher, predictor):
+        m.to(memory_format=fmt)
     for p in teacher.parameters():
         p.requires_grad_(False)
     n, s = c["n"], c["size"]
@@ -130,7 +137,8 @@ def main():
 
     def step(center, clock):
         views = raw.to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255)
-        x1, x2 = (views[0] - mean) / std, (views[1] - mean) / std
+        # NHWC bytes permuted carry NHWC strides: made NCHW unless channels_last is asked.
+        x1, x2 = ((views[0] - mean) / std).contiguous(memory_format=fmt), ((views[1] - mean) / std).contiguous(memory_format=fmt)
         clock.lap("data")
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=a.amp is not None):
             (q1, sq1), (q2, sq2) = student(x1), student(x2)

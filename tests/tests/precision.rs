@@ -363,3 +363,100 @@ fn an_fp16_step_whose_gradients_overflow_changes_no_weight_momentum_teacher_or_c
         assert_eq!(after.step, 1, "a skipped step still counts (the schedules go on)");
     }
 }
+
+/// Nudges every float of a module by about one f32 rounding (`x · (1 + 2⁻²³)`), keeping
+/// what requires gradients: the control of [`channels_last_steps_follow_nchw_steps`].
+struct Nudge;
+
+impl burn::module::ModuleMapper for Nudge {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        param.map(|t| {
+            let grad = t.is_require_grad();
+            let nudged = Tensor::from_inner(t.inner().mul_scalar(1.0 + f32::EPSILON as f64));
+            if grad {
+                nudged.require_grad()
+            } else {
+                nudged
+            }
+        })
+    }
+}
+
+/// `--memory-format channels_last` on LibTorch: the views and every convolution weight of
+/// the student and the teacher are NHWC-strided after a step (the updates keep it), and the
+/// run follows the NCHW run from the same start as closely as round-off lets it: no farther
+/// (in losses and in weights after the steps) than a control NCHW run whose only difference
+/// is one f32 rounding of every initial weight, within 4x that control's distance (or of a
+/// floor of 2⁻²⁰ relative, should the control land exactly).
+#[cfg(feature = "tch")]
+#[test]
+fn channels_last_steps_follow_nchw_steps() {
+    use slotcon_train::model::layout::is_channels_last;
+    use slotcon_train::MemoryFormat;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    slotcon_tests::ingest_coco(&shards);
+    #[allow(deprecated)]
+    let device = Device::libtorch().autodiff();
+    let mut cfg = TrainConfig::tiny();
+    (cfg.data.image_size, cfg.data.batch_size, cfg.seed) = (64, 8, 3);
+    cfg.memory_format = MemoryFormat::Contiguous;
+    let mut last = cfg.clone();
+    last.memory_format = MemoryFormat::ChannelsLast;
+    let first = Trainer::new(cfg.clone(), &device, 100);
+    let init = tempfile::tempdir().unwrap();
+    first.save(init.path()).unwrap();
+    let second = Trainer::new(last, &device, 100).load(init.path()).unwrap();
+    let mut control = Trainer::new(cfg.clone(), &device, 100).load(init.path()).unwrap();
+    control.map_net(|net| burn::module::Module::map(net, &mut Nudge));
+    assert_ne!(flat(first.net(), "student"), flat(control.net(), "student"));
+    let mut trainers = [first, second, control];
+    let reader = Arc::new(ShardReader::open(&shards).unwrap());
+    let loader = LoaderBuilder::new(reader)
+        .augment(cfg.data.augment())
+        .batch_size(cfg.data.batch_size)
+        .workers(2)
+        .seed(cfg.seed)
+        .build()
+        .unwrap();
+    let mut losses: [Vec<f64>; 3] = Default::default();
+    for batch in loader.take(4) {
+        let batch = batch.unwrap();
+        for (i, trainer) in trainers.iter_mut().enumerate() {
+            losses[i].push(trainer.train_step_now(&batch).unwrap().loss);
+        }
+    }
+    let weights = |t: &Trainer| {
+        let mut conv = Vec::new();
+        slotcon_train::model::layout::each_weight_4d(t.net(), |path, w| {
+            // A 1x1 convolution's weight [o, i, 1, 1] is both NCHW and NHWC.
+            if w.dims()[2..] != [1, 1] {
+                conv.push((path.to_string(), is_channels_last(&w)))
+            }
+        });
+        conv
+    };
+    for (i, want) in [(0, false), (1, true)] {
+        let conv = weights(&trainers[i]);
+        assert!(conv.len() > 20, "{conv:?}");
+        for (path, format) in conv {
+            assert_eq!(format, Some(want), "{path} after the steps, run {i}");
+        }
+    }
+    let rel = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| ((x - y) / y).abs()).fold(0.0, f64::max);
+    let (loss_apart, loss_control) = (rel(&losses[1], &losses[0]), rel(&losses[2], &losses[0]));
+    let student = trainers.each_ref().map(|t| flat(t.net(), "student"));
+    let (apart, control) = (distance(&student[1], &student[0]), distance(&student[2], &student[0]));
+    println!("losses {losses:?}: channels_last {loss_apart:.3e}, control {loss_control:.3e}; student {apart:.3e}, control {control:.3e}");
+    let floor = 2f64.powi(-20);
+    let norm = student[0].iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    assert!(
+        loss_apart <= 4.0 * loss_control.max(floor),
+        "losses {loss_apart} vs control {loss_control}"
+    );
+    assert!(
+        apart <= 4.0 * control.max(floor * norm),
+        "student {apart} vs control {control}"
+    );
+}

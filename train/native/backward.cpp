@@ -72,4 +72,19 @@ char* slotcon_batch_norm_backward(const at::Tensor* grad_output, const at::Tenso
 
 void slotcon_free_message(char* message) { std::free(message); }
 
+// `input` in the memory format asked for (`channels_last`: NHWC strides, else NCHW), as
+// `Tensor::contiguous(memory_format)`. `*out` stays null when `input` already is, so that
+// the caller keeps its own handle (burn-tch tracks who shares a storage).
+char* slotcon_memory_format(const at::Tensor* input, bool channels_last, at::Tensor** out) {
+  *out = nullptr;
+  try {
+    const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    if (input->dim() != 4 || input->is_contiguous(format)) return nullptr;
+    *out = new at::Tensor(input->contiguous(format));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return strdup(e.what());
+  }
+}
+
 }  // extern "C"

@@ -64,14 +64,23 @@ struct Phase {
 };
 
 // Live bytes since the observation began (only what was allocated inside it is ever
-// reported freed), their peak since the last reset, and since the last mark.
+// reported freed), their peak since the last reset, and since the last mark: of the CPU's
+// allocator until a CUDA allocation is seen, then of CUDA's only (a GPU step's tensors; its
+// host-side scalars are not what decides the batch that fits).
 struct Memory : c10::MemoryReportingInfoBase {
   int64_t live = 0;
   int64_t start = 0;
   int64_t peak = 0;
   int64_t phase_peak = 0;
+  bool cuda = false;
   std::vector<Phase> phases;
-  void reportMemoryUsage(void*, int64_t alloc_size, size_t, size_t, c10::Device) override {
+  void reportMemoryUsage(void*, int64_t alloc_size, size_t, size_t, c10::Device device) override {
+    if (device.is_cuda() && !cuda) {
+      cuda = true;
+      live = start = peak = phase_peak = 0;
+      phases.clear();
+    }
+    if (device.is_cuda() != cuda) return;
     live += alloc_size;
     if (live > peak) peak = live;
     if (live > phase_peak) phase_peak = live;

@@ -123,6 +123,64 @@ impl Precision {
     }
 }
 
+/// The memory format of the activations and convolution weights on LibTorch
+/// ([`crate::model::layout`]): the same values, another order in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryFormat {
+    /// The measured choice for the device ([`MemoryFormat::channels_last_on`]).
+    #[default]
+    Auto,
+    /// NCHW, as the official code feeds its network.
+    Contiguous,
+    /// NHWC strides (`model.to(memory_format=torch.channels_last)`), LibTorch only.
+    ChannelsLast,
+}
+
+impl std::str::FromStr for MemoryFormat {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> std::result::Result<Self, ParseError> {
+        match s {
+            "auto" => Ok(MemoryFormat::Auto),
+            "contiguous" => Ok(MemoryFormat::Contiguous),
+            "channels_last" => Ok(MemoryFormat::ChannelsLast),
+            _ => Err(ParseError::Unknown {
+                what: "memory format",
+                name: s.to_string(),
+                accepted: "auto, contiguous, channels_last",
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemoryFormat::Auto => "auto",
+            MemoryFormat::Contiguous => "contiguous",
+            MemoryFormat::ChannelsLast => "channels_last",
+        })
+    }
+}
+
+impl MemoryFormat {
+    /// Whether a step on a LibTorch device runs channels_last (`cuda`: a CUDA device, else
+    /// the CPU). `auto` is channels_last on CUDA, where cuDNN's NHWC kernels are what
+    /// NVIDIA's ResNet-50 recipes train with (not measured here: no GPU was lent yet), and
+    /// on the CPU what `slotcon-train-bench --memory-format` measured faster (bench/RESULTS.md).
+    pub fn channels_last_on(self, cuda: bool) -> bool {
+        match self {
+            MemoryFormat::Auto => cuda || Self::CPU_CHANNELS_LAST,
+            MemoryFormat::Contiguous => false,
+            MemoryFormat::ChannelsLast => true,
+        }
+    }
+
+    /// `auto` on LibTorch's CPU.
+    const CPU_CHANNELS_LAST: bool = true;
+}
+
 /// The network's shape: what [`ModelConfig::init`] builds (DESIGN §6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -202,6 +260,10 @@ pub struct TrainConfig {
     /// Float type of the whole network (f32 unless asked).
     #[serde(default)]
     pub precision: Precision,
+    /// The memory format of activations and convolution weights on LibTorch (flex keeps
+    /// its own).
+    #[serde(default)]
+    pub memory_format: MemoryFormat,
     /// The loss scaling of `precision: fp16` (unused otherwise).
     #[serde(flatten)]
     pub scaler: ScalerConfig,
@@ -283,6 +345,7 @@ impl TrainConfig {
             seed: 0,
             save_every_epochs: 50,
             precision: Precision::F32,
+            memory_format: MemoryFormat::Auto,
             scaler: ScalerConfig::default(),
         }
     }

@@ -44,6 +44,35 @@ impl FromStr for DeviceChoice {
     }
 }
 
+/// Whether `device` (autodiff or not) is one of LibTorch's.
+pub fn is_libtorch(device: &Device) -> bool {
+    #[cfg(feature = "tch")]
+    return matches!(
+        device.clone().inner().as_dispatch(),
+        burn::backend::DispatchDevice::LibTorch(_)
+    );
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Whether `device` (autodiff or not) is a LibTorch CUDA device.
+pub fn is_cuda(device: &Device) -> bool {
+    #[cfg(feature = "tch")]
+    #[allow(deprecated)] // burn-tch's LibTorchDevice, the LibTorch path DESIGN §7 asks for
+    return matches!(
+        device.clone().inner().as_dispatch(),
+        burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cuda(_))
+    );
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// `$LOCAL_RANK` (torchrun's GPU of this process), 0 when unset or not a number.
 fn local_rank() -> usize {
     std::env::var("LOCAL_RANK")

@@ -12,9 +12,10 @@ use slotcon_shards::io_err;
 use crate::align::{plans, view_tensor};
 use crate::amp;
 use crate::config::{read_json, OptimConfig, Optimizer, Precision, TrainConfig};
+use crate::device;
 use crate::dist;
 use crate::error::{Error, Result};
-use crate::model::{slotcon_loss, SlotConNet};
+use crate::model::{layout, slotcon_loss, SlotConNet};
 use crate::optim::lars::{momentum_module, with_momentum};
 use crate::optim::{ema_update, Lars};
 use crate::scaler::{self, LossScaler, ScalerState};
@@ -203,6 +204,9 @@ pub struct Trainer {
     agreed: Asks,
     /// fp16's dynamic loss scaling (`None` in f32 and bf16).
     scaler: Option<LossScaler>,
+    /// Whether the step runs channels_last ([`crate::MemoryFormat::channels_last_on`] for
+    /// this device; never on flex).
+    channels_last: bool,
 }
 
 impl Trainer {
@@ -213,6 +217,7 @@ impl Trainer {
         let optim = optimizer(&cfg.optim);
         let center = Tensor::zeros([1, cfg.model.num_prototypes], device);
         let (cfg_precision, cfg_scaler) = (cfg.precision, cfg.scaler);
+        let channels_last = device::is_libtorch(device) && cfg.memory_format.channels_last_on(device::is_cuda(device));
         Trainer {
             cfg,
             device: device.clone(),
@@ -227,6 +232,7 @@ impl Trainer {
             asks: Asks::default(),
             agreed: Asks::default(),
             scaler: (cfg_precision == Precision::Fp16).then(|| LossScaler::new(&cfg_scaler)),
+            channels_last,
         }
     }
 
@@ -314,8 +320,16 @@ impl Trainer {
         let mut times = StepTimes::default();
         let lr = cfg.lr_at(self.step, self.steps_per_epoch);
         let momentum = cfg.teacher_momentum_at(self.step, self.steps_per_epoch);
-        let net = self.net.take().expect("network present");
-        let views = [view_tensor(batch, 0, &self.device), view_tensor(batch, 1, &self.device)];
+        let mut net = self.net.take().expect("network present");
+        // The views in the step's memory format (NCHW unless channels_last: the loader's
+        // NHWC bytes, permuted, would otherwise carry NHWC strides into every layer), and
+        // the convolution weights too when channels_last (once: the updates keep it).
+        let format = |v: Tensor<4>| layout::memory_format(v, self.channels_last);
+        let views = [0, 1].map(|v| format(view_tensor(batch, v, &self.device)));
+        if self.channels_last {
+            net.student = layout::weights_in_format(net.student, true);
+            net.teacher = layout::weights_in_format(net.teacher, true);
+        }
         times.data = clock.lap(c"data");
         let autocast = amp::autocast(cfg.precision.compute());
         let student = views.clone().map(|v| net.student.forward(v));

@@ -17,7 +17,7 @@ use slotcon_train::device::DeviceChoice;
 use slotcon_train::model::floats;
 use slotcon_train::observe::{Observation, KINDS};
 use slotcon_train::trainer::Trainer;
-use slotcon_train::{Precision, TrainConfig};
+use slotcon_train::{MemoryFormat, Precision, TrainConfig};
 use slotcon_train_cli::SettingsArgs;
 
 /// Time SlotCon training steps here and in PyTorch on one loader batch.
@@ -47,6 +47,10 @@ struct Cli {
     /// with GradScaler's loss scaling).
     #[arg(long, default_value = "f32")]
     reference_precision: Precision,
+    /// Memory format of the PyTorch reference: contiguous (NCHW, the official code's) or
+    /// channels_last (the views and the model in torch.channels_last).
+    #[arg(long, default_value = "contiguous", value_parser = reference_format)]
+    reference_memory_format: MemoryFormat,
     /// Untimed steps first, 0 to 1000.
     #[arg(long, default_value_t = 2, value_parser = flags::int(0..=1000usize))]
     warmup: usize,
@@ -89,6 +93,7 @@ fn config(cli: &Cli) -> anyhow::Result<TrainConfig> {
     if let Some(reason) = cli.device.unavailable() {
         return Err(bad_flag("--device", cli.device, reason));
     }
+    cli.settings.check_device(&cfg, cli.device)?;
     if cli.report && cli.device == DeviceChoice::Flex {
         return Err(bad_flag(
             "--report",
@@ -197,11 +202,7 @@ fn observe_ours(cfg: &TrainConfig, device: &Device, batch: &TwoViewBatch) -> any
 /// One step on `device` and on LibTorch's CPU from the same initial checkpoint: the two
 /// losses, and per parameter the relative difference of the two updates (which carry the
 /// gradients). Errs when they differ beyond 1e-3 (loss) or 1e-2 (an update).
-fn compare_cpu(
-    cfg: &TrainConfig,
-    device: &Device,
-    batch: &TwoViewBatch,
-) -> anyhow::Result<serde_json::Value> {
+fn compare_cpu(cfg: &TrainConfig, device: &Device, batch: &TwoViewBatch) -> anyhow::Result<serde_json::Value> {
     let init = std::env::temp_dir().join(format!("slotcon-compare-cpu-{}", std::process::id()));
     let mut here = Trainer::new(cfg.clone(), device, 1000);
     here.save(&init)?;
@@ -315,6 +316,14 @@ fn python(cli: &Cli, dir: &std::path::Path, threads: usize) -> anyhow::Result<Si
 }
 
 /// train_step.py's arguments for this invocation's case, device and precision.
+/// `--reference-memory-format`: contiguous or channels_last (PyTorch has no `auto`).
+fn reference_format(s: &str) -> Result<MemoryFormat, String> {
+    match s.parse::<MemoryFormat>().map_err(|e| e.to_string())? {
+        MemoryFormat::Auto => Err("contiguous or channels_last: the reference has no auto".into()),
+        format => Ok(format),
+    }
+}
+
 fn python_args(cli: &Cli, dir: &std::path::Path, threads: usize) -> Vec<String> {
     let device = match cli.device {
         DeviceChoice::LibtorchCuda(n) => format!("cuda:{n}"),
@@ -326,6 +335,7 @@ fn python_args(cli: &Cli, dir: &std::path::Path, threads: usize) -> Vec<String> 
         format!("--steps={}", cli.steps),
         format!("--threads={threads}"),
         format!("--device={device}"),
+        format!("--memory-format={}", cli.reference_memory_format),
     ];
     match cli.reference_precision {
         Precision::F32 => {}
@@ -356,6 +366,7 @@ fn report(
         "arch": cfg.model.arch.name(), "batch": cfg.data.batch_size, "image_size": cfg.data.image_size,
         "device": cli.device.to_string(), "precision": cfg.precision,
         "reference_precision": cli.reference_precision, "threads": threads, "repeats": runs,
+        "memory_format": cfg.memory_format, "reference_memory_format": cli.reference_memory_format,
         "slotcon_median_ms": ms, "slotcon_img_per_sec": img_s(ms),
         "pytorch_median_ms": t, "ratio": ratio, "ratios": ratios, "compare_cpu": check,
         "observed": observed.as_ref().map(|(o, t)| serde_json::json!({"slotcon": o, "pytorch": t})),
@@ -365,13 +376,15 @@ fn report(
         return Ok(());
     }
     println!(
-        "{} batch {} at {} px, {} {} (PyTorch {}), {threads} threads, {} repeats",
+        "{} batch {} at {} px, {} {} {} (PyTorch {} {}), {threads} threads, {} repeats",
         cfg.model.arch.name(),
         cfg.data.batch_size,
         cfg.data.image_size,
         cli.device,
         cfg.precision,
+        cfg.memory_format,
         cli.reference_precision,
+        cli.reference_memory_format,
         runs.len()
     );
     if let Some(c) = &check {

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use slotcon_cli::{bad_flag, flags};
-use slotcon_train::{Arch, Optimizer, Precision, TrainConfig};
+use slotcon_train::device::DeviceChoice;
+use slotcon_train::{Arch, MemoryFormat, Optimizer, Precision, TrainConfig};
 
 /// The settings of a run, as flags: `--preset`, then `--config`, then the overrides.
 #[derive(Args, Clone, Debug)]
@@ -66,6 +67,13 @@ pub struct Overrides {
     /// growth_interval tune it): a step whose gradients overflow is skipped.
     #[arg(long)]
     pub precision: Option<Precision>,
+    /// Memory format of the activations and convolution weights, LibTorch only: auto
+    /// (default: channels_last on CUDA and on LibTorch's CPU, as measured in
+    /// bench/RESULTS.md), contiguous (NCHW, as the official code), or channels_last
+    /// (NHWC strides, as model.to(memory_format=torch.channels_last)). The same values
+    /// either way, to round-off; another choice of kernels.
+    #[arg(long)]
+    pub memory_format: Option<MemoryFormat>,
 }
 
 /// The presets, as `--preset` names them.
@@ -114,6 +122,7 @@ impl Overrides {
         cfg.optim.base_lr = self.base_lr.unwrap_or(cfg.optim.base_lr);
         cfg.save_every_epochs = self.save_every.unwrap_or(cfg.save_every_epochs);
         cfg.precision = self.precision.unwrap_or(cfg.precision);
+        cfg.memory_format = self.memory_format.unwrap_or(cfg.memory_format);
         if let Some(o) = self.optimizer {
             cfg.optim.optimizer = match o {
                 OptimArg::Lars => Optimizer::Lars,
@@ -145,6 +154,19 @@ impl SettingsArgs {
             None => preset,
         };
         Ok(self.overrides.apply(cfg))
+    }
+
+    /// Checks that `device` runs `cfg`: channels_last is LibTorch's (reported as
+    /// `--memory-format` when the flag set it, exit code 2).
+    pub fn check_device(&self, cfg: &TrainConfig, device: DeviceChoice) -> anyhow::Result<()> {
+        if cfg.memory_format != MemoryFormat::ChannelsLast || device != DeviceChoice::Flex {
+            return Ok(());
+        }
+        let reason = "a LibTorch memory format: flex keeps its own layout (use --device libtorch or libtorch-cuda:N)";
+        match self.overrides.memory_format {
+            Some(format) => Err(bad_flag("--memory-format", format, reason)),
+            None => anyhow::bail!("the settings' memory_format channels_last is {reason}"),
+        }
     }
 
     /// Checks `cfg` ([`TrainConfig::check`]): a field out of range is reported as the flag

@@ -155,6 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(reason) = cli.device.unavailable() {
         return Err(bad_flag("--device", cli.device, reason));
     }
+    cli.settings.check_device(&cfg, cli.device)?;
     // The batch against the store (opening it maps its index; errors are train's to report).
     if let Ok(reader) = slotcon_shards::ShardReader::open(&shards) {
         let batch = cfg.data.batch_size;

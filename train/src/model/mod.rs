@@ -3,6 +3,7 @@
 
 pub mod buffer;
 pub mod heads;
+pub mod layout;
 pub mod loss;
 pub mod native;
 pub mod norm;

@@ -1,5 +1,6 @@
 //! LibTorch's `at::convolution_backward` and `at::native_batch_norm_backward` through
-//! `native/backward.cpp` (compiled by build.rs), and the batch-norm forward they pair with.
+//! `native/backward.cpp` (compiled by build.rs), the batch-norm forward they pair with, and
+//! the memory format of a tensor (`channels_last`).
 
 use std::ffi::{c_char, c_void, CStr};
 
@@ -34,6 +35,7 @@ extern "C" {
         grad_bias: *mut *mut c_void,
     ) -> *mut c_char;
     fn slotcon_free_message(message: *mut c_char);
+    fn slotcon_memory_format(input: *const c_void, channels_last: bool, out: *mut *mut c_void) -> *mut c_char;
 }
 
 fn pair(v: [usize; 2]) -> [i64; 2] {
@@ -159,4 +161,16 @@ pub fn batch_norm_backward(
     };
     check("at::native_batch_norm_backward", message);
     out.map(|p| adopt(p).expect("the shim returns all three gradients on success"))
+}
+
+/// `x` with NHWC strides when `channels_last`, else NCHW (`Tensor::contiguous(format)`):
+/// `x` itself when it already is, or is not 4-D.
+#[allow(deprecated)] // LibTorch, see above
+pub fn memory_format(x: FloatTensor<LibTorch>, channels_last: bool) -> FloatTensor<LibTorch> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: `x` is a live `at::Tensor` borrowed for the call; the out-pointer is valid for
+    // a write. The shim catches every C++ exception.
+    let message = unsafe { slotcon_memory_format(x.tensor.as_ptr().cast(), channels_last, &mut out) };
+    check("at::Tensor::contiguous(memory_format)", message);
+    adopt(out).unwrap_or(x)
 }
