@@ -165,20 +165,19 @@ impl std::fmt::Display for MemoryFormat {
 }
 
 impl MemoryFormat {
-    /// Whether a step on a LibTorch device runs channels_last (`cuda`: a CUDA device, else
-    /// the CPU). `auto` is channels_last on CUDA, where cuDNN's NHWC kernels are what
-    /// NVIDIA's ResNet-50 recipes train with (not measured here: no GPU was lent yet), and
-    /// on the CPU what `slotcon-train-bench --memory-format` measured faster (bench/RESULTS.md).
-    pub fn channels_last_on(self, cuda: bool) -> bool {
+    /// Whether a step in `precision` on a LibTorch device runs channels_last (`cuda`: a
+    /// CUDA device, else the CPU). `auto` is channels_last on CUDA, where cuDNN's NHWC
+    /// kernels are what NVIDIA's ResNet-50 recipes train with (not measured here: no GPU
+    /// was lent yet), and on LibTorch's CPU for bf16 and fp16, where oneDNN's bf16 step was
+    /// 18 % faster so; an f32 step there was 4-9 % slower channels_last, so f32 stays NCHW
+    /// (bench/RESULTS.md).
+    pub fn channels_last_on(self, cuda: bool, precision: Precision) -> bool {
         match self {
-            MemoryFormat::Auto => cuda || Self::CPU_CHANNELS_LAST,
+            MemoryFormat::Auto => cuda || precision != Precision::F32,
             MemoryFormat::Contiguous => false,
             MemoryFormat::ChannelsLast => true,
         }
     }
-
-    /// `auto` on LibTorch's CPU.
-    const CPU_CHANNELS_LAST: bool = true;
 }
 
 /// The network's shape: what [`ModelConfig::init`] builds (DESIGN §6).
@@ -556,6 +555,18 @@ mod tests {
         );
         let e = "f16".parse::<Precision>().unwrap_err();
         assert_eq!(e.to_string(), r#"unknown precision "f16" (f32, bf16, fp16)"#);
+        for f in [MemoryFormat::Auto, MemoryFormat::Contiguous, MemoryFormat::ChannelsLast] {
+            assert_eq!(f.to_string().parse::<MemoryFormat>(), Ok(f));
+        }
+        let e = "nhwc".parse::<MemoryFormat>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"unknown memory format "nhwc" (auto, contiguous, channels_last)"#
+        );
+        // auto: channels_last on CUDA, and on the CPU in half precision only.
+        let auto = |cuda, p| MemoryFormat::Auto.channels_last_on(cuda, p);
+        assert!(auto(true, Precision::F32) && auto(false, Precision::Bf16) && !auto(false, Precision::F32));
+        assert!(!MemoryFormat::Contiguous.channels_last_on(true, Precision::Bf16));
     }
 
     #[test]

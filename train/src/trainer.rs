@@ -217,7 +217,10 @@ impl Trainer {
         let optim = optimizer(&cfg.optim);
         let center = Tensor::zeros([1, cfg.model.num_prototypes], device);
         let (cfg_precision, cfg_scaler) = (cfg.precision, cfg.scaler);
-        let channels_last = device::is_libtorch(device) && cfg.memory_format.channels_last_on(device::is_cuda(device));
+        let channels_last = device::is_libtorch(device)
+            && cfg
+                .memory_format
+                .channels_last_on(device::is_cuda(device), cfg.precision);
         Trainer {
             cfg,
             device: device.clone(),

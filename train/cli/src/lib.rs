@@ -68,8 +68,9 @@ pub struct Overrides {
     #[arg(long)]
     pub precision: Option<Precision>,
     /// Memory format of the activations and convolution weights, LibTorch only: auto
-    /// (default: channels_last on CUDA and on LibTorch's CPU, as measured in
-    /// bench/RESULTS.md), contiguous (NCHW, as the official code), or channels_last
+    /// (default: channels_last on CUDA, and on LibTorch's CPU for bf16 and fp16; NCHW for
+    /// f32 on the CPU, as measured in bench/RESULTS.md), contiguous (NCHW, as the
+    /// official code), or channels_last
     /// (NHWC strides, as model.to(memory_format=torch.channels_last)). The same values
     /// either way, to round-off; another choice of kernels.
     #[arg(long)]
