@@ -60,19 +60,27 @@ struct Runs {
     skipped: usize,
 }
 
-/// Rounds every float of a module to its float type (kept as f32), keeping what requires
-/// gradients.
-struct Round(FloatDType);
+/// Perturbs every float of a module the way a control run starts, keeping what requires
+/// gradients: `Round(t)` rounds each to the float type `t` (kept as f32); `Nudge` moves
+/// each by about one f32 rounding (`x · (1 + 2⁻²³)`).
+enum Perturb {
+    Round(FloatDType),
+    Nudge,
+}
 
-impl burn::module::ModuleMapper for Round {
+impl burn::module::ModuleMapper for Perturb {
     fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
         param.map(|t| {
             let grad = t.is_require_grad();
-            let rounded = Tensor::from_inner(t.inner().cast(self.0).cast(FloatDType::F32));
+            let moved = match self {
+                Perturb::Round(dtype) => t.inner().cast(*dtype).cast(FloatDType::F32),
+                Perturb::Nudge => t.inner().mul_scalar(1.0 + f32::EPSILON as f64),
+            };
+            let moved = Tensor::from_inner(moved);
             if grad {
-                rounded.require_grad()
+                moved.require_grad()
             } else {
-                rounded
+                moved
             }
         })
     }
@@ -93,7 +101,7 @@ fn run_all(shards: &std::path::Path, device: &Device, steps: usize, precision: P
     first.save(init.path()).unwrap();
     let second = Trainer::new(mixed, device, 100).load(init.path()).unwrap();
     let mut control = Trainer::new(cfg.clone(), device, 100).load(init.path()).unwrap();
-    control.map_net(|net| burn::module::Module::map(net, &mut Round(round)));
+    control.map_net(|net| burn::module::Module::map(net, &mut Perturb::Round(round)));
     let (teacher0, student0) = (flat(first.net(), "teacher"), flat(first.net(), "student"));
     assert_eq!(teacher0, flat(second.net(), "teacher"));
     assert_ne!(teacher0, flat(control.net(), "teacher"));
@@ -364,24 +372,6 @@ fn an_fp16_step_whose_gradients_overflow_changes_no_weight_momentum_teacher_or_c
     }
 }
 
-/// Nudges every float of a module by about one f32 rounding (`x · (1 + 2⁻²³)`), keeping
-/// what requires gradients: the control of [`channels_last_steps_follow_nchw_steps`].
-struct Nudge;
-
-impl burn::module::ModuleMapper for Nudge {
-    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
-        param.map(|t| {
-            let grad = t.is_require_grad();
-            let nudged = Tensor::from_inner(t.inner().mul_scalar(1.0 + f32::EPSILON as f64));
-            if grad {
-                nudged.require_grad()
-            } else {
-                nudged
-            }
-        })
-    }
-}
-
 /// `--memory-format channels_last` on LibTorch: the views and every convolution weight of
 /// the student and the teacher are NHWC-strided after a step (the updates keep it), and the
 /// run follows the NCHW run from the same start as closely as round-off lets it: no farther
@@ -409,7 +399,7 @@ fn channels_last_steps_follow_nchw_steps() {
     first.save(init.path()).unwrap();
     let second = Trainer::new(last, &device, 100).load(init.path()).unwrap();
     let mut control = Trainer::new(cfg.clone(), &device, 100).load(init.path()).unwrap();
-    control.map_net(|net| burn::module::Module::map(net, &mut Nudge));
+    control.map_net(|net| burn::module::Module::map(net, &mut Perturb::Nudge));
     assert_ne!(flat(first.net(), "student"), flat(control.net(), "student"));
     let mut trainers = [first, second, control];
     let reader = Arc::new(ShardReader::open(&shards).unwrap());
