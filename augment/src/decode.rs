@@ -99,7 +99,7 @@ pub fn decode_rgb_region(bytes: &[u8], limits: Limits, want: Crop, out: &mut Vec
 /// entry, not a bad image).
 pub fn sample_rgb<'a>(
     store: StoreKind,
-    sample: &Sample<'a>,
+    sample: &'a Sample<'_>,
     limits: Limits,
     buf: &'a mut Vec<u8>,
 ) -> Result<ImageRef<'a>> {
@@ -112,16 +112,16 @@ pub fn sample_rgb<'a>(
 /// A raw payload is borrowed whole.
 pub fn sample_region<'a>(
     store: StoreKind,
-    sample: &Sample<'a>,
+    sample: &'a Sample<'_>,
     limits: Limits,
     want: Crop,
     buf: &'a mut Vec<u8>,
 ) -> Result<(ImageRef<'a>, Crop)> {
     let (w, h) = (sample.width as usize, sample.height as usize);
     let (data, rect): (&'a [u8], Crop) = match store {
-        StoreKind::Raw => (sample.bytes, Crop::full(w, h)),
+        StoreKind::Raw => (&sample.bytes, Crop::full(w, h)),
         StoreKind::Encoded => {
-            let (info, rect) = decode_rgb_region(sample.bytes, limits, want, buf)?;
+            let (info, rect) = decode_rgb_region(&sample.bytes, limits, want, buf)?;
             if (info.width, info.height) != (sample.width, sample.height) {
                 return Err(Error::Payload(format!(
                     "decodes to {}x{}, the index says {w}x{h}",

@@ -45,10 +45,11 @@ mod view;
 pub use crop::{Crop, CropSampler, NormBox};
 pub use error::{Error, Result, SampleFailure};
 pub use image::ImageRef;
-pub use loader::{Loader, LoaderBuilder, SkippedSample, TwoViewBatch};
+pub use loader::{Loader, LoaderBuilder, Order, SkippedSample, TwoViewBatch};
 pub use rng::{Draws, Replay, SampleKey, SampleRng};
 pub use view::{
     apply_jitter, apply_view, apply_view_timed, draw_sample, draw_two_views, draw_view, render_sample,
-    render_two_views, two_views, two_views_into, AugmentConfig, DataConfig, Jitter, RenderError, SampleBuffers,
-    Scratch, StageTimes, TwoViewMeta, TwoViewSample, ViewConfig, ViewParams, JITTER_OPS,
+    render_two_views, two_views, two_views_into, AugmentConfig, DataConfig, Jitter, OrderKind, RenderError,
+    SampleBuffers, Scratch, StageTimes, TwoViewMeta, TwoViewSample, ViewConfig, ViewParams, DEFAULT_ORDER_BLOCK,
+    DEFAULT_ORDER_WINDOW, JITTER_OPS,
 };

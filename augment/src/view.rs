@@ -109,9 +109,54 @@ pub struct DataConfig {
     pub image_size: u32,
     /// Smallest crop area fraction.
     pub min_scale: f64,
+    /// The epoch order: `global` (uniform over the store), or `block` (locality-aware,
+    /// for stores in object storage or larger than memory; see [`crate::Order`]).
+    #[serde(default)]
+    pub order: OrderKind,
+    /// With `order = "block"`: consecutive ids of one shard per run.
+    #[serde(default = "default_order_block")]
+    pub order_block: u64,
+    /// With `order = "block"`: runs whose ids are shuffled together.
+    #[serde(default = "default_order_window")]
+    pub order_window: u64,
+}
+
+/// The epoch order's kind, as settings name it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderKind {
+    /// Uniform over the store.
+    #[default]
+    Global,
+    /// Runs of consecutive ids, shuffled, mixed within windows.
+    Block,
+}
+
+/// The default run of the block order: 64 ids (about 10 MB of COCO JPEGs).
+pub const DEFAULT_ORDER_BLOCK: u64 = 64;
+/// The default window of the block order: 16 runs (1024 samples mixed together).
+pub const DEFAULT_ORDER_WINDOW: u64 = 16;
+
+fn default_order_block() -> u64 {
+    DEFAULT_ORDER_BLOCK
+}
+
+fn default_order_window() -> u64 {
+    DEFAULT_ORDER_WINDOW
 }
 
 impl DataConfig {
+    /// The loader's order these settings give.
+    pub fn order(&self) -> crate::Order {
+        match self.order {
+            OrderKind::Global => crate::Order::Global,
+            OrderKind::Block => crate::Order::Block {
+                samples: self.order_block,
+                window: self.order_window,
+            },
+        }
+    }
+
     /// SlotCon's augmentation ([`AugmentConfig::slotcon`]) at these views' size and
     /// smallest crop: the one place these settings become the loader's.
     pub fn augment(&self) -> AugmentConfig {

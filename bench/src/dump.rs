@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use slotcon_augment::{render_sample, AugmentConfig, NormBox, SampleBuffers, SampleKey, StageTimes, ViewParams};
-use slotcon_shards::ShardReader;
+use slotcon_shards::{RemoteSettings, ShardReader};
 
 use crate::error::{Error, Result};
 
@@ -40,8 +40,8 @@ pub struct Dumped {
 
 /// Writes `OUT/<id>_v1.png`, `OUT/<id>_v2.png` for ids `0..n` (epoch 0 of `seed`, the
 /// loader's own draws) and `OUT/samples.json`.
-pub fn dump(shards: &Path, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>> {
-    let reader = ShardReader::open(shards)?;
+pub fn dump(shards: &Path, store: &RemoteSettings, n: u64, seed: u64, out: &Path) -> Result<Vec<Dumped>> {
+    let reader = ShardReader::open_with(shards, store)?;
     std::fs::create_dir_all(out).map_err(|source| Error::Io {
         path: out.to_path_buf(),
         source,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use slotcon_augment::{LoaderBuilder, TwoViewBatch};
-use slotcon_shards::ShardReader;
+use slotcon_shards::{RemoteSettings, RemoteStats, ShardReader};
 
 use crate::error::{Error, Result};
 
@@ -25,6 +25,27 @@ pub struct LoaderRun {
     pub seed: u64,
     /// Batches that go into the checksum.
     pub checksum_batches: usize,
+    /// Run exactly this many whole epochs (each timed on its own) instead of `seconds`.
+    pub epochs: Option<u64>,
+    /// How a remote store is read (ignored for a folder).
+    pub store: RemoteSettings,
+}
+
+/// One epoch's figures, when the run counts epochs.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochFigure {
+    /// The epoch.
+    pub epoch: u64,
+    /// Samples delivered.
+    pub samples: u64,
+    /// Wall time from building the epoch's loader to its last batch.
+    pub seconds: f64,
+    /// Samples per second.
+    pub img_per_sec: f64,
+    /// `img_per_sec / workers`.
+    pub img_per_sec_per_core: f64,
+    /// A remote store's counters over this epoch alone.
+    pub remote: Option<RemoteStats>,
 }
 
 /// What a loader run measured.
@@ -80,12 +101,17 @@ pub struct LoaderBench {
     pub checksum: String,
     /// Samples skipped because they do not decode.
     pub skipped: usize,
+    /// Each epoch's figures (with `--epochs`).
+    pub epochs: Vec<EpochFigure>,
+    /// A remote store's counters over the whole run (`None` for a folder): requests per
+    /// sample, bytes fetched per byte used, cache hits, retries, the workers' wait.
+    pub remote: Option<RemoteStats>,
 }
 
 /// Runs the loader over `shards` for about `run.seconds`; `progress` sees the seconds
 /// run so far and the rate.
 pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64, f64)) -> Result<LoaderBench> {
-    let reader = Arc::new(ShardReader::open(shards)?);
+    let reader = Arc::new(ShardReader::open_with(shards, &run.store)?);
     let builder = LoaderBuilder::new(Arc::clone(&reader))
         .workers(run.workers)
         .batch_size(run.batch_size)
@@ -99,7 +125,13 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
     let mut start = Instant::now();
     let mut first = true;
     let mut previous = None;
+    let mut figures = Vec::new();
     'epochs: for epoch in 0.. {
+        if run.epochs.is_some_and(|n| epoch >= n) {
+            break;
+        }
+        let (epoch_start, epoch_remote) = (Instant::now(), reader.remote_stats());
+        let mut epoch_samples = 0;
         // Each epoch takes over the last one's buffers, as a trainer does.
         let mut loader = builder.clone().epoch(epoch).build_after(previous.take())?;
         if loader.steps_per_epoch() == 0 {
@@ -123,6 +155,7 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
                 summed += 1;
             }
             skipped += batch.skipped().len();
+            epoch_samples += batch.len() as u64;
             if std::mem::take(&mut first) {
                 (start, waits) = (Instant::now(), Vec::new());
                 continue;
@@ -130,10 +163,21 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
             samples += batch.len() as u64;
             let elapsed = start.elapsed().as_secs_f64();
             progress(elapsed, samples as f64 / elapsed);
-            if start.elapsed() >= budget && summed >= run.checksum_batches {
+            if run.epochs.is_none() && start.elapsed() >= budget && summed >= run.checksum_batches {
                 break 'epochs;
             }
         }
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        figures.push(EpochFigure {
+            epoch,
+            samples: epoch_samples,
+            seconds,
+            img_per_sec: epoch_samples as f64 / seconds,
+            img_per_sec_per_core: epoch_samples as f64 / seconds / run.workers as f64,
+            remote: reader
+                .remote_stats()
+                .map(|now| now.since(&epoch_remote.unwrap_or_default())),
+        });
         previous = Some(loader);
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -161,6 +205,8 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         anon_within_bound: peak.anon_mib - at_start.anon_mib <= bound as f64 / MIB,
         checksum: format!("{crc:08x}"),
         skipped,
+        epochs: if run.epochs.is_some() { figures } else { Vec::new() },
+        remote: reader.remote_stats(),
     })
 }
 

@@ -34,13 +34,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Two-view loader throughput over a shard store (JPEG or raw).
+    /// Two-view loader throughput over a shard store (JPEG or raw), a folder or a URL
+    /// (s3://bucket/prefix/, gs://, az://, https://).
     Loader {
         #[command(flatten)]
         run: LoaderArgs,
-        /// The store made by slotcon-ingest.
+        /// The store made by slotcon-ingest: a folder or a URL.
         #[arg(long)]
-        shards: PathBuf,
+        shards: String,
+        /// Run exactly this many epochs, each timed on its own (epoch 1 of a remote store
+        /// with an empty cache is its cold figure, epoch 2 its warm one), instead of
+        /// --seconds.
+        #[arg(long, value_parser = flags::int(1..=1000u64))]
+        epochs: Option<u64>,
+        /// Run the same loader over this store first (the local copy of a remote one,
+        /// say), in the same invocation, and report the ratio of each epoch's img/s.
+        #[arg(long, value_name = "STORE")]
+        against: Option<String>,
+        #[command(flatten)]
+        store: slotcon_cli::StoreArgs,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -60,9 +72,11 @@ enum Command {
     Compare {
         #[command(flatten)]
         run: LoaderArgs,
-        /// The store made from --images by slotcon-ingest.
+        /// The store made from --images by slotcon-ingest: a folder or a URL.
         #[arg(long)]
-        shards: PathBuf,
+        shards: String,
+        #[command(flatten)]
+        store: slotcon_cli::StoreArgs,
         /// The folder of JPEG images the store was made from.
         #[arg(long)]
         images: PathBuf,
@@ -72,9 +86,11 @@ enum Command {
     },
     /// Write the first N samples' views as PNGs and their geometry as samples.json.
     Dump {
-        /// The store.
+        /// The store: a folder or a URL.
         #[arg(long)]
-        shards: PathBuf,
+        shards: String,
+        #[command(flatten)]
+        store: slotcon_cli::StoreArgs,
         /// How many samples (ids 0..N, at most the store's; N at least 1).
         #[arg(long, default_value_t = 8, value_parser = flags::at_least(1u64))]
         n: u64,
@@ -87,9 +103,11 @@ enum Command {
     },
     /// Where a core's time goes per two-view sample, stage by stage (single thread).
     Profile {
-        /// The store.
+        /// The store: a folder or a URL.
         #[arg(long)]
-        shards: PathBuf,
+        shards: String,
+        #[command(flatten)]
+        store: slotcon_cli::StoreArgs,
         /// Samples to profile (cycling over the store), 1 to 1000000.
         #[arg(long, default_value_t = 512, value_parser = flags::int(1..=1_000_000u64))]
         n: u64,
@@ -135,13 +153,15 @@ struct LoaderArgs {
 }
 
 impl LoaderArgs {
-    fn run(&self) -> slotcon_bench::loader::LoaderRun {
+    fn run(&self, store: &slotcon_cli::StoreArgs, epochs: Option<u64>) -> slotcon_bench::loader::LoaderRun {
         slotcon_bench::loader::LoaderRun {
             workers: self.workers,
             batch_size: self.batch_size,
             seconds: self.seconds,
             seed: self.seed,
             checksum_batches: 4,
+            epochs,
+            store: store.settings(),
         }
     }
 
@@ -161,16 +181,21 @@ impl LoaderArgs {
 /// The loader benchmark with a bar of seconds (hidden with --json).
 fn bench_loader(
     shards: &std::path::Path,
-    args: &LoaderArgs,
+    run: &slotcon_bench::loader::LoaderRun,
     what: &str,
     json: bool,
 ) -> anyhow::Result<slotcon_bench::loader::LoaderBench> {
-    // --batch-size against the store first: a usage error (exit 2), not the loader's.
-    if let Ok(reader) = slotcon_shards::ShardReader::open(shards) {
-        if args.batch_size as u64 > reader.len() {
+    // --batch-size against the store first: a usage error (exit 2), not the loader's. A
+    // remote store is opened once, by the benchmark.
+    let local = matches!(
+        slotcon_shards::Location::parse(shards),
+        Ok(slotcon_shards::Location::Local(_))
+    );
+    if let Some(reader) = local.then(|| slotcon_shards::ShardReader::open(shards).ok()).flatten() {
+        if run.batch_size as u64 > reader.len() {
             return Err(slotcon_cli::bad_flag(
                 "--batch-size",
-                args.batch_size,
+                run.batch_size,
                 format!(
                     "{} holds {} images, fewer than one batch",
                     shards.display(),
@@ -179,8 +204,8 @@ fn bench_loader(
             ));
         }
     }
-    let bar = slotcon_cli::bar(args.seconds.ceil() as u64, what, json);
-    let r = slotcon_bench::loader::bench_loader(shards, &args.run(), &mut |secs, rate| {
+    let bar = slotcon_cli::bar(run.seconds.ceil() as u64, what, json);
+    let r = slotcon_bench::loader::bench_loader(shards, run, &mut |secs, rate| {
         bar.set_position(secs as u64);
         bar.set_message(format!("{rate:.0} img/s"));
     })?;
@@ -224,10 +249,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_python,
             json,
         } => ops(&image, seconds, no_python, json)?,
-        Command::Loader { run, shards, json } => {
-            let r = bench_loader(&shards, &run, "loader", json)?;
-            print_one(&serde_json::to_value(&r)?, json);
-        }
+        Command::Loader {
+            run,
+            shards,
+            epochs,
+            against,
+            store,
+            json,
+        } => loader_pair(&run.run(&store, epochs), &shards, against.as_deref(), json)?,
         Command::Baseline { run, images, json } => {
             eprintln!("running the PyTorch DataLoader baseline for {} s ...", run.seconds);
             print_one(
@@ -235,8 +264,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
             );
         }
-        Command::Profile { shards, n, seed, json } => {
-            let p = slotcon_bench::profile::profile(&shards, n, seed)?;
+        Command::Profile {
+            shards,
+            store,
+            n,
+            seed,
+            json,
+        } => {
+            let p = slotcon_bench::profile::profile(shards.as_ref(), &store.settings(), n, seed)?;
             if json {
                 println!("{}", serde_json::to_string(&p)?);
             } else {
@@ -254,11 +289,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compare {
             run,
             shards,
+            store,
             images,
             json,
-        } => compare(&run, &shards, &images, json)?,
-        Command::Dump { shards, n, seed, out } => {
-            let samples = slotcon_bench::dump::dump(&shards, n, seed, &out)?;
+        } => compare(&run, &run.run(&store, None), shards.as_ref(), &images, json)?,
+        Command::Dump {
+            shards,
+            store,
+            n,
+            seed,
+            out,
+        } => {
+            let samples = slotcon_bench::dump::dump(shards.as_ref(), &store.settings(), n, seed, &out)?;
             println!("wrote {} samples to {}", samples.len(), out.display());
         }
     }
@@ -279,12 +321,75 @@ fn print_one(v: &serde_json::Value, json: bool) {
     }
 }
 
-fn compare(run: &LoaderArgs, shards: &std::path::Path, images: &std::path::Path, json: bool) -> anyhow::Result<()> {
+/// `slotcon-bench loader`: one store, or `against` first and then `shards`, with the
+/// ratio of each epoch's img/s (and of the whole runs').
+fn loader_pair(
+    run: &slotcon_bench::loader::LoaderRun,
+    shards: &str,
+    against: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let Some(against) = against else {
+        let r = bench_loader(shards.as_ref(), run, "loader", json)?;
+        print_one(&serde_json::to_value(&r)?, json);
+        return Ok(());
+    };
+    let base = bench_loader(against.as_ref(), run, "loader (against)", json)?;
+    let ours = bench_loader(shards.as_ref(), run, "loader", json)?;
+    let ratios: Vec<f64> = ours
+        .epochs
+        .iter()
+        .zip(&base.epochs)
+        .map(|(o, b)| o.img_per_sec / b.img_per_sec)
+        .collect();
+    let ratio = ours.img_per_sec / base.img_per_sec;
+    let out = serde_json::json!({
+        "bench": "loader-pair", "store": ours, "against": base,
+        "ratio": ratio, "ratio_per_epoch": ratios,
+    });
+    if json {
+        println!("{out}");
+        return Ok(());
+    }
+    println!("{:<8} {:>14} {:>14} {:>8}", "epoch", "img/s", "against", "ratio");
+    for ((o, b), r) in ours.epochs.iter().zip(&base.epochs).zip(&ratios) {
+        println!(
+            "{:<8} {:>14.1} {:>14.1} {:>7.3}x",
+            o.epoch + 1,
+            o.img_per_sec,
+            b.img_per_sec,
+            r
+        );
+    }
+    println!(
+        "{:<8} {:>14.1} {:>14.1} {:>7.3}x",
+        "all", ours.img_per_sec, base.img_per_sec, ratio
+    );
+    if let Some(s) = &ours.remote {
+        println!(
+            "remote: {:.3} requests/sample, {:.2} bytes fetched per byte used, {} cache hits, {} retries, workers waited {:.2} s",
+            s.requests_per_sample(),
+            s.fetched_per_used(),
+            s.cache_hits,
+            s.retries,
+            s.wait_seconds
+        );
+    }
+    Ok(())
+}
+
+fn compare(
+    args: &LoaderArgs,
+    run: &slotcon_bench::loader::LoaderRun,
+    shards: &std::path::Path,
+    images: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
     let ours = bench_loader(shards, run, "slotcon loader", json)?;
     if !json {
         eprintln!("running the PyTorch DataLoader baseline for {} s ...", run.seconds);
     }
-    let base = slotcon_bench::run_python("baseline.py", &run.python_args(images))?;
+    let base = slotcon_bench::run_python("baseline.py", &args.python_args(images))?;
     let base_per_core = base["img_per_sec_per_core"].as_f64().unwrap_or(0.0);
     let ratio = ours.img_per_sec_per_core / base_per_core;
     let out = serde_json::json!({

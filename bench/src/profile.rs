@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use slotcon_augment::{render_sample, AugmentConfig, SampleBuffers, SampleKey, StageTimes};
-use slotcon_shards::ShardReader;
+use slotcon_shards::{RemoteSettings, ShardReader};
 
 use crate::error::{Error, Result};
 
@@ -37,8 +37,8 @@ pub struct Profile {
 }
 
 /// Profiles samples `0..n` (cycling over the store) of epoch 0 with `seed`.
-pub fn profile(shards: &Path, n: u64, seed: u64) -> Result<Profile> {
-    let reader = ShardReader::open(shards)?;
+pub fn profile(shards: &Path, store: &RemoteSettings, n: u64, seed: u64) -> Result<Profile> {
+    let reader = ShardReader::open_with(shards, store)?;
     if n == 0 || reader.is_empty() {
         return Err(Error::Data(format!(
             "{}: nothing to profile ({n} samples asked of {} images)",

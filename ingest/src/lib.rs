@@ -28,8 +28,8 @@
 //! assert_eq!(report.skipped[0].path, "b.jpg");
 //!
 //! let store = slotcon_shards::ShardReader::open(&out)?;
-//! assert_eq!(store.get(0)?.bytes, &png[..]); // the original bytes, unchanged
-//! let check = slotcon_ingest::verify(&out, 1, &|_done, _total| {})?;
+//! assert_eq!(&*store.get(0)?.bytes, &png[..]); // the original bytes, unchanged
+//! let check = slotcon_ingest::verify(&out, &Default::default(), 1, &|_done, _total| {})?;
 //! assert!(check.problems.is_empty());
 //! # std::fs::remove_dir_all(&root)?;
 //! # Ok(())
@@ -39,6 +39,7 @@
 mod config;
 mod error;
 pub mod prepare;
+mod remote;
 pub mod resume;
 mod run;
 pub mod scan;
@@ -46,7 +47,8 @@ mod verify;
 
 pub use config::{IngestConfig, MAX_SHARD_SIZE};
 pub use error::{Error, Result};
-pub use run::{ingest, IngestReport, REPORT_FILE, STORE_LOCK};
+pub use remote::{default_staging, ingest_to_url};
+pub use run::{ingest, ingest_with, IngestReport, OnShard, REPORT_FILE, STORE_LOCK};
 pub use verify::{verify, VerifyReport};
 
 /// Progress of a long operation, `(done, total)`, called from any worker thread.

@@ -62,12 +62,29 @@ pub const STORE_LOCK: slotcon_shards::LockKind = slotcon_shards::LockKind {
     what: "store",
 };
 
+/// What [`ingest_with`] calls with each shard it commits (an upload, say); an error
+/// stops the run, which resumes from that shard.
+pub type OnShard<'a> = &'a mut (dyn FnMut(&slotcon_shards::ShardInfo) -> Result<()> + Send);
+
 /// Ingests every image under `src` into the store `out`, resuming a partial run.
 ///
 /// `force` discards an existing store or partial run in `out` first. The folder is
 /// locked for the whole run ([`STORE_LOCK`]): a second ingest into it fails with
 /// [`slotcon_shards::Error::Locked`].
 pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress: Progress<'_>) -> Result<IngestReport> {
+    ingest_with(src, out, cfg, force, progress, &mut |_| Ok(()))
+}
+
+/// [`ingest`], calling `on_shard` with each shard as soon as it is committed (its files
+/// are in `out` under their final names), before the next one is written.
+pub fn ingest_with(
+    src: &Path,
+    out: &Path,
+    cfg: &IngestConfig,
+    force: bool,
+    progress: Progress<'_>,
+    on_shard: OnShard<'_>,
+) -> Result<IngestReport> {
     let start = Instant::now();
     check_source(src)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
@@ -85,7 +102,7 @@ pub fn ingest(src: &Path, out: &Path, cfg: &IngestConfig, force: bool, progress:
     let (files, scan_skipped) = scan(src);
     let key = RunKey::new(cfg.to_json(), &files);
     let (journal, committed) = Journal::open(out, &key)?;
-    let mut run = Run::new(out, cfg, &journal, committed);
+    let mut run = Run::new(out, cfg, &journal, committed, on_shard);
     run.write_all(&files, progress)?;
     let mut report = run.report(scan_skipped);
     report.seconds = start.elapsed().as_secs_f64();
@@ -224,6 +241,7 @@ struct Run<'a> {
     out: &'a Path,
     cfg: &'a IngestConfig,
     journal: &'a Journal,
+    on_shard: OnShard<'a>,
     committed: Vec<Committed>,
     writer: Option<ShardWriter>,
     next_source: usize,
@@ -232,12 +250,19 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(out: &'a Path, cfg: &'a IngestConfig, journal: &'a Journal, committed: Vec<Committed>) -> Self {
+    fn new(
+        out: &'a Path,
+        cfg: &'a IngestConfig,
+        journal: &'a Journal,
+        committed: Vec<Committed>,
+        on_shard: OnShard<'a>,
+    ) -> Self {
         let next_source = committed.last().map_or(0, |c| c.next_source);
         Run {
             out,
             cfg,
             journal,
+            on_shard,
             committed,
             writer: None,
             next_source,
@@ -312,6 +337,7 @@ impl<'a> Run<'a> {
             bytes_in: std::mem::take(&mut self.pending_bytes_in),
         };
         self.journal.commit(self.committed.len(), &c)?;
+        (self.on_shard)(&c.shard)?;
         self.committed.push(c);
         Ok(())
     }

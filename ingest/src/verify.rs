@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use serde::Serialize;
 use slotcon_augment::decode::{sample_rgb, Limits};
-use slotcon_shards::{verify_checksums, Problem, ShardReader};
+use slotcon_shards::{verify_checksums, Location, Problem, RemoteSettings, ShardReader};
 
 use crate::error::{Error, Result};
 use crate::Progress;
@@ -24,7 +24,16 @@ pub struct VerifyReport {
 }
 
 /// Verifies the store in `dir` with `threads` decoding threads (0 = every core).
-pub fn verify(dir: &Path, threads: usize, progress: Progress<'_>) -> Result<VerifyReport> {
+///
+/// A remote store (`dir` a URL, read with `store`) is checked sample by sample: every
+/// payload against its CRC-32C and every image decoded, after the indexes were checked
+/// at opening; the whole-file checksums of its shards are not recomputed (that would
+/// fetch the Parquet pages that hold no payload too).
+pub fn verify(dir: &Path, store: &RemoteSettings, threads: usize, progress: Progress<'_>) -> Result<VerifyReport> {
+    if let Location::Remote(_) = Location::parse(dir)? {
+        let reader = ShardReader::open_with(dir, store)?;
+        return check_samples(reader, Vec::new(), threads, progress);
+    }
     let mut problems = verify_checksums(dir)?;
     let reader = match ShardReader::open(dir) {
         Ok(r) => r,
@@ -42,6 +51,16 @@ pub fn verify(dir: &Path, threads: usize, progress: Progress<'_>) -> Result<Veri
             });
         }
     };
+    check_samples(reader, problems, threads, progress)
+}
+
+/// Reads and decodes every sample not already among `problems`.
+fn check_samples(
+    reader: ShardReader,
+    mut problems: Vec<Problem>,
+    threads: usize,
+    progress: Progress<'_>,
+) -> Result<VerifyReport> {
     let known: HashSet<u64> = problems.iter().filter_map(|p| p.id).collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

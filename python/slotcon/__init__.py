@@ -66,16 +66,21 @@ class Loader:
     A batch's views live in one of the loader's `prefetch + 2` buffers, so at most that
     many batches can be held at once: asking for one more raises `SlotconError` (so
     `list(loader)` fails on a longer epoch). Copy what you keep (`np.array(view)`).
-    `set_start_step(s)` applies to the next iteration only. After `os.fork()` the child
+    `shards` may be a URL (`s3://bucket/prefix/`, `gs://`, `az://`, `https://`): blocks
+    are fetched with ranged reads into the cache folder `cache` (default `$SLOTCON_CACHE`,
+    else `~/.cache/slotcon`), at most `cache_limit` bytes (default the store's size).
+    `order="block"` orders each epoch by runs of consecutive samples (shuffled, and mixed
+    within windows of runs) instead of uniformly: what a remote or larger-than-memory
+    store wants. `set_start_step(s)` applies to the next iteration only. After `os.fork()` the child
     builds its own worker threads on its next `iter(loader)`; an iteration that was under
     way in the parent raises `SlotconError` in the child. `close()` and `set_epoch()` may
     come from another thread: they wait for a `next()` under way."""
 
     def __init__(self, shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0,
-                 world_size=1, prefetch=2):
+                 world_size=1, prefetch=2, cache=None, cache_limit=None, order="global"):
         try:
             self._native = _native.Loader(os.fspath(shards), batch_size, workers, seed, image_size, min_scale,
-                                          rank, world_size, prefetch)
+                                          rank, world_size, prefetch, cache, cache_limit, order)
         except _native.SettingsError as e:
             raise SettingsError(str(e)) from None
 

@@ -70,8 +70,9 @@ struct Store {
 #[pymethods]
 impl Store {
     #[new]
-    fn new(path: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let reader = ShardReader::open(&path_arg(path)?).map_err(store_err)?;
+    #[pyo3(signature = (path, cache=None, cache_limit=None))]
+    fn new(path: &Bound<'_, PyAny>, cache: Option<PathBuf>, cache_limit: Option<u64>) -> PyResult<Self> {
+        let reader = open_store(path, cache, cache_limit)?;
         Ok(Store {
             reader: Arc::new(reader),
         })
@@ -92,7 +93,7 @@ impl Store {
             )));
         }
         let s = self.reader.get(id as u64).map_err(store_err)?;
-        Ok((PyBytes::new(py, s.bytes), (s.width, s.height), s.path.to_string()))
+        Ok((PyBytes::new(py, &s.bytes), (s.width, s.height), s.path.to_string()))
     }
 
     /// `"encoded"` or `"raw"`.
@@ -145,7 +146,7 @@ enum Next {
 #[pymethods]
 impl Loader {
     #[new]
-    #[pyo3(signature = (shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0, world_size=1, prefetch=2))]
+    #[pyo3(signature = (shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0, world_size=1, prefetch=2, cache=None, cache_limit=None, order="global"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         shards: &Bound<'_, PyAny>,
@@ -157,16 +158,32 @@ impl Loader {
         rank: usize,
         world_size: usize,
         prefetch: usize,
+        cache: Option<PathBuf>,
+        cache_limit: Option<u64>,
+        order: &str,
     ) -> PyResult<Self> {
-        let reader = ShardReader::open(&path_arg(shards)?).map_err(store_err)?;
+        let reader = open_store(shards, cache, cache_limit)?;
         let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let order = match order {
+            "global" => slotcon_augment::OrderKind::Global,
+            "block" => slotcon_augment::OrderKind::Block,
+            other => {
+                return Err(SettingsError::new_err(format!(
+                    "loader settings: order {other:?} is not \"global\" or \"block\""
+                )))
+            }
+        };
         let data = DataConfig {
             batch_size,
             image_size,
             min_scale,
+            order,
+            order_block: slotcon_augment::DEFAULT_ORDER_BLOCK,
+            order_window: slotcon_augment::DEFAULT_ORDER_WINDOW,
         };
         let settings = LoaderBuilder::new(Arc::new(reader))
             .augment(data.augment())
+            .order(data.order())
             .batch_size(batch_size)
             .workers(workers)
             .seed(seed)
@@ -346,6 +363,17 @@ impl Drop for LoaderState {
 }
 
 /// A path argument: `str`, `bytes` (the file system's own bytes) or `os.PathLike`.
+/// Opens a store given as a path or a URL; `cache` and `cache_limit` (bytes) apply to a
+/// URL, over the defaults (`$SLOTCON_CACHE`, the store's size).
+fn open_store(path: &Bound<'_, PyAny>, cache: Option<PathBuf>, cache_limit: Option<u64>) -> PyResult<ShardReader> {
+    let settings = slotcon_shards::RemoteSettings {
+        cache,
+        cache_limit,
+        ..Default::default()
+    };
+    ShardReader::open_with(path_arg(path)?, &settings).map_err(store_err)
+}
+
 fn path_arg(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
     if let Ok(bytes) = obj.cast::<PyBytes>() {
         use std::os::unix::ffi::OsStrExt;

@@ -123,6 +123,53 @@ pub enum Error {
         /// The holder's PID, if its lock file could be read.
         pid: Option<u32>,
     },
+    /// A store URL that slotcon cannot read (its form, or its scheme).
+    #[error("{url}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A request to a remote store failed for good (a missing bucket or object, refused
+    /// credentials).
+    #[error("{url}: {source}")]
+    Remote {
+        /// The object's URL.
+        url: String,
+        /// object_store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A remote store gave no good answer within the deadline (its retries included).
+    #[error("{url}: no good answer after {attempts} attempts in {seconds:.1} s: {last}")]
+    Unreachable {
+        /// The object's URL.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Seconds spent.
+        seconds: f64,
+        /// The last failure, in words.
+        last: String,
+    },
+    /// A remote object changed since the store was ingested or opened (its size, its
+    /// ETag, or a sample's bytes).
+    #[error("{url}: changed since the store was opened: {reason}")]
+    Changed {
+        /// The object's URL.
+        url: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A setting outside its range.
+    #[error("setting {field}: {reason}")]
+    Settings {
+        /// The setting.
+        field: &'static str,
+        /// Why, in words.
+        reason: String,
+    },
     /// The caller broke a writer invariant (for example an empty image).
     #[error("{}: {reason}", path.display())]
     Invalid {

@@ -148,10 +148,16 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = crate::read_bounded(&path, crate::input::MAX_JSON_FILE)?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(&path, e))?;
-        check_version(&path, &value)?;
-        let manifest: Manifest = serde_json::from_value(value).map_err(|e| bad(&path, e))?;
-        manifest.check_consistent(&path)?;
+        Self::parse(&path, &bytes)
+    }
+
+    /// Parses and checks the bytes of a `manifest.json` read from `path` (a file or a
+    /// URL); a newer version is refused.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(path, e))?;
+        check_version(path, &value)?;
+        let manifest: Manifest = serde_json::from_value(value).map_err(|e| bad(path, e))?;
+        manifest.check_consistent(path)?;
         Ok(manifest)
     }
 

@@ -5,6 +5,9 @@
 //!   `write`, the only part that needs Parquet and Arrow);
 //! - [`Manifest`] is the store's table of contents (`manifest.json`, versioned);
 //! - [`ShardReader`] maps a store and serves [`Sample`]s as slices of the map;
+//! - a store may also sit in object storage (`s3://`, `gs://`, `az://`, `https://`):
+//!   [`remote`] fetches its blocks with ranged reads into a local cache, which the
+//!   reader then maps the same way;
 //! - [`verify_checksums`] checks every file and sample checksum; [`check_files`] is the
 //!   cheap check that the files are the ones the manifest lists (sizes, index checksums).
 //!
@@ -28,13 +31,14 @@
 //! let reader = ShardReader::open(&dir)?;
 //! assert_eq!(reader.len(), 2);
 //! let s = reader.get(1)?;
-//! assert_eq!((s.bytes, s.path, s.width), (&b"second"[..], "b/c.png", 2));
+//! assert_eq!((&*s.bytes, s.path, s.width), (&b"second"[..], "b/c.png", 2));
 //! assert!(slotcon_shards::verify_checksums(&dir)?.is_empty());
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! # Ok(())
 //! # }
 //! ```
 
+pub mod blocks;
 mod checksum;
 mod error;
 pub mod format;
@@ -43,6 +47,7 @@ mod index;
 pub mod input;
 pub mod lock;
 mod reader;
+pub mod remote;
 mod verify;
 #[cfg(feature = "write")]
 mod writer;
@@ -52,7 +57,8 @@ pub use error::{io_err, Error, Result};
 pub use format::{Manifest, ShardInfo, StoreKind, FORMAT_VERSION, OLDEST_VERSION};
 pub use input::read_bounded;
 pub use lock::{FolderLock, LockKind};
-pub use reader::{map_file, Extent, Sample, ShardReader};
+pub use reader::{map_file, Extent, Payload, Sample, ShardReader};
+pub use remote::{Location, RemoteSettings, RemoteStats};
 pub use verify::{check_files, check_shard_files, verify_checksums, Problem};
 #[cfg(feature = "write")]
 pub use writer::{NewSample, ShardWriter};

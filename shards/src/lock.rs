@@ -76,6 +76,44 @@ impl Drop for FolderLock {
     }
 }
 
+/// An exclusive `flock` on an open file, held until dropped: the short critical sections
+/// that processes sharing a folder take in turn (the remote store's cache).
+pub(crate) struct Held<'a>(&'a File);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let _ = fs4::FileExt::unlock(self.0);
+    }
+}
+
+/// How long [`exclusive`] waits for another process's critical section.
+const CRITICAL_WAIT: Duration = Duration::from_secs(120);
+
+/// Locks `file` (at `path`) exclusively, waiting while another process holds it; an error
+/// naming `path` after [`CRITICAL_WAIT`] (a holder stuck that long is not a short one).
+pub(crate) fn exclusive<'a>(file: &'a File, path: &Path) -> Result<Held<'a>> {
+    let start = std::time::Instant::now();
+    loop {
+        match fs4::FileExt::try_lock(file) {
+            Ok(()) => return Ok(Held(file)),
+            Err(fs4::TryLockError::WouldBlock) if start.elapsed() < CRITICAL_WAIT => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                let reason = format!(
+                    "another process has held its lock for more than {} s",
+                    CRITICAL_WAIT.as_secs()
+                );
+                return Err(Error::Invalid {
+                    path: path.to_path_buf(),
+                    reason,
+                });
+            }
+            Err(fs4::TryLockError::Error(e)) => return Err(io_err(path)(e)),
+        }
+    }
+}
+
 fn open(path: &Path) -> Result<File> {
     File::options()
         .read(true)

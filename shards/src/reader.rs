@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
@@ -10,6 +11,7 @@ use crate::error::{io_err, Error, Result};
 use crate::format::{Manifest, ShardInfo, StoreKind};
 use crate::guard::Guard;
 use crate::index::{Entry, IndexView};
+use crate::remote::{self, BlockData, Location, RemoteHandle, RemoteSettings, RemoteStats};
 
 /// Memory-maps a whole file read-only.
 ///
@@ -20,7 +22,7 @@ pub fn map_file(path: &Path) -> Result<Mmap> {
 }
 
 /// Memory-maps the whole open `file` (at `path`) read-only; see [`map_file`].
-fn map_open(file: &File, path: &Path) -> Result<Mmap> {
+pub(crate) fn map_open(file: &File, path: &Path) -> Result<Mmap> {
     // SAFETY: `Mmap::map` is unsafe because the slices handed out from the map would change
     // (or fault) if the file were modified or truncated while mapped. slotcon never does
     // that: shards and indexes are written under temporary names, synced, and renamed into
@@ -30,13 +32,41 @@ fn map_open(file: &File, path: &Path) -> Result<Mmap> {
     unsafe { Mmap::map(file) }.map_err(io_err(path))
 }
 
-/// One image as stored: a zero-copy slice of the shard's memory map plus its metadata.
-#[derive(Clone, Copy, Debug)]
+/// A sample's payload, zero-copy: a slice of a local shard's memory map, or of a remote
+/// store's block (mapped from the cache, or held in memory), which it keeps alive.
+/// Dereferences to the bytes.
+#[derive(Clone)]
+pub struct Payload<'a>(Repr<'a>);
+
+#[derive(Clone)]
+enum Repr<'a> {
+    Mapped(&'a [u8]),
+    Block(Arc<BlockData>, usize, usize),
+}
+
+impl std::ops::Deref for Payload<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Mapped(b) => b,
+            Repr::Block(block, at, len) => &block[*at..*at + *len],
+        }
+    }
+}
+
+impl std::fmt::Debug for Payload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.len())
+    }
+}
+
+/// One image as stored: its payload (zero-copy) plus its metadata.
+#[derive(Clone, Debug)]
 pub struct Sample<'a> {
     /// Dense id, `0..len`.
     pub id: u64,
     /// The payload: an encoded JPEG/PNG, or raw `height × width × 3` RGB.
-    pub bytes: &'a [u8],
+    pub bytes: Payload<'a>,
     /// Width in pixels.
     pub width: u32,
     /// Height in pixels.
@@ -48,13 +78,35 @@ pub struct Sample<'a> {
 }
 
 struct Shard {
+    /// The shard file's path, or its URL.
     path: PathBuf,
+    // The guards unregister the mappings before they are unmapped (fields drop in order).
+    _guards: Vec<Guard>,
+    /// A local shard's file and map; `None` for a remote one.
+    local: Option<LocalData>,
+    index: IndexBytes,
+}
+
+struct LocalData {
     /// The open shard file, whose size [`ShardReader::get`] checks before each read.
     file: File,
-    // The guards unregister the mappings before they are unmapped (fields drop in order).
-    _guards: [Guard; 2],
     data: Mmap,
-    index: Mmap,
+}
+
+/// An index file's bytes: mapped, or fetched from a remote store.
+enum IndexBytes {
+    Mapped(Mmap),
+    Fetched(Arc<Vec<u8>>),
+}
+
+impl std::ops::Deref for IndexBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            IndexBytes::Mapped(m) => m,
+            IndexBytes::Fetched(v) => v,
+        }
+    }
 }
 
 /// Read-only access to a store directory. Cheap to share between threads (`Sync`).
@@ -68,11 +120,14 @@ struct Shard {
 /// Opening reads `manifest.json`, maps every shard and its index, and checks each
 /// index's checksum and bounds; no Parquet decoding happens, at open or per sample.
 pub struct ShardReader {
+    /// The folder, or the URL.
     dir: PathBuf,
     manifest: Manifest,
     shards: Vec<Shard>,
     /// The largest image sizes in the store.
     extent: Extent,
+    /// A remote store's fetching state (`None` for a local store).
+    remote: Option<RemoteHandle>,
 }
 
 /// The largest image sizes in a store, as its index records them: what bounds one
@@ -98,9 +153,45 @@ impl Extent {
 }
 
 impl ShardReader {
-    /// Opens the store in `dir`.
+    /// Opens the store in the folder `dir`, or at the URL `dir` names
+    /// ([`Location::parse`]) with the default [`RemoteSettings`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_with(dir, &RemoteSettings::default())
+    }
+
+    /// Opens the store in the folder or at the URL `store`; `settings` apply to a URL.
+    pub fn open_with(store: impl AsRef<Path>, settings: &RemoteSettings) -> Result<Self> {
+        match Location::parse(store.as_ref())? {
+            Location::Local(dir) => Self::open_local(dir),
+            Location::Remote(url) => Self::open_remote(&url, settings),
+        }
+    }
+
+    fn open_remote(url: &url::Url, settings: &RemoteSettings) -> Result<Self> {
+        let opened = remote::open(url, settings)?;
+        let mut extent = Extent::default();
+        let mut shards = Vec::with_capacity(opened.shards.len());
+        for (info, s) in opened.manifest.shards.iter().zip(&opened.shards) {
+            let path = PathBuf::from(format!("{}{}", opened.base, info.file));
+            let view = IndexView::parse(&path, &s.index)?;
+            extent = extent.max(check_index(&path, info, &view, info.bytes)?);
+            shards.push(Shard {
+                path,
+                _guards: Vec::new(),
+                local: None,
+                index: IndexBytes::Fetched(s.index.clone()),
+            });
+        }
+        Ok(ShardReader {
+            dir: PathBuf::from(opened.base),
+            manifest: opened.manifest,
+            shards,
+            extent,
+            remote: Some(opened.handle),
+        })
+    }
+
+    fn open_local(dir: PathBuf) -> Result<Self> {
         let manifest = Manifest::load(&dir)?;
         let mut extent = Extent::default();
         let shards = manifest
@@ -117,10 +208,53 @@ impl ShardReader {
             manifest,
             shards,
             extent,
+            remote: None,
         })
     }
 
-    /// The store directory.
+    /// True for a store in object storage.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Tells the reader the order in which ids will be asked for from now on (a loader's
+    /// epoch): a remote store then reads ahead in that order and evicts from its cache
+    /// the block needed last. A local store ignores it.
+    pub fn plan(&self, ids: &[u64]) {
+        if let Some(r) = &self.remote {
+            r.remote.set_plan(ids, |id| self.shard_row(id));
+        }
+    }
+
+    /// The reads have reached `position` in the order given to [`plan`](Self::plan).
+    pub fn advance(&self, position: usize) {
+        if let Some(r) = &self.remote {
+            r.remote.advance(position);
+        }
+    }
+
+    /// A remote store's counters so far (`None` for a local store).
+    pub fn remote_stats(&self) -> Option<RemoteStats> {
+        self.remote.as_ref().map(|r| r.remote.stats())
+    }
+
+    /// A remote store's cache: its folder, the bytes its files hold now (every store's in
+    /// it) and its limit.
+    pub fn cache_usage(&self) -> Option<Result<(PathBuf, u64, u64)>> {
+        let r = &self.remote.as_ref()?.remote;
+        Some(
+            r.cache_used()
+                .map(|used| (r.cache_root().to_path_buf(), used, r.cache_limit())),
+        )
+    }
+
+    fn shard_row(&self, id: u64) -> (usize, u64) {
+        let infos = &self.manifest.shards;
+        let shard = infos.partition_point(|s| s.first_id + s.rows <= id);
+        (shard, id - infos[shard].first_id)
+    }
+
+    /// The store directory (for a remote store, its URL).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -161,10 +295,22 @@ impl ShardReader {
     pub fn get(&self, id: u64) -> Result<Sample<'_>> {
         let (shard, entry) = self.locate(id)?;
         let s = &self.shards[shard];
-        s.check_size()?;
-        // In bounds: `check_index` checked every entry against the file's size at open.
-        let bytes = &s.data[entry.offset as usize..][..entry.len as usize];
-        let actual = crc32c(bytes);
+        let bytes = match (&s.local, &self.remote) {
+            (Some(local), _) => {
+                s.check_size(local)?;
+                // In bounds: `check_index` checked every entry against the file's size.
+                Payload(Repr::Mapped(&local.data[entry.offset as usize..][..entry.len as usize]))
+            }
+            (None, Some(r)) => {
+                let row = id - self.manifest.shards[shard].first_id;
+                let (n, start) = r.remote.block_of(shard, row);
+                let block = r.remote.block(n)?;
+                r.remote.count_use(entry.len as u64);
+                Payload(Repr::Block(block, (entry.offset - start) as usize, entry.len as usize))
+            }
+            (None, None) => unreachable!("a shard is local or its store remote"),
+        };
+        let actual = crc32c(&bytes);
         if actual != entry.crc {
             return Err(Error::SampleChecksum {
                 path: s.path.clone(),
@@ -217,13 +363,13 @@ impl ShardReader {
 impl Shard {
     /// The shard file still has the size it was mapped with (one `fstat`): a file that
     /// something truncated or rewrote under the reader is an error naming it, not a SIGBUS.
-    fn check_size(&self) -> Result<()> {
-        let now = self.file.metadata().map_err(io_err(&self.path))?.len();
-        if now != self.data.len() as u64 {
+    fn check_size(&self, local: &LocalData) -> Result<()> {
+        let now = local.file.metadata().map_err(io_err(&self.path))?.len();
+        if now != local.data.len() as u64 {
             let reason = format!(
                 "the file is now {now} bytes, {} when the store was opened: it changed \
                  while open (a store's files must not be modified while it is read)",
-                self.data.len()
+                local.data.len()
             );
             return Err(Error::Corrupt {
                 path: self.path.clone(),
@@ -247,20 +393,19 @@ fn open_shard(dir: &Path, info: &ShardInfo) -> Result<(Shard, Extent)> {
     let index = map_file(&index_path)?;
     let view = IndexView::parse(&index_path, &index)?;
     let extent = check_index(&path, info, &view, data.len() as u64)?;
-    let _guards = [Guard::new(&data, &path), Guard::new(&index, &index_path)];
+    let _guards = vec![Guard::new(&data, &path), Guard::new(&index, &index_path)];
     let shard = Shard {
         path,
-        file,
         _guards,
-        data,
-        index,
+        local: Some(LocalData { file, data }),
+        index: IndexBytes::Mapped(index),
     };
     Ok((shard, extent))
 }
 
 /// Checks the index against the manifest and every entry against the file; returns the
 /// most pixels of its images.
-fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u64) -> Result<Extent> {
+pub(crate) fn check_index(path: &Path, info: &ShardInfo, view: &IndexView<'_>, file_len: u64) -> Result<Extent> {
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
         reason,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod poison;
+pub mod s3;
 pub use poison::poisoned_jpegs;
 
 pub use slotcon_train::model::floats;

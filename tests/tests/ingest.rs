@@ -33,7 +33,7 @@ fn coco128_store_matches_pil_and_the_source_bytes() {
     for id in 0..store.len() {
         let s = store.get(id).unwrap();
         assert_eq!(
-            s.bytes,
+            &*s.bytes,
             &std::fs::read(src.join(s.path)).unwrap()[..],
             "id {id} {}",
             s.path

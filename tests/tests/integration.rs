@@ -17,6 +17,7 @@ mod loader;
 mod official;
 mod precision;
 mod preemption;
+mod remote;
 mod resume;
 mod run_folder;
 mod sampler;

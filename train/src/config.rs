@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 /// What the loader makes: the batch and the views (`slotcon-augment` owns it).
-pub use slotcon_augment::DataConfig;
+pub use slotcon_augment::{DataConfig, OrderKind};
 
 use crate::error::{ParseError, Result};
 use crate::scaler::ScalerConfig;
@@ -339,6 +339,9 @@ impl TrainConfig {
                 batch_size: 512,
                 image_size: 224,
                 min_scale: 0.08,
+                order: OrderKind::Global,
+                order_block: slotcon_augment::DEFAULT_ORDER_BLOCK,
+                order_window: slotcon_augment::DEFAULT_ORDER_WINDOW,
             },
             epochs: 800,
             seed: 0,
@@ -519,6 +522,8 @@ impl TrainConfig {
         real("min_lr", o.min_lr, 0.0, inf, false)?;
         int("image_size", d.image_size, Self::IMAGE_SIZE)?;
         real("min_scale", d.min_scale, 0.0, 1.0, true)?;
+        int("order_block", d.order_block, 1..=1 << 20)?;
+        int("order_window", d.order_window, 1..=1 << 20)?;
         int("save_every_epochs", self.save_every_epochs, 1..=u64::MAX)?;
         let sc = &self.scaler;
         real("init_scale", sc.init_scale, 0.0, f64::from(f32::MAX), true)?;

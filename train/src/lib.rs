@@ -56,8 +56,8 @@ pub use burn;
 
 pub use align::{normalized, plans, view_tensor, AlignPlan, DeviceAlign};
 pub use config::{
-    Arch, DataConfig, InvalidField, LossConfig, MemoryFormat, ModelConfig, OptimConfig, Optimizer, Precision,
-    TrainConfig,
+    Arch, DataConfig, InvalidField, LossConfig, MemoryFormat, ModelConfig, OptimConfig, Optimizer, OrderKind,
+    Precision, TrainConfig,
 };
 pub use error::{Error, ParseError, Result};
 pub use settings_file::SettingsError;

@@ -30,8 +30,11 @@ use crate::trainer::{Asks, StepMetrics, Trainer};
 /// How to run (everything else is in the [`TrainConfig`]).
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// The shard store.
+    /// The shard store: a folder, or a URL (`s3://bucket/prefix/`, `gs://`, `az://`,
+    /// `https://`).
     pub shards: PathBuf,
+    /// How a remote store is read: its cache, its limit, the deadline of a request.
+    pub store: slotcon_shards::RemoteSettings,
     /// The run directory.
     pub out: PathBuf,
     /// Loader worker threads.
@@ -76,6 +79,10 @@ pub struct MetricsLine {
     pub world_size: usize,
     /// Milliseconds rank 0 spent summing gradients over the ranks (0 in a world of one).
     pub grad_sync_ms: f64,
+    /// A remote store's counters since the run (this process) started, rank 0's: requests,
+    /// bytes fetched and used, cache hits, retries, the loader's wait. Absent for a folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<slotcon_shards::RemoteStats>,
 }
 
 impl MetricsLine {
@@ -108,6 +115,8 @@ struct MetricsLog {
     /// `(img_per_sec, data_wait_frac, grad_sync_ms)` of the steps whose metrics have not
     /// arrived.
     timing: std::collections::VecDeque<(f64, f64, f64)>,
+    /// The store, when remote (its counters go into each line).
+    reader: Option<Arc<ShardReader>>,
 }
 
 impl MetricsLog {
@@ -129,6 +138,7 @@ impl MetricsLog {
             data_wait_frac,
             world_size: dist::world_size(),
             grad_sync_ms,
+            remote: self.reader.as_ref().and_then(|r| r.remote_stats()),
         };
         if let Some(file) = self.file.as_mut() {
             writeln!(file, "{}", serde_json::to_string(&line).expect("json")).map_err(io(&self.path))?;
@@ -142,7 +152,7 @@ impl MetricsLog {
 
     /// Opens `out/metrics.jsonl` on rank 0, dropping the lines of steps at or after `step`,
     /// and a new TensorBoard event file in `out/tb/` that drops them there too.
-    fn open(out: &Path, step: u64) -> Result<Self> {
+    fn open(out: &Path, step: u64, reader: &Arc<ShardReader>) -> Result<Self> {
         let path = out.join("metrics.jsonl");
         let (file, tb) = if dist::rank() == 0 {
             truncate_metrics(&path, step)?;
@@ -160,6 +170,7 @@ impl MetricsLog {
             tb,
             path,
             timing: Default::default(),
+            reader: reader.is_remote().then(|| reader.clone()),
         })
     }
 }
@@ -183,7 +194,7 @@ pub fn train(
     on_note: &mut dyn FnMut(&str),
 ) -> Result<Finished> {
     cfg.validate()?;
-    let reader = open_store(&opts.shards)?;
+    let reader = open_store(&opts.shards, &opts.store)?;
     let steps_per_epoch = reader.len() / cfg.data.batch_size as u64;
     if steps_per_epoch == 0 {
         return Err(Error::Store {
@@ -218,7 +229,7 @@ pub fn train(
     }
     trainer.broadcast();
     let last = opts.max_steps.unwrap_or(u64::MAX).min(trainer.total_steps());
-    let mut log = MetricsLog::open(&opts.out, trainer.step)?;
+    let mut log = MetricsLog::open(&opts.out, trainer.step, &reader)?;
     let aug = cfg.data.augment();
     let mut previous = None;
     let (mut saved_at, mut stopped) = (Instant::now(), false);
@@ -227,6 +238,7 @@ pub fn train(
         // Each epoch takes over the last one's batch buffers.
         let mut loader = LoaderBuilder::new(Arc::clone(&reader))
             .augment(aug.clone())
+            .order(cfg.data.order())
             .batch_size(rank_batch)
             .distributed(dist::rank(), dist::world_size())
             .workers(opts.workers)
@@ -335,8 +347,8 @@ fn settings(cfg: &TrainConfig, opts: &RunOptions, reader: &ShardReader) -> Vec<d
     out
 }
 
-fn open_store(shards: &Path) -> Result<Arc<ShardReader>> {
-    let reader = ShardReader::open(shards).map_err(|source| Error::OpenStore {
+fn open_store(shards: &Path, store: &slotcon_shards::RemoteSettings) -> Result<Arc<ShardReader>> {
+    let reader = ShardReader::open_with(shards, store).map_err(|source| Error::OpenStore {
         path: shards.to_path_buf(),
         source,
     })?;

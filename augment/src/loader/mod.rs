@@ -33,6 +33,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use slotcon_shards::{ShardReader, StoreKind};
 
 pub use batch::{SkippedSample, TwoViewBatch};
+pub use order::Order;
 
 use crate::error::{Error, Result};
 use crate::view::AugmentConfig;
@@ -68,6 +69,7 @@ pub struct LoaderBuilder {
     world_size: usize,
     prefetch: usize,
     start_step: u64,
+    order: order::Order,
 }
 
 impl LoaderBuilder {
@@ -85,7 +87,14 @@ impl LoaderBuilder {
             world_size: 1,
             prefetch: 2,
             start_step: 0,
+            order: order::Order::Global,
         }
+    }
+
+    /// How the epoch's samples are ordered (default [`Order::Global`]).
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
     }
 
     /// The augmentation.
@@ -242,7 +251,14 @@ impl LoaderBuilder {
 
     fn build_with(self, reuse: Option<Vec<Slot>>) -> Result<Loader> {
         self.validate()?;
-        let order = order::epoch_order(self.reader.len(), self.seed, self.epoch);
+        let shards: Vec<(u64, u64)> = self
+            .reader
+            .manifest()
+            .shards
+            .iter()
+            .map(|s| (s.first_id, s.rows))
+            .collect();
+        let order = self.order.epoch(&shards, self.seed, self.epoch);
         let share = order::rank_share(&order, self.rank, self.world_size);
         if self.batch_size > share.len() {
             let whose = if self.world_size == 1 {
@@ -299,7 +315,11 @@ impl LoaderBuilder {
             .collect::<std::io::Result<_>>();
         let workers = workers.map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
         let start = self.start_step.min(steps);
+        // A remote store reads ahead in this order (a local one ignores it).
+        let first = (start as usize * self.batch_size).min(shared.share.len());
+        shared.reader.plan(&shared.share[first..]);
         Ok(Loader {
+            plan_start: start,
             shared,
             decode_bytes,
             tasks: Some(tasks),
@@ -352,6 +372,8 @@ pub struct Loader {
     workers: Vec<JoinHandle<()>>,
     next_feed: u64,
     next_out: u64,
+    /// The step the reader's plan starts at ([`ShardReader::plan`]).
+    plan_start: u64,
     steps: u64,
     ready: BTreeMap<u64, usize>,
     finished: bool,
@@ -397,6 +419,8 @@ impl Loader {
     /// Schedules every free buffer for the next steps.
     fn feed(&mut self) {
         let Some(tasks) = &self.tasks else { return };
+        let position = (self.next_out - self.plan_start) as usize * self.shared.batch;
+        self.shared.reader.advance(position);
         while self.next_feed < self.steps {
             let Ok(slot) = self.shared.free.1.try_recv() else {
                 return;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use slotcon_cli::flags;
-use slotcon_ingest::{ingest, verify, IngestConfig, IngestReport, VerifyReport};
+use slotcon_ingest::{default_staging, ingest, ingest_to_url, verify, IngestConfig, IngestReport, VerifyReport};
 use slotcon_shards::StoreKind;
 
 /// Turn a folder of images into a sharded, memory-mapped Parquet store.
@@ -38,9 +38,16 @@ struct IngestArgs {
     /// The folder of images (COCO train2017/, ImageNet train/, any tree).
     #[arg(required = true)]
     src: Option<PathBuf>,
-    /// The store directory to create or complete.
+    /// The store to create or complete: a folder, or a URL (s3://bucket/prefix/, gs://,
+    /// az://, https://) that each shard is uploaded to once written (the manifest last).
     #[arg(long, required = true)]
     out: Option<PathBuf>,
+    /// With a URL --out: the local folder the store is written in first, which holds the
+    /// journal that a killed ingest resumes from. [default: CACHE/ingest/<hash of the URL>]
+    #[arg(long, value_name = "DIR")]
+    staging: Option<PathBuf>,
+    #[command(flatten)]
+    remote: slotcon_cli::StoreArgs,
     /// What to store: the image files, or decoded RGB pixels (no decoding when loading).
     #[arg(long, value_enum, default_value_t = Store::Encoded)]
     store: Store,
@@ -74,8 +81,10 @@ struct IngestArgs {
 
 #[derive(Args, Debug)]
 struct VerifyArgs {
-    /// The store directory.
+    /// The store: a folder, or a URL (s3://bucket/prefix/, gs://, az://, https://).
     dir: PathBuf,
+    #[command(flatten)]
+    store: slotcon_cli::StoreArgs,
     /// Decoding threads (default 0: every core; at most 4 per core).
     #[arg(long, default_value_t = 0, value_parser = flags::threads_or_all)]
     threads: usize,
@@ -122,10 +131,33 @@ fn run_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let bar = slotcon_cli::bar(0, "ingest", a.quiet);
-    let result = ingest(&src, &out, &cfg, a.force, &|done, total| {
+    let progress = |done, total| {
         bar.set_length(total);
         bar.set_position(done);
-    });
+    };
+    if let slotcon_shards::Location::Remote(url) = slotcon_shards::Location::parse(&out)? {
+        let settings = a.remote.settings();
+        let staging = a.staging.clone().unwrap_or_else(|| default_staging(&url, &settings));
+        let result = ingest_to_url(&src, &url, &staging, &cfg, &settings, a.force, &progress);
+        bar.finish_and_clear();
+        let (report, upload) = result.with_context(|| format!("ingesting {} into {url}", src.display()))?;
+        if a.json {
+            let mut v = serde_json::to_value(&report)?;
+            v["upload"] = serde_json::to_value(&upload)?;
+            println!("{v}");
+        } else {
+            print_report(&report, &staging);
+            println!(
+                "uploaded {} object(s), {:.1} MiB, to {url} ({} already there); staged in {}",
+                upload.uploaded,
+                upload.bytes as f64 / 1048576.0,
+                upload.kept,
+                staging.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = ingest(&src, &out, &cfg, a.force, &progress);
     bar.finish_and_clear();
     if let (true, Err(slotcon_ingest::Error::NothingWritten { report, .. })) = (a.json, &result) {
         println!("{}", serde_json::to_string(report)?);
@@ -166,7 +198,7 @@ fn print_report(r: &IngestReport, out: &std::path::Path) {
 
 fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let bar = slotcon_cli::bar(0, "verify", a.quiet);
-    let r: VerifyReport = verify(&a.dir, a.threads, &|done, total| {
+    let r: VerifyReport = verify(&a.dir, &a.store.settings(), a.threads, &|done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })

@@ -28,8 +28,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub mod flags;
+pub mod store;
 
 pub use flags::{bad_flag, BadFlag};
+pub use store::StoreArgs;
 
 /// The exit code of a usage error: a flag clap rejects, or a [`BadFlag`].
 pub const USAGE: u8 = 2;

@@ -75,6 +75,20 @@ pub struct Overrides {
     /// either way, to round-off; another choice of kernels.
     #[arg(long)]
     pub memory_format: Option<MemoryFormat>,
+    /// The epoch order: global (uniform over the store, the default) or block (runs of
+    /// order_block consecutive samples of a shard, shuffled, then mixed within windows
+    /// of order_window runs: for a store in object storage or larger than memory).
+    #[arg(long, value_enum)]
+    pub order: Option<OrderArg>,
+}
+
+/// `--order`'s values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OrderArg {
+    /// Uniform over the store.
+    Global,
+    /// Runs of consecutive samples, shuffled, mixed within windows.
+    Block,
 }
 
 /// The presets, as `--preset` names them.
@@ -124,6 +138,12 @@ impl Overrides {
         cfg.save_every_epochs = self.save_every.unwrap_or(cfg.save_every_epochs);
         cfg.precision = self.precision.unwrap_or(cfg.precision);
         cfg.memory_format = self.memory_format.unwrap_or(cfg.memory_format);
+        if let Some(o) = self.order {
+            cfg.data.order = match o {
+                OrderArg::Global => slotcon_train::OrderKind::Global,
+                OrderArg::Block => slotcon_train::OrderKind::Block,
+            };
+        }
         if let Some(o) = self.optimizer {
             cfg.optim.optimizer = match o {
                 OptimArg::Lars => Optimizer::Lars,

@@ -40,9 +40,12 @@ use slotcon_train_cli::SettingsArgs;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
-    /// The shard store made by slotcon-ingest.
+    /// The shard store made by slotcon-ingest: a folder, or a URL (s3://bucket/prefix/,
+    /// gs://, az://, https://) read through a local cache (--cache, --cache-limit).
     #[arg(long, required_unless_present = "print_config")]
     shards: Option<PathBuf>,
+    #[command(flatten)]
+    store: slotcon_cli::StoreArgs,
     /// The run directory.
     #[arg(long, required_unless_present = "print_config")]
     out: Option<PathBuf>,
@@ -156,8 +159,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Err(bad_flag("--device", cli.device, reason));
     }
     cli.settings.check_device(&cfg, cli.device)?;
-    // The batch against the store (opening it maps its index; errors are train's to report).
-    if let Ok(reader) = slotcon_shards::ShardReader::open(&shards) {
+    // The batch against a local store (opening it maps its index; errors are train's to
+    // report). A remote store is opened once, by the run.
+    let local = matches!(
+        slotcon_shards::Location::parse(&shards),
+        Ok(slotcon_shards::Location::Local(_))
+    );
+    if let Some(reader) = local.then(|| slotcon_shards::ShardReader::open(&shards).ok()).flatten() {
         let batch = cfg.data.batch_size;
         let short = slotcon_train::run::short_of_a_batch(&reader, &shards, batch);
         if let Some(reason) = short.filter(|_| cli.settings.overrides.batch_size.is_some()) {
@@ -172,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = RunOptions {
         shards,
+        store: cli.store.settings(),
         out: out.clone(),
         workers,
         max_steps: cli.max_steps,

@@ -1,0 +1,682 @@
+//! Stores in object storage (DESIGN §11): `s3://`, `gs://`, `az://`, `http(s)://`.
+//!
+//! The format does not change. Opening fetches `manifest.json` and every index once and
+//! checks them as a local store's are (sizes, checksums, bounds), and asks each shard
+//! object's size and ETag. A payload is then a byte range of its shard object: the
+//! samples are grouped into [blocks](crate::blocks) (runs of consecutive samples), and a
+//! block is one ranged GET, verified sample by sample against the index's CRC-32C, kept
+//! in the [local cache](cache) and mapped from there like a local shard.
+//!
+//! The reader can be told the order in which samples will be asked for
+//! ([`ShardReader::plan`](crate::ShardReader::plan)) and how far the asking has come
+//! ([`advance`](crate::ShardReader::advance)). Then fetcher threads read ahead in that
+//! order, within a bounded number of bytes and requests, and the cache evicts the block
+//! needed last.
+
+mod cache;
+mod client;
+mod stats;
+mod upload;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use memmap2::Mmap;
+use url::Url;
+
+pub use cache::parse_size;
+pub use stats::RemoteStats;
+pub use upload::{upload_store, UploadReport, Uploader};
+
+use crate::blocks::{Block, Blocks, DEFAULT_BLOCK_BYTES};
+use crate::checksum::crc32c;
+use crate::error::{Error, Result};
+use crate::index::IndexView;
+use cache::{Cache, Inserted};
+use client::Client;
+use stats::Stats;
+
+/// How a remote store is read: the cache, the block size, the deadline and the
+/// read-ahead. Part of every config that opens a store (`[store]` in a settings file).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteSettings {
+    /// The cache folder, shared by every process (and store) that names it. Unset:
+    /// `$SLOTCON_CACHE`, else `$XDG_CACHE_HOME/slotcon`, else `~/.cache/slotcon`.
+    pub cache: Option<PathBuf>,
+    /// The most bytes the cache folder holds. Unset: the store's size, at most three
+    /// quarters of the space free where the cache is.
+    pub cache_limit: Option<u64>,
+    /// The most bytes one block (one request) spans.
+    pub block_bytes: u64,
+    /// Seconds one request may take, its retries included, before it is an error that
+    /// names the URL.
+    pub timeout_s: f64,
+    /// How many times a transient failure (5xx, a reset, a timeout, a short body) is
+    /// retried, with backoff, within the deadline.
+    pub retries: u32,
+    /// The most bytes the read-ahead fetches ahead of the readers.
+    pub ahead_bytes: u64,
+    /// The most requests in flight at once (read-ahead fetcher threads).
+    pub ahead_requests: usize,
+    /// object_store's options for the store's kind, applied over its environment
+    /// variables: for S3 `endpoint`, `region`, `access_key_id`, `secret_access_key`,
+    /// `allow_http`; the GCS and Azure keys likewise (fsspec's `storage_options`).
+    pub storage_options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        RemoteSettings {
+            cache: None,
+            cache_limit: None,
+            block_bytes: DEFAULT_BLOCK_BYTES,
+            timeout_s: 60.0,
+            retries: 8,
+            ahead_bytes: 256 << 20,
+            ahead_requests: 8,
+            storage_options: Default::default(),
+        }
+    }
+}
+
+impl RemoteSettings {
+    /// Checks the values that have a valid range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, reason: String| Err(Error::Settings { field, reason });
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0 && self.timeout_s <= 86400.0) {
+            return bad("timeout_s", format!("{} is not in (0, 86400] seconds", self.timeout_s));
+        }
+        if !(1 << 10..=1 << 32).contains(&self.block_bytes) {
+            return bad(
+                "block_bytes",
+                format!("{} is not between 1 KiB and 4 GiB", self.block_bytes),
+            );
+        }
+        if !(1..=256).contains(&self.ahead_requests) {
+            return bad("ahead_requests", format!("{} is not in 1..=256", self.ahead_requests));
+        }
+        if self.cache_limit == Some(0) {
+            return bad("cache_limit", "0 bytes: a cache must hold something".into());
+        }
+        Ok(())
+    }
+
+    /// The cache folder these settings name, or the default one.
+    pub fn cache_root(&self) -> PathBuf {
+        if let Some(dir) = &self.cache {
+            return dir.clone();
+        }
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        env("SLOTCON_CACHE")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("slotcon")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/slotcon")))
+            .unwrap_or_else(|| std::env::temp_dir().join("slotcon-cache"))
+    }
+}
+
+/// Where a store is: a local folder, or a URL of object storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A folder on a local (or mounted) filesystem.
+    Local(PathBuf),
+    /// `s3://bucket/prefix/`, `gs://`, `az://`, `http(s)://`.
+    Remote(Url),
+}
+
+/// The URL schemes a remote store may have.
+pub const SCHEMES: &[&str] = &[
+    "s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl", "http", "https",
+];
+
+impl Location {
+    /// A store argument as given: a URL when it starts with `SCHEME://`, else a path
+    /// (`file://` URLs are paths too).
+    pub fn parse(arg: &Path) -> Result<Location> {
+        let Some(text) = arg.to_str().filter(|t| looks_like_url(t)) else {
+            return Ok(Location::Local(arg.to_path_buf()));
+        };
+        let bad = |reason: String| Error::Url {
+            url: text.to_string(),
+            reason,
+        };
+        let url = Url::parse(text).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() == "file" {
+            let path = url.to_file_path().map_err(|()| bad("not a local path".into()))?;
+            return Ok(Location::Local(path));
+        }
+        if !SCHEMES.contains(&url.scheme()) {
+            return Err(bad(format!(
+                "unsupported scheme {}:// (a store is a folder or a URL of {})",
+                url.scheme(),
+                SCHEMES.join(", ")
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no bucket or host after the scheme".into()));
+        }
+        Ok(Location::Remote(url))
+    }
+}
+
+fn looks_like_url(text: &str) -> bool {
+    let Some((scheme, _)) = text.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+}
+
+/// A block's bytes as the reader holds them: mapped from the cache, or in memory when it
+/// did not fit there.
+pub(crate) enum BlockData {
+    Mapped(Mmap),
+    Memory(bytes::Bytes),
+}
+
+impl std::ops::Deref for BlockData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            BlockData::Mapped(m) => m,
+            BlockData::Memory(b) => b,
+        }
+    }
+}
+
+/// The order the samples will be asked in: each position's block, and each block's
+/// positions.
+struct Plan {
+    at: Vec<u32>,
+    uses: Vec<Vec<u32>>,
+}
+
+/// What the reader holds: blocks mapped or fetched, and those being fetched.
+#[derive(Default)]
+struct State {
+    resident: HashMap<usize, Arc<BlockData>>,
+    fetching: HashSet<usize>,
+    /// Without a plan, the most recent blocks, oldest first (a few are kept).
+    recent: VecDeque<usize>,
+}
+
+/// Without a plan, how many blocks stay resident.
+const RECENT_BLOCKS: usize = 4;
+
+/// One shard object as opened.
+#[derive(Clone)]
+pub(crate) struct RemoteShard {
+    pub file: String,
+    pub etag: Option<String>,
+    pub index: Arc<Vec<u8>>,
+    pub first_id: u64,
+}
+
+/// A remote store's reading state, shared by workers and fetcher threads.
+pub(crate) struct Remote {
+    client: Client,
+    cache: Cache,
+    blocks: Blocks,
+    names: Vec<String>,
+    by_name: HashMap<String, usize>,
+    shards: Vec<RemoteShard>,
+    state: Mutex<State>,
+    changed: Condvar,
+    plan: RwLock<Option<Arc<Plan>>>,
+    position: AtomicUsize,
+    ahead_bytes: u64,
+    stop: AtomicBool,
+    /// The process that opened the store: its threads and connections do not survive a
+    /// `fork`, so a child must open the store again.
+    pid: u32,
+}
+
+/// The reader's handle: the state, and the fetcher threads it stops when dropped.
+pub(crate) struct RemoteHandle {
+    pub(crate) remote: Arc<Remote>,
+    fetchers: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RemoteHandle {
+    fn drop(&mut self) {
+        self.remote.stop.store(true, Ordering::SeqCst);
+        self.remote.changed.notify_all();
+        if std::process::id() != self.remote.pid {
+            // A forked child: the fetcher threads are the parent's; there is nothing to join.
+            std::mem::forget(std::mem::take(&mut self.fetchers));
+            return;
+        }
+        for f in self.fetchers.drain(..) {
+            let _ = f.join();
+        }
+    }
+}
+
+/// What opening a remote store yields for the reader.
+pub(crate) struct Opened {
+    pub manifest: crate::Manifest,
+    pub shards: Vec<RemoteShard>,
+    pub handle: RemoteHandle,
+    pub base: String,
+}
+
+/// Opens the store at `url`: the manifest, every index (checked), every shard's size
+/// and ETag; then the cache and the fetcher threads.
+pub(crate) fn open(url: &Url, settings: &RemoteSettings) -> Result<Opened> {
+    settings.validate()?;
+    let stats = Arc::new(Stats::default());
+    let client = Client::new(url, settings, stats)?;
+    let manifest_name = crate::format::MANIFEST_FILE;
+    let manifest_bytes = match client.block_on(client.get_all(manifest_name, crate::input::MAX_JSON_FILE)) {
+        Err(Error::Remote {
+            url,
+            source: object_store::Error::NotFound { .. },
+        }) => {
+            let reason = "not found: no slotcon store at this URL (check the bucket and the prefix; \
+                          slotcon-ingest --out URL makes one)"
+                .to_string();
+            return Err(Error::Url { url, reason });
+        }
+        other => other?,
+    };
+    let manifest = crate::Manifest::parse(Path::new(&client.url_of(manifest_name)), &manifest_bytes)?;
+    let shards = client.block_on(open_shards(&client, &manifest))?;
+    let views = shards
+        .iter()
+        .map(|s| IndexView::parse(Path::new(&client.url_of(&s.file)), &s.index))
+        .collect::<Result<Vec<_>>>()?;
+    let blocks = Blocks::new(&views, settings.block_bytes);
+    drop(views);
+    let names: Vec<String> = blocks
+        .all()
+        .iter()
+        .map(|b| block_name(&shards[b.shard].file, b))
+        .collect();
+    let by_name = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+    let root = settings.cache_root();
+    let key = format!(
+        "{:08x}{:08x}",
+        crc32c(client.base().as_bytes()),
+        crc32c(&manifest_bytes)
+    );
+    std::fs::create_dir_all(&root).map_err(crate::io_err(&root))?;
+    let limit = settings
+        .cache_limit
+        .unwrap_or_else(|| default_limit(&root, manifest.total_bytes));
+    let cache = Cache::open(&root, &key, client.base(), limit)?;
+    let base = client.base().to_string();
+    let remote = Arc::new(Remote {
+        client,
+        cache,
+        blocks,
+        names,
+        by_name,
+        shards: shards.clone(),
+        state: Mutex::new(State::default()),
+        changed: Condvar::new(),
+        plan: RwLock::new(None),
+        position: AtomicUsize::new(0),
+        ahead_bytes: settings.ahead_bytes.min(limit / 2),
+        stop: AtomicBool::new(false),
+        pid: std::process::id(),
+    });
+    let fetchers = (0..settings.ahead_requests)
+        .map(|i| {
+            let r = remote.clone();
+            std::thread::Builder::new()
+                .name(format!("slotcon-fetch-{i}"))
+                .spawn(move || r.fetch_ahead())
+                .map_err(crate::io_err(Path::new("fetcher thread")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Opened {
+        manifest,
+        shards,
+        handle: RemoteHandle { remote, fetchers },
+        base,
+    })
+}
+
+/// Every shard's index (fetched and checked against the manifest) and object size.
+async fn open_shards(client: &Client, manifest: &crate::Manifest) -> Result<Vec<RemoteShard>> {
+    use futures::stream::{StreamExt, TryStreamExt};
+    let version = manifest.version;
+    futures::stream::iter(manifest.shards.iter())
+        .map(|info| async move {
+            let index = client.get_all(&info.index, info.index_bytes.max(1)).await?;
+            let index_url = client.url_of(&info.index);
+            let actual = crate::format::index_checksum(version, &index);
+            if index.len() as u64 != info.index_bytes || actual != info.index_checksum {
+                return Err(Error::FileChecksum {
+                    path: index_url.into(),
+                    expected: format!("{} bytes, {}", info.index_bytes, info.index_checksum),
+                    actual: format!("{} bytes, {actual}", index.len()),
+                });
+            }
+            let view = IndexView::parse(Path::new(&index_url), &index)?;
+            crate::reader::check_index(Path::new(&client.url_of(&info.file)), info, &view, info.bytes)?;
+            let meta = client.head(&info.file).await?;
+            if meta.size != info.bytes {
+                let reason = format!("{} bytes, the manifest says {}", meta.size, info.bytes);
+                return Err(client.changed(&info.file, reason));
+            }
+            Ok(RemoteShard {
+                file: info.file.clone(),
+                etag: meta.e_tag,
+                index: Arc::new(index),
+                first_id: info.first_id,
+            })
+        })
+        .buffered(16)
+        .try_collect()
+        .await
+}
+
+/// A block's file name in the cache: the shard's name and the byte range.
+fn block_name(file: &str, b: &Block) -> String {
+    let stem = file.rsplit('/').next().unwrap_or(file);
+    format!("{stem}.{:x}-{:x}", b.start, b.end)
+}
+
+/// The default cache limit: the store's size, at most 3/4 of the free space at `root`.
+fn default_limit(root: &Path, store_bytes: u64) -> u64 {
+    let free = free_space(root).unwrap_or(u64::MAX);
+    store_bytes.min(free / 4 * 3).max(1)
+}
+
+fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `statvfs` writes one struct through the pointer; the path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both pointers are valid for the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+impl Remote {
+    /// The stats so far.
+    pub fn stats(&self) -> RemoteStats {
+        self.client.stats.snapshot()
+    }
+
+    /// The bytes the cache folder holds now (all stores in it).
+    pub fn cache_used(&self) -> Result<u64> {
+        self.cache.used()
+    }
+
+    /// The cache's limit.
+    pub fn cache_limit(&self) -> u64 {
+        self.cache.limit()
+    }
+
+    /// The cache's folder.
+    pub fn cache_root(&self) -> &Path {
+        self.cache.root()
+    }
+
+    /// The number of the block holding row `row` of shard `shard`, and its first byte.
+    pub fn block_of(&self, shard: usize, row: u64) -> (usize, u64) {
+        let n = self.blocks.of(shard, row);
+        (n, self.blocks.all()[n].start)
+    }
+
+    /// Counts one sample read of `len` bytes.
+    pub fn count_use(&self, len: u64) {
+        Stats::add(&self.client.stats.samples, 1);
+        Stats::add(&self.client.stats.bytes_used, len);
+    }
+
+    /// Sets the order of the reads to come (ids), from position 0.
+    pub fn set_plan(&self, ids: &[u64], locate: impl Fn(u64) -> (usize, u64)) {
+        let mut uses = vec![Vec::new(); self.blocks.len()];
+        let at: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(p, &id)| {
+                let (shard, row) = locate(id);
+                let n = self.blocks.of(shard, row);
+                uses[n].push(p as u32);
+                n as u32
+            })
+            .collect();
+        *self.plan.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Plan { at, uses }));
+        self.position.store(0, Ordering::SeqCst);
+        self.state().resident.clear();
+        self.changed.notify_all();
+    }
+
+    /// The reads have reached `position` of the plan.
+    pub fn advance(&self, position: usize) {
+        self.position.store(position, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current_plan(&self) -> Option<Arc<Plan>> {
+        self.plan.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The position at which block `n` is next needed (`u64::MAX`: not again); without
+    /// a plan, now.
+    fn next_use(&self, plan: Option<&Plan>, n: usize) -> u64 {
+        let Some(plan) = plan else { return 0 };
+        let pos = self.position.load(Ordering::SeqCst) as u32;
+        let uses = &plan.uses[n];
+        let i = uses.partition_point(|&p| p < pos);
+        uses.get(i).map_or(u64::MAX, |&p| p as u64)
+    }
+
+    /// Block `n`'s bytes: resident, or from the cache, or fetched (waiting for a
+    /// fetcher that is already on it).
+    pub fn block(&self, n: usize) -> Result<Arc<BlockData>> {
+        if std::process::id() != self.pid {
+            return Err(Error::Url {
+                url: self.client.base().to_string(),
+                reason: "this remote store was opened before fork(): its connections and \
+                         fetcher threads stay in the parent; open it again in the child"
+                    .into(),
+            });
+        }
+        let start = Instant::now();
+        let mut waited = false;
+        let deadline = self.client.timeout() * 2;
+        let mut st = self.state();
+        loop {
+            if let Some(d) = st.resident.get(&n) {
+                if waited {
+                    self.count_wait(start);
+                }
+                return Ok(d.clone());
+            }
+            if !st.fetching.contains(&n) || start.elapsed() > deadline {
+                break;
+            }
+            waited = true;
+            st = self
+                .changed
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        st.fetching.insert(n);
+        drop(st);
+        let loaded = self.load(n, false);
+        let mut st = self.state();
+        st.fetching.remove(&n);
+        let out = loaded.inspect(|d| self.keep(&mut st, n, d));
+        drop(st);
+        self.changed.notify_all();
+        self.count_wait(start);
+        out
+    }
+
+    fn count_wait(&self, start: Instant) {
+        Stats::add(&self.client.stats.wait_ns, start.elapsed().as_nanos() as u64);
+    }
+
+    /// Makes block `n` resident, and drops the blocks not needed again (with a plan) or
+    /// beyond the few most recent (without).
+    fn keep(&self, st: &mut State, n: usize, d: &Arc<BlockData>) {
+        st.resident.insert(n, d.clone());
+        match self.current_plan() {
+            Some(plan) => st
+                .resident
+                .retain(|&b, _| b == n || self.next_use(Some(&plan), b) != u64::MAX),
+            None => {
+                st.recent.retain(|&b| b != n);
+                st.recent.push_back(n);
+                while st.recent.len() > RECENT_BLOCKS {
+                    if let Some(old) = st.recent.pop_front() {
+                        st.resident.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Block `n` from the cache (verified), else fetched, verified and cached.
+    fn load(&self, n: usize, ahead: bool) -> Result<Arc<BlockData>> {
+        let b = self.blocks.all()[n];
+        let name = &self.names[n];
+        let stats = &self.client.stats;
+        match self
+            .cache
+            .lookup(name, b.len(), |bytes| self.first_bad(&b, bytes).is_none())?
+        {
+            Some(Ok(map)) => {
+                Stats::add(&stats.cache_hits, 1);
+                return Ok(Arc::new(BlockData::Mapped(map)));
+            }
+            Some(Err(())) => Stats::add(&stats.cache_corrupt, 1),
+            None => {}
+        }
+        let bytes = self.fetch(&b)?;
+        Stats::add(&stats.blocks_fetched, 1);
+        if ahead {
+            Stats::add(&stats.blocks_ahead, 1);
+        }
+        let plan = self.current_plan();
+        let need = self.next_use(plan.as_deref(), n);
+        let own = self.cache.key();
+        let next_use = |key: &str, name: &str| match self.by_name.get(name) {
+            Some(&m) if key == own => self.next_use(plan.as_deref(), m),
+            _ => u64::MAX,
+        };
+        let (inserted, evicted) = self.cache.insert(name, &bytes, need, next_use)?;
+        if !evicted.is_empty() {
+            Stats::add(&stats.evictions, evicted.len() as u64);
+            let mut st = self.state();
+            for e in &evicted {
+                if let Some(&m) = self.by_name.get(e) {
+                    st.resident.remove(&m);
+                }
+            }
+        }
+        Ok(Arc::new(match inserted {
+            Inserted::Cached(map) => BlockData::Mapped(map),
+            Inserted::NoRoom => {
+                Stats::add(&stats.uncached, 1);
+                BlockData::Memory(bytes)
+            }
+        }))
+    }
+
+    /// Fetches block `b` and checks every sample in it; a sample that fails is fetched
+    /// once more, then is [`Error::Changed`] naming the shard and the sample.
+    fn fetch(&self, b: &Block) -> Result<bytes::Bytes> {
+        let shard = &self.shards[b.shard];
+        let mut tries = 0;
+        loop {
+            let bytes = self.client.block_on(self.client.get_range(
+                &shard.file,
+                b.start..b.end,
+                shard.etag.as_deref(),
+            ))?;
+            let Some((row, expected, actual)) = self.first_bad(b, &bytes) else {
+                return Ok(bytes);
+            };
+            tries += 1;
+            if tries >= 2 {
+                let view = IndexView::reslice(&shard.index);
+                let path = view.path(&view.entry(row));
+                let reason = format!(
+                    "sample {} ({path}) has CRC-32C {actual:08x}, the index says {expected:08x}",
+                    shard.first_id + row
+                );
+                return Err(self.client.changed(&shard.file, reason));
+            }
+            Stats::add(&self.client.stats.retries, 1);
+        }
+    }
+
+    /// The first sample of block `b` whose bytes in `bytes` fail their CRC-32C:
+    /// `(row, expected, actual)`.
+    fn first_bad(&self, b: &Block, bytes: &[u8]) -> Option<(u64, u32, u32)> {
+        let view = IndexView::reslice(&self.shards[b.shard].index);
+        (b.first_row..b.first_row + b.rows).find_map(|row| {
+            let e = view.entry(row);
+            let at = (e.offset - b.start) as usize;
+            let actual = crc32c(bytes.get(at..at + e.len as usize)?);
+            (actual != e.crc).then_some((row, e.crc, actual))
+        })
+    }
+
+    /// A fetcher thread: takes the next block the plan needs within the read-ahead
+    /// window that nobody holds or fetches, loads it, and repeats until stopped.
+    fn fetch_ahead(self: Arc<Self>) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let Some(n) = self.next_to_fetch() else {
+                let st = self.state();
+                let _ = self.changed.wait_timeout(st, Duration::from_millis(50));
+                continue;
+            };
+            let loaded = self.load(n, true);
+            let mut st = self.state();
+            st.fetching.remove(&n);
+            if let Ok(d) = &loaded {
+                self.keep(&mut st, n, d);
+            }
+            // A failure is left to the reader that needs the block: it fetches again and
+            // reports the error itself.
+            drop(st);
+            self.changed.notify_all();
+            if loaded.is_err() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The first block, in the plan's order from the current position and within the
+    /// read-ahead window, that is neither resident nor being fetched; marked as fetched.
+    fn next_to_fetch(&self) -> Option<usize> {
+        let plan = self.current_plan()?;
+        let pos = self.position.load(Ordering::SeqCst);
+        let mut st = self.state();
+        let mut window = 0u64;
+        let mut seen = HashSet::new();
+        for &n in plan.at.get(pos..)? {
+            let n = n as usize;
+            if !seen.insert(n) {
+                continue;
+            }
+            window += self.blocks.all()[n].len();
+            if window > self.ahead_bytes && seen.len() > 1 {
+                return None;
+            }
+            if !st.resident.contains_key(&n) && !st.fetching.contains(&n) {
+                st.fetching.insert(n);
+                return Some(n);
+            }
+        }
+        None
+    }
+}
