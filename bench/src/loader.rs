@@ -29,6 +29,8 @@ pub struct LoaderRun {
     pub epochs: Option<u64>,
     /// How a remote store is read (ignored for a folder).
     pub store: RemoteSettings,
+    /// The epoch order.
+    pub order: slotcon_augment::Order,
 }
 
 /// One epoch's figures, when the run counts epochs.
@@ -61,6 +63,8 @@ pub struct LoaderBench {
     pub workers: usize,
     /// Samples per batch.
     pub batch_size: usize,
+    /// The epoch order (`Global`, or `Block` with its run and window).
+    pub order: String,
     /// Two-view samples delivered.
     pub samples: u64,
     /// Wall time from the first batch request to the last batch.
@@ -115,6 +119,7 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
     let builder = LoaderBuilder::new(Arc::clone(&reader))
         .workers(run.workers)
         .batch_size(run.batch_size)
+        .order(run.order)
         .seed(run.seed);
     let (mut waits, mut samples, mut skipped, mut crc, mut summed) = (Vec::new(), 0u64, 0, 0u32, 0);
     let at_start = Resident::now();
@@ -188,6 +193,7 @@ pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64
         images: reader.len(),
         workers: run.workers,
         batch_size: run.batch_size,
+        order: format!("{:?}", run.order),
         samples,
         seconds,
         img_per_sec: samples as f64 / seconds,

@@ -51,6 +51,16 @@ enum Command {
         /// say), in the same invocation, and report the ratio of each epoch's img/s.
         #[arg(long, value_name = "STORE")]
         against: Option<String>,
+        /// The epoch order: global (uniform) or block (runs of --order-block consecutive
+        /// samples, shuffled, mixed within windows of --order-window runs).
+        #[arg(long, value_enum, default_value_t = OrderArg::Global)]
+        order: OrderArg,
+        /// Consecutive samples per run of the block order, 1 to 1048576.
+        #[arg(long, default_value_t = slotcon_augment::DEFAULT_ORDER_BLOCK, value_parser = flags::int(1..=1u64 << 20))]
+        order_block: u64,
+        /// Runs per window of the block order, 1 to 1048576.
+        #[arg(long, default_value_t = slotcon_augment::DEFAULT_ORDER_WINDOW, value_parser = flags::int(1..=1u64 << 20))]
+        order_window: u64,
         #[command(flatten)]
         store: slotcon_cli::StoreArgs,
         /// Print one JSON object.
@@ -135,6 +145,15 @@ enum Command {
     },
 }
 
+/// `--order`'s values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OrderArg {
+    /// Uniform over the store.
+    Global,
+    /// Runs of consecutive samples, shuffled, mixed within windows.
+    Block,
+}
+
 /// Settings shared by the loader benchmarks.
 #[derive(clap::Args, Debug, Clone)]
 struct LoaderArgs {
@@ -162,6 +181,7 @@ impl LoaderArgs {
             checksum_batches: 4,
             epochs,
             store: store.settings(),
+            order: slotcon_augment::Order::Global,
         }
     }
 
@@ -254,9 +274,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shards,
             epochs,
             against,
+            order,
+            order_block,
+            order_window,
             store,
             json,
-        } => loader_pair(&run.run(&store, epochs), &shards, against.as_deref(), json)?,
+        } => {
+            let mut r = run.run(&store, epochs);
+            r.order = match order {
+                OrderArg::Global => slotcon_augment::Order::Global,
+                OrderArg::Block => slotcon_augment::Order::Block {
+                    samples: order_block,
+                    window: order_window,
+                },
+            };
+            loader_pair(&r, &shards, against.as_deref(), json)?
+        }
         Command::Baseline { run, images, json } => {
             eprintln!("running the PyTorch DataLoader baseline for {} s ...", run.seconds);
             print_one(

@@ -34,10 +34,13 @@ pub fn ingest_to_url(
     progress: Progress<'_>,
 ) -> Result<(IngestReport, UploadReport)> {
     let uploader = Uploader::new(url, store)?;
-    let mut sent = 0u64;
+    let (mut sent, mut sent_bytes) = (0u64, 0u64);
     let mut on_shard = |s: &slotcon_shards::ShardInfo| -> Result<()> {
-        for name in [&s.file, &s.index] {
-            sent += uploader.put_file(staging, name)? as u64;
+        for (name, size) in [(&s.file, s.bytes), (&s.index, s.index_bytes)] {
+            if uploader.put_file(staging, name)? {
+                sent += 1;
+                sent_bytes += size;
+            }
         }
         Ok(())
     };
@@ -48,5 +51,6 @@ pub fn ingest_to_url(
     // The shards sent while ingesting count as uploaded, not as kept.
     upload.kept = upload.kept.saturating_sub(sent);
     upload.uploaded += sent;
+    upload.bytes += sent_bytes;
     Ok((report, upload))
 }

@@ -391,3 +391,32 @@ def test_a_shard_truncated_under_an_open_store_or_loader_is_an_exception_not_a_b
     assert shard.name in str(err.value)
     with pytest.raises(slotcon.SlotconError, match="changed while open"):
         list(loader)
+
+
+def test_a_store_in_s3_gives_the_local_stores_batches_cold_and_warm(shards, tmp_path):
+    """slotcon.Loader("s3://...") against a real S3 server on 127.0.0.1 (slotcon-s3-server)."""
+    server = subprocess.Popen([BIN / "slotcon-s3-server", tmp_path / "root", "--access-key", "k", "--secret-key", "s",
+                               "--latency-ms", "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    (tmp_path / "root" / "bucket").mkdir(parents=True)
+    try:
+        port = server.stdout.readline().strip().rsplit(":", 1)[1]
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "k",
+               "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1"}
+        os.environ.update(env)
+        subprocess.run([BIN / "slotcon-ingest", COCO / "images", "--out", "s3://bucket/coco/", "--staging",
+                        tmp_path / "staging", "-q"], check=True, capture_output=True)
+        want = python_checksum(slotcon.Loader(shards, batch_size=16, workers=2, seed=7), batches=8)
+        for what in ("cold", "warm"):
+            loader = slotcon.Loader("s3://bucket/coco/", batch_size=16, workers=2, seed=7, cache=tmp_path / "cache")
+            assert python_checksum(loader, batches=8) == want, what
+        blocks = list((tmp_path / "cache").glob("*/*.blk"))
+        assert blocks, "nothing was cached"
+        store = slotcon.Store("s3://bucket/coco/", cache=tmp_path / "cache")
+        assert len(store) == 128 and store[5][0] == slotcon.Store(shards)[5][0]
+        with pytest.raises(slotcon.SlotconError, match="no slotcon store at this URL"):
+            slotcon.Store("s3://bucket/nothing/", cache=tmp_path / "cache")
+    finally:
+        for k in ("AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+            os.environ.pop(k, None)
+        server.stdin.close()
+        server.wait(timeout=30)

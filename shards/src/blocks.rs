@@ -8,8 +8,11 @@
 
 use crate::index::IndexView;
 
-/// The default block size: 8 MiB (FFCV's page size for stores larger than memory).
-pub const DEFAULT_BLOCK_BYTES: u64 = 8 << 20;
+/// The default block size: 1 MiB. At 20 ms per request and 8 requests in flight that is
+/// 400 MiB/s, and the first batches of a cold epoch wait for few bytes; 8 MiB blocks
+/// (FFCV's page) made the first epoch of a 170 MB store 0.6x the local store's, as its
+/// first batch needs most blocks at once (bench/RESULTS.md).
+pub const DEFAULT_BLOCK_BYTES: u64 = 1 << 20;
 
 /// One block: rows `first_row..first_row + rows` of shard `shard`, whose payloads lie in
 /// the shard file's bytes `start..end`.

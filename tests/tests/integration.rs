@@ -18,6 +18,7 @@ mod official;
 mod precision;
 mod preemption;
 mod remote;
+mod remote_cli;
 mod resume;
 mod run_folder;
 mod sampler;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slotcon_augment::{AugmentConfig, LoaderBuilder};
+use slotcon_augment::{AugmentConfig, LoaderBuilder, Order};
 use slotcon_shards::remote::upload_store;
 use slotcon_shards::{crc32c, RemoteSettings, ShardReader};
 use slotcon_tests::s3::S3Server;
@@ -49,9 +49,23 @@ fn epoch_sums(
     epoch: u64,
     rank: usize,
     world: usize,
+    each: impl FnMut(&ShardReader),
+) -> Vec<u32> {
+    ordered_sums(reader, Order::Global, epoch, (rank, world), 0, each)
+}
+
+/// [`epoch_sums`] in `order`, from step `start` of the epoch.
+fn ordered_sums(
+    reader: &Arc<ShardReader>,
+    order: Order,
+    epoch: u64,
+    (rank, world): (usize, usize),
+    start: u64,
     mut each: impl FnMut(&ShardReader),
 ) -> Vec<u32> {
     let loader = LoaderBuilder::new(reader.clone())
+        .order(order)
+        .start_step(start)
         .augment(AugmentConfig {
             size: 64,
             ..AugmentConfig::slotcon()
@@ -120,6 +134,16 @@ fn remote_batches_equal_the_local_stores_cold_and_warm_on_one_and_two_ranks() {
     for (rank, want) in want_ranks.iter().enumerate() {
         assert_eq!(&two_epochs(&open(&url, &s), rank, 2), want, "rank {rank} of 2");
     }
+    // A mid-epoch resume from a remote store on another number of ranks: the share and
+    // the start step are the loader's; the batches are the local store's.
+    let resumed = |reader: &Arc<ShardReader>, rank| ordered_sums(reader, Order::Global, 1, (rank, 2), 2, |_| {});
+    for rank in 0..2 {
+        assert_eq!(
+            resumed(&open(&url, &s), rank),
+            resumed(&local_reader, rank),
+            "resumed rank {rank}"
+        );
+    }
     // Two ranks with a cold cache each.
     for (rank, want) in want_ranks.iter().enumerate() {
         let s = settings(&server, &tmp.path().join(format!("cache-rank{rank}")));
@@ -158,6 +182,39 @@ fn the_cache_never_exceeds_its_limit_and_a_corrupt_block_is_fetched_again() {
         stats.bytes_fetched as f64 / store_bytes as f64
     );
     assert!(most > 0 && stats.evictions > 0, "{stats:?}");
+    let global_refetched = stats.bytes_fetched;
+    drop(reader);
+
+    // The block order (runs of 8 samples, windows of 2 runs) with the same limit: each
+    // epoch fetches about the store once.
+    let block = Order::Block { samples: 8, window: 2 };
+    let s = RemoteSettings {
+        cache_limit: Some(limit),
+        ..settings(&server, &tmp.path().join("cache-block"))
+    };
+    let reader = open(&url, &s);
+    let mut per_epoch = Vec::new();
+    for epoch in 0..3 {
+        let want = ordered_sums(&local_reader, block, epoch, (0, 1), 0, |_| {});
+        let before = reader.remote_stats().unwrap();
+        let got = ordered_sums(&reader, block, epoch, (0, 1), 0, |r| {
+            let (_, used, cap) = r.cache_usage().unwrap().unwrap();
+            assert!(
+                used <= cap,
+                "block order: the cache holds {used} bytes, over its limit {cap}"
+            );
+        });
+        assert_eq!(got, want, "block order, epoch {epoch}");
+        per_epoch.push(reader.remote_stats().unwrap().since(&before).bytes_fetched as f64 / store_bytes as f64);
+    }
+    let stats = reader.remote_stats().unwrap();
+    eprintln!("block order, cache a quarter of the store: fetched {per_epoch:.2?} x the store per epoch; {stats:?}");
+    assert!(
+        stats.bytes_fetched < global_refetched,
+        "block {} >= global {global_refetched}",
+        stats.bytes_fetched
+    );
+    assert!(per_epoch.iter().all(|&x| x < 1.5), "{per_epoch:?}");
     drop(reader);
 
     // A warm cache with one block corrupted, and one truncated: both are fetched again.

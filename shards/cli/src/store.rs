@@ -21,7 +21,7 @@ pub struct StoreArgs {
     /// [default: the store's size, at most 3/4 of the free space there]
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub cache_limit: Option<u64>,
-    /// The most bytes one request (one cached block) spans. [default: 8M]
+    /// The most bytes one request (one cached block) spans. [default: 1M]
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub block_size: Option<u64>,
     /// Seconds one request to a remote store may take, retries included, before it is

@@ -1,0 +1,167 @@
+//! The binaries on a store in object storage, against a real S3 server on 127.0.0.1:
+//! `slotcon-ingest --out s3://` (killed and resumed), `slotcon-ingest verify`,
+//! `slotcon-bench loader --against`, and `slotcon-train --shards s3://`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use slotcon_tests::s3::S3Server;
+use slotcon_tests::{bin, coco128, run, run_ok, snapshot, step_losses};
+
+fn ingest(server: &S3Server, out: &str, staging: &Path) -> Command {
+    let mut cmd = bin("slotcon-ingest");
+    cmd.arg(coco128().join("images"))
+        .arg("--out")
+        .arg(out)
+        .arg("--staging")
+        .arg(staging)
+        .args(["--shard-size", "4MiB", "-q"]);
+    server.env(&mut cmd);
+    cmd
+}
+
+/// The store's files as the server holds them (name, bytes), s3s-fs's own files aside.
+fn objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    snapshot(dir)
+}
+
+#[test]
+fn an_ingest_into_s3_killed_and_resumed_ends_with_the_local_ingests_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Each request waits 150 ms: the ingest is still uploading when it is killed.
+    let server = S3Server::start(&tmp.path().join("root"), &["--latency-ms", "150"]);
+    let url = format!("{}/coco/", server.bucket("bucket"));
+    let staging = tmp.path().join("staging");
+    let prefix = server.root.join("bucket/coco");
+    let mut child = ingest(&server, &url, &staging).stdout(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while !prefix.join("shard-00000.idx").exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        prefix.join("shard-00000.parquet").exists(),
+        "no shard was uploaded before the kill"
+    );
+    assert!(
+        !prefix.join("manifest.json").exists(),
+        "a reader would see half a store"
+    );
+    let out = run_ok(ingest(&server, &url, &staging).arg("--json"));
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(report["upload"]["kept"].as_u64().unwrap() >= 2, "{report}");
+    // The same store as a local ingest, file for file.
+    let local = tmp.path().join("local");
+    run_ok(
+        bin("slotcon-ingest")
+            .arg(coco128().join("images"))
+            .arg("--out")
+            .arg(&local)
+            .args(["--shard-size", "4MiB", "-q"]),
+    );
+    let store = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        objects(dir)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("shard-") || n == "manifest.json")
+            .collect()
+    };
+    let (remote, local) = (store(&prefix), store(&local));
+    assert_eq!(
+        remote.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        local.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert!(remote == local, "the uploaded store differs from the local ingest's");
+    // Verified from the bucket: every sample's CRC-32C and every decode.
+    let mut verify = bin("slotcon-ingest");
+    verify
+        .args(["verify", &url, "--json", "--cache"])
+        .arg(tmp.path().join("cache"));
+    let report: serde_json::Value = serde_json::from_str(run_ok(server.env(&mut verify)).trim()).unwrap();
+    assert_eq!(report["images"], 128, "{report}");
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+}
+
+#[test]
+fn the_loader_bench_reads_s3_against_the_local_store_and_training_follows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = S3Server::start(&tmp.path().join("root"), &["--latency-ms", "5"]);
+    let url = format!("{}/coco/", server.bucket("bucket"));
+    let staging = tmp.path().join("staging");
+    run_ok(&mut ingest(&server, &url, &staging));
+    let mut bench = bin("slotcon-bench");
+    bench
+        .args(["loader", "--shards", &url, "--against"])
+        .arg(&staging)
+        .args([
+            "--epochs",
+            "2",
+            "--workers",
+            "1",
+            "--batch-size",
+            "16",
+            "--json",
+            "--cache",
+        ])
+        .arg(tmp.path().join("cache"));
+    let out: serde_json::Value = serde_json::from_str(run_ok(server.env(&mut bench)).trim()).unwrap();
+    let (ours, base) = (&out["store"], &out["against"]);
+    assert_eq!(ours["checksum"], base["checksum"], "the batches differ");
+    assert_eq!(out["ratio_per_epoch"].as_array().unwrap().len(), 2);
+    let epochs = ours["epochs"].as_array().unwrap();
+    // Epoch 1 fetches the store once (the cache holds it); epoch 2 fetches nothing.
+    assert!(epochs[0]["remote"]["blocks_fetched"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(epochs[1]["remote"]["blocks_fetched"], 0, "{out}");
+    assert!(epochs[1]["remote"]["cache_hits"].as_u64().unwrap() > 0, "{out}");
+    assert!(base["remote"].is_null());
+    for key in [
+        "requests",
+        "bytes_fetched",
+        "bytes_used",
+        "cache_hits",
+        "retries",
+        "wait_seconds",
+    ] {
+        assert!(ours["remote"].get(key).is_some(), "{key} missing: {out}");
+    }
+
+    // Two training steps from the bucket lose what two from the local store lose.
+    let train = |shards: &str, out: &Path| {
+        let mut cmd = bin("slotcon-train");
+        cmd.args(["--shards", shards, "--out"])
+            .arg(out)
+            .args([
+                "--image-size",
+                "64",
+                "--batch-size",
+                "16",
+                "--max-steps",
+                "2",
+                "-q",
+                "--cache",
+            ])
+            .arg(tmp.path().join("cache"));
+        run_ok(server.env(&mut cmd));
+    };
+    let (from_s3, from_disk) = (tmp.path().join("run-s3"), tmp.path().join("run-local"));
+    train(&url, &from_s3);
+    train(staging.to_str().unwrap(), &from_disk);
+    assert_eq!(step_losses(&from_s3), step_losses(&from_disk));
+    let metrics = std::fs::read_to_string(from_s3.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    assert!(last["remote"]["samples"].as_u64().unwrap() > 0, "{last}");
+    let local_metrics = std::fs::read_to_string(from_disk.join("metrics.jsonl")).unwrap();
+    assert!(!local_metrics.contains("\"remote\""));
+    // A bad URL is a clear error, not a hang or a panic.
+    let mut cmd = bin("slotcon-train");
+    cmd.args(["--shards", "s3://bucket/missing/", "--out"])
+        .arg(tmp.path().join("run-missing"))
+        .args(["--remote-timeout", "5", "-q"]);
+    let (code, _, err) = run(server.env(&mut cmd));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("s3://bucket/missing/manifest.json") && err.contains("no slotcon store"),
+        "{err}"
+    );
+}
