@@ -296,6 +296,10 @@ fn unreachable_missing_and_refused_stores_are_clear_errors_within_the_deadline()
     // Refused credentials.
     let s = quick(vec![("secret_access_key", "wrong".into())]);
     fails_quickly(&url, &s, &[]);
+    // A server that answers nothing within the deadline: each attempt times out.
+    let slow = S3Server::start(&tmp.path().join("slow"), &["--latency-ms", "30000"]);
+    let s = quick(vec![("endpoint", slow.endpoint())]);
+    fails_quickly(&url, &s, &["no good answer", "no answer within"]);
     // A scheme slotcon does not read.
     let e = ShardReader::open("ftp://host/x").err().unwrap().to_string();
     assert!(e.contains("unsupported scheme ftp://"), "{e}");
@@ -329,4 +333,21 @@ fn a_store_changed_after_opening_is_an_error_naming_the_shard_and_sample() {
     assert!(e.contains(&format!("sample {last} (")) && e.contains("CRC-32C"), "{e}");
     // The samples before it still read (their block may be another).
     assert!(reader.get(0).is_ok());
+
+    // Shard 1 rewritten with a new ETag (s3s-fs computes it again once its record is
+    // gone): an error naming the object, before any byte is used.
+    let shard = server.root.join("bucket/coco/shard-00001.parquet");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&shard, &bytes).unwrap();
+    for e in std::fs::read_dir(&server.root).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".internal.json") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let first = local_reader.manifest().shards[1].first_id;
+    let e = reader.get(first).expect_err("the new ETag is noticed").to_string();
+    assert!(e.contains("shard-00001.parquet") && e.contains("ETag"), "{e}");
 }

@@ -307,6 +307,9 @@ fn build(
         max_retries: 0,
         ..RetryConfig::default()
     };
+    // object_store's own timeout comes a second after ours, so that a request that hangs
+    // is reported by the deadline that covers the retries ("no answer within").
+    let timeout = timeout + Duration::from_secs(1);
     let timeout_text = format!("{}ms", timeout.as_millis().max(1));
     let path = url.path().trim_start_matches('/');
     let prefix = |p: &str| if p.is_empty() { String::new() } else { with_slash(p) };
