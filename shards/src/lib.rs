@@ -38,6 +38,7 @@
 //! # }
 //! ```
 
+pub mod ahead;
 pub mod blocks;
 mod checksum;
 mod error;

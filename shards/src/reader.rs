@@ -128,6 +128,8 @@ pub struct ShardReader {
     extent: Extent,
     /// A remote store's fetching state (`None` for a local store).
     remote: Option<RemoteHandle>,
+    /// A local store's read-ahead in the planned order.
+    ahead: crate::ahead::LocalAhead,
 }
 
 /// The largest image sizes in a store, as its index records them: what bounds one
@@ -188,6 +190,7 @@ impl ShardReader {
             shards,
             extent,
             remote: Some(opened.handle),
+            ahead: Default::default(),
         })
     }
 
@@ -209,6 +212,7 @@ impl ShardReader {
             shards,
             extent,
             remote: None,
+            ahead: Default::default(),
         })
     }
 
@@ -219,18 +223,36 @@ impl ShardReader {
 
     /// Tells the reader the order in which ids will be asked for from now on (a loader's
     /// epoch): a remote store then reads ahead in that order and evicts from its cache
-    /// the block needed last. A local store ignores it.
+    /// the block needed last; a local store asks the kernel for the pages of the next
+    /// samples ([`crate::ahead`]).
     pub fn plan(&self, ids: &[u64]) {
-        if let Some(r) = &self.remote {
-            r.remote.set_plan(ids, |id| self.shard_row(id));
+        match &self.remote {
+            Some(r) => r.remote.set_plan(ids, |id| self.shard_row(id)),
+            None => {
+                let spans = ids
+                    .iter()
+                    .filter(|&&id| id < self.len())
+                    .map(|&id| {
+                        let (shard, row) = self.shard_row(id);
+                        let e = self.view(shard).entry(row);
+                        (shard, e.offset, e.len as u64)
+                    })
+                    .collect();
+                self.ahead.plan(spans, &self.local_files());
+            }
         }
     }
 
     /// The reads have reached `position` in the order given to [`plan`](Self::plan).
     pub fn advance(&self, position: usize) {
-        if let Some(r) = &self.remote {
-            r.remote.advance(position);
+        match &self.remote {
+            Some(r) => r.remote.advance(position),
+            None => self.ahead.advance(position, &self.local_files()),
         }
+    }
+
+    fn local_files(&self) -> Vec<&File> {
+        self.shards.iter().filter_map(|s| s.local.as_ref().map(|l| &l.file)).collect()
     }
 
     /// A remote store's counters so far (`None` for a local store).

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod cgroup;
 mod poison;
 pub mod s3;
 pub use poison::poisoned_jpegs;

@@ -13,6 +13,7 @@ mod eval;
 mod export;
 mod hosts;
 mod ingest;
+mod larger_than_memory;
 mod loader;
 mod official;
 mod precision;

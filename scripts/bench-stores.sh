@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The figures of stores elsewhere (bench/RESULTS.md, "Stores in object storage and larger
+# than memory"), from the release binaries (cargo build --release --workspace):
+#   1. a store in S3: slotcon-bench loader, 1 worker, 2 epochs with an empty cache,
+#      against the same store on disk in the same invocation, through slotcon-s3-server
+#      (s3s-fs on 127.0.0.1) with 20 ms per request and 50 MB/s per connection;
+#   2. a store larger than memory: the loader in a memory cgroup (needs root) on a raw store
+#      2.5x its limit, block and global order, against a store that fits in the limit.
+# COCO128=/path/to/coco128/images (default: the shared sample), OUT=folder (default: a
+# temporary one, removed at the end), COPIES=8 (the COCO sample repeated for part 1),
+# PARTS="1 2" (which parts to run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$PWD/target/release
+images=${COCO128:-$PWD/../shared/data/coco128/images}
+[ -d "$images" ] || { echo "error: no COCO sample at $images; set COCO128" >&2; exit 1; }
+[ -x "$bin/slotcon-s3-server" ] || { echo "error: build first: cargo build --release --workspace" >&2; exit 1; }
+out=${OUT:-$(mktemp -d)}
+server_pid=
+cgroup=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -n "$cgroup" ] && rmdir "$cgroup" 2>/dev/null || true
+  [ -z "${OUT:-}" ] && rm -rf "$out"
+}
+trap cleanup EXIT
+
+# A folder of N hard-linked copies of the sample's images.
+replicate() { # DIR N
+  local c f
+  for c in $(seq -w 1 "$2"); do
+    mkdir -p "$1/copy$c"
+    for f in "$images"/*/*.jpg "$images"/*.jpg; do
+      if [ -f "$f" ]; then ln -f "$f" "$1/copy$c/" 2>/dev/null || cp "$f" "$1/copy$c/"; fi
+    done
+  done
+}
+
+parts=${PARTS:-1 2}
+if [[ " $parts " == *" 1 "* ]]; then
+echo "== 1. a store in S3 (20 ms per request, 50 MB/s per connection), 1 worker"
+replicate "$out/src" "${COPIES:-8}"
+mkdir -p "$out/root/bucket"
+coproc SERVER { exec "$bin/slotcon-s3-server" "$out/root" --access-key k --secret-key s --latency-ms 20 --bandwidth 50000000; }
+server_pid=$SERVER_PID
+read -r line <&"${SERVER[0]}"
+export AWS_ENDPOINT_URL="http://127.0.0.1:${line##*:}" AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=k AWS_SECRET_ACCESS_KEY=s AWS_REGION=us-east-1
+"$bin/slotcon-ingest" "$out/src" --out s3://bucket/coco/ --staging "$out/local" -q
+for order in global block; do
+  rm -rf "$out/cache"
+  echo "-- --order $order (cache empty at epoch 1)"
+  "$bin/slotcon-bench" loader --workers 1 --batch-size 32 --epochs 2 --order "$order" \
+    --shards s3://bucket/coco/ --against "$out/local" --cache "$out/cache"
+done
+kill "$server_pid"; server_pid=
+fi
+[[ " $parts " == *" 2 "* ]] || exit 0
+
+echo "== 2. a store larger than memory (a memory cgroup)"
+limit=$((320 << 20))
+if [ -f /sys/fs/cgroup/memory/memory.limit_in_bytes ]; then
+  cgroup=/sys/fs/cgroup/memory/slotcon-bench-$$; file=memory.limit_in_bytes
+else
+  cgroup=/sys/fs/cgroup/slotcon-bench-$$; file=memory.max
+fi
+mkdir "$cgroup" && echo "$limit" > "$cgroup/$file"
+replicate "$out/big-src" 17   # raw RGB: ~1.8 GB, 5.7x the limit
+replicate "$out/small-src" 2  # ~210 MB: fits
+"$bin/slotcon-ingest" "$out/big-src" --out "$out/big" --store raw --shard-size 256MiB -q
+"$bin/slotcon-ingest" "$out/small-src" --out "$out/small" --store raw --shard-size 256MiB -q
+drop_cache() { python3 -c "
+import os, sys
+for d in sys.argv[1:]:
+    for n in os.listdir(d):
+        p = os.path.join(d, n); fd = os.open(p, os.O_RDONLY); os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)" "$@"; }
+for store in small big; do
+  for order in block global; do
+    drop_cache "$out/$store"
+    printf -- "-- %s store, --order %s: " "$store" "$order"
+    sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cgroup" \
+      "$bin/slotcon-bench" loader --workers 2 --batch-size 32 --epochs 2 --order "$order" --shards "$out/$store" --json |
+      python3 -c "import json,sys; d=json.load(sys.stdin); print(' '.join(f\"epoch {e['epoch']+1}: {e['img_per_sec']:.1f} img/s\" for e in d['epochs']))"
+  done
+done
