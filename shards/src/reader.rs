@@ -252,7 +252,10 @@ impl ShardReader {
     }
 
     fn local_files(&self) -> Vec<&File> {
-        self.shards.iter().filter_map(|s| s.local.as_ref().map(|l| &l.file)).collect()
+        self.shards
+            .iter()
+            .filter_map(|s| s.local.as_ref().map(|l| &l.file))
+            .collect()
     }
 
     /// A remote store's counters so far (`None` for a local store).

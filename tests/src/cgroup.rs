@@ -20,12 +20,17 @@ impl MemoryCgroup {
         let v2_root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
             .into_iter()
             .map(Path::new)
-            .find(|r| std::fs::read_to_string(r.join("cgroup.controllers")).is_ok_and(|c| c.split_whitespace().any(|c| c == "memory")));
+            .find(|r| {
+                std::fs::read_to_string(r.join("cgroup.controllers"))
+                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+            });
         let (dir, v2, limit_file) = match v2_root {
             Some(root) => (root.join(&name), true, "memory.max"),
-            None if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() => {
-                (Path::new("/sys/fs/cgroup/memory").join(&name), false, "memory.limit_in_bytes")
-            }
+            None if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() => (
+                Path::new("/sys/fs/cgroup/memory").join(&name),
+                false,
+                "memory.limit_in_bytes",
+            ),
             None => return Err("no cgroup memory controller (v2 or v1) is mounted".into()),
         };
         std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -75,7 +80,11 @@ impl MemoryCgroup {
 
     /// The most memory it held (v1 records it; v2 from 5.19, `memory.peak`).
     pub fn peak_bytes(&self) -> Option<u64> {
-        let file = if self.v2 { "memory.peak" } else { "memory.max_usage_in_bytes" };
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
         std::fs::read_to_string(self.dir.join(file)).ok()?.trim().parse().ok()
     }
 }

@@ -30,13 +30,13 @@ fn the_block_order_reads_a_store_over_twice_the_memory_limit() {
     let (src, store) = (tmp.path().join("src"), tmp.path().join("store"));
     // Raw RGB (920 KB an image): 896 images make 750 MB, read at the loader's pace.
     replicated(&src, 7);
-    run_ok(
-        bin("slotcon-ingest")
-            .arg(&src)
-            .arg("--out")
-            .arg(&store)
-            .args(["-q", "--store", "raw", "--shard-size", "64MiB"]),
-    );
+    run_ok(bin("slotcon-ingest").arg(&src).arg("--out").arg(&store).args([
+        "-q",
+        "--store",
+        "raw",
+        "--shard-size",
+        "64MiB",
+    ]));
     let bytes: u64 = slotcon_shards::Manifest::load(&store).unwrap().total_bytes;
     // The process holds about 210 MiB of its own (LibTorch's libraries, linked into the
     // bench, and the batch buffers): some 100 MiB are left for the store's pages.
@@ -45,9 +45,17 @@ fn the_block_order_reads_a_store_over_twice_the_memory_limit() {
     let cg = MemoryCgroup::new("slotcon-ltm", limit).unwrap_or_else(|e| panic!("a memory cgroup is needed: {e}"));
     let bench = |order: &str| {
         let mut cmd = bin("slotcon-bench");
-        cmd.args(["loader", "--shards"])
-            .arg(&store)
-            .args(["--order", order, "--epochs", "1", "--workers", "2", "--batch-size", "32", "--json"]);
+        cmd.args(["loader", "--shards"]).arg(&store).args([
+            "--order",
+            order,
+            "--epochs",
+            "1",
+            "--workers",
+            "2",
+            "--batch-size",
+            "32",
+            "--json",
+        ]);
         cmd
     };
     evict_from_page_cache(&store);
@@ -55,7 +63,12 @@ fn the_block_order_reads_a_store_over_twice_the_memory_limit() {
     assert_eq!(cg.oom_kills(), 0, "killed for memory");
     if let Some(peak) = cg.peak_bytes() {
         assert!(peak <= limit, "the cgroup held {peak} bytes, over {limit}");
-        eprintln!("cgroup peak {:.0} MiB of {:.0} MiB; store {:.0} MiB", peak as f64 / 1048576.0, limit as f64 / 1048576.0, bytes as f64 / 1048576.0);
+        eprintln!(
+            "cgroup peak {:.0} MiB of {:.0} MiB; store {:.0} MiB",
+            peak as f64 / 1048576.0,
+            limit as f64 / 1048576.0,
+            bytes as f64 / 1048576.0
+        );
     }
     assert_eq!(inside["samples"].as_u64().unwrap() + 32, 896, "{inside}");
     let outside: serde_json::Value = serde_json::from_str(run_ok(&mut bench("block")).trim()).unwrap();

@@ -161,6 +161,49 @@ mod tests {
         assert_eq!(Order::Global.epoch(&shards, 3, 0), epoch_order(387, 3, 0));
     }
 
+    /// What the block order gives up (printed for docs/remote.md with `--nocapture`): on
+    /// 100 shards of 1000 samples, the shards a batch of 256 draws from, and how far
+    /// apart in the epoch two samples of one shard fall.
+    #[test]
+    fn the_block_order_mixes_fewer_shards_per_batch_than_the_global_order() {
+        let shards: Vec<(u64, u64)> = (0..100).map(|s| (s * 1000, 1000)).collect();
+        let stats = |order: &[u64]| {
+            let per_batch: Vec<usize> = order
+                .chunks(256)
+                .map(|b| {
+                    b.iter()
+                        .map(|id| id / 1000)
+                        .collect::<std::collections::HashSet<_>>()
+                        .len()
+                })
+                .collect();
+            let mut pos = vec![0usize; order.len()];
+            for (p, &id) in order.iter().enumerate() {
+                pos[id as usize] = p;
+            }
+            // Neighbouring ids (one shard, adjacent rows): how far apart in the epoch.
+            let mut gaps: Vec<usize> = (0..order.len() - 1)
+                .filter(|i| (i + 1) % 1000 != 0)
+                .map(|i| pos[i].abs_diff(pos[i + 1]))
+                .collect();
+            gaps.sort();
+            let mean = per_batch.iter().sum::<usize>() as f64 / per_batch.len() as f64;
+            (mean, gaps[gaps.len() / 2], gaps[gaps.len() / 10])
+        };
+        let global = stats(&Order::Global.epoch(&shards, 0, 0));
+        let block = stats(
+            &Order::Block {
+                samples: 64,
+                window: 16,
+            }
+            .epoch(&shards, 0, 0),
+        );
+        eprintln!("shards per batch of 256, median and 10th-percentile gap between neighbouring ids: global {global:?}, block(64, 16) {block:?}");
+        assert!(block.0 < global.0 && block.1 < global.1, "{block:?} {global:?}");
+        // A window mixes 1024 samples: neighbours land within a window of each other.
+        assert!(block.1 < 1024, "{block:?}");
+    }
+
     #[test]
     fn ranks_are_disjoint_equal_and_cover_all_but_the_remainder() {
         let order = epoch_order(103, 0, 0);

@@ -313,42 +313,33 @@ fn build(
     let timeout_text = format!("{}ms", timeout.as_millis().max(1));
     let path = url.path().trim_start_matches('/');
     let prefix = |p: &str| if p.is_empty() { String::new() } else { with_slash(p) };
+    // The three cloud builders take the same calls, with their own key types: the URL,
+    // no retries of their own, the timeouts, then the options over their environment.
+    macro_rules! cloud {
+        ($builder:ty, $key:ident) => {{
+            let mut b = <$builder>::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry)
+                .with_config($key::Client(ClientConfigKey::Timeout), &timeout_text)
+                .with_config($key::Client(ClientConfigKey::ConnectTimeout), &timeout_text);
+            for (k, v) in options {
+                b = b.with_config(k.parse()?, v);
+            }
+            Arc::new(b.build()?)
+        }};
+    }
     let store: Arc<dyn ObjectStore> = match url.scheme() {
         "s3" | "s3a" => {
-            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
-            let mut b = AmazonS3Builder::from_env()
-                .with_url(url.as_str())
-                .with_retry(retry)
-                .with_config(K::Client(ClientConfigKey::Timeout), &timeout_text)
-                .with_config(K::Client(ClientConfigKey::ConnectTimeout), &timeout_text);
-            for (k, v) in options {
-                b = b.with_config(k.parse()?, v);
-            }
-            Arc::new(b.build()?)
+            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+            cloud!(AmazonS3Builder, AmazonS3ConfigKey)
         }
         "gs" => {
-            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
-            let mut b = GoogleCloudStorageBuilder::from_env()
-                .with_url(url.as_str())
-                .with_retry(retry)
-                .with_config(K::Client(ClientConfigKey::Timeout), &timeout_text)
-                .with_config(K::Client(ClientConfigKey::ConnectTimeout), &timeout_text);
-            for (k, v) in options {
-                b = b.with_config(k.parse()?, v);
-            }
-            Arc::new(b.build()?)
+            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+            cloud!(GoogleCloudStorageBuilder, GoogleConfigKey)
         }
         "az" | "azure" | "abfs" | "abfss" | "adl" => {
-            use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
-            let mut b = MicrosoftAzureBuilder::from_env()
-                .with_url(url.as_str())
-                .with_retry(retry)
-                .with_config(K::Client(ClientConfigKey::Timeout), &timeout_text)
-                .with_config(K::Client(ClientConfigKey::ConnectTimeout), &timeout_text);
-            for (k, v) in options {
-                b = b.with_config(k.parse()?, v);
-            }
-            Arc::new(b.build()?)
+            use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+            cloud!(MicrosoftAzureBuilder, AzureConfigKey)
         }
         "http" | "https" => {
             let mut client = ClientOptions::new()

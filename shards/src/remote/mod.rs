@@ -680,3 +680,53 @@ impl Remote {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_arguments_are_folders_or_urls_of_the_known_schemes() {
+        let remote = |s: &str| matches!(Location::parse(Path::new(s)), Ok(Location::Remote(_)));
+        for url in [
+            "s3://b/p/",
+            "s3://b",
+            "gs://b/p",
+            "az://c/p",
+            "abfss://c@a.dfs.core.windows.net/p",
+            "https://h/p/",
+        ] {
+            assert!(remote(url), "{url}");
+        }
+        for path in ["shards", "/data/shards", "./a:b", "weird://name"] {
+            let got = Location::parse(Path::new(path));
+            if path == "weird://name" {
+                let e = got.expect_err("an unknown scheme").to_string();
+                assert!(e.contains("unsupported scheme weird://"), "{e}");
+            } else {
+                assert_eq!(got.unwrap(), Location::Local(PathBuf::from(path)), "{path}");
+            }
+        }
+        assert_eq!(
+            Location::parse(Path::new("file:///data/s")).unwrap(),
+            Location::Local("/data/s".into())
+        );
+        let e = Location::parse(Path::new("s3://")).unwrap_err().to_string();
+        assert!(e.contains("s3://"), "{e}");
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_by_name() {
+        let bad = |f: fn(&mut RemoteSettings)| {
+            let mut s = RemoteSettings::default();
+            f(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|s| s.timeout_s = 0.0).contains("timeout_s"));
+        assert!(bad(|s| s.timeout_s = f64::NAN).contains("timeout_s"));
+        assert!(bad(|s| s.block_bytes = 10).contains("block_bytes"));
+        assert!(bad(|s| s.ahead_requests = 0).contains("ahead_requests"));
+        assert!(bad(|s| s.cache_limit = Some(0)).contains("cache_limit"));
+        assert!(RemoteSettings::default().validate().is_ok());
+    }
+}
