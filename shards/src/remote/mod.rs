@@ -5,7 +5,7 @@
 //! object's size and ETag. A payload is then a byte range of its shard object: the
 //! samples are grouped into [blocks](crate::blocks) (runs of consecutive samples), and a
 //! block is one ranged GET, verified sample by sample against the index's CRC-32C, kept
-//! in the [local cache](cache) and mapped from there like a local shard.
+//! in the local cache (`cache.rs`) and mapped from there like a local shard.
 //!
 //! The reader can be told the order in which samples will be asked for
 //! ([`ShardReader::plan`](crate::ShardReader::plan)) and how far the asking has come
@@ -246,7 +246,7 @@ impl Drop for RemoteHandle {
     fn drop(&mut self) {
         self.remote.stop.store(true, Ordering::SeqCst);
         self.remote.changed.notify_all();
-        if std::process::id() != self.remote.pid {
+        if self.remote.forked() {
             // A forked child: the fetcher threads are the parent's; there is nothing to join.
             std::mem::forget(std::mem::take(&mut self.fetchers));
             return;
@@ -434,6 +434,11 @@ impl Remote {
 
     /// Sets the order of the reads to come (ids), from position 0.
     pub fn set_plan(&self, ids: &[u64], locate: impl Fn(u64) -> (usize, u64)) {
+        if self.forked() {
+            // A fetcher of the parent may have held these locks at the fork; the child's
+            // reads are refused anyway ([`Remote::block`]).
+            return;
+        }
         let mut uses = vec![Vec::new(); self.blocks.len()];
         let at: Vec<u32> = ids
             .iter()
@@ -453,6 +458,9 @@ impl Remote {
 
     /// The reads have reached `position` of the plan.
     pub fn advance(&self, position: usize) {
+        if self.forked() {
+            return;
+        }
         self.position.store(position, Ordering::SeqCst);
         self.changed.notify_all();
     }
@@ -475,10 +483,15 @@ impl Remote {
         uses.get(i).map_or(u64::MAX, |&p| p as u64)
     }
 
+    /// True in a child forked after the store was opened.
+    fn forked(&self) -> bool {
+        std::process::id() != self.pid
+    }
+
     /// Block `n`'s bytes: resident, or from the cache, or fetched (waiting for a
     /// fetcher that is already on it).
     pub fn block(&self, n: usize) -> Result<Arc<BlockData>> {
-        if std::process::id() != self.pid {
+        if self.forked() {
             return Err(Error::Url {
                 url: self.client.base().to_string(),
                 reason: "this remote store was opened before fork(): its connections and \
