@@ -415,6 +415,26 @@ def test_a_store_in_s3_gives_the_local_stores_batches_cold_and_warm(shards, tmp_
         assert len(store) == 128 and store[5][0] == slotcon.Store(shards)[5][0]
         with pytest.raises(slotcon.SlotconError, match="no slotcon store at this URL"):
             slotcon.Store("s3://bucket/nothing/", cache=tmp_path / "cache")
+        # A child forked with a live remote loader neither hangs nor panics: its reads
+        # are refused by name (its connections and fetcher threads stay in the parent).
+        loader = slotcon.Loader("s3://bucket/coco/", batch_size=16, workers=2, seed=7, cache=tmp_path / "cache")
+        next(iter(loader))
+        pid = os.fork()
+        if pid == 0:
+            code = 10
+            try:
+                for _ in range(2):  # the parent's iteration, then a new one
+                    try:
+                        next(iter(loader))
+                        code = 11
+                        break
+                    except slotcon.SlotconError as e:
+                        code = 0 if "opened before fork()" in str(e) else 12
+            except BaseException:
+                code = 13
+            os._exit(code)
+        assert wait_child(pid) == 0
+        assert python_checksum(loader, batches=8) == want
     finally:
         for k in ("AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
             os.environ.pop(k, None)
