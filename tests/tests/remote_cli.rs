@@ -21,11 +21,6 @@ fn ingest(server: &S3Server, out: &str, staging: &Path) -> Command {
     cmd
 }
 
-/// The store's files as the server holds them (name, bytes), s3s-fs's own files aside.
-fn objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    snapshot(dir)
-}
-
 #[test]
 fn an_ingest_into_s3_killed_and_resumed_ends_with_the_local_ingests_store() {
     let tmp = tempfile::tempdir().unwrap();
@@ -62,7 +57,8 @@ fn an_ingest_into_s3_killed_and_resumed_ends_with_the_local_ingests_store() {
             .args(["--shard-size", "4MiB", "-q"]),
     );
     let store = |dir: &Path| -> Vec<(String, Vec<u8>)> {
-        objects(dir)
+        // The store's files as the server holds them, s3s-fs's own files aside.
+        snapshot(dir)
             .into_iter()
             .filter(|(n, _)| n.starts_with("shard-") || n == "manifest.json")
             .collect()
