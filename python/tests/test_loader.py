@@ -394,7 +394,9 @@ def test_a_shard_truncated_under_an_open_store_or_loader_is_an_exception_not_a_b
 
 
 def test_a_store_in_s3_gives_the_local_stores_batches_cold_and_warm(shards, tmp_path):
-    """slotcon.Loader("s3://...") against a real S3 server on 127.0.0.1 (slotcon-s3-server)."""
+    """slotcon.Loader("s3://...") against a real S3 server on 127.0.0.1 (slotcon-s3-server):
+    the local store's batches over 2 epochs, cold and warm, on 1 and 2 ranks, and after a
+    mid-epoch resume on another number of ranks."""
     server = subprocess.Popen([BIN / "slotcon-s3-server", tmp_path / "root", "--access-key", "k", "--secret-key", "s",
                                "--latency-ms", "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     (tmp_path / "root" / "bucket").mkdir(parents=True)
@@ -405,10 +407,32 @@ def test_a_store_in_s3_gives_the_local_stores_batches_cold_and_warm(shards, tmp_
         os.environ.update(env)
         subprocess.run([BIN / "slotcon-ingest", COCO / "images", "--out", "s3://bucket/coco/", "--staging",
                         tmp_path / "staging", "-q"], check=True, capture_output=True)
+        def two_epochs(store, rank=0, world_size=1, start=0, **kw):
+            """Each batch's checksum over epochs 0 and 1, from step `start` of epoch 0."""
+            loader = slotcon.Loader(store, batch_size=16, workers=2, seed=7, rank=rank, world_size=world_size, **kw)
+            out = []
+            for epoch in (0, 1):
+                loader.set_epoch(epoch)
+                loader.set_start_step(start if epoch == 0 else 0)
+                out += [(epoch, b.step, slotcon.checksum(b)) for b in loader]
+            return out
+
         want = python_checksum(slotcon.Loader(shards, batch_size=16, workers=2, seed=7), batches=8)
+        local = two_epochs(shards)
+        assert len(local) == 16
         for what in ("cold", "warm"):
             loader = slotcon.Loader("s3://bucket/coco/", batch_size=16, workers=2, seed=7, cache=tmp_path / "cache")
             assert python_checksum(loader, batches=8) == want, what
+            assert two_epochs("s3://bucket/coco/", cache=tmp_path / "cache") == local, what
+        # Two ranks, each with a cold cache of its own, then sharing a warm one; and a
+        # resume at step 3 of epoch 0 on 2 ranks of a run begun on 1.
+        for rank in (0, 1):
+            mine = two_epochs(shards, rank, 2)
+            for cache in (tmp_path / f"cache-rank{rank}", tmp_path / "cache"):
+                assert two_epochs("s3://bucket/coco/", rank, 2, cache=cache) == mine, (rank, cache)
+            resumed = two_epochs(shards, rank, 2, start=3)
+            assert resumed == mine[3:] and len(resumed) == 5
+            assert two_epochs("s3://bucket/coco/", rank, 2, start=3, cache=tmp_path / "cache") == resumed, rank
         blocks = list((tmp_path / "cache").glob("*/*.blk"))
         assert blocks, "nothing was cached"
         store = slotcon.Store("s3://bucket/coco/", cache=tmp_path / "cache")

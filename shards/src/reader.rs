@@ -128,8 +128,10 @@ pub struct ShardReader {
     extent: Extent,
     /// A remote store's fetching state (`None` for a local store).
     remote: Option<RemoteHandle>,
-    /// A local store's read-ahead in the planned order.
+    /// A local store's read-ahead and release-behind in the planned order.
     ahead: crate::ahead::LocalAhead,
+    /// The memory the store's pages may take; `None`: [`crate::ahead::memory_budget`].
+    memory_budget: Option<u64>,
 }
 
 /// The largest image sizes in a store, as its index records them: what bounds one
@@ -191,6 +193,7 @@ impl ShardReader {
             extent,
             remote: Some(opened.handle),
             ahead: Default::default(),
+            memory_budget: None,
         })
     }
 
@@ -213,7 +216,17 @@ impl ShardReader {
             extent,
             remote: None,
             ahead: Default::default(),
+            memory_budget: None,
         })
+    }
+
+    /// Sets the memory a local store's pages may take, in bytes, in place of the
+    /// machine's or the memory cgroup's ([`crate::ahead::memory_budget`]): a store
+    /// larger than [`crate::ahead::RELEASE_FRACTION`] of it gives back the pages of the
+    /// samples read in a [`plan`](Self::plan).
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
     }
 
     /// True for a store in object storage.
@@ -224,7 +237,8 @@ impl ShardReader {
     /// Tells the reader the order in which ids will be asked for from now on (a loader's
     /// epoch): a remote store then reads ahead in that order and evicts from its cache
     /// the block needed last; a local store asks the kernel for the pages of the next
-    /// samples ([`crate::ahead`]).
+    /// samples, and gives back those it has read when the store is larger than memory
+    /// ([`crate::ahead`]).
     pub fn plan(&self, ids: &[u64]) {
         match &self.remote {
             Some(r) => r.remote.set_plan(ids, |id| self.shard_row(id)),
@@ -238,7 +252,10 @@ impl ShardReader {
                         (shard, e.offset, e.len as u64)
                     })
                     .collect();
-                self.ahead.plan(spans, &self.local_files());
+                let bytes = self.manifest.total_bytes;
+                let budget = self.memory_budget.unwrap_or_else(crate::ahead::memory_budget);
+                let release = crate::ahead::releases(bytes, budget);
+                self.ahead.plan(spans, release, &self.local_maps());
             }
         }
     }
@@ -247,14 +264,19 @@ impl ShardReader {
     pub fn advance(&self, position: usize) {
         match &self.remote {
             Some(r) => r.remote.advance(position),
-            None => self.ahead.advance(position, &self.local_files()),
+            None => self.ahead.advance(position, &self.local_maps()),
         }
     }
 
-    fn local_files(&self) -> Vec<&File> {
+    fn local_maps(&self) -> Vec<crate::ahead::Mapped<'_>> {
         self.shards
             .iter()
-            .filter_map(|s| s.local.as_ref().map(|l| &l.file))
+            .filter_map(|s| {
+                s.local.as_ref().map(|l| crate::ahead::Mapped {
+                    file: &l.file,
+                    map: &l.data,
+                })
+            })
             .collect()
     }
 
