@@ -17,6 +17,7 @@ use std::process::Command;
 pub mod cgroup;
 mod poison;
 pub mod s3;
+pub mod webdav;
 pub use poison::poisoned_jpegs;
 
 pub use slotcon_train::model::floats;

@@ -1,7 +1,8 @@
 //! Stores in object storage, against a real S3 server on 127.0.0.1 (`slotcon-s3-server`:
 //! s3s-fs): the loader's batches equal the local store's with the cache cold and warm,
 //! on one and two ranks; the cache never exceeds its limit; faults are retried or are
-//! clear errors within the deadline; a corrupt cached block is fetched again.
+//! clear errors within the deadline; a corrupt cached block is fetched again. The same
+//! over `http://` and `https://`, against `rclone serve webdav`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use slotcon_augment::{AugmentConfig, LoaderBuilder, Order};
 use slotcon_shards::remote::upload_store;
 use slotcon_shards::{crc32c, RemoteSettings, ShardReader};
 use slotcon_tests::s3::S3Server;
+use slotcon_tests::webdav::WebDav;
 use slotcon_tests::{bin, coco128, run_ok};
 
 /// The COCO sample ingested into `dir` in shards of 4 MiB (six shards).
@@ -148,6 +150,53 @@ fn remote_batches_equal_the_local_stores_cold_and_warm_on_one_and_two_ranks() {
     for (rank, want) in want_ranks.iter().enumerate() {
         let s = settings(&server, &tmp.path().join(format!("cache-rank{rank}")));
         assert_eq!(&two_epochs(&open(&url, &s), rank, 2), want, "rank {rank} of 2, cold");
+    }
+}
+
+#[test]
+fn stores_over_http_and_https_give_the_local_stores_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let local = served.join("coco");
+    coco_store(&local);
+    let local_reader = Arc::new(ShardReader::open(&local).unwrap());
+    let want = two_epochs(&local_reader, 0, 1);
+    let want_rank1 = two_epochs(&local_reader, 1, 2);
+    for tls in [false, true] {
+        let server = WebDav::start(&served, tls);
+        let url = format!("{}coco/", server.url);
+        assert!(url.starts_with(if tls { "https://" } else { "http://" }), "{url}");
+        let mut s = RemoteSettings {
+            cache: Some(tmp.path().join(format!("cache-{tls}"))),
+            block_bytes: 1 << 20,
+            timeout_s: 20.0,
+            ..RemoteSettings::default()
+        };
+        if tls {
+            // A self-signed certificate is refused, within the deadline, naming the URL...
+            let quick = RemoteSettings {
+                timeout_s: 2.0,
+                ..s.clone()
+            };
+            let start = Instant::now();
+            let err = ShardReader::open_with(&url, &quick)
+                .err()
+                .expect("an untrusted certificate was accepted");
+            assert!(err.to_string().contains("127.0.0.1"), "{err}");
+            assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
+            // ... unless the client is told to accept it.
+            s.storage_options
+                .insert("allow_invalid_certificates".into(), "true".into());
+        }
+        let cold = open(&url, &s);
+        assert_eq!(two_epochs(&cold, 0, 1), want, "{url}: cold cache, then warm in epoch 2");
+        let stats = cold.remote_stats().unwrap();
+        assert!(stats.blocks_fetched > 0 && stats.retries == 0, "{stats:?}");
+        drop(cold);
+        let warm = open(&url, &s);
+        assert_eq!(two_epochs(&warm, 0, 1), want, "{url}: warm cache");
+        assert_eq!(warm.remote_stats().unwrap().blocks_fetched, 0);
+        assert_eq!(two_epochs(&open(&url, &s), 1, 2), want_rank1, "{url}: rank 1 of 2");
     }
 }
 

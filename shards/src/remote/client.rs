@@ -273,11 +273,26 @@ impl From<object_store::Error> for Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Store(e) => write!(f, "{e}"),
+            Failure::Store(e) => write!(f, "{}", with_causes(e)),
             Failure::Short(got, want) => write!(f, "the body ended after {got} of {want} bytes"),
             Failure::Permanent(e) => write!(f, "{e}"),
         }
     }
+}
+
+/// `e`'s message, then each of its sources' that it does not already contain (what a
+/// connection error hides: a refused certificate, a reset, a DNS failure).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Errors worth another attempt: object_store's generic errors (5xx answers, connection
@@ -349,8 +364,14 @@ fn build(
             for (k, v) in options {
                 client = client.with_config(k.parse()?, v);
             }
+            // The keys are appended as path segments: without its trailing slash, a
+            // folder's URL would give `folder//key`.
+            let mut base = url.clone();
+            if let Ok(mut segments) = base.path_segments_mut() {
+                segments.pop_if_empty();
+            }
             let b = object_store::http::HttpBuilder::new()
-                .with_url(url.as_str())
+                .with_url(base.as_str())
                 .with_retry(retry)
                 .with_client_options(client);
             // The HTTP store's keys are relative to the URL itself.
@@ -364,4 +385,29 @@ fn build(
     };
     // For the bucket stores the URL's path is the prefix inside the bucket.
     Ok((store, prefix(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys of an `http(s)://` store are below its folder, with one slash between.
+    #[test]
+    fn an_http_stores_keys_are_below_its_folder() {
+        for (url, want) in [
+            ("http://127.0.0.1:9/coco/", "http://127.0.0.1:9/coco/manifest.json"),
+            ("http://127.0.0.1:9/a/b", "http://127.0.0.1:9/a/b/manifest.json"),
+            ("http://127.0.0.1:9/", "http://127.0.0.1:9/manifest.json"),
+        ] {
+            let url = Url::parse(url).unwrap();
+            let (store, prefix) = build(&url, Duration::from_secs(1), &Default::default()).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let key = ObjectPath::from(format!("{prefix}manifest.json"));
+            let err = rt.block_on(store.get(&key)).unwrap_err().to_string();
+            assert!(err.contains(&format!("{want} ")), "{url}: {err}");
+        }
+    }
 }
