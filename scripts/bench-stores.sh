@@ -4,8 +4,9 @@
 #   1. a store in S3: slotcon-bench loader, 1 worker, 2 epochs with an empty cache,
 #      against the same store on disk in the same invocation, through slotcon-s3-server
 #      (s3s-fs on 127.0.0.1) with 20 ms per request and 50 MB/s per connection;
-#   2. a store larger than memory: the loader in a memory cgroup (needs root) on a raw store
-#      2.5x its limit, block and global order, against a store that fits in the limit.
+#   2. a store larger than memory: the loader in a memory cgroup of 320 MiB (needs root)
+#      on a JPEG store 2.1x its limit and a raw one 5.5x, block and global order, each
+#      against a store of its kind that fits (KINDS="encoded raw" picks the kinds).
 # COCO128=/path/to/coco128/images (default: the shared sample), OUT=folder (default: a
 # temporary one, removed at the end), COPIES=8 (the COCO sample repeated for part 1),
 # PARTS="1 2" (which parts to run).

@@ -78,6 +78,7 @@ impl WebDav {
             seen.push(line);
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("rclone serve webdav did not start: {seen:?}")
     }
 }
