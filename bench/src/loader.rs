@@ -48,6 +48,9 @@ pub struct EpochFigure {
     pub img_per_sec_per_core: f64,
     /// A remote store's counters over this epoch alone.
     pub remote: Option<RemoteStats>,
+    /// When the epoch began, in seconds since the Unix epoch: how two stores' epochs
+    /// interleaved (`--against`).
+    pub started_unix: f64,
 }
 
 /// What a loader run measured.
@@ -112,108 +115,181 @@ pub struct LoaderBench {
     pub remote: Option<RemoteStats>,
 }
 
-/// Runs the loader over `shards` for about `run.seconds`; `progress` sees the seconds
-/// run so far and the rate.
+/// Runs the loader over `shards` for about `run.seconds`, or for `run.epochs` whole
+/// epochs; `progress` sees the seconds run so far and the rate.
 pub fn bench_loader(shards: &Path, run: &LoaderRun, progress: &mut dyn FnMut(f64, f64)) -> Result<LoaderBench> {
-    let reader = Arc::new(ShardReader::open_with(shards, &run.store)?);
-    let builder = LoaderBuilder::new(Arc::clone(&reader))
-        .workers(run.workers)
-        .batch_size(run.batch_size)
-        .order(run.order)
-        .seed(run.seed);
-    let (mut waits, mut samples, mut skipped, mut crc, mut summed) = (Vec::new(), 0u64, 0, 0u32, 0);
-    let at_start = Resident::now();
-    let (mut peak, mut buffers, mut bound) = (at_start, 0, 0);
-    let budget = Duration::try_from_secs_f64(run.seconds)
-        .map_err(|e| Error::Data(format!("{} seconds is not a duration to run for: {e}", run.seconds)))?;
-    // The clock starts at the first batch (thread start-up excluded), as in baseline.py.
-    let mut start = Instant::now();
-    let mut first = true;
-    let mut previous = None;
-    let mut figures = Vec::new();
-    'epochs: for epoch in 0.. {
-        if run.epochs.is_some_and(|n| epoch >= n) {
-            break;
+    let mut session = Session::open(shards, run)?;
+    while session.epoch(progress)? {}
+    Ok(session.finish())
+}
+
+/// A loader run taken one epoch at a time, so that two stores' runs can alternate
+/// epochs in one process (`slotcon-bench loader --against`): what slows the machine for
+/// a while then slows both. Its clock counts only its own epochs.
+pub struct Session<'r> {
+    run: &'r LoaderRun,
+    shards: std::path::PathBuf,
+    reader: Arc<ShardReader>,
+    builder: LoaderBuilder,
+    next_epoch: u64,
+    done: bool,
+    /// The time run so far, from the first batch (thread start-up excluded, as in
+    /// baseline.py), this session's epochs only.
+    active: Duration,
+    first: bool,
+    previous: Option<slotcon_augment::Loader>,
+    waits: Vec<f64>,
+    samples: u64,
+    skipped: usize,
+    crc: u32,
+    summed: usize,
+    at_start: Resident,
+    peak: Resident,
+    buffers: usize,
+    bound: u64,
+    figures: Vec<EpochFigure>,
+}
+
+impl<'r> Session<'r> {
+    /// Opens the store and builds nothing yet.
+    pub fn open(shards: &Path, run: &'r LoaderRun) -> Result<Self> {
+        // A wall time that is no duration is refused before any work.
+        Duration::try_from_secs_f64(run.seconds)
+            .map_err(|e| Error::Data(format!("{} seconds is not a duration to run for: {e}", run.seconds)))?;
+        let reader = Arc::new(ShardReader::open_with(shards, &run.store)?);
+        let builder = LoaderBuilder::new(Arc::clone(&reader))
+            .workers(run.workers)
+            .batch_size(run.batch_size)
+            .order(run.order)
+            .seed(run.seed);
+        let at_start = Resident::now();
+        Ok(Session {
+            run,
+            shards: shards.to_path_buf(),
+            reader,
+            builder,
+            next_epoch: 0,
+            done: false,
+            active: Duration::ZERO,
+            first: true,
+            previous: None,
+            waits: Vec::new(),
+            samples: 0,
+            skipped: 0,
+            crc: 0,
+            summed: 0,
+            at_start,
+            peak: at_start,
+            buffers: 0,
+            bound: 0,
+            figures: Vec::new(),
+        })
+    }
+
+    /// Runs the next epoch (or, without `run.epochs`, until the wall time is spent);
+    /// false once the run is over, with nothing run.
+    pub fn epoch(&mut self, progress: &mut dyn FnMut(f64, f64)) -> Result<bool> {
+        let run = self.run;
+        let epoch = self.next_epoch;
+        if self.done || run.epochs.is_some_and(|n| epoch >= n) {
+            return Ok(false);
         }
-        let (epoch_start, epoch_remote) = (Instant::now(), reader.remote_stats());
+        self.next_epoch += 1;
+        let budget = Duration::from_secs_f64(run.seconds);
+        let (epoch_start, epoch_remote) = (Instant::now(), self.reader.remote_stats());
+        let started_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut segment = epoch_start;
         let mut epoch_samples = 0;
         // Each epoch takes over the last one's buffers, as a trainer does.
-        let mut loader = builder.clone().epoch(epoch).build_after(previous.take())?;
+        let mut loader = self.builder.clone().epoch(epoch).build_after(self.previous.take())?;
         if loader.steps_per_epoch() == 0 {
             return Err(Error::Data(format!(
                 "{}: {} images make no batch of {}",
-                shards.display(),
-                reader.len(),
+                self.shards.display(),
+                self.reader.len(),
                 run.batch_size
             )));
         }
-        buffers = loader.buffer_bytes();
-        bound = loader.memory_bytes();
+        self.buffers = loader.buffer_bytes();
+        self.bound = loader.memory_bytes();
         loop {
             let t = Instant::now();
             let Some(batch) = loader.next() else { break };
-            peak = peak.max(Resident::now());
-            waits.push(t.elapsed().as_secs_f64() * 1e3);
+            self.peak = self.peak.max(Resident::now());
+            self.waits.push(t.elapsed().as_secs_f64() * 1e3);
             let batch = batch?;
-            if summed < run.checksum_batches {
-                crc = checksum(crc, &batch);
-                summed += 1;
+            if self.summed < run.checksum_batches {
+                self.crc = checksum(self.crc, &batch);
+                self.summed += 1;
             }
-            skipped += batch.skipped().len();
+            self.skipped += batch.skipped().len();
             epoch_samples += batch.len() as u64;
-            if std::mem::take(&mut first) {
-                (start, waits) = (Instant::now(), Vec::new());
+            if std::mem::take(&mut self.first) {
+                (segment, self.waits) = (Instant::now(), Vec::new());
                 continue;
             }
-            samples += batch.len() as u64;
-            let elapsed = start.elapsed().as_secs_f64();
-            progress(elapsed, samples as f64 / elapsed);
-            if run.epochs.is_none() && start.elapsed() >= budget && summed >= run.checksum_batches {
-                break 'epochs;
+            self.samples += batch.len() as u64;
+            let elapsed = self.active + segment.elapsed();
+            progress(elapsed.as_secs_f64(), self.samples as f64 / elapsed.as_secs_f64());
+            if run.epochs.is_none() && elapsed >= budget && self.summed >= run.checksum_batches {
+                self.done = true;
+                break;
             }
         }
+        self.active += segment.elapsed();
         let seconds = epoch_start.elapsed().as_secs_f64();
-        figures.push(EpochFigure {
+        self.figures.push(EpochFigure {
             epoch,
             samples: epoch_samples,
             seconds,
             img_per_sec: epoch_samples as f64 / seconds,
             img_per_sec_per_core: epoch_samples as f64 / seconds / run.workers as f64,
-            remote: reader
+            remote: self
+                .reader
                 .remote_stats()
                 .map(|now| now.since(&epoch_remote.unwrap_or_default())),
+            started_unix,
         });
-        previous = Some(loader);
+        self.previous = Some(loader);
+        Ok(!self.done)
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let budget_mib = (buffers as f64 + LOADER_OVERHEAD_BYTES) / MIB;
-    Ok(LoaderBench {
-        bench: "loader",
-        store: format!("{:?}", reader.store()).to_lowercase(),
-        images: reader.len(),
-        workers: run.workers,
-        batch_size: run.batch_size,
-        order: format!("{:?}", run.order),
-        samples,
-        seconds,
-        img_per_sec: samples as f64 / seconds,
-        img_per_sec_per_core: samples as f64 / seconds / run.workers as f64,
-        p50_batch_ms: percentile(&mut waits, 0.5),
-        p99_batch_ms: percentile(&mut waits, 0.99),
-        peak_rss_mib: peak_rss_mib(),
-        peak_anon_mib: peak.anon_mib,
-        peak_mapped_mib: peak.file_mib,
-        buffers_mib: buffers as f64 / MIB,
-        memory_bound_mib: bound as f64 / MIB,
-        start_anon_mib: at_start.anon_mib,
-        anon_budget_mib: budget_mib,
-        anon_within_budget: peak.anon_mib <= budget_mib,
-        anon_within_bound: peak.anon_mib - at_start.anon_mib <= bound as f64 / MIB,
-        checksum: format!("{crc:08x}"),
-        skipped,
-        epochs: if run.epochs.is_some() { figures } else { Vec::new() },
-        remote: reader.remote_stats(),
-    })
+
+    /// The run's figures.
+    pub fn finish(mut self) -> LoaderBench {
+        let run = self.run;
+        let seconds = self.active.as_secs_f64();
+        let budget_mib = (self.buffers as f64 + LOADER_OVERHEAD_BYTES) / MIB;
+        let bound_mib = self.bound as f64 / MIB;
+        LoaderBench {
+            bench: "loader",
+            store: format!("{:?}", self.reader.store()).to_lowercase(),
+            images: self.reader.len(),
+            workers: run.workers,
+            batch_size: run.batch_size,
+            order: format!("{:?}", run.order),
+            samples: self.samples,
+            seconds,
+            img_per_sec: self.samples as f64 / seconds,
+            img_per_sec_per_core: self.samples as f64 / seconds / run.workers as f64,
+            p50_batch_ms: percentile(&mut self.waits, 0.5),
+            p99_batch_ms: percentile(&mut self.waits, 0.99),
+            peak_rss_mib: peak_rss_mib(),
+            peak_anon_mib: self.peak.anon_mib,
+            peak_mapped_mib: self.peak.file_mib,
+            buffers_mib: self.buffers as f64 / MIB,
+            memory_bound_mib: bound_mib,
+            start_anon_mib: self.at_start.anon_mib,
+            anon_budget_mib: budget_mib,
+            anon_within_budget: self.peak.anon_mib <= budget_mib,
+            anon_within_bound: self.peak.anon_mib - self.at_start.anon_mib <= bound_mib,
+            checksum: format!("{:08x}", self.crc),
+            skipped: self.skipped,
+            epochs: if run.epochs.is_some() { self.figures } else { Vec::new() },
+            remote: self.reader.remote_stats(),
+        }
+    }
 }
 
 /// Folds a batch's ids, views, boxes and flips into a running CRC-32C.

@@ -47,8 +47,10 @@ enum Command {
         /// --seconds.
         #[arg(long, value_parser = flags::int(1..=1000u64))]
         epochs: Option<u64>,
-        /// Run the same loader over this store first (the local copy of a remote one,
-        /// say), in the same invocation, and report the ratio of each epoch's img/s.
+        /// Run the same loader over this store too (the local copy of a remote one, say),
+        /// in the same invocation, and report the ratio of each epoch's img/s. With
+        /// --epochs the two runs take turns epoch by epoch (which goes first alternates);
+        /// with --seconds this store runs first.
         #[arg(long, value_name = "STORE")]
         against: Option<String>,
         /// The epoch order: global (uniform) or block (runs of --order-block consecutive
@@ -205,8 +207,19 @@ fn bench_loader(
     what: &str,
     json: bool,
 ) -> anyhow::Result<slotcon_bench::loader::LoaderBench> {
-    // --batch-size against the store first: a usage error (exit 2), not the loader's. A
-    // remote store is opened once, by the benchmark.
+    check_batch(shards, run)?;
+    let bar = slotcon_cli::bar(run.seconds.ceil() as u64, what, json);
+    let r = slotcon_bench::loader::bench_loader(shards, run, &mut |secs, rate| {
+        bar.set_position(secs as u64);
+        bar.set_message(format!("{rate:.0} img/s"));
+    })?;
+    bar.finish_and_clear();
+    Ok(r)
+}
+
+/// `--batch-size` against the store first: a usage error (exit 2), not the loader's. A
+/// remote store is opened once, by the benchmark.
+fn check_batch(shards: &std::path::Path, run: &slotcon_bench::loader::LoaderRun) -> anyhow::Result<()> {
     let local = matches!(
         slotcon_shards::Location::parse(shards),
         Ok(slotcon_shards::Location::Local(_))
@@ -224,13 +237,43 @@ fn bench_loader(
             ));
         }
     }
-    let bar = slotcon_cli::bar(run.seconds.ceil() as u64, what, json);
-    let r = slotcon_bench::loader::bench_loader(shards, run, &mut |secs, rate| {
-        bar.set_position(secs as u64);
-        bar.set_message(format!("{rate:.0} img/s"));
-    })?;
+    Ok(())
+}
+
+/// With `--epochs`, both stores' runs epoch by epoch in turn: `against`'s epoch 1 then
+/// the store's, the store's epoch 2 then `against`'s, and so on, so that neither runs
+/// all its epochs on a quieter machine, nor always goes first.
+fn alternate(
+    run: &slotcon_bench::loader::LoaderRun,
+    shards: &str,
+    against: &str,
+    json: bool,
+) -> anyhow::Result<(slotcon_bench::loader::LoaderBench, slotcon_bench::loader::LoaderBench)> {
+    use slotcon_bench::loader::Session;
+    check_batch(against.as_ref(), run)?;
+    check_batch(shards.as_ref(), run)?;
+    let bar = slotcon_cli::bar(
+        2 * run.epochs.unwrap_or(0),
+        "loader, epochs alternating with --against",
+        json,
+    );
+    let mut base = Session::open(against.as_ref(), run)?;
+    let mut ours = Session::open(shards.as_ref(), run)?;
+    let mut quiet = |_: f64, _: f64| {};
+    for epoch in 0u64.. {
+        let (first, second) = if epoch % 2 == 0 {
+            (&mut base, &mut ours)
+        } else {
+            (&mut ours, &mut base)
+        };
+        let more = first.epoch(&mut quiet)? & second.epoch(&mut quiet)?;
+        bar.inc(2);
+        if !more {
+            break;
+        }
+    }
     bar.finish_and_clear();
-    Ok(r)
+    Ok((base.finish(), ours.finish()))
 }
 
 fn main() -> ExitCode {
@@ -354,8 +397,9 @@ fn print_one(v: &serde_json::Value, json: bool) {
     }
 }
 
-/// `slotcon-bench loader`: one store, or `against` first and then `shards`, with the
-/// ratio of each epoch's img/s (and of the whole runs').
+/// `slotcon-bench loader`: one store, or `against` first and then `shards` (with
+/// `--epochs`, their epochs in turn), with the ratio of each epoch's img/s (and of the
+/// whole runs').
 fn loader_pair(
     run: &slotcon_bench::loader::LoaderRun,
     shards: &str,
@@ -367,8 +411,14 @@ fn loader_pair(
         print_one(&serde_json::to_value(&r)?, json);
         return Ok(());
     };
-    let base = bench_loader(against.as_ref(), run, "loader (against)", json)?;
-    let ours = bench_loader(shards.as_ref(), run, "loader", json)?;
+    let (base, ours) = if run.epochs.is_some() {
+        alternate(run, shards, against, json)?
+    } else {
+        (
+            bench_loader(against.as_ref(), run, "loader (against)", json)?,
+            bench_loader(shards.as_ref(), run, "loader", json)?,
+        )
+    };
     let ratios: Vec<f64> = ours
         .epochs
         .iter()

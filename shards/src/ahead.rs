@@ -7,7 +7,10 @@
 //! synchronous read per fault.
 //!
 //! When the store is larger than the memory it may use ([`memory_budget`], against
-//! [`RELEASE_FRACTION`] of it), the pages already read are also given back
+//! [`RELEASE_FRACTION`] of it), the reader bypasses the page cache instead (`O_DIRECT`
+//! into its own buffers, `direct.rs`). Where that is refused (a filesystem without
+//! `O_DIRECT`, or `ShardReader::with_direct_reads(false)`), the pages already read are
+//! given back
 //! (`madvise(MADV_DONTNEED)` on the map, then `posix_fadvise(DONTNEED)`), a chunk of
 //! [`RELEASE_CHUNK`] bytes of a shard as soon as every sample of the plan in it has been
 //! read: each sample is read once an epoch, so they are the pages needed last. Left to

@@ -41,12 +41,14 @@
 pub mod ahead;
 pub mod blocks;
 mod checksum;
+mod direct;
 mod error;
 pub mod format;
 pub mod guard;
 mod index;
 pub mod input;
 pub mod lock;
+mod planned;
 mod reader;
 pub mod remote;
 mod verify;

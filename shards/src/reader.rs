@@ -7,11 +7,13 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use crate::checksum::crc32c;
+use crate::direct::Direct;
 use crate::error::{io_err, Error, Result};
 use crate::format::{Manifest, ShardInfo, StoreKind};
 use crate::guard::Guard;
 use crate::index::{Entry, IndexView};
-use crate::remote::{self, BlockData, Location, RemoteHandle, RemoteSettings, RemoteStats};
+use crate::planned::{BlockData, Handle};
+use crate::remote::{self, Location, RemoteHandle, RemoteSettings, RemoteStats};
 
 /// Memory-maps a whole file read-only.
 ///
@@ -132,6 +134,11 @@ pub struct ShardReader {
     ahead: crate::ahead::LocalAhead,
     /// The memory the store's pages may take; `None`: [`crate::ahead::memory_budget`].
     memory_budget: Option<u64>,
+    /// Whether a local store larger than memory is read with `O_DIRECT` (`direct.rs`).
+    direct_reads: bool,
+    /// That reading, started by the first plan that needs it; `None` inside where the
+    /// filesystem refuses `O_DIRECT`.
+    direct: std::sync::OnceLock<Option<Handle<Direct>>>,
 }
 
 /// The largest image sizes in a store, as its index records them: what bounds one
@@ -194,6 +201,8 @@ impl ShardReader {
             remote: Some(opened.handle),
             ahead: Default::default(),
             memory_budget: None,
+            direct_reads: true,
+            direct: std::sync::OnceLock::new(),
         })
     }
 
@@ -217,6 +226,8 @@ impl ShardReader {
             remote: None,
             ahead: Default::default(),
             memory_budget: None,
+            direct_reads: true,
+            direct: std::sync::OnceLock::new(),
         })
     }
 
@@ -226,6 +237,15 @@ impl ShardReader {
     /// samples read in a [`plan`](Self::plan).
     pub fn with_memory_budget(mut self, bytes: u64) -> Self {
         self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// Whether a local store larger than its memory budget is read with `O_DIRECT` into
+    /// the reader's own buffers (the default, where the filesystem allows it), or through
+    /// the map with release-behind ([`crate::ahead`]). Set before the first
+    /// [`plan`](Self::plan).
+    pub fn with_direct_reads(mut self, on: bool) -> Self {
+        self.direct_reads = on;
         self
     }
 
@@ -241,8 +261,12 @@ impl ShardReader {
     /// ([`crate::ahead`]).
     pub fn plan(&self, ids: &[u64]) {
         match &self.remote {
-            Some(r) => r.remote.set_plan(ids, |id| self.shard_row(id)),
+            Some(r) => r.planned.set_plan(ids, |id| self.shard_row(id)),
             None => {
+                if let Some(direct) = self.direct_plan() {
+                    direct.planned.set_plan(ids, |id| self.shard_row(id));
+                    return;
+                }
                 let spans = ids
                     .iter()
                     .filter(|&&id| id < self.len())
@@ -263,9 +287,50 @@ impl ShardReader {
     /// The reads have reached `position` in the order given to [`plan`](Self::plan).
     pub fn advance(&self, position: usize) {
         match &self.remote {
-            Some(r) => r.remote.advance(position),
-            None => self.ahead.advance(position, &self.local_maps()),
+            Some(r) => r.planned.advance(position),
+            None => match self.direct_now() {
+                Some(direct) => direct.planned.advance(position),
+                None => self.ahead.advance(position, &self.local_maps()),
+            },
         }
+    }
+
+    /// A local store's direct reading, started here when the store is larger than its
+    /// memory budget and direct reads are on; `None` otherwise, or where the
+    /// filesystem refuses `O_DIRECT` (or cannot start it: the map still reads).
+    fn direct_plan(&self) -> Option<&Handle<Direct>> {
+        if !self.direct_reads || self.remote.is_some() {
+            return None;
+        }
+        let budget = self.memory_budget.unwrap_or_else(crate::ahead::memory_budget);
+        if self.direct.get().is_none() && !crate::ahead::releases(self.manifest.total_bytes, budget) {
+            return None;
+        }
+        self.direct
+            .get_or_init(|| {
+                let paths: Vec<PathBuf> = self.shards.iter().map(|s| s.path.clone()).collect();
+                let views: Vec<IndexView<'_>> = (0..self.shards.len()).map(|n| self.view(n)).collect();
+                // One sample a block: a buffer is dropped as soon as its sample is read.
+                let blocks = crate::blocks::Blocks::new(&views, 1);
+                let direct = Direct::open(&paths).ok()??;
+                let patience = std::time::Duration::from_secs(30);
+                let ahead = crate::ahead::LOCAL_AHEAD_BYTES / 4;
+                Handle::start(
+                    direct,
+                    blocks,
+                    ahead,
+                    patience,
+                    crate::direct::DIRECT_THREADS,
+                    "slotcon-read",
+                )
+                .ok()
+            })
+            .as_ref()
+    }
+
+    /// The direct reading, if a plan started it and this process (not a fork) runs it.
+    fn direct_now(&self) -> Option<&Handle<Direct>> {
+        self.direct.get()?.as_ref().filter(|d| !d.planned.is_forked())
     }
 
     fn local_maps(&self) -> Vec<crate::ahead::Mapped<'_>> {
@@ -282,13 +347,13 @@ impl ShardReader {
 
     /// A remote store's counters so far (`None` for a local store).
     pub fn remote_stats(&self) -> Option<RemoteStats> {
-        self.remote.as_ref().map(|r| r.remote.stats())
+        self.remote.as_ref().map(|r| r.planned.source.stats())
     }
 
     /// A remote store's cache: its folder, the bytes its files hold now (every store's in
     /// it) and its limit.
     pub fn cache_usage(&self) -> Option<Result<(PathBuf, u64, u64)>> {
-        let r = &self.remote.as_ref()?.remote;
+        let r = &self.remote.as_ref()?.planned.source;
         Some(
             r.cache_used()
                 .map(|used| (r.cache_root().to_path_buf(), used, r.cache_limit())),
@@ -345,14 +410,22 @@ impl ShardReader {
         let bytes = match (&s.local, &self.remote) {
             (Some(local), _) => {
                 s.check_size(local)?;
-                // In bounds: `check_index` checked every entry against the file's size.
-                Payload(Repr::Mapped(&local.data[entry.offset as usize..][..entry.len as usize]))
+                match self.direct_now() {
+                    Some(direct) => {
+                        let row = id - self.manifest.shards[shard].first_id;
+                        let (n, start) = direct.planned.block_of(shard, row);
+                        let block = direct.planned.block(n)?;
+                        Payload(Repr::Block(block, (entry.offset - start) as usize, entry.len as usize))
+                    }
+                    // In bounds: `check_index` checked every entry against the file's size.
+                    None => Payload(Repr::Mapped(&local.data[entry.offset as usize..][..entry.len as usize])),
+                }
             }
             (None, Some(r)) => {
                 let row = id - self.manifest.shards[shard].first_id;
-                let (n, start) = r.remote.block_of(shard, row);
-                let block = r.remote.block(n)?;
-                r.remote.count_use(entry.len as u64);
+                let (n, start) = r.planned.block_of(shard, row);
+                let block = r.planned.block(n)?;
+                r.planned.source.count_use(entry.len as u64);
                 Payload(Repr::Block(block, (entry.offset - start) as usize, entry.len as usize))
             }
             (None, None) => unreachable!("a shard is local or its store remote"),

@@ -1,6 +1,7 @@
-//! A local store larger than its memory budget gives back the pages of the samples it
-//! has read in a plan, a chunk as soon as all its planned samples are read; a store
-//! within its budget keeps them. Residency is what `mincore` says of the shard's pages.
+//! A local store larger than its memory budget is read around the page cache
+//! (`O_DIRECT`), or, through the map, gives back the pages of the samples it has read in
+//! a plan, a chunk as soon as all its planned samples are read; a store within its
+//! budget keeps them. Residency is what `mincore` says of the shard's pages.
 
 use std::path::{Path, PathBuf};
 
@@ -82,10 +83,13 @@ fn order() -> Vec<u64> {
         .collect()
 }
 
-/// Reads the first half of the plan with `budget`, checking every payload; returns the
-/// reader.
-fn read_half(dir: &Path, budget: u64) -> ShardReader {
-    let reader = ShardReader::open(dir).unwrap().with_memory_budget(budget);
+/// Reads the first half of the plan with `budget` (through the map, or with `O_DIRECT`
+/// when `direct`), checking every payload; returns the reader.
+fn read_half(dir: &Path, budget: u64, direct: bool) -> ShardReader {
+    let reader = ShardReader::open(dir)
+        .unwrap()
+        .with_memory_budget(budget)
+        .with_direct_reads(direct);
     let order = order();
     reader.plan(&order);
     for (p, &id) in order.iter().enumerate().take(SAMPLES as usize / 2) {
@@ -120,7 +124,7 @@ fn a_store_over_its_budget_gives_back_the_chunks_it_has_read() {
     let pages = |c: usize| c * (chunk as usize / 4096)..((c + 1) * (chunk as usize / 4096));
 
     // Within budget (the control): every page read stays resident.
-    let reader = read_half(tmp.path(), bytes * 10);
+    let reader = read_half(tmp.path(), bytes * 10, true);
     let kept = resident(&shard);
     for &c in &released {
         let p = pages(c);
@@ -131,8 +135,9 @@ fn a_store_over_its_budget_gives_back_the_chunks_it_has_read() {
     }
     drop(reader);
 
-    // Over budget: those chunks are out of the page cache, and the rest is not.
-    let reader = read_half(tmp.path(), bytes);
+    // Over budget, through the map: those chunks are out of the page cache, and the
+    // rest is not.
+    let reader = read_half(tmp.path(), bytes, false);
     let left = resident(&shard);
     for c in 0..chunks {
         let p = pages(c);
@@ -146,5 +151,54 @@ fn a_store_over_its_budget_gives_back_the_chunks_it_has_read() {
     // What was given back reads the same bytes again.
     for id in 0..SAMPLES / 2 {
         assert!(*reader.get(id).unwrap().bytes == payload(id)[..], "sample {id}");
+    }
+}
+
+/// Drops the file's clean pages from the page cache.
+fn drop_pages(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: `fd` is open for the call; the advice reads no memory of ours.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn a_store_over_its_budget_is_read_around_the_page_cache() {
+    // On disk: a tmpfs has no page cache to read around.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let shard = store(tmp.path());
+    let bytes: u64 = Manifest::load(tmp.path()).unwrap().total_bytes;
+    // The control: within budget, the same reads through the map leave pages resident.
+    drop_pages(&shard);
+    let reader = read_half(tmp.path(), bytes * 10, true);
+    let through_map = resident(&shard).iter().filter(|&&r| r).count();
+    assert!(through_map > 0, "the control read no page through the cache");
+    drop(reader);
+    // Over budget, direct: the same payloads (checked in `read_half`, and all of them
+    // below, planned or not), and not one page of the shard enters the page cache.
+    drop_pages(&shard);
+    assert!(
+        resident(&shard).iter().all(|&r| !r),
+        "pages left before the direct reads"
+    );
+    let reader = read_half(tmp.path(), bytes, true);
+    for id in 0..SAMPLES {
+        assert!(*reader.get(id).unwrap().bytes == payload(id)[..], "sample {id}");
+    }
+    let direct = resident(&shard).iter().filter(|&&r| r).count();
+    assert_eq!(
+        direct, 0,
+        "{direct} pages of the shard went through the page cache (the map: {through_map})"
+    );
+    // A new plan (the next epoch) reads the same bytes again.
+    let order = order();
+    reader.plan(&order);
+    for (p, &id) in order.iter().enumerate() {
+        assert!(
+            *reader.get(id).unwrap().bytes == payload(id)[..],
+            "epoch 2, sample {id}"
+        );
+        reader.advance(p + 1);
     }
 }

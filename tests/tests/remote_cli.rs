@@ -105,6 +105,14 @@ fn the_loader_bench_reads_s3_against_the_local_store_and_training_follows_it() {
     let (ours, base) = (&out["store"], &out["against"]);
     assert_eq!(ours["checksum"], base["checksum"], "the batches differ");
     assert_eq!(out["ratio_per_epoch"].as_array().unwrap().len(), 2);
+    // The two runs take turns: against's epoch 1, then the store's epochs 1 and 2, then
+    // against's epoch 2.
+    let starts = |r: &serde_json::Value| -> Vec<f64> {
+        let epochs = r["epochs"].as_array().unwrap();
+        epochs.iter().map(|e| e["started_unix"].as_f64().unwrap()).collect()
+    };
+    let (o, b) = (starts(ours), starts(base));
+    assert!(b[0] < o[0] && o[0] < o[1] && o[1] < b[1], "not in turns: {out}");
     let epochs = ours["epochs"].as_array().unwrap();
     // Epoch 1 fetches the store once (the cache holds it); epoch 2 fetches nothing.
     assert!(epochs[0]["remote"]["blocks_fetched"].as_u64().unwrap() > 0, "{out}");

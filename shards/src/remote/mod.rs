@@ -18,14 +18,11 @@ mod client;
 mod stats;
 mod upload;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use memmap2::Mmap;
 use url::Url;
 
 pub use cache::parse_size;
@@ -36,6 +33,7 @@ use crate::blocks::{Block, Blocks, DEFAULT_BLOCK_BYTES};
 use crate::checksum::crc32c;
 use crate::error::{Error, Result};
 use crate::index::IndexView;
+use crate::planned::{BlockData, Handle, Planned, Source};
 use cache::{Cache, Inserted};
 use client::Client;
 use stats::Stats;
@@ -172,41 +170,14 @@ fn looks_like_url(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
-/// A block's bytes as the reader holds them: mapped from the cache, or in memory when it
-/// did not fit there.
-pub(crate) enum BlockData {
-    Mapped(Mmap),
-    Memory(bytes::Bytes),
+/// A remote store's source of blocks: the client and the cache.
+pub(crate) struct Remote {
+    client: Client,
+    cache: Cache,
+    names: Vec<String>,
+    by_name: HashMap<String, usize>,
+    shards: Vec<RemoteShard>,
 }
-
-impl std::ops::Deref for BlockData {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            BlockData::Mapped(m) => m,
-            BlockData::Memory(b) => b,
-        }
-    }
-}
-
-/// The order the samples will be asked in: each position's block, and each block's
-/// positions.
-struct Plan {
-    at: Vec<u32>,
-    uses: Vec<Vec<u32>>,
-}
-
-/// What the reader holds: blocks mapped or fetched, and those being fetched.
-#[derive(Default)]
-struct State {
-    resident: HashMap<usize, Arc<BlockData>>,
-    fetching: HashSet<usize>,
-    /// Without a plan, the most recent blocks, oldest first (a few are kept).
-    recent: VecDeque<usize>,
-}
-
-/// Without a plan, how many blocks stay resident.
-const RECENT_BLOCKS: usize = 4;
 
 /// One shard object as opened.
 #[derive(Clone)]
@@ -217,45 +188,8 @@ pub(crate) struct RemoteShard {
     pub first_id: u64,
 }
 
-/// A remote store's reading state, shared by workers and fetcher threads.
-pub(crate) struct Remote {
-    client: Client,
-    cache: Cache,
-    blocks: Blocks,
-    names: Vec<String>,
-    by_name: HashMap<String, usize>,
-    shards: Vec<RemoteShard>,
-    state: Mutex<State>,
-    changed: Condvar,
-    plan: RwLock<Option<Arc<Plan>>>,
-    position: AtomicUsize,
-    ahead_bytes: u64,
-    stop: AtomicBool,
-    /// The process that opened the store: its threads and connections do not survive a
-    /// `fork`, so a child must open the store again.
-    pid: u32,
-}
-
-/// The reader's handle: the state, and the fetcher threads it stops when dropped.
-pub(crate) struct RemoteHandle {
-    pub(crate) remote: Arc<Remote>,
-    fetchers: Vec<JoinHandle<()>>,
-}
-
-impl Drop for RemoteHandle {
-    fn drop(&mut self) {
-        self.remote.stop.store(true, Ordering::SeqCst);
-        self.remote.changed.notify_all();
-        if self.remote.forked() {
-            // A forked child: the fetcher threads are the parent's; there is nothing to join.
-            std::mem::forget(std::mem::take(&mut self.fetchers));
-            return;
-        }
-        for f in self.fetchers.drain(..) {
-            let _ = f.join();
-        }
-    }
-}
+/// The reader's handle on a remote store: its planned reads and fetcher threads.
+pub(crate) type RemoteHandle = Handle<Remote>;
 
 /// What opening a remote store yields for the reader.
 pub(crate) struct Opened {
@@ -310,34 +244,27 @@ pub(crate) fn open(url: &Url, settings: &RemoteSettings) -> Result<Opened> {
         .unwrap_or_else(|| default_limit(&root, manifest.total_bytes));
     let cache = Cache::open(&root, &key, client.base(), limit)?;
     let base = client.base().to_string();
-    let remote = Arc::new(Remote {
+    let ahead = settings.ahead_bytes.min(limit / 2);
+    let patience = client.timeout() * 2;
+    let remote = Remote {
         client,
         cache,
-        blocks,
         names,
         by_name,
         shards: shards.clone(),
-        state: Mutex::new(State::default()),
-        changed: Condvar::new(),
-        plan: RwLock::new(None),
-        position: AtomicUsize::new(0),
-        ahead_bytes: settings.ahead_bytes.min(limit / 2),
-        stop: AtomicBool::new(false),
-        pid: std::process::id(),
-    });
-    let fetchers = (0..settings.ahead_requests)
-        .map(|i| {
-            let r = remote.clone();
-            std::thread::Builder::new()
-                .name(format!("slotcon-fetch-{i}"))
-                .spawn(move || r.fetch_ahead())
-                .map_err(crate::io_err(Path::new("fetcher thread")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    };
+    let handle = Handle::start(
+        remote,
+        blocks,
+        ahead,
+        patience,
+        settings.ahead_requests,
+        "slotcon-fetch",
+    )?;
     Ok(Opened {
         manifest,
         shards,
-        handle: RemoteHandle { remote, fetchers },
+        handle,
         base,
     })
 }
@@ -420,187 +347,10 @@ impl Remote {
         self.cache.root()
     }
 
-    /// The number of the block holding row `row` of shard `shard`, and its first byte.
-    pub fn block_of(&self, shard: usize, row: u64) -> (usize, u64) {
-        let n = self.blocks.of(shard, row);
-        (n, self.blocks.all()[n].start)
-    }
-
     /// Counts one sample read of `len` bytes.
     pub fn count_use(&self, len: u64) {
         Stats::add(&self.client.stats.samples, 1);
         Stats::add(&self.client.stats.bytes_used, len);
-    }
-
-    /// Sets the order of the reads to come (ids), from position 0.
-    pub fn set_plan(&self, ids: &[u64], locate: impl Fn(u64) -> (usize, u64)) {
-        if self.forked() {
-            // A fetcher of the parent may have held these locks at the fork; the child's
-            // reads are refused anyway ([`Remote::block`]).
-            return;
-        }
-        let mut uses = vec![Vec::new(); self.blocks.len()];
-        let at: Vec<u32> = ids
-            .iter()
-            .enumerate()
-            .map(|(p, &id)| {
-                let (shard, row) = locate(id);
-                let n = self.blocks.of(shard, row);
-                uses[n].push(p as u32);
-                n as u32
-            })
-            .collect();
-        *self.plan.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Plan { at, uses }));
-        self.position.store(0, Ordering::SeqCst);
-        self.state().resident.clear();
-        self.changed.notify_all();
-    }
-
-    /// The reads have reached `position` of the plan.
-    pub fn advance(&self, position: usize) {
-        if self.forked() {
-            return;
-        }
-        self.position.store(position, Ordering::SeqCst);
-        self.changed.notify_all();
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn current_plan(&self) -> Option<Arc<Plan>> {
-        self.plan.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The position at which block `n` is next needed (`u64::MAX`: not again); without
-    /// a plan, now.
-    fn next_use(&self, plan: Option<&Plan>, n: usize) -> u64 {
-        let Some(plan) = plan else { return 0 };
-        let pos = self.position.load(Ordering::SeqCst) as u32;
-        let uses = &plan.uses[n];
-        let i = uses.partition_point(|&p| p < pos);
-        uses.get(i).map_or(u64::MAX, |&p| p as u64)
-    }
-
-    /// True in a child forked after the store was opened.
-    fn forked(&self) -> bool {
-        std::process::id() != self.pid
-    }
-
-    /// Block `n`'s bytes: resident, or from the cache, or fetched (waiting for a
-    /// fetcher that is already on it).
-    pub fn block(&self, n: usize) -> Result<Arc<BlockData>> {
-        if self.forked() {
-            return Err(Error::Url {
-                url: self.client.base().to_string(),
-                reason: "this remote store was opened before fork(): its connections and \
-                         fetcher threads stay in the parent; open it again in the child"
-                    .into(),
-            });
-        }
-        let start = Instant::now();
-        let mut waited = false;
-        let deadline = self.client.timeout() * 2;
-        let mut st = self.state();
-        loop {
-            if let Some(d) = st.resident.get(&n) {
-                if waited {
-                    self.count_wait(start);
-                }
-                return Ok(d.clone());
-            }
-            if !st.fetching.contains(&n) || start.elapsed() > deadline {
-                break;
-            }
-            waited = true;
-            st = self
-                .changed
-                .wait_timeout(st, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        st.fetching.insert(n);
-        drop(st);
-        let loaded = self.load(n, false);
-        let mut st = self.state();
-        st.fetching.remove(&n);
-        let out = loaded.inspect(|d| self.keep(&mut st, n, d));
-        drop(st);
-        self.changed.notify_all();
-        self.count_wait(start);
-        out
-    }
-
-    fn count_wait(&self, start: Instant) {
-        Stats::add(&self.client.stats.wait_ns, start.elapsed().as_nanos() as u64);
-    }
-
-    /// Makes block `n` resident, and drops the blocks not needed again (with a plan) or
-    /// beyond the few most recent (without).
-    fn keep(&self, st: &mut State, n: usize, d: &Arc<BlockData>) {
-        st.resident.insert(n, d.clone());
-        match self.current_plan() {
-            Some(plan) => st
-                .resident
-                .retain(|&b, _| b == n || self.next_use(Some(&plan), b) != u64::MAX),
-            None => {
-                st.recent.retain(|&b| b != n);
-                st.recent.push_back(n);
-                while st.recent.len() > RECENT_BLOCKS {
-                    if let Some(old) = st.recent.pop_front() {
-                        st.resident.remove(&old);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Block `n` from the cache (verified), else fetched, verified and cached.
-    fn load(&self, n: usize, ahead: bool) -> Result<Arc<BlockData>> {
-        let b = self.blocks.all()[n];
-        let name = &self.names[n];
-        let stats = &self.client.stats;
-        match self
-            .cache
-            .lookup(name, b.len(), |bytes| self.first_bad(&b, bytes).is_none())?
-        {
-            Some(Ok(map)) => {
-                Stats::add(&stats.cache_hits, 1);
-                return Ok(Arc::new(BlockData::Mapped(map)));
-            }
-            Some(Err(())) => Stats::add(&stats.cache_corrupt, 1),
-            None => {}
-        }
-        let bytes = self.fetch(&b)?;
-        Stats::add(&stats.blocks_fetched, 1);
-        if ahead {
-            Stats::add(&stats.blocks_ahead, 1);
-        }
-        let plan = self.current_plan();
-        let need = self.next_use(plan.as_deref(), n);
-        let own = self.cache.key();
-        let next_use = |key: &str, name: &str| match self.by_name.get(name) {
-            Some(&m) if key == own => self.next_use(plan.as_deref(), m),
-            _ => u64::MAX,
-        };
-        let (inserted, evicted) = self.cache.insert(name, &bytes, need, next_use)?;
-        if !evicted.is_empty() {
-            Stats::add(&stats.evictions, evicted.len() as u64);
-            let mut st = self.state();
-            for e in &evicted {
-                if let Some(&m) = self.by_name.get(e) {
-                    st.resident.remove(&m);
-                }
-            }
-        }
-        Ok(Arc::new(match inserted {
-            Inserted::Cached(map) => BlockData::Mapped(map),
-            Inserted::NoRoom => {
-                Stats::add(&stats.uncached, 1);
-                BlockData::Memory(bytes)
-            }
-        }))
     }
 
     /// Fetches block `b` and checks every sample in it; a sample that fails is fetched
@@ -642,55 +392,61 @@ impl Remote {
             (actual != e.crc).then_some((row, e.crc, actual))
         })
     }
+}
 
-    /// A fetcher thread: takes the next block the plan needs within the read-ahead
-    /// window that nobody holds or fetches, loads it, and repeats until stopped.
-    fn fetch_ahead(self: Arc<Self>) {
-        while !self.stop.load(Ordering::SeqCst) {
-            let Some(n) = self.next_to_fetch() else {
-                let st = self.state();
-                let _ = self.changed.wait_timeout(st, Duration::from_millis(50));
-                continue;
-            };
-            let loaded = self.load(n, true);
-            let mut st = self.state();
-            st.fetching.remove(&n);
-            if let Ok(d) = &loaded {
-                self.keep(&mut st, n, d);
+impl Source for Remote {
+    /// Block `n` from the cache (verified), else fetched, verified and cached.
+    fn load(&self, planned: &Planned<Self>, n: usize, ahead: bool) -> Result<Arc<BlockData>> {
+        let b = planned.blocks().all()[n];
+        let name = &self.names[n];
+        let stats = &self.client.stats;
+        match self
+            .cache
+            .lookup(name, b.len(), |bytes| self.first_bad(&b, bytes).is_none())?
+        {
+            Some(Ok(map)) => {
+                Stats::add(&stats.cache_hits, 1);
+                return Ok(Arc::new(BlockData::Mapped(map)));
             }
-            // A failure is left to the reader that needs the block: it fetches again and
-            // reports the error itself.
-            drop(st);
-            self.changed.notify_all();
-            if loaded.is_err() {
-                std::thread::sleep(Duration::from_millis(50));
+            Some(Err(())) => Stats::add(&stats.cache_corrupt, 1),
+            None => {}
+        }
+        let bytes = self.fetch(&b)?;
+        Stats::add(&stats.blocks_fetched, 1);
+        if ahead {
+            Stats::add(&stats.blocks_ahead, 1);
+        }
+        let need = planned.next_use_now(n);
+        let own = self.cache.key();
+        let next_use = |key: &str, name: &str| match self.by_name.get(name) {
+            Some(&m) if key == own => planned.next_use_now(m),
+            _ => u64::MAX,
+        };
+        let (inserted, evicted) = self.cache.insert(name, &bytes, need, next_use)?;
+        if !evicted.is_empty() {
+            Stats::add(&stats.evictions, evicted.len() as u64);
+            planned.forget(evicted.iter().filter_map(|e| self.by_name.get(e).copied()));
+        }
+        Ok(Arc::new(match inserted {
+            Inserted::Cached(map) => BlockData::Mapped(map),
+            Inserted::NoRoom => {
+                Stats::add(&stats.uncached, 1);
+                BlockData::Memory(bytes)
             }
+        }))
+    }
+
+    fn forked_error(&self) -> Error {
+        Error::Url {
+            url: self.client.base().to_string(),
+            reason: "this remote store was opened before fork(): its connections and \
+                     fetcher threads stay in the parent; open it again in the child"
+                .into(),
         }
     }
 
-    /// The first block, in the plan's order from the current position and within the
-    /// read-ahead window, that is neither resident nor being fetched; marked as fetched.
-    fn next_to_fetch(&self) -> Option<usize> {
-        let plan = self.current_plan()?;
-        let pos = self.position.load(Ordering::SeqCst);
-        let mut st = self.state();
-        let mut window = 0u64;
-        let mut seen = HashSet::new();
-        for &n in plan.at.get(pos..)? {
-            let n = n as usize;
-            if !seen.insert(n) {
-                continue;
-            }
-            window += self.blocks.all()[n].len();
-            if window > self.ahead_bytes && seen.len() > 1 {
-                return None;
-            }
-            if !st.resident.contains_key(&n) && !st.fetching.contains(&n) {
-                st.fetching.insert(n);
-                return Some(n);
-            }
-        }
-        None
+    fn count_wait(&self, waited: Duration) {
+        Stats::add(&self.client.stats.wait_ns, waited.as_nanos() as u64);
     }
 }
 
