@@ -6,7 +6,7 @@
 //! each page is allocated, filled, mapped, faulted on, reclaimed or given back, and on a
 //! machine whose cores all decode, that kernel time is taken from the workers. Such a
 //! store is instead read with `O_DIRECT` into the reader's own aligned buffers, one
-//! sample a read, by fetcher threads that run ahead in the plan's order within
+//! sample a read (into buffers recycled from a small pool), by fetcher threads that run ahead in the plan's order within
 //! [`crate::ahead::LOCAL_AHEAD_BYTES`] ([`crate::planned`]). A buffer is dropped when
 //! its sample has been read, so the reader holds the read-ahead window and no more. The
 //! bytes are the map's bytes, checked against the same CRC-32C.
@@ -14,11 +14,9 @@
 //! Where `O_DIRECT` is refused (a filesystem without it), the map and release-behind
 //! ([`crate::ahead`]) are used instead.
 
-use std::alloc::Layout;
 use std::fs::File;
 use std::path::PathBuf;
-use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::planned::{BlockData, Planned, Source};
@@ -30,64 +28,92 @@ const ALIGN: usize = 4096;
 /// Fetcher threads reading ahead: reads in flight at once.
 pub(crate) const DIRECT_THREADS: usize = 4;
 
-/// A block's bytes in a buffer aligned for `O_DIRECT`; dereferences to the block's
-/// bytes (the aligned read around them is kept whole).
-pub(crate) struct Aligned {
-    ptr: NonNull<u8>,
-    layout: Layout,
-    skip: usize,
-    len: usize,
+/// How many bytes of freed buffers are kept for the next reads: in steady state
+/// buffers are freed as fast as they are taken, so a few suffice.
+const POOL_BYTES: usize = 16 << 20;
+
+/// Buffer sizes are rounded up to this, so that samples of similar sizes share them.
+const GRAIN: usize = 64 << 10;
+
+/// A buffer for `O_DIRECT` reads: an anonymous map of its own (page-aligned, zeroed
+/// by the kernel), so that freeing it gives its memory back at once, whichever thread
+/// frees it, rather than leaving it in an allocator's per-thread arena.
+struct Buffer(memmap2::MmapMut);
+
+impl Buffer {
+    /// A buffer of at least `size` bytes.
+    fn new(size: usize) -> Result<Self> {
+        memmap2::MmapMut::map_anon(size.max(ALIGN))
+            .map(Buffer)
+            .map_err(crate::io_err(std::path::Path::new(
+                "an anonymous map for O_DIRECT reads",
+            )))
+    }
+
+    fn size(&self) -> usize {
+        self.0.len()
+    }
 }
 
-// SAFETY: `Aligned` owns its allocation, which nothing else points to; it is only read
-// through `&self` once filled.
-unsafe impl Send for Aligned {}
-// SAFETY: as above: shared access only reads.
-unsafe impl Sync for Aligned {}
+/// Freed buffers, for the next reads.
+#[derive(Default)]
+struct Pool {
+    free: Mutex<Vec<Buffer>>,
+}
 
-impl Aligned {
-    /// A zeroed buffer of `size` bytes (a multiple of [`ALIGN`], at least one).
-    fn zeroed(size: usize) -> Self {
-        let layout = Layout::from_size_align(size.max(ALIGN), ALIGN).expect("a valid layout");
-        // SAFETY: the layout's size is not zero.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(ptr) else {
-            std::alloc::handle_alloc_error(layout)
-        };
-        Aligned {
-            ptr,
-            layout,
-            skip: 0,
-            len: 0,
+impl Pool {
+    /// A buffer of at least `size` bytes: a freed one, or a new one.
+    fn take(&self, size: usize) -> Result<Buffer> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = free.iter().position(|b| b.size() >= size) {
+            return Ok(free.swap_remove(i));
+        }
+        drop(free);
+        Buffer::new(size.next_multiple_of(GRAIN))
+    }
+
+    /// Keeps `buffer` for a later read, within [`POOL_BYTES`].
+    fn give(&self, buffer: Buffer) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let held: usize = free.iter().map(Buffer::size).sum();
+        if held + buffer.size() <= POOL_BYTES {
+            free.push(buffer);
         }
     }
+}
 
-    fn whole(&mut self) -> &mut [u8] {
-        // SAFETY: the allocation is `layout.size()` bytes, initialised, owned by `self`.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
-    }
+/// A block's bytes in a pooled buffer aligned for `O_DIRECT`; dereferences to the
+/// block's bytes, and goes back to the pool when dropped.
+pub(crate) struct Aligned {
+    buffer: Option<Buffer>,
+    pool: Arc<Pool>,
+    skip: usize,
+    len: usize,
 }
 
 impl std::ops::Deref for Aligned {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `skip + len <= layout.size()` (set by `Direct::load`), and the bytes
-        // are initialised.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(self.skip), self.len) }
+        // `skip + len` is within the buffer (set by `Direct::load` after the read).
+        self.buffer
+            .as_ref()
+            .map_or(&[], |b| &b.0[self.skip..self.skip + self.len])
     }
 }
 
 impl Drop for Aligned {
     fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with this layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        if let Some(b) = self.buffer.take() {
+            self.pool.give(b);
+        }
     }
 }
 
-/// The shard files opened with `O_DIRECT`.
+/// The shard files opened with `O_DIRECT`, and the buffers read into.
 pub(crate) struct Direct {
     files: Vec<File>,
     paths: Vec<PathBuf>,
+    pool: Arc<Pool>,
 }
 
 impl Direct {
@@ -106,8 +132,8 @@ impl Direct {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
                 Err(e) => return Err(crate::io_err(path)(e)),
             };
-            let mut probe = Aligned::zeroed(ALIGN);
-            match file.read_at(probe.whole(), 0) {
+            let mut probe = Buffer::new(ALIGN)?;
+            match file.read_at(&mut probe.0, 0) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
                 Err(e) => return Err(crate::io_err(path)(e)),
@@ -117,6 +143,7 @@ impl Direct {
         Ok(Some(Direct {
             files,
             paths: paths.to_vec(),
+            pool: Arc::default(),
         }))
     }
 }
@@ -129,12 +156,12 @@ impl Source for Direct {
         let (file, path) = (&self.files[b.shard], &self.paths[b.shard]);
         let start = b.start as usize / ALIGN * ALIGN;
         let end = (b.end as usize).div_ceil(ALIGN) * ALIGN;
-        let mut buf = Aligned::zeroed(end - start);
+        let mut buf = self.pool.take(end - start)?;
         let need = b.end as usize - start;
         let mut got = 0;
         while got < need {
             // Reads stay aligned: `got` is a multiple of ALIGN until the file's end.
-            match file.read_at(&mut buf.whole()[got..], (start + got) as u64) {
+            match file.read_at(&mut buf.0[got..end - start], (start + got) as u64) {
                 Ok(0) => {
                     let reason = format!("ends at byte {}, before the sample's end at {}", start + got, b.end);
                     return Err(Error::Corrupt {
@@ -147,9 +174,13 @@ impl Source for Direct {
                 Err(e) => return Err(crate::io_err(path)(e)),
             }
         }
-        buf.skip = b.start as usize - start;
-        buf.len = b.len() as usize;
-        Ok(Arc::new(BlockData::Direct(buf)))
+        let block = Aligned {
+            buffer: Some(buf),
+            pool: self.pool.clone(),
+            skip: b.start as usize - start,
+            len: b.len() as usize,
+        };
+        Ok(Arc::new(BlockData::Direct(block)))
     }
 
     fn forked_error(&self) -> Error {

@@ -82,10 +82,6 @@ pub(crate) struct Planned<S> {
     changed: Condvar,
     plan: RwLock<Option<Arc<Plan>>>,
     position: AtomicUsize,
-    /// The furthest position of the plan a reader has asked for: the loader's workers
-    /// run some batches ahead of the consumer, and the read-ahead window counts from
-    /// here.
-    frontier: AtomicUsize,
     ahead_bytes: u64,
     /// How long a reader waits for a block another thread is loading before it loads
     /// the block itself.
@@ -120,7 +116,6 @@ impl<S: Source> Handle<S> {
             changed: Condvar::new(),
             plan: RwLock::new(None),
             position: AtomicUsize::new(0),
-            frontier: AtomicUsize::new(0),
             ahead_bytes,
             patience,
             stop: AtomicBool::new(false),
@@ -189,7 +184,6 @@ impl<S: Source> Planned<S> {
             .collect();
         *self.plan.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Plan { at, uses }));
         self.position.store(0, Ordering::SeqCst);
-        self.frontier.store(0, Ordering::SeqCst);
         let mut st = self.state();
         st.resident.clear();
         st.served.clear();
@@ -237,11 +231,7 @@ impl<S: Source> Planned<S> {
     }
 
     /// True in a child forked after the store was opened.
-    pub fn is_forked(&self) -> bool {
-        self.forked()
-    }
-
-    fn forked(&self) -> bool {
+    pub fn forked(&self) -> bool {
         std::process::id() != self.pid
     }
 
@@ -287,14 +277,10 @@ impl<S: Source> Planned<S> {
         out
     }
 
-    /// Counts a read served from block `n`: the frontier moves to its position, and the
-    /// block is dropped once every planned read of it is served.
+    /// Counts a read served from block `n`: the block is dropped once every planned read
+    /// of it is served.
     fn served(&self, st: &mut State, n: usize) {
         let Some(plan) = self.plan_now() else { return };
-        let at = self.next_use(Some(&plan), n);
-        if at != u64::MAX {
-            self.frontier.fetch_max(at as usize, Ordering::SeqCst);
-        }
         let count = st.served.entry(n).or_insert(0);
         *count += 1;
         if *count as usize >= plan.uses[n].len() {
@@ -352,21 +338,17 @@ impl<S: Source> Planned<S> {
     fn next_to_fetch(&self) -> Option<usize> {
         let plan = self.plan_now()?;
         let pos = self.position.load(Ordering::SeqCst);
-        let frontier = self.frontier.load(Ordering::SeqCst);
         let mut st = self.state();
         let mut window = 0u64;
         let mut seen = HashSet::new();
-        for (i, &n) in plan.at.get(pos..)?.iter().enumerate() {
+        for &n in plan.at.get(pos..)? {
             let n = n as usize;
             let done = st.served.get(&n).is_some_and(|&c| c as usize >= plan.uses[n].len());
             if !seen.insert(n) || done {
                 continue;
             }
-            // Positions the readers have already reached cost no window: they are read
-            // now, by a fetcher or by the reader.
-            if pos + i >= frontier {
-                window += self.blocks.all()[n].len();
-            }
+            // Blocks held or being read count, so the window bounds what is held ahead.
+            window += self.blocks.all()[n].len();
             if window > self.ahead_bytes && seen.len() > 1 {
                 return None;
             }

@@ -12,7 +12,7 @@ use crate::error::{io_err, Error, Result};
 use crate::format::{Manifest, ShardInfo, StoreKind};
 use crate::guard::Guard;
 use crate::index::{Entry, IndexView};
-use crate::planned::{BlockData, Handle};
+use crate::planned::{BlockData, Handle, Planned, Source};
 use crate::remote::{self, Location, RemoteHandle, RemoteSettings, RemoteStats};
 
 /// Memory-maps a whole file read-only.
@@ -314,7 +314,7 @@ impl ShardReader {
                 let blocks = crate::blocks::Blocks::new(&views, 1);
                 let direct = Direct::open(&paths).ok()??;
                 let patience = std::time::Duration::from_secs(30);
-                let ahead = crate::ahead::LOCAL_AHEAD_BYTES / 4;
+                let ahead = crate::ahead::LOCAL_AHEAD_BYTES;
                 Handle::start(
                     direct,
                     blocks,
@@ -330,7 +330,7 @@ impl ShardReader {
 
     /// The direct reading, if a plan started it and this process (not a fork) runs it.
     fn direct_now(&self) -> Option<&Handle<Direct>> {
-        self.direct.get()?.as_ref().filter(|d| !d.planned.is_forked())
+        self.direct.get()?.as_ref().filter(|d| !d.planned.forked())
     }
 
     fn local_maps(&self) -> Vec<crate::ahead::Mapped<'_>> {
@@ -407,26 +407,20 @@ impl ShardReader {
     pub fn get(&self, id: u64) -> Result<Sample<'_>> {
         let (shard, entry) = self.locate(id)?;
         let s = &self.shards[shard];
+        let row = id - self.manifest.shards[shard].first_id;
         let bytes = match (&s.local, &self.remote) {
             (Some(local), _) => {
                 s.check_size(local)?;
                 match self.direct_now() {
-                    Some(direct) => {
-                        let row = id - self.manifest.shards[shard].first_id;
-                        let (n, start) = direct.planned.block_of(shard, row);
-                        let block = direct.planned.block(n)?;
-                        Payload(Repr::Block(block, (entry.offset - start) as usize, entry.len as usize))
-                    }
+                    Some(direct) => from_block(&direct.planned, shard, row, &entry)?,
                     // In bounds: `check_index` checked every entry against the file's size.
                     None => Payload(Repr::Mapped(&local.data[entry.offset as usize..][..entry.len as usize])),
                 }
             }
             (None, Some(r)) => {
-                let row = id - self.manifest.shards[shard].first_id;
-                let (n, start) = r.planned.block_of(shard, row);
-                let block = r.planned.block(n)?;
+                let payload = from_block(&r.planned, shard, row, &entry)?;
                 r.planned.source.count_use(entry.len as u64);
-                Payload(Repr::Block(block, (entry.offset - start) as usize, entry.len as usize))
+                payload
             }
             (None, None) => unreachable!("a shard is local or its store remote"),
         };
@@ -498,6 +492,18 @@ impl Shard {
         }
         Ok(())
     }
+}
+
+/// Row `row` of shard `shard` (index entry `entry`) as a slice of its block, loaded or
+/// held by `planned`.
+fn from_block<'a, S: Source>(planned: &Planned<S>, shard: usize, row: u64, entry: &Entry) -> Result<Payload<'a>> {
+    let (n, start) = planned.block_of(shard, row);
+    let block = planned.block(n)?;
+    Ok(Payload(Repr::Block(
+        block,
+        (entry.offset - start) as usize,
+        entry.len as usize,
+    )))
 }
 
 /// Opens one shard; returns it with the most pixels of its images.
