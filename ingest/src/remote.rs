@@ -52,5 +52,6 @@ pub fn ingest_to_url(
     upload.kept = upload.kept.saturating_sub(sent);
     upload.uploaded += sent;
     upload.bytes += sent_bytes;
+    upload.retries += uploader.retries();
     Ok((report, upload))
 }

@@ -68,7 +68,9 @@ class Loader:
     `list(loader)` fails on a longer epoch). Copy what you keep (`np.array(view)`).
     `shards` may be a URL (`s3://bucket/prefix/`, `gs://`, `az://`, `https://`): blocks
     are fetched with ranged reads into the cache folder `cache` (default `$SLOTCON_CACHE`,
-    else `~/.cache/slotcon`), at most `cache_limit` bytes (default the store's size).
+    else `~/.cache/slotcon`), at most `cache_limit` bytes (default the store's size);
+    `storage_options` (a dict of str, as fsspec's) sets object_store's options over the
+    environment's (`AWS_*`...): `endpoint`, `region`, `access_key_id`, `allow_http`...
     `order="block"` orders each epoch by runs of consecutive samples (shuffled, and mixed
     within windows of runs) instead of uniformly: what a remote or larger-than-memory
     store wants. `set_start_step(s)` applies to the next iteration only. After `os.fork()` the child
@@ -77,10 +79,10 @@ class Loader:
     come from another thread: they wait for a `next()` under way."""
 
     def __init__(self, shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0,
-                 world_size=1, prefetch=2, cache=None, cache_limit=None, order="global"):
+                 world_size=1, prefetch=2, cache=None, cache_limit=None, order="global", storage_options=None):
         try:
             self._native = _native.Loader(os.fspath(shards), batch_size, workers, seed, image_size, min_scale,
-                                          rank, world_size, prefetch, cache, cache_limit, order)
+                                          rank, world_size, prefetch, cache, cache_limit, order, storage_options)
         except _native.SettingsError as e:
             raise SettingsError(str(e)) from None
 

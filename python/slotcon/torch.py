@@ -30,17 +30,21 @@ class SlotConLoader:
     """A drop-in for the official `DataLoader(ImageFolder(..., CustomDataAugmentation),
     sampler=DistributedSampler, drop_last=True)`. `rank`/`world_size` default to
     torch.distributed's when it is initialised; `set_epoch` as the sampler's; `len()` the
-    batches per epoch; `.dataset` the store (its `len` is the number of images)."""
+    batches per epoch; `.dataset` the store (its `len` is the number of images). `cache`,
+    `cache_limit`, `storage_options` and `order` are `slotcon.Loader`'s, for a store at a
+    URL."""
 
     def __init__(self, shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=None,
-                 world_size=None, device="cpu", pin_memory=False):
+                 world_size=None, device="cpu", pin_memory=False, cache=None, cache_limit=None,
+                 storage_options=None, order="global"):
         dist = torch.distributed
         ready = dist.is_available() and dist.is_initialized()
         rank = rank if rank is not None else (dist.get_rank() if ready else 0)
         world_size = world_size if world_size is not None else (dist.get_world_size() if ready else 1)
+        store = dict(cache=cache, cache_limit=cache_limit, storage_options=storage_options)
         self.loader = Loader(shards, batch_size, workers=workers, seed=seed, image_size=image_size,
-                             min_scale=min_scale, rank=rank, world_size=world_size)
-        self.dataset = Store(shards)
+                             min_scale=min_scale, rank=rank, world_size=world_size, order=order, **store)
+        self.dataset = Store(shards, **store)
         self.device, self.pin_memory = torch.device(device), pin_memory
 
     def set_epoch(self, epoch):

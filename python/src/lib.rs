@@ -70,9 +70,14 @@ struct Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (path, cache=None, cache_limit=None))]
-    fn new(path: &Bound<'_, PyAny>, cache: Option<PathBuf>, cache_limit: Option<u64>) -> PyResult<Self> {
-        let reader = open_store(path, cache, cache_limit)?;
+    #[pyo3(signature = (path, cache=None, cache_limit=None, storage_options=None))]
+    fn new(
+        path: &Bound<'_, PyAny>,
+        cache: Option<PathBuf>,
+        cache_limit: Option<u64>,
+        storage_options: Option<Options>,
+    ) -> PyResult<Self> {
+        let reader = open_store(path, cache, cache_limit, storage_options)?;
         Ok(Store {
             reader: Arc::new(reader),
         })
@@ -146,7 +151,7 @@ enum Next {
 #[pymethods]
 impl Loader {
     #[new]
-    #[pyo3(signature = (shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0, world_size=1, prefetch=2, cache=None, cache_limit=None, order="global"))]
+    #[pyo3(signature = (shards, batch_size, workers=None, seed=0, image_size=224, min_scale=0.08, rank=0, world_size=1, prefetch=2, cache=None, cache_limit=None, order="global", storage_options=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         shards: &Bound<'_, PyAny>,
@@ -161,8 +166,9 @@ impl Loader {
         cache: Option<PathBuf>,
         cache_limit: Option<u64>,
         order: &str,
+        storage_options: Option<Options>,
     ) -> PyResult<Self> {
-        let reader = open_store(shards, cache, cache_limit)?;
+        let reader = open_store(shards, cache, cache_limit, storage_options)?;
         let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let order = match order {
             "global" => slotcon_augment::OrderKind::Global,
@@ -363,12 +369,22 @@ impl Drop for LoaderState {
 }
 
 /// A path argument: `str`, `bytes` (the file system's own bytes) or `os.PathLike`.
-/// Opens a store given as a path or a URL; `cache` and `cache_limit` (bytes) apply to a
-/// URL, over the defaults (`$SLOTCON_CACHE`, the store's size).
-fn open_store(path: &Bound<'_, PyAny>, cache: Option<PathBuf>, cache_limit: Option<u64>) -> PyResult<ShardReader> {
+/// object_store's options for a URL's kind (`RemoteSettings::storage_options`).
+type Options = std::collections::BTreeMap<String, String>;
+
+/// Opens a store given as a path or a URL; `cache`, `cache_limit` (bytes) and
+/// `storage_options` apply to a URL, over the defaults (`$SLOTCON_CACHE`, the store's
+/// size, the environment).
+fn open_store(
+    path: &Bound<'_, PyAny>,
+    cache: Option<PathBuf>,
+    cache_limit: Option<u64>,
+    storage_options: Option<Options>,
+) -> PyResult<ShardReader> {
     let settings = slotcon_shards::RemoteSettings {
         cache,
         cache_limit,
+        storage_options: storage_options.unwrap_or_default(),
         ..Default::default()
     };
     ShardReader::open_with(path_arg(path)?, &settings).map_err(store_err)

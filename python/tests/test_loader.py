@@ -439,6 +439,24 @@ def test_a_store_in_s3_gives_the_local_stores_batches_cold_and_warm(shards, tmp_
         assert len(store) == 128 and store[5][0] == slotcon.Store(shards)[5][0]
         with pytest.raises(slotcon.SlotconError, match="no slotcon store at this URL"):
             slotcon.Store("s3://bucket/nothing/", cache=tmp_path / "cache")
+        # The server named by storage_options alone (fsspec's), not the environment.
+        options = {"endpoint": env["AWS_ENDPOINT_URL"], "allow_http": "true", "access_key_id": "k",
+                   "secret_access_key": "s", "region": "us-east-1"}
+        for k in env:
+            os.environ.pop(k)
+        try:
+            store = slotcon.Store("s3://bucket/coco/", cache=tmp_path / "cache-options", storage_options=options)
+            assert store[5][0] == slotcon.Store(shards)[5][0]
+            loader = slotcon.Loader("s3://bucket/coco/", batch_size=16, workers=2, seed=7,
+                                    cache=tmp_path / "cache-options", storage_options=options)
+            assert python_checksum(loader, batches=8) == want
+            adapter = slotcon_torch.SlotConLoader("s3://bucket/coco/", batch_size=16, workers=2, image_size=64,
+                                                  cache=tmp_path / "cache-options", storage_options=options)
+            assert len(adapter.dataset) == 128 and len(next(iter(adapter))[0]) == 2
+            with pytest.raises(slotcon.SlotconError, match="no_such_option"):
+                slotcon.Store("s3://bucket/coco/", storage_options={**options, "no_such_option": "1"})
+        finally:
+            os.environ.update(env)
         # A child forked with a live remote loader neither hangs nor panics: its reads
         # are refused by name (its connections and fetcher threads stay in the parent).
         loader = slotcon.Loader("s3://bucket/coco/", batch_size=16, workers=2, seed=7, cache=tmp_path / "cache")

@@ -169,3 +169,69 @@ fn the_loader_bench_reads_s3_against_the_local_store_and_training_follows_it() {
         "{err}"
     );
 }
+
+/// A shard larger than a part goes up as a multipart upload read from the staged file a
+/// few parts at a time, each part retried on its own: in a memory cgroup of half the
+/// shard's size, with every third PUT answered 503, and the server named by
+/// `--storage-option` flags alone, the bucket ends with the staged store, file for file.
+#[test]
+fn a_shard_larger_than_the_memory_limit_is_uploaded_in_retried_parts() {
+    use slotcon_tests::cgroup::MemoryCgroup;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = S3Server::start(&tmp.path().join("root"), &["--fail-put-every", "3"]);
+    let url = format!("{}/raw/", server.bucket("bucket"));
+    let staging = tmp.path().join("staging");
+    let args = ["--store", "raw", "--shard-size", "1GiB", "-q"];
+    // Staged first, outside the cgroup: one shard of decoded pixels (about 100 MiB).
+    run_ok(
+        bin("slotcon-ingest")
+            .arg(coco128().join("images"))
+            .arg("--out")
+            .arg(&staging)
+            .args(args),
+    );
+    let shard = std::fs::metadata(staging.join("shard-00000.parquet")).unwrap().len();
+    let limit = shard / 2;
+    let cg = MemoryCgroup::new("slotcon-upload", limit).unwrap_or_else(|e| panic!("a memory cgroup is needed: {e}"));
+    let mut upload = bin("slotcon-ingest");
+    upload
+        .arg(coco128().join("images"))
+        .arg("--out")
+        .arg(&url)
+        .arg("--staging")
+        .arg(&staging)
+        .args(args)
+        .args(["--part-size", "5MiB", "--json"]);
+    for (k, v) in server.options() {
+        upload.arg("--storage-option").arg(format!("{k}={v}"));
+    }
+    // Nothing from the environment: the flags alone name the server.
+    for var in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ALLOW_HTTP",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
+        upload.env_remove(var);
+    }
+    let (code, out, err) = run(&mut cg.wrap(&upload));
+    assert_eq!(cg.oom_kills(), 0, "the upload was killed for memory: {err}");
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["upload"]["uploaded"], 3, "{report}");
+    assert!(report["upload"]["retries"].as_u64().unwrap() >= 6, "{report}");
+    let files = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let names = |n: &String| n.starts_with("shard-") || n == "manifest.json";
+        snapshot(dir).into_iter().filter(|(n, _)| names(n)).collect()
+    };
+    let (remote, staged) = (files(&server.root.join("bucket/raw")), files(&staging));
+    assert_eq!(
+        remote.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        staged.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert!(remote == staged, "the uploaded store differs from the staged one");
+    // A part size S3 refuses is a usage error, before anything starts.
+    let (code, _, err) = run(bin("slotcon-ingest").args(["x", "--out", &url, "--part-size", "1MiB"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("5MiB..=5GiB"), "{err}");
+}

@@ -48,6 +48,11 @@ struct IngestArgs {
     staging: Option<PathBuf>,
     #[command(flatten)]
     remote: slotcon_cli::StoreArgs,
+    /// With a URL --out: a file larger than this is sent as a multipart upload of parts
+    /// this size, 4 at a time (memory holds those, not the file); 5MiB to 5GiB.
+    /// [default: 32MiB]
+    #[arg(long, value_name = "SIZE", value_parser = part_size)]
+    part_size: Option<u64>,
     /// What to store: the image files, or decoded RGB pixels (no decoding when loading).
     #[arg(long, value_enum, default_value_t = Store::Encoded)]
     store: Store,
@@ -136,7 +141,10 @@ fn run_ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         bar.set_position(done);
     };
     if let slotcon_shards::Location::Remote(url) = slotcon_shards::Location::parse(&out)? {
-        let settings = a.remote.settings();
+        let mut settings = a.remote.settings();
+        if let Some(n) = a.part_size {
+            settings.part_bytes = n;
+        }
         let staging = a.staging.clone().unwrap_or_else(|| default_staging(&url, &settings));
         let result = ingest_to_url(&src, &url, &staging, &cfg, &settings, a.force, &progress);
         bar.finish_and_clear();
@@ -229,25 +237,24 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `256MiB`, `1GB`, `64k`, `1000` -> bytes (binary units for both spellings).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 256MiB"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1u64,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB)")),
-    };
-    let bytes = n * mult as f64;
-    let max = slotcon_ingest::MAX_SHARD_SIZE;
-    if !(1.0..=max as f64).contains(&bytes) {
-        return Err(format!("{s:?} is outside 1 byte..=16GiB"));
+/// A size flag (`256MiB`, `1GB`, `64k`, `1000`: binary units for both spellings) that
+/// must lie in `range`.
+fn size_within(s: &str, range: std::ops::RangeInclusive<u64>, what: &str) -> Result<u64, String> {
+    let bytes = slotcon_shards::remote::parse_size(s)?;
+    if !range.contains(&bytes) {
+        return Err(format!("{s:?} is outside {what}"));
     }
-    Ok(bytes as u64)
+    Ok(bytes)
+}
+
+/// `--shard-size`: 1 byte to 16 GiB.
+fn parse_size(s: &str) -> Result<u64, String> {
+    size_within(s, 1..=slotcon_ingest::MAX_SHARD_SIZE, "1 byte..=16GiB")
+}
+
+/// `--part-size`: S3's part sizes, 5 MiB to 5 GiB.
+fn part_size(s: &str) -> Result<u64, String> {
+    size_within(s, 5 << 20..=5 << 30, "5MiB..=5GiB, S3's part sizes")
 }
 
 #[cfg(test)]
@@ -265,6 +272,8 @@ mod tests {
         for huge in ["99999999999999999999", "17GiB", "1e400", "0.1"] {
             assert!(parse_size(huge).is_err(), "{huge}");
         }
+        assert_eq!(part_size("8MiB"), Ok(8 << 20));
+        assert!(part_size("4MiB").unwrap_err().contains("5MiB..=5GiB"));
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct StoreArgs {
     /// an error naming the URL. [default: 60]
     #[arg(long, value_name = "SECONDS", value_parser = flags::positive(86400.0))]
     pub remote_timeout: Option<f64>,
+    /// One of object_store's options for the store's kind, over its environment
+    /// variables; repeat for several: for S3 endpoint, region, access_key_id,
+    /// secret_access_key, allow_http; for HTTP allow_invalid_certificates, proxy_url
+    /// (fsspec's storage_options).
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub storage_options: Vec<(String, String)>,
 }
 
 impl StoreArgs {
@@ -52,6 +58,17 @@ impl StoreArgs {
         if let Some(t) = self.remote_timeout {
             s.timeout_s = t;
         }
+        for (k, v) in &self.storage_options {
+            s.storage_options.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// A `KEY=VALUE` flag (the value may hold `=`); for `value_parser`.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
 }
 

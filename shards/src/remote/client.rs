@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
@@ -18,6 +19,8 @@ use crate::error::{Error, Result};
 /// One store's connection: the object store, the key prefix, a small runtime.
 pub(crate) struct Client {
     store: Arc<dyn ObjectStore>,
+    /// The same store's multipart API, where it has one.
+    multipart: Option<Arc<dyn MultipartStore>>,
     /// The keys' prefix inside the bucket (or below the server's root), `""` or `a/b/`.
     prefix: String,
     /// The store's URL with a trailing slash, for messages.
@@ -41,7 +44,8 @@ impl Client {
             reason,
         };
         let timeout = Duration::from_secs_f64(settings.timeout_s);
-        let (store, prefix) = build(url, timeout, &settings.storage_options).map_err(|e| bad(e.to_string()))?;
+        let (store, multipart, prefix) =
+            build(url, timeout, &settings.storage_options).map_err(|e| bad(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("slotcon-remote")
@@ -50,6 +54,7 @@ impl Client {
             .map_err(|e| bad(format!("cannot start the I/O runtime: {e}")))?;
         Ok(Client {
             store,
+            multipart,
             prefix,
             base,
             timeout,
@@ -138,32 +143,75 @@ impl Client {
         .await
     }
 
-    /// Writes object `name` whole: one PUT for a small one, a multipart upload (parts
-    /// of [`PART_BYTES`]) for a large one, so that it appears whole or not at all.
+    /// Writes object `name` in one PUT (it appears whole or not at all).
     pub async fn put(&self, name: &str, bytes: bytes::Bytes) -> Result<()> {
         let key = self.key(name);
         self.attempts(name, || async {
-            if bytes.len() as u64 <= PART_BYTES {
-                self.store.put(&key, bytes.clone().into()).await?;
-                return Ok(Written);
-            }
-            let mut upload = self.store.put_multipart(&key).await?;
-            let mut parts = Vec::new();
-            for start in (0..bytes.len()).step_by(PART_BYTES as usize) {
-                let end = (start + PART_BYTES as usize).min(bytes.len());
-                parts.push(upload.put_part(bytes.slice(start..end).into()));
-            }
-            for part in parts {
-                if let Err(e) = part.await {
-                    let _ = upload.abort().await;
-                    return Err(e.into());
-                }
-            }
-            upload.complete().await?;
-            Ok(Written)
+            self.store.put(&key, bytes.clone().into()).await?;
+            Ok(Written(()))
         })
         .await
         .map(drop)
+    }
+
+    /// True when this store takes multipart uploads (S3, GCS and Azure; not HTTP).
+    pub fn has_multipart(&self) -> bool {
+        self.multipart.is_some()
+    }
+
+    /// Writes object `name`, `size` bytes, as a multipart upload of parts of
+    /// `part_bytes` (the last one shorter), so that it appears whole or not at all.
+    /// `read(range)` gives the bytes of one part; at most [`PARTS_IN_FLIGHT`] parts are
+    /// held and sent at once, so memory does not grow with the object. Each request (the
+    /// start, each part, the completion) is retried on its own within the deadline; an
+    /// upload that fails for good is aborted.
+    pub async fn put_parts<R>(&self, name: &str, size: u64, part_bytes: u64, read: R) -> Result<()>
+    where
+        R: Fn(Range<u64>) -> Result<bytes::Bytes>,
+    {
+        use futures::{StreamExt, TryStreamExt};
+        let Some(store) = self.multipart.as_deref() else {
+            let reason = "this store takes no multipart upload".to_string();
+            return Err(Error::Url {
+                url: self.url_of(name),
+                reason,
+            });
+        };
+        let key = self.key(name);
+        let id = self
+            .attempts(name, || async { Ok(Written(store.create_multipart(&key).await?)) })
+            .await?
+            .0;
+        let part = |index: u64| {
+            let (key, id, read) = (&key, &id, &read);
+            async move {
+                let start = index * part_bytes;
+                let bytes = read(start..size.min(start + part_bytes))?;
+                let put = || async {
+                    let payload = bytes.clone().into();
+                    Ok(Written(store.put_part(key, id, index as usize, payload).await?))
+                };
+                Ok::<_, Error>(self.attempts(name, put).await?.0)
+            }
+        };
+        let parts = futures::stream::iter(0..size.div_ceil(part_bytes).max(1))
+            .map(part)
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await;
+        let done = match parts {
+            Ok(parts) => {
+                let complete = || async { Ok(Written(store.complete_multipart(&key, &id, parts.clone()).await?)) };
+                self.attempts(name, complete).await.map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            // Best effort: the parts sent would otherwise stay billed until the bucket's
+            // lifecycle rules drop them.
+            let _ = tokio::time::timeout(self.timeout, store.abort_multipart(&key, &id)).await;
+        }
+        done
     }
 
     /// [`Error::Changed`] for object `name`.
@@ -225,13 +273,13 @@ impl Client {
     }
 }
 
-/// The size of a multipart upload's parts; smaller objects are one PUT.
-pub(crate) const PART_BYTES: u64 = 32 << 20;
+/// How many parts of one multipart upload are read and sent at once.
+pub(crate) const PARTS_IN_FLIGHT: usize = 4;
 
-/// A finished upload (counts no fetched byte).
-struct Written;
+/// What a write returns (counts no fetched byte).
+struct Written<T = ()>(T);
 
-impl Len for Written {
+impl<T> Len for Written<T> {
     fn len(&self) -> u64 {
         0
     }
@@ -310,13 +358,16 @@ fn with_slash(s: &str) -> String {
     }
 }
 
-/// The object store for `url` and the key prefix below it, configured from the usual
+/// What [`build`] makes: the store, its multipart API where it has one, the key prefix.
+type Built = (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>, String);
+
+/// The object store for `url` (and its multipart API) and the key prefix below it, configured from the usual
 /// environment variables of its kind (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
 fn build(
     url: &Url,
     timeout: Duration,
     options: &std::collections::BTreeMap<String, String>,
-) -> std::result::Result<(Arc<dyn ObjectStore>, String), object_store::Error> {
+) -> std::result::Result<Built, object_store::Error> {
     use object_store::{ClientConfigKey, ClientOptions, RetryConfig};
     let retry = RetryConfig {
         max_retries: 0,
@@ -340,10 +391,14 @@ fn build(
             for (k, v) in options {
                 b = b.with_config(k.parse()?, v);
             }
-            Arc::new(b.build()?)
+            let store = Arc::new(b.build()?);
+            (
+                store.clone() as Arc<dyn ObjectStore>,
+                Some(store as Arc<dyn MultipartStore>),
+            )
         }};
     }
-    let store: Arc<dyn ObjectStore> = match url.scheme() {
+    let (store, multipart) = match url.scheme() {
         "s3" | "s3a" => {
             use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
             cloud!(AmazonS3Builder, AmazonS3ConfigKey)
@@ -375,7 +430,7 @@ fn build(
                 .with_retry(retry)
                 .with_client_options(client);
             // The HTTP store's keys are relative to the URL itself.
-            return Ok((Arc::new(b.build()?), String::new()));
+            return Ok((Arc::new(b.build()?), None, String::new()));
         }
         other => {
             return Err(object_store::Error::NotSupported {
@@ -384,7 +439,7 @@ fn build(
         }
     };
     // For the bucket stores the URL's path is the prefix inside the bucket.
-    Ok((store, prefix(path)))
+    Ok((store, multipart, prefix(path)))
 }
 
 #[cfg(test)]
@@ -400,7 +455,7 @@ mod tests {
             ("http://127.0.0.1:9/", "http://127.0.0.1:9/manifest.json"),
         ] {
             let url = Url::parse(url).unwrap();
-            let (store, prefix) = build(&url, Duration::from_secs(1), &Default::default()).unwrap();
+            let (store, _, prefix) = build(&url, Duration::from_secs(1), &Default::default()).unwrap();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -61,6 +61,9 @@ pub struct RemoteSettings {
     pub ahead_bytes: u64,
     /// The most requests in flight at once (read-ahead fetcher threads).
     pub ahead_requests: usize,
+    /// The size of a multipart upload's parts (S3's minimum is 5 MiB): a file larger
+    /// than this is uploaded in parts, a few at a time, and smaller ones in one PUT.
+    pub part_bytes: u64,
     /// object_store's options for the store's kind, applied over its environment
     /// variables: for S3 `endpoint`, `region`, `access_key_id`, `secret_access_key`,
     /// `allow_http`; the GCS and Azure keys likewise (fsspec's `storage_options`).
@@ -77,6 +80,7 @@ impl Default for RemoteSettings {
             retries: 8,
             ahead_bytes: 256 << 20,
             ahead_requests: 8,
+            part_bytes: 32 << 20,
             storage_options: Default::default(),
         }
     }
@@ -97,6 +101,12 @@ impl RemoteSettings {
         }
         if !(1..=256).contains(&self.ahead_requests) {
             return bad("ahead_requests", format!("{} is not in 1..=256", self.ahead_requests));
+        }
+        if !(5 << 20..=5 << 30).contains(&self.part_bytes) {
+            return bad(
+                "part_bytes",
+                format!("{} is not between 5 MiB and 5 GiB (S3's limits)", self.part_bytes),
+            );
         }
         if self.cache_limit == Some(0) {
             return bad("cache_limit", "0 bytes: a cache must hold something".into());
@@ -496,6 +506,7 @@ mod tests {
         assert!(bad(|s| s.block_bytes = 10).contains("block_bytes"));
         assert!(bad(|s| s.ahead_requests = 0).contains("ahead_requests"));
         assert!(bad(|s| s.cache_limit = Some(0)).contains("cache_limit"));
+        assert!(bad(|s| s.part_bytes = 1 << 20).contains("part_bytes"));
         assert!(RemoteSettings::default().validate().is_ok());
     }
 }

@@ -2,6 +2,9 @@
 //! last, so that a reader never sees half a store; an object already there with its
 //! size is kept, so an interrupted copy resumes by sending only what is missing.
 
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,12 +25,18 @@ pub struct UploadReport {
     pub kept: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Requests retried after a transient failure (5xx, reset, timeout).
+    pub retries: u64,
 }
 
 /// Writes a local store's files to a store URL, one object per file.
 pub struct Uploader {
     client: Client,
+    part_bytes: u64,
 }
+
+/// The most parts one multipart upload has (S3's limit; GCS and Azure allow as many).
+const MAX_PARTS: u64 = 10_000;
 
 impl Uploader {
     /// Connects to `url` (nothing is requested yet).
@@ -35,6 +44,7 @@ impl Uploader {
         settings.validate()?;
         Ok(Uploader {
             client: Client::new(url, settings, Arc::new(Stats::default()))?,
+            part_bytes: settings.part_bytes,
         })
     }
 
@@ -53,9 +63,37 @@ impl Uploader {
         if self.has(name, size) {
             return Ok(false);
         }
-        put_file(&self.client, dir, name)?;
+        self.send(dir, name)?;
         Ok(true)
     }
+
+    /// Requests this uploader retried after a transient failure.
+    pub fn retries(&self) -> u64 {
+        self.client.stats.snapshot().retries
+    }
+
+    /// Sends the file `dir/name` as object `name`: one PUT up to a part's size (or to a
+    /// store without multipart uploads, HTTP's), else a multipart upload read from the
+    /// file a part at a time, so that memory holds a few parts, never the whole file.
+    fn send(&self, dir: &Path, name: &str) -> Result<()> {
+        let path = dir.join(name);
+        let file = File::open(&path).map_err(crate::io_err(&path))?;
+        let size = file.metadata().map_err(crate::io_err(&path))?.len();
+        let read = |range: Range<u64>| read_at(&file, &path, range);
+        let client = &self.client;
+        if size <= self.part_bytes || !client.has_multipart() {
+            return client.block_on(client.put(name, read(0..size)?));
+        }
+        let part_bytes = self.part_bytes.max(size.div_ceil(MAX_PARTS));
+        client.block_on(client.put_parts(name, size, part_bytes, read))
+    }
+}
+
+/// Bytes `range` of the open file `path`.
+fn read_at(file: &File, path: &Path, range: Range<u64>) -> Result<bytes::Bytes> {
+    let mut buf = vec![0; (range.end - range.start) as usize];
+    file.read_exact_at(&mut buf, range.start).map_err(crate::io_err(path))?;
+    Ok(buf.into())
 }
 
 /// Copies the store in `dir` (checked first: sizes and index checksums) to `url`.
@@ -93,13 +131,8 @@ pub fn upload_store(
         progress(done, total);
     }
     // Last: the manifest makes the store visible.
-    put_file(&uploader.client, dir, MANIFEST_FILE)?;
+    uploader.send(dir, MANIFEST_FILE)?;
     report.uploaded += 1;
+    report.retries = uploader.retries();
     Ok(report)
-}
-
-fn put_file(client: &Client, dir: &Path, name: &str) -> Result<()> {
-    let path = dir.join(name);
-    let bytes = std::fs::read(&path).map_err(crate::io_err(&path))?;
-    client.block_on(client.put(name, bytes.into()))
 }

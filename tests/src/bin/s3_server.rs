@@ -1,12 +1,13 @@
 //! `slotcon-s3-server`: a real S3 server (`s3s-fs`, as a library) over a folder, on
 //! 127.0.0.1, for the remote-store tests and benchmarks. It can add latency and a
 //! bandwidth cap to every answer, and faults to every k-th GET with a `Range` header
-//! (the block reads, not the manifest or the indexes).
+//! (the block reads, not the manifest or the indexes), or a 503 to every k-th PUT (an
+//! object, or one part of a multipart upload).
 //!
 //! ```text
 //! slotcon-s3-server ROOT [--port N] [--latency-ms MS] [--bandwidth BYTES_PER_S]
 //!                        [--fail-every K] [--reset-every K] [--truncate-every K]
-//!                        [--access-key KEY --secret-key SECRET]
+//!                        [--fail-put-every K] [--access-key KEY --secret-key SECRET]
 //! ```
 //! A bucket is a folder of ROOT. The server prints `listening on 127.0.0.1:PORT` and
 //! serves until its standard input closes (its parent died or let go) or it is killed.
@@ -30,6 +31,9 @@ struct Faults {
     fail_every: Option<u64>,
     reset_every: Option<u64>,
     truncate_every: Option<u64>,
+    fail_put_every: Option<u64>,
+    /// The PUTs answered so far.
+    puts: Arc<AtomicU64>,
 }
 
 struct Options {
@@ -62,9 +66,10 @@ fn parse() -> Result<Options, String> {
             "--fail-every" => o.faults.fail_every = Some(number("--fail-every")?.max(1)),
             "--reset-every" => o.faults.reset_every = Some(number("--reset-every")?.max(1)),
             "--truncate-every" => o.faults.truncate_every = Some(number("--truncate-every")?.max(1)),
+            "--fail-put-every" => o.faults.fail_put_every = Some(number("--fail-put-every")?.max(1)),
             "--access-key" => access = Some(value("--access-key")?),
             "--secret-key" => secret = Some(value("--secret-key")?),
-            "-h" | "--help" => return Err("usage: slotcon-s3-server ROOT [--port N] [--latency-ms MS] [--bandwidth B/s] [--fail-every K] [--reset-every K] [--truncate-every K] [--access-key K --secret-key S]".into()),
+            "-h" | "--help" => return Err("usage: slotcon-s3-server ROOT [--port N] [--latency-ms MS] [--bandwidth B/s] [--fail-every K] [--reset-every K] [--truncate-every K] [--fail-put-every K] [--access-key K --secret-key S]".into()),
             other if root.is_none() && !other.starts_with('-') => root = Some(PathBuf::from(other)),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -165,7 +170,12 @@ async fn answer(
         0
     };
     let hit = |every: Option<u64>| is_ranged && every.is_some_and(|e| k % e == 0);
-    if hit(faults.fail_every) {
+    let put_failed = || {
+        let every = faults.fail_put_every?;
+        let k = faults.puts.fetch_add(1, Ordering::SeqCst) + 1;
+        Some(k.is_multiple_of(every))
+    };
+    if hit(faults.fail_every) || (req.method() == hyper::Method::PUT && put_failed() == Some(true)) {
         let mut r = hyper::Response::new(s3s::Body::from("SlowDown: injected fault".to_string()));
         *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
         return Ok(r);
