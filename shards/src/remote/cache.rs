@@ -5,8 +5,10 @@
 //!   whole or not at all: it is written as `STORE/.tmp-NAME` and renamed.
 //! - Every write (evicting, writing, renaming) happens under an exclusive `flock` on
 //!   `ROOT/.lock`, so the files below the root, temporary ones included, never add up to
-//!   more than the limit. A process that dies while holding it leaves at most a
-//!   temporary file, which the next writer deletes (no writer can be using it: writes
+//!   more than the limit. What the folder holds is counted in a ledger file beside it
+//!   ([`super::ledger`]), so that a write does not list the folder. A process that dies
+//!   while holding the lock leaves at most a temporary file, which the ledger counts
+//!   until a later eviction or listing deletes it (no writer can be using it: writes
 //!   happen under the lock). Nothing lives in shared memory.
 //! - Reads take no lock: a name that exists is a whole block. A block is verified (its
 //!   size, and the CRC-32C of every sample it holds) each time a process maps it; one
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+use super::ledger::{Key, Ledger};
 use crate::error::{io_err, Result};
 use crate::lock::exclusive;
 
@@ -31,9 +34,10 @@ pub(crate) struct Cache {
     key: String,
     limit: u64,
     lock: File,
-    /// Threads of this process take turns here first: a `flock` is per open file, so it
-    /// orders processes, not the threads sharing `lock`.
-    turn: std::sync::Mutex<()>,
+    /// Threads of this process take turns here first (a `flock` is per open file, so it
+    /// orders processes, not the threads sharing `lock`); the mutex holds this
+    /// process's view of the ledger.
+    turn: std::sync::Mutex<Ledger>,
 }
 
 /// A block file in the cache.
@@ -43,7 +47,6 @@ pub(crate) struct Entry {
     /// The block's file name, without `.blk`.
     pub name: String,
     pub bytes: u64,
-    path: PathBuf,
 }
 
 /// What [`Cache::insert`] did.
@@ -74,14 +77,20 @@ impl Cache {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        Ok(Cache {
+        let cache = Cache {
             root: root.to_path_buf(),
             dir,
             key: key.to_string(),
             limit,
             lock,
-            turn: std::sync::Mutex::new(()),
-        })
+            turn: std::sync::Mutex::new(Ledger::new(root)),
+        };
+        // The ledger starts from a listing once per process: what a process that died
+        // left (a temporary file, a block it recorded and never wrote) is counted no more.
+        let (mut ledger, _held) = cache.critical()?;
+        cache.rebuild(&mut ledger)?;
+        drop((ledger, _held));
+        Ok(cache)
     }
 
     /// The cache's root folder.
@@ -99,10 +108,20 @@ impl Cache {
         self.limit
     }
 
-    /// This process's turn, then the folder's lock.
-    fn critical(&self) -> Result<(std::sync::MutexGuard<'_, ()>, crate::lock::Held<'_>)> {
-        let turn = self.turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok((turn, exclusive(&self.lock, &self.root)?))
+    /// This process's turn, then the folder's lock; the ledger is up to date.
+    fn critical(&self) -> Result<(std::sync::MutexGuard<'_, Ledger>, crate::lock::Held<'_>)> {
+        let mut ledger = self.turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let held = exclusive(&self.lock, &self.root)?;
+        if !ledger.sync()? {
+            self.rebuild(&mut ledger)?;
+        }
+        Ok((ledger, held))
+    }
+
+    /// The ledger anew from a listing of the folder (under the lock).
+    fn rebuild(&self, ledger: &mut Ledger) -> Result<()> {
+        let entries = self.entries_locked()?;
+        ledger.rebuild(entries.into_iter().map(|e| ((e.key, e.name), e.bytes)))
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -133,8 +152,9 @@ impl Cache {
         }
         // Short, long or corrupt: never used. Another process may have replaced it
         // meanwhile; deleting a good block only costs a fetch.
-        let _lock = self.critical()?;
+        let (mut ledger, _held) = self.critical()?;
         remove_if_present(&path)?;
+        ledger.record(&[(self.key.clone(), name.to_string())], None)?;
         Ok(Some(Err(())))
     }
 
@@ -152,49 +172,73 @@ impl Cache {
         if len > self.limit {
             return Ok((Inserted::NoRoom, Vec::new()));
         }
-        let _lock = self.critical()?;
+        let (mut ledger, _held) = self.critical()?;
         let path = self.path(name);
+        let key = (self.key.clone(), name.to_string());
         if let Ok(file) = File::open(&path) {
             if file.metadata().map_err(io_err(&path))?.len() == len {
+                if !ledger.has(&key) {
+                    ledger.record(&[], Some((&key, len)))?;
+                }
                 return Ok((Inserted::Cached(crate::reader::map_open(&file, &path)?), Vec::new()));
             }
         }
-        let entries = self.entries_locked()?;
-        let mut used: u64 = entries.iter().map(|e| e.bytes).sum();
-        let mut ranked: Vec<(u64, &Entry)> = entries.iter().map(|e| (next_use(&e.key, &e.name), e)).collect();
-        // Farthest next use first; among blocks never needed again, the largest first.
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.bytes.cmp(&a.1.bytes)));
-        let mut victims = Vec::new();
-        for (next, e) in &ranked {
-            if used + len <= self.limit {
-                break;
-            }
-            if *next <= need {
-                break;
-            }
-            victims.push(*e);
-            used -= e.bytes;
-        }
-        if used + len > self.limit {
+        let Some(victims) = self.victims(&ledger, len, need, next_use) else {
             return Ok((Inserted::NoRoom, Vec::new()));
+        };
+        for (store, victim) in &victims {
+            let dir = self.root.join(store);
+            remove_if_present(&dir.join(format!("{victim}{SUFFIX}")))?;
+            remove_if_present(&dir.join(format!("{TEMP_PREFIX}{victim}")))?;
         }
-        let mut evicted = Vec::new();
-        for e in victims {
-            remove_if_present(&e.path)?;
-            if e.key == self.key {
-                evicted.push(e.name.clone());
-            }
-        }
+        // Recorded before it is written: a crash leaves it counted, never uncounted.
+        ledger.record(&victims, Some((&key, len)))?;
         let temp = self.dir.join(format!("{TEMP_PREFIX}{name}"));
-        write_file(&temp, bytes)?;
-        std::fs::rename(&temp, &path).map_err(io_err(&path))?;
+        let written = write_file(&temp, bytes).and_then(|()| std::fs::rename(&temp, &path).map_err(io_err(&path)));
+        if let Err(e) = written {
+            // A full disk: nothing half-written stays, nor its record.
+            remove_if_present(&temp)?;
+            ledger.record(&[key], None)?;
+            return Err(e);
+        }
+        if ledger.bloated() {
+            self.rebuild(&mut ledger)?;
+        }
         let file = File::open(&path).map_err(io_err(&path))?;
+        let evicted = victims.into_iter().filter(|v| v.0 == self.key).map(|v| v.1).collect();
         Ok((Inserted::Cached(crate::reader::map_open(&file, &path)?), evicted))
     }
 
-    /// The bytes the cache's files hold now, temporary ones included (all stores).
+    /// The blocks to evict so that `len` more bytes fit, farthest next use first (among
+    /// blocks never needed again, the largest first), none needed at or before `need`;
+    /// None when that cannot make room. Beyond what `len` needs, blocks never needed
+    /// again go too, up to a 64th of the limit, so that the next writes find room
+    /// without ranking the cache again.
+    fn victims(&self, ledger: &Ledger, len: u64, need: u64, next_use: impl Fn(&str, &str) -> u64) -> Option<Vec<Key>> {
+        let mut used = ledger.used();
+        if used + len <= self.limit {
+            return Some(Vec::new());
+        }
+        let slack = self.limit / 64;
+        let ranked: Vec<(u64, u64, &Key)> = ledger.entries().map(|(k, b)| (next_use(&k.0, &k.1), b, k)).collect();
+        // A heap: only the few blocks evicted are ordered, not the whole cache.
+        let mut heap = std::collections::BinaryHeap::from(ranked);
+        let mut victims = Vec::new();
+        while let Some((next, bytes, key)) = heap.pop() {
+            let fits = used + len <= self.limit;
+            if next <= need || (fits && (next != u64::MAX || used + len + slack <= self.limit)) {
+                break;
+            }
+            victims.push(key.clone());
+            used -= bytes;
+        }
+        (used + len <= self.limit).then_some(victims)
+    }
+
+    /// The bytes the cache's files hold now, temporary ones included (all stores), from
+    /// a listing of the folder, not the ledger: the check of the limit.
     pub fn used(&self) -> Result<u64> {
-        let _lock = self.critical()?;
+        let (_ledger, _held) = self.critical()?;
         Ok(self.entries_locked()?.iter().map(|e| e.bytes).sum())
     }
 
@@ -229,7 +273,6 @@ impl Cache {
                     key: key.clone(),
                     name: name.to_string(),
                     bytes,
-                    path,
                 });
             }
         }
@@ -333,5 +376,47 @@ mod tests {
         std::fs::write(root.path().join("store/.tmp-x"), [0u8; 50]).unwrap();
         assert_eq!(cache.used().unwrap(), 200);
         assert!(!root.path().join("store/.tmp-x").exists());
+    }
+
+    /// Two processes (two opens, two locks' holders, two ledger views) writing into one
+    /// root: the limit holds by a listing after every write, the ledgers agree with the
+    /// listing, and each evicts the other's blocks when they are needed last.
+    #[test]
+    fn two_caches_on_one_root_keep_its_limit_through_the_ledger() {
+        let root = tempfile::tempdir().unwrap();
+        let limit = 64 * 100;
+        let a = Cache::open(root.path(), "one", "s3://b/1/", limit).unwrap();
+        let b = Cache::open(root.path(), "two", "s3://b/2/", limit).unwrap();
+        let never = |_: &str, _: &str| u64::MAX;
+        for i in 0..400u64 {
+            let (cache, name) = if i % 3 == 0 {
+                (&b, format!("b{i}"))
+            } else {
+                (&a, format!("a{i}"))
+            };
+            let bytes = vec![i as u8; 50 + (i as usize * 7) % 100];
+            let (got, _) = cache.insert(&name, &bytes, 0, never).unwrap();
+            assert!(matches!(got, Inserted::Cached(_)), "{name}");
+            let listed = a.used().unwrap();
+            assert!(listed <= limit, "{listed} > {limit} after {name}");
+            let counted = a.turn.lock().unwrap().used();
+            assert_eq!(counted, listed, "the ledger drifted from the folder after {name}");
+        }
+        assert!(std::fs::read_dir(root.path().join("two")).unwrap().count() > 1);
+        // A writer that died after recording a block and writing part of it, and one
+        // that died mid-record: the next process to open the cache starts from a
+        // listing, and the others follow its new ledger.
+        let temp = root.path().join("one/.tmp-dead");
+        std::fs::write(&temp, [0u8; 60]).unwrap();
+        let mut ledger = File::options().append(true).open(root.path().join(".ledger")).unwrap();
+        ledger.write_all(b"+ one dead 60\n+ one cut").unwrap();
+        let c = Cache::open(root.path(), "one", "s3://b/1/", limit).unwrap();
+        assert!(!temp.exists());
+        let listed = c.used().unwrap();
+        assert_eq!(c.turn.lock().unwrap().used(), listed);
+        let (got, _) = a.insert("after", &[1; 80], 0, never).unwrap();
+        assert!(matches!(got, Inserted::Cached(_)));
+        let listed = a.used().unwrap();
+        assert_eq!(a.turn.lock().unwrap().used(), listed);
     }
 }

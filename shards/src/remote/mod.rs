@@ -15,6 +15,7 @@
 
 mod cache;
 mod client;
+mod ledger;
 mod stats;
 mod upload;
 
