@@ -146,11 +146,24 @@ impl<S: Source> Drop for Handle<S> {
             std::mem::forget(std::mem::take(&mut self.fetchers));
             return;
         }
+        // A fetcher waiting on the network (a request retried until its deadline) is
+        // not waited for beyond JOIN_PATIENCE: dropping its handle detaches it, and it
+        // ends after that request, holding nothing but its share of the engine.
+        let deadline = Instant::now() + JOIN_PATIENCE;
         for f in self.fetchers.drain(..) {
-            let _ = f.join();
+            while !f.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if f.is_finished() {
+                let _ = f.join();
+            }
         }
     }
 }
+
+/// How long dropping a [`Handle`] waits for its fetchers to finish the read each has
+/// under way.
+const JOIN_PATIENCE: Duration = Duration::from_secs(2);
 
 impl<S: Source> Planned<S> {
     /// The blocks.

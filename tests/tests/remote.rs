@@ -354,6 +354,33 @@ fn unreachable_missing_and_refused_stores_are_clear_errors_within_the_deadline()
     assert!(e.contains("unsupported scheme ftp://"), "{e}");
 }
 
+/// A reader dropped while its fetchers retry against a failing server (every block read
+/// answered 503, retried for up to a minute) is gone within seconds: its fetchers are
+/// waited for briefly, then left to end after their request, not joined for the deadline.
+#[test]
+fn a_reader_dropped_while_its_fetchers_retry_does_not_wait_for_their_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    coco_store(&local);
+    let (server, url) = served(tmp.path(), &local, &["--fail-every", "1"]);
+    let mut s = settings(&server, &tmp.path().join("cache"));
+    (s.timeout_s, s.retries) = (60.0, 1000);
+    let reader = ShardReader::open_with(&url, &s).unwrap();
+    reader.plan(&(0..reader.len()).collect::<Vec<_>>());
+    let start = Instant::now();
+    while reader.remote_stats().unwrap().retries < 4 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        reader.remote_stats().unwrap().retries >= 4,
+        "the fetchers are not retrying"
+    );
+    let start = Instant::now();
+    drop(reader);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(15), "the drop took {took:?}");
+}
+
 #[test]
 fn a_store_changed_after_opening_is_an_error_naming_the_shard_and_sample() {
     let tmp = tempfile::tempdir().unwrap();
