@@ -157,6 +157,21 @@ fn the_loader_bench_reads_s3_against_the_local_store_and_training_follows_it() {
     assert!(last["remote"]["samples"].as_u64().unwrap() > 0, "{last}");
     let local_metrics = std::fs::read_to_string(from_disk.join("metrics.jsonl")).unwrap();
     assert!(!local_metrics.contains("\"remote\""));
+    // slotcon-viz retrieves from the bucket as from the folder: the same picture.
+    let grid = |shards: &str, png: &Path| {
+        let mut cmd = bin("slotcon-viz");
+        cmd.args(["prototypes", "--run"])
+            .arg(&from_s3)
+            .args(["--shards", shards, "--topk", "2", "--sample", "3", "--size", "64"])
+            .args(["--tile", "16", "--max-images", "16", "--cache"])
+            .arg(tmp.path().join("cache"))
+            .arg("--out")
+            .arg(png);
+        run_ok(server.env(&mut cmd));
+        std::fs::read(png).unwrap()
+    };
+    let (png_s3, png_local) = (tmp.path().join("s3.png"), tmp.path().join("local.png"));
+    assert!(grid(&url, &png_s3) == grid(staging.to_str().unwrap(), &png_local));
     // A bad URL is a clear error, not a hang or a panic.
     let mut cmd = bin("slotcon-train");
     cmd.args(["--shards", "s3://bucket/missing/", "--out"])

@@ -33,9 +33,12 @@ use slotcon_train_cli::SettingsArgs;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
-    /// The shard store made by slotcon-ingest.
+    /// The shard store made by slotcon-ingest: a folder, or a URL (s3://bucket/prefix/,
+    /// gs://, az://, https://).
     #[arg(long)]
     shards: PathBuf,
+    #[command(flatten)]
+    store: slotcon_cli::StoreArgs,
     /// The settings: --preset, --config and the flags that override one setting each
     /// (the same as slotcon-train's).
     #[command(flatten)]
@@ -122,7 +125,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let cfg = config(&cli)?;
     let device = cli.device.autodiff()?;
-    let reader = Arc::new(ShardReader::open(&cli.shards).context("opening the shard store")?);
+    let reader =
+        Arc::new(ShardReader::open_with(&cli.shards, &cli.store.settings()).context("opening the shard store")?);
     let short = slotcon_train::run::short_of_a_batch(&reader, &cli.shards, cfg.data.batch_size);
     if let Some(reason) = short.filter(|_| cli.settings.overrides.batch_size.is_some()) {
         return Err(bad_flag("--batch-size", cfg.data.batch_size, reason));

@@ -46,9 +46,12 @@ enum Command {
     Prototypes {
         #[command(flatten)]
         run: RunArgs,
-        /// The shard store to retrieve from.
+        /// The shard store to retrieve from: a folder, or a URL (s3://bucket/prefix/,
+        /// gs://, az://, https://).
         #[arg(long)]
         shards: PathBuf,
+        #[command(flatten)]
+        store: slotcon_cli::StoreArgs,
         /// Images per prototype, 1 to 20.
         #[arg(long, default_value_t = 5, value_parser = flags::int(GridOptions::TOPK))]
         topk: usize,
@@ -139,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prototypes {
             run,
             shards,
+            store,
             topk,
             sample,
             size,
@@ -159,7 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             opts.check().map_err(flag_error)?;
             check_device(run.device)?;
             let (loaded, device) = open_run(&run.run, &run.checkpoint, run.device)?;
-            let reader = ShardReader::open(&shards).context("opening the shard store")?;
+            let reader = ShardReader::open_with(&shards, &store.settings()).context("opening the shard store")?;
             anyhow::ensure!(
                 !reader.is_empty(),
                 "{}: the shard store holds no image",
