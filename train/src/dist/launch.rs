@@ -65,7 +65,7 @@ impl Launch {
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         if get("RANK").is_none() && get("WORLD_SIZE").is_none() {
             return match super::slurm::torchrun_equivalent(&get)? {
-                Some(slurm) => Self::from_torchrun_vars(|name| slurm.get(name).or_else(|| get(name))),
+                Some(slurm) => Self::from_torchrun_vars(|name| slurm.get(name).or_else(|| get(name))).map_err(as_slurm),
                 None => Ok(Self::single()),
             };
         }
@@ -112,6 +112,25 @@ impl Launch {
     pub fn store_prefix(&self) -> String {
         format!("slotcon/{}", self.restart)
     }
+}
+
+/// An error about a torchrun variable that Slurm's stood for, naming Slurm's as the
+/// user's environment holds it (`SLURM_PROCID="x": ... (read as RANK)`).
+fn as_slurm(e: Error) -> Error {
+    let Error::Distributed(message) = e else {
+        return e;
+    };
+    let names = [
+        ("RANK", "SLURM_PROCID"),
+        ("WORLD_SIZE", "SLURM_NTASKS"),
+        ("LOCAL_RANK", "SLURM_LOCALID"),
+    ];
+    for (torchrun, slurm) in names {
+        if let Some(rest) = message.strip_prefix(torchrun).filter(|r| r.starts_with(['=', ':'])) {
+            return Error::Distributed(format!("{slurm}{rest} (read as {torchrun})"));
+        }
+    }
+    Error::Distributed(message)
 }
 
 fn bad(var: &str, reason: &str) -> Error {
@@ -269,7 +288,17 @@ mod tests {
         let e = launch(&[("SLURM_PROCID", "2"), ("SLURM_NTASKS", "2")])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("RANK") && e.contains("from 0 to 1"), "{e}");
+        assert!(e.starts_with("SLURM_PROCID=\"2\"") && e.contains("from 0 to 1"), "{e}");
+        assert!(e.ends_with("(read as RANK)"), "{e}");
+        let ntasks = [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "x")];
+        let localid = [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1"), ("SLURM_LOCALID", "-1")];
+        for (env, want) in [
+            (&ntasks[..], "SLURM_NTASKS=\"x\""),
+            (&localid[..], "SLURM_LOCALID=\"-1\""),
+        ] {
+            let e = launch(env).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
     }
 
     #[test]
