@@ -87,7 +87,7 @@ impl Cache {
         };
         // The ledger starts from a listing once per process: what a process that died
         // left (a temporary file, a block it recorded and never wrote) is counted no more.
-        let (mut ledger, _held) = cache.critical()?;
+        let (mut ledger, _held) = cache.locked()?;
         cache.rebuild(&mut ledger)?;
         drop((ledger, _held));
         Ok(cache)
@@ -108,10 +108,15 @@ impl Cache {
         self.limit
     }
 
-    /// This process's turn, then the folder's lock; the ledger is up to date.
+    /// This process's turn, then the folder's lock.
+    fn locked(&self) -> Result<(std::sync::MutexGuard<'_, Ledger>, crate::lock::Held<'_>)> {
+        let ledger = self.turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok((ledger, exclusive(&self.lock, &self.root)?))
+    }
+
+    /// [`Cache::locked`], with the ledger up to date.
     fn critical(&self) -> Result<(std::sync::MutexGuard<'_, Ledger>, crate::lock::Held<'_>)> {
-        let mut ledger = self.turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let held = exclusive(&self.lock, &self.root)?;
+        let (mut ledger, held) = self.locked()?;
         if !ledger.sync()? {
             self.rebuild(&mut ledger)?;
         }
@@ -126,6 +131,11 @@ impl Cache {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}{SUFFIX}"))
+    }
+
+    /// Where block `name` of the store folder `store` is written before its rename.
+    fn temp_path(&self, store: &str, name: &str) -> PathBuf {
+        self.root.join(store).join(format!("{TEMP_PREFIX}{name}"))
     }
 
     /// The block `name` mapped, if the cache holds it whole and `check` accepts its
@@ -187,13 +197,12 @@ impl Cache {
             return Ok((Inserted::NoRoom, Vec::new()));
         };
         for (store, victim) in &victims {
-            let dir = self.root.join(store);
-            remove_if_present(&dir.join(format!("{victim}{SUFFIX}")))?;
-            remove_if_present(&dir.join(format!("{TEMP_PREFIX}{victim}")))?;
+            remove_if_present(&self.root.join(store).join(format!("{victim}{SUFFIX}")))?;
+            remove_if_present(&self.temp_path(store, victim))?;
         }
         // Recorded before it is written: a crash leaves it counted, never uncounted.
         ledger.record(&victims, Some((&key, len)))?;
-        let temp = self.dir.join(format!("{TEMP_PREFIX}{name}"));
+        let temp = self.temp_path(&self.key, name);
         let written = write_file(&temp, bytes).and_then(|()| std::fs::rename(&temp, &path).map_err(io_err(&path)));
         if let Err(e) = written {
             // A full disk: nothing half-written stays, nor its record.

@@ -154,29 +154,23 @@ impl Client {
         .map(drop)
     }
 
-    /// True when this store takes multipart uploads (S3, GCS and Azure; not HTTP).
-    pub fn has_multipart(&self) -> bool {
-        self.multipart.is_some()
-    }
-
-    /// Writes object `name`, `size` bytes, as a multipart upload of parts of
-    /// `part_bytes` (the last one shorter), so that it appears whole or not at all.
-    /// `read(range)` gives the bytes of one part; at most [`PARTS_IN_FLIGHT`] parts are
-    /// held and sent at once, so memory does not grow with the object. Each request (the
-    /// start, each part, the completion) is retried on its own within the deadline; an
-    /// upload that fails for good is aborted.
-    pub async fn put_parts<R>(&self, name: &str, size: u64, part_bytes: u64, read: R) -> Result<()>
+    /// Writes object `name`, `size` bytes that `read(range)` gives, so that it appears
+    /// whole or not at all: one PUT up to `part_bytes` (or to a store without multipart
+    /// uploads, HTTP's), else a multipart upload of parts of `part_bytes` (more where
+    /// S3's 10 000 parts would not hold the object). At most [`PARTS_IN_FLIGHT`] parts
+    /// are read and sent at once, so memory does not grow with the object. Each request
+    /// (the start, each part, the completion) is retried on its own within the
+    /// deadline; an upload that fails for good is aborted.
+    pub async fn put_from<R>(&self, name: &str, size: u64, part_bytes: u64, read: R) -> Result<()>
     where
         R: Fn(Range<u64>) -> Result<bytes::Bytes>,
     {
         use futures::{StreamExt, TryStreamExt};
-        let Some(store) = self.multipart.as_deref() else {
-            let reason = "this store takes no multipart upload".to_string();
-            return Err(Error::Url {
-                url: self.url_of(name),
-                reason,
-            });
+        let store = match self.multipart.as_deref() {
+            Some(store) if size > part_bytes => store,
+            _ => return self.put(name, read(0..size)?).await,
         };
+        let part_bytes = part_bytes.max(size.div_ceil(MAX_PARTS));
         let key = self.key(name);
         let id = self
             .attempts(name, || async { Ok(Written(store.create_multipart(&key).await?)) })
@@ -194,18 +188,16 @@ impl Client {
                 Ok::<_, Error>(self.attempts(name, put).await?.0)
             }
         };
-        let parts = futures::stream::iter(0..size.div_ceil(part_bytes).max(1))
-            .map(part)
-            .buffered(PARTS_IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await;
-        let done = match parts {
-            Ok(parts) => {
-                let complete = || async { Ok(Written(store.complete_multipart(&key, &id, parts.clone()).await?)) };
-                self.attempts(name, complete).await.map(drop)
-            }
-            Err(e) => Err(e),
-        };
+        let done = async {
+            let parts: Vec<_> = futures::stream::iter(0..size.div_ceil(part_bytes))
+                .map(part)
+                .buffered(PARTS_IN_FLIGHT)
+                .try_collect()
+                .await?;
+            let complete = || async { Ok(Written(store.complete_multipart(&key, &id, parts.clone()).await?)) };
+            self.attempts(name, complete).await.map(drop)
+        }
+        .await;
         if done.is_err() {
             // Best effort: the parts sent would otherwise stay billed until the bucket's
             // lifecycle rules drop them.
@@ -275,6 +267,9 @@ impl Client {
 
 /// How many parts of one multipart upload are read and sent at once.
 pub(crate) const PARTS_IN_FLIGHT: usize = 4;
+
+/// The most parts one multipart upload has (S3's limit; GCS and Azure allow as many).
+const MAX_PARTS: u64 = 10_000;
 
 /// What a write returns (counts no fetched byte).
 struct Written<T = ()>(T);

@@ -35,9 +35,6 @@ pub struct Uploader {
     part_bytes: u64,
 }
 
-/// The most parts one multipart upload has (S3's limit; GCS and Azure allow as many).
-const MAX_PARTS: u64 = 10_000;
-
 impl Uploader {
     /// Connects to `url` (nothing is requested yet).
     pub fn new(url: &Url, settings: &RemoteSettings) -> Result<Self> {
@@ -72,20 +69,15 @@ impl Uploader {
         self.client.stats.snapshot().retries
     }
 
-    /// Sends the file `dir/name` as object `name`: one PUT up to a part's size (or to a
-    /// store without multipart uploads, HTTP's), else a multipart upload read from the
-    /// file a part at a time, so that memory holds a few parts, never the whole file.
+    /// Sends the file `dir/name` as object `name`, read a part at a time
+    /// ([`Client::put_from`]): memory holds a few parts, never the whole file.
     fn send(&self, dir: &Path, name: &str) -> Result<()> {
         let path = dir.join(name);
         let file = File::open(&path).map_err(crate::io_err(&path))?;
         let size = file.metadata().map_err(crate::io_err(&path))?.len();
         let read = |range: Range<u64>| read_at(&file, &path, range);
         let client = &self.client;
-        if size <= self.part_bytes || !client.has_multipart() {
-            return client.block_on(client.put(name, read(0..size)?));
-        }
-        let part_bytes = self.part_bytes.max(size.div_ceil(MAX_PARTS));
-        client.block_on(client.put_parts(name, size, part_bytes, read))
+        client.block_on(client.put_from(name, size, self.part_bytes, read))
     }
 }
 
